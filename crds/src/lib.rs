@@ -1,0 +1,1 @@
+//! The `OrderSystem` custom resource API. Empty until the operator issue lands.

@@ -1,0 +1,1 @@
+//! The OMS pod binary. Empty until the runtime issue lands.

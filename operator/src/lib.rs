@@ -1,0 +1,1 @@
+//! The `oms-operator` reconciler. Empty until the operator issue lands.

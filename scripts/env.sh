@@ -1,0 +1,7 @@
+# Sourced by the project's scripts: one fixed cache folder outside the clone, shared by CI runs
+# and later sessions (Cargo target dir, downloaded service jars, built Go tools).
+export OMS_CACHE="${OMS_CACHE:-$HOME/.cache/oms}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$OMS_CACHE/target}"
+mkdir -p "$OMS_CACHE"
+
+step() { printf '\n==> %s\n' "$*"; }
