@@ -1,0 +1,269 @@
+//! Storage of resting orders: price levels holding FIFO queues threaded through a slab.
+//!
+//! # Layout
+//! Every resting order lives in one slab slot and is linked to its neighbours in the queue of
+//! its price level, so a cancel anywhere in a queue is O(1) after the id lookup. A level keeps
+//! the sum of its orders' open quantities, which is what depth snapshots report.
+//!
+//! # Invariants
+//! - An order is in the id index if and only if it is linked into exactly one level, except for
+//!   the moment an amended order is re-matched (detached, then re-linked or removed).
+//! - `Level::total` is the sum of `leaves` of its orders, `Level::count` their number, and
+//!   no level is empty.
+//! - `open[account]` is the number of the account's orders in the slab, and no entry is zero.
+
+use crate::types::{AccountId, OrderId, Price, Quantity, SelfTradePrevention, Side};
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+use slab::Slab;
+use std::collections::BTreeMap;
+use std::collections::btree_map::OccupiedEntry;
+
+pub(super) const NIL: usize = usize::MAX;
+
+/// An order resting on the book, as snapshots and queries show it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestingOrder {
+    /// The order.
+    pub order_id: OrderId,
+    /// Its account.
+    pub account: AccountId,
+    /// Its side.
+    pub side: Side,
+    /// Its limit price.
+    pub price: Price,
+    /// Its total quantity, filled quantity included.
+    pub quantity: Quantity,
+    /// Its open quantity.
+    pub leaves: Quantity,
+    /// Whether an amendment may make it take liquidity.
+    pub post_only: bool,
+    /// Its self-trade prevention mode, used when an amendment makes it a taker.
+    pub self_trade_prevention: SelfTradePrevention,
+}
+
+pub(super) struct Node {
+    pub order: RestingOrder,
+    prev: usize,
+    next: usize,
+}
+
+/// One price level: a FIFO queue and its aggregate.
+#[derive(Debug)]
+pub(super) struct Level {
+    head: usize,
+    tail: usize,
+    pub total: Quantity,
+    pub count: u32,
+}
+
+impl Level {
+    fn empty() -> Level {
+        Level {
+            head: NIL,
+            tail: NIL,
+            total: Quantity::ZERO,
+            count: 0,
+        }
+    }
+
+    /// The first order in time priority.
+    pub fn head(&self) -> usize {
+        self.head
+    }
+}
+
+/// All levels of one side of the book.
+#[derive(Debug)]
+pub(super) struct Levels {
+    side: Side,
+    map: BTreeMap<Price, Level>,
+}
+
+impl Levels {
+    pub fn new(side: Side) -> Levels {
+        Levels {
+            side,
+            map: BTreeMap::new(),
+        }
+    }
+
+    /// The best price: the highest bid or the lowest ask.
+    pub fn best(&self) -> Option<Price> {
+        match self.side {
+            Side::Buy => self.map.last_key_value(),
+            Side::Sell => self.map.first_key_value(),
+        }
+        .map(|(price, _)| *price)
+    }
+
+    pub fn best_entry(&mut self) -> Option<OccupiedEntry<'_, Price, Level>> {
+        match self.side {
+            Side::Buy => self.map.last_entry(),
+            Side::Sell => self.map.first_entry(),
+        }
+    }
+
+    /// Levels from the best price outwards.
+    pub fn best_first(&self) -> Box<dyn Iterator<Item = (&Price, &Level)> + '_> {
+        match self.side {
+            Side::Buy => Box::new(self.map.iter().rev()),
+            Side::Sell => Box::new(self.map.iter()),
+        }
+    }
+
+    pub fn level_mut(&mut self, price: Price) -> &mut Level {
+        self.map.entry(price).or_insert_with(Level::empty)
+    }
+
+    /// Drops the level at `price` if no order is left in it.
+    pub fn prune(&mut self, price: Price) {
+        if self.map.get(&price).is_some_and(|level| level.count == 0) {
+            self.map.remove(&price);
+        }
+    }
+}
+
+/// The resting orders, their id index and the per-account open-order counts.
+#[derive(Default)]
+pub(super) struct Orders {
+    slab: Slab<Node>,
+    index: FxHashMap<OrderId, usize>,
+    open: FxHashMap<AccountId, u32>,
+}
+
+impl Orders {
+    pub fn get(&self, key: usize) -> &RestingOrder {
+        &self.slab[key].order
+    }
+
+    pub fn get_mut(&mut self, key: usize) -> &mut RestingOrder {
+        &mut self.slab[key].order
+    }
+
+    pub fn next(&self, key: usize) -> usize {
+        self.slab[key].next
+    }
+
+    pub fn find(&self, order_id: OrderId) -> Option<usize> {
+        self.index.get(&order_id).copied()
+    }
+
+    pub fn open_count(&self, account: &str) -> u32 {
+        self.open.get(account).copied().unwrap_or(0)
+    }
+
+    pub fn len(&self) -> usize {
+        self.slab.len()
+    }
+
+    /// Stores an order that is about to rest; link it with [`Orders::push_back`].
+    pub fn insert(&mut self, order: RestingOrder) -> usize {
+        match self.open.get_mut(&order.account) {
+            Some(count) => *count += 1,
+            None => {
+                self.open.insert(order.account.clone(), 1);
+            }
+        }
+        let order_id = order.order_id;
+        let key = self.slab.insert(Node {
+            order,
+            prev: NIL,
+            next: NIL,
+        });
+        self.index.insert(order_id, key);
+        key
+    }
+
+    /// Forgets an order that is no longer linked into any level.
+    pub fn remove(&mut self, key: usize) -> RestingOrder {
+        let node = self.slab.remove(key);
+        self.index.remove(&node.order.order_id);
+        if let Some(count) = self.open.get_mut(&node.order.account) {
+            *count -= 1;
+            if *count == 0 {
+                self.open.remove(&node.order.account);
+            }
+        }
+        node.order
+    }
+
+    /// Links an order at the back of `level`'s queue.
+    pub fn push_back(&mut self, level: &mut Level, key: usize) {
+        let tail = level.tail;
+        let node = &mut self.slab[key];
+        node.prev = tail;
+        node.next = NIL;
+        level.total += node.order.leaves;
+        level.count += 1;
+        if tail == NIL {
+            level.head = key;
+        } else {
+            self.slab[tail].next = key;
+        }
+        level.tail = key;
+    }
+
+    /// Unlinks an order from `level`'s queue; the order stays stored.
+    pub fn unlink(&mut self, level: &mut Level, key: usize) {
+        let node = &mut self.slab[key];
+        let (prev, next) = (node.prev, node.next);
+        node.prev = NIL;
+        node.next = NIL;
+        level.total -= node.order.leaves;
+        level.count -= 1;
+        if prev == NIL {
+            level.head = next;
+        } else {
+            self.slab[prev].next = next;
+        }
+        if next == NIL {
+            level.tail = prev;
+        } else {
+            self.slab[next].prev = prev;
+        }
+    }
+
+    /// The orders of a level in queue order.
+    pub fn queue<'a>(&'a self, level: &Level) -> impl Iterator<Item = &'a RestingOrder> + 'a {
+        let mut key = level.head;
+        std::iter::from_fn(move || {
+            if key == NIL {
+                return None;
+            }
+            let node = &self.slab[key];
+            key = node.next;
+            Some(&node.order)
+        })
+    }
+
+    /// Checks the invariants in the module doc against `levels`; for tests.
+    #[cfg(test)]
+    pub fn check(&self, sides: [&Levels; 2]) {
+        let mut linked = 0;
+        let mut open: FxHashMap<&str, u32> = FxHashMap::default();
+        for levels in sides {
+            for (price, level) in &levels.map {
+                assert!(level.count > 0, "empty level {price:?}");
+                let orders: Vec<_> = self.queue(level).collect();
+                assert_eq!(orders.len(), level.count as usize);
+                let total = orders.iter().map(|o| o.leaves.0).sum::<u64>();
+                assert_eq!(total, level.total.0, "level total at {price:?}");
+                for order in orders {
+                    assert_eq!(order.price, *price);
+                    assert_eq!(order.side, levels.side);
+                    assert!(!order.leaves.is_zero() && order.leaves <= order.quantity);
+                    assert!(self.index.contains_key(&order.order_id));
+                    *open.entry(order.account.as_str()).or_default() += 1;
+                    linked += 1;
+                }
+            }
+        }
+        assert_eq!(linked, self.slab.len());
+        assert_eq!(self.index.len(), self.slab.len());
+        assert_eq!(open.len(), self.open.len());
+        for (account, count) in open {
+            assert_eq!(self.open[account], count, "open count of {account}");
+        }
+    }
+}

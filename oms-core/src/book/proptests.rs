@@ -1,0 +1,302 @@
+//! Property tests on random command streams.
+//!
+//! Prices sit in a narrow range and a few accounts share the book, so streams cross, self-trade,
+//! amend and cancel constantly. Each case checks, after every command:
+//! the book is not crossed; the book's internal bookkeeping holds; quantity is conserved for
+//! every order (filled + open + canceled/expired = ordered); every trade is within both orders'
+//! limits; the book agrees with the order states folded from the events. Separately, a book
+//! restored from a snapshot taken anywhere in a stream continues with exactly the events of an
+//! uninterrupted run.
+
+use super::*;
+use crate::OrderStatus;
+use crate::order::OrderState;
+use crate::test_support::{btc, limit};
+use proptest::prelude::*;
+use rust_decimal::Decimal;
+use std::collections::BTreeMap;
+
+const ACCOUNTS: [&str; 3] = ["a", "b", "c"];
+
+#[derive(Clone, Debug)]
+enum Op {
+    New {
+        account: usize,
+        side: Side,
+        market: bool,
+        tif: TimeInForce,
+        price: u64,
+        quantity: u64,
+        post_only: bool,
+        stp: SelfTradePrevention,
+    },
+    Cancel {
+        pick: usize,
+        account: Option<usize>,
+    },
+    Amend {
+        pick: usize,
+        price: Option<u64>,
+        quantity: Option<u64>,
+    },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let side = prop_oneof![Just(Side::Buy), Just(Side::Sell)];
+    let tif = prop_oneof![
+        6 => Just(TimeInForce::Gtc),
+        2 => Just(TimeInForce::Ioc),
+        2 => Just(TimeInForce::Fok)
+    ];
+    let stp = prop_oneof![
+        Just(SelfTradePrevention::None),
+        Just(SelfTradePrevention::ExpireTaker),
+        Just(SelfTradePrevention::ExpireMaker),
+        Just(SelfTradePrevention::ExpireBoth)
+    ];
+    let new = (
+        0..ACCOUNTS.len(),
+        side,
+        prop::bool::weighted(0.1),
+        tif,
+        95u64..=105,
+        1u64..=20,
+        prop::bool::weighted(0.15),
+        stp,
+    )
+        .prop_map(
+            |(account, side, market, tif, price, quantity, post_only, stp)| Op::New {
+                account,
+                side,
+                market,
+                tif,
+                price,
+                quantity,
+                post_only,
+                stp,
+            },
+        );
+    let cancel = (
+        any::<usize>(),
+        prop::option::weighted(0.1, 0..ACCOUNTS.len()),
+    )
+        .prop_map(|(pick, account)| Op::Cancel { pick, account });
+    let amend = (
+        any::<usize>(),
+        prop::option::of(95u64..=105),
+        prop::option::of(1u64..=25),
+    )
+        .prop_map(|(pick, price, quantity)| Op::Amend {
+            pick,
+            price,
+            quantity,
+        });
+    prop_oneof![6 => new, 2 => cancel, 2 => amend]
+}
+
+fn limits() -> impl Strategy<Value = RiskLimits> {
+    prop_oneof![
+        Just(RiskLimits::default()),
+        Just(RiskLimits {
+            // 0.00015 USDT = price 1.00 (100 ticks) × 15 lots
+            max_order_notional: Some(Decimal::new(15, 5)),
+            price_band_percent: Some(Decimal::from(3)),
+            max_open_orders: Some(4),
+        }),
+    ]
+}
+
+/// Turns ops into commands. Cancels and amendments pick among every order id placed so far,
+/// open or not, so they also hit closed and unknown orders.
+fn commands(ops: &[Op]) -> Vec<Command> {
+    let mut placed: Vec<(u64, usize)> = Vec::new();
+    let mut out = Vec::new();
+    for (i, op) in ops.iter().enumerate() {
+        let ts = Timestamp(i as u64);
+        let action = match op {
+            Op::New {
+                account,
+                side,
+                market,
+                tif,
+                price,
+                quantity,
+                post_only,
+                stp,
+            } => {
+                let id = placed.len() as u64 + 1;
+                placed.push((id, *account));
+                let mut order = limit(id, ACCOUNTS[*account], *side, *price, *quantity);
+                order.time_in_force = *tif;
+                order.post_only = *post_only;
+                order.self_trade_prevention = *stp;
+                if *market {
+                    order.order_type = OrderType::Market;
+                    order.price = None;
+                    if *tif == TimeInForce::Gtc {
+                        order.time_in_force = TimeInForce::Ioc;
+                    }
+                }
+                Action::New(order)
+            }
+            Op::Cancel { pick, account } => {
+                let Some(&(id, owner)) = placed.get(pick % placed.len().max(1)) else {
+                    continue;
+                };
+                Action::Cancel(CancelOrder {
+                    order_id: OrderId(id),
+                    account: ACCOUNTS[account.unwrap_or(owner)].into(),
+                    symbol: "BTC-USDT".into(),
+                })
+            }
+            Op::Amend {
+                pick,
+                price,
+                quantity,
+            } => {
+                let Some(&(id, owner)) = placed.get(pick % placed.len().max(1)) else {
+                    continue;
+                };
+                Action::Amend(AmendOrder {
+                    order_id: OrderId(id),
+                    account: ACCOUNTS[owner].into(),
+                    symbol: "BTC-USDT".into(),
+                    price: price.map(Price),
+                    quantity: quantity.map(Quantity),
+                })
+            }
+        };
+        out.push(Command { ts, action });
+    }
+    out
+}
+
+fn new_book(limits: &RiskLimits) -> Book {
+    Book::new(Instrument::new(btc()).unwrap(), limits).unwrap()
+}
+
+/// Applies one command and checks every per-command invariant against the folded states.
+fn step(book: &mut Book, states: &mut BTreeMap<OrderId, OrderState>, command: &Command) {
+    let mut records = Vec::new();
+    book.apply(command, &mut records);
+    book.orders.check([&book.bids, &book.asks]);
+    if let (Some(bid), Some(ask)) = (book.best_bid(), book.best_ask()) {
+        assert!(bid < ask, "crossed book: bid {bid:?} ask {ask:?}");
+    }
+    let first_seq = book.seq() + 1 - records.len() as u64;
+    for (i, record) in records.iter().enumerate() {
+        assert_eq!(
+            record.seq,
+            first_seq + i as u64,
+            "sequence numbers are consecutive"
+        );
+        if let Some(state) = OrderState::open(record) {
+            assert!(states.insert(state.order.order_id, state).is_none());
+            continue;
+        }
+        match &record.event {
+            Event::Trade(trade) => {
+                let (buy, sell) = match trade.taker.side {
+                    Side::Buy => (&trade.taker, &trade.maker),
+                    Side::Sell => (&trade.maker, &trade.taker),
+                };
+                assert_ne!(trade.taker.side, trade.maker.side);
+                assert!(!trade.quantity.is_zero());
+                for (fill, side) in [(buy, Side::Buy), (sell, Side::Sell)] {
+                    if let Some(limit) = states[&fill.order_id].price() {
+                        assert!(
+                            side.accepts(limit, trade.price),
+                            "trade {trade:?} beyond {limit:?}"
+                        );
+                    }
+                }
+                if trade.taker.account == trade.maker.account {
+                    let stp = states[&trade.taker.order_id].order.self_trade_prevention;
+                    assert_eq!(stp, SelfTradePrevention::None, "self-trade under {stp:?}");
+                }
+            }
+            Event::Canceled {
+                order_id, quantity, ..
+            }
+            | Event::Expired {
+                order_id, quantity, ..
+            } => {
+                // what closes is exactly what was open
+                assert_eq!(states[order_id].leaves, *quantity);
+                let state = &states[order_id];
+                assert_eq!(state.filled + *quantity, state.order.quantity);
+            }
+            _ => {}
+        }
+        for order_id in record.event.order_ids() {
+            let state = states
+                .get_mut(&order_id)
+                .expect("event about an unknown order");
+            assert!(state.apply(record));
+        }
+    }
+    for state in states.values() {
+        let resting = book.order(state.order.order_id);
+        if state.status.is_open() {
+            assert_eq!(state.filled + state.leaves, state.order.quantity);
+            let resting = resting.unwrap_or_else(|| panic!("open order missing: {state:?}"));
+            assert_eq!(resting.leaves, state.leaves);
+            assert_eq!(resting.quantity, state.order.quantity);
+            assert_eq!(Some(resting.price), state.order.price);
+        } else {
+            assert!(resting.is_none(), "closed order still resting: {state:?}");
+            assert!(state.leaves.is_zero());
+            assert!(state.filled <= state.order.quantity);
+            if state.status == OrderStatus::Filled {
+                assert_eq!(state.filled, state.order.quantity);
+            }
+        }
+    }
+}
+
+fn run_all(book: &mut Book, commands: &[Command]) -> Vec<EventRecord> {
+    let mut events = Vec::new();
+    for command in commands {
+        book.apply(command, &mut events);
+    }
+    events
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn invariants_hold_after_every_command(
+        limits in limits(),
+        ops in prop::collection::vec(op(), 1..300),
+    ) {
+        let mut book = new_book(&limits);
+        let mut states = BTreeMap::new();
+        for command in commands(&ops) {
+            step(&mut book, &mut states, &command);
+        }
+    }
+
+    #[test]
+    fn snapshot_and_replay_equal_an_uninterrupted_run(
+        limits in limits(),
+        ops in prop::collection::vec(op(), 1..300),
+        split in any::<prop::sample::Index>(),
+    ) {
+        let commands = commands(&ops);
+        let split = split.index(commands.len() + 1);
+        let mut whole = new_book(&limits);
+        let expected = run_all(&mut whole, &commands);
+
+        let mut first = new_book(&limits);
+        let mut events = run_all(&mut first, &commands[..split]);
+        let bytes = serde_json::to_vec(&first.snapshot()).unwrap();
+        drop(first);
+        let snapshot: BookSnapshot = serde_json::from_slice(&bytes).unwrap();
+        let mut restored = Book::restore(Instrument::new(btc()).unwrap(), &limits, snapshot).unwrap();
+        events.extend(run_all(&mut restored, &commands[split..]));
+
+        prop_assert_eq!(events, expected);
+        prop_assert_eq!(restored.snapshot(), whole.snapshot());
+    }
+}

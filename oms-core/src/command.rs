@@ -1,0 +1,100 @@
+//! Commands: what the outside world asks of a book, already scaled to ticks and lots.
+//!
+//! A command carries its own timestamp, stamped when it entered the system, so applying it reads
+//! no clock and the same log always gives the same events.
+
+use crate::types::{
+    AccountId, ClientOrderId, OrderId, OrderType, Price, Quantity, SelfTradePrevention, Side,
+    Symbol, TimeInForce, Timestamp,
+};
+use serde::{Deserialize, Serialize};
+
+/// A command with the time it entered the system.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Command {
+    /// When the command was accepted by the edge.
+    pub ts: Timestamp,
+    /// What to do.
+    pub action: Action,
+}
+
+/// The three things one can ask of a book.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Place an order.
+    New(NewOrder),
+    /// Cancel an open order.
+    Cancel(CancelOrder),
+    /// Change an open order's price or quantity.
+    Amend(AmendOrder),
+}
+
+impl Action {
+    /// The instrument the command is for.
+    pub fn symbol(&self) -> &Symbol {
+        match self {
+            Action::New(order) => &order.symbol,
+            Action::Cancel(cancel) => &cancel.symbol,
+            Action::Amend(amend) => &amend.symbol,
+        }
+    }
+}
+
+/// A new order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewOrder {
+    /// Unique id, assigned upstream.
+    pub order_id: OrderId,
+    /// The client's reference.
+    pub client_order_id: ClientOrderId,
+    /// Owning account.
+    pub account: AccountId,
+    /// Instrument.
+    pub symbol: Symbol,
+    /// Buy or sell.
+    pub side: Side,
+    /// Limit or market.
+    #[serde(rename = "type")]
+    pub order_type: OrderType,
+    /// GTC, IOC or FOK.
+    pub time_in_force: TimeInForce,
+    /// Limit price; `None` for market orders.
+    pub price: Option<Price>,
+    /// Quantity in lots.
+    pub quantity: Quantity,
+    /// Reject instead of taking liquidity.
+    pub post_only: bool,
+    /// What to do on a match against the same account.
+    pub self_trade_prevention: SelfTradePrevention,
+}
+
+/// Cancel an open order. The account must own it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CancelOrder {
+    /// The order.
+    pub order_id: OrderId,
+    /// The account asking; must be the owner.
+    pub account: AccountId,
+    /// The order's instrument.
+    pub symbol: Symbol,
+}
+
+/// Amend an open order.
+///
+/// # Priority rule
+/// Lowering the quantity keeps the order's place in the queue; a new price or a higher quantity
+/// sends it to the back of its (new) price level, as on the large exchanges.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AmendOrder {
+    /// The order.
+    pub order_id: OrderId,
+    /// The account asking; must be the owner.
+    pub account: AccountId,
+    /// The order's instrument.
+    pub symbol: Symbol,
+    /// New limit price, if it changes.
+    pub price: Option<Price>,
+    /// New total quantity (filled quantity included), if it changes.
+    pub quantity: Option<Quantity>,
+}
