@@ -139,6 +139,7 @@ pub struct Fill {
 }
 
 /// Why the system ended an order's remainder.
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ExpireReason {

@@ -24,6 +24,7 @@ pub const MAX_LOTS_PER_ORDER: u64 = 1 << 40;
 type Result<T, E = SpecError> = std::result::Result<T, E>;
 
 /// Whether an instrument accepts new orders.
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum InstrumentStatus {
@@ -35,32 +36,43 @@ pub enum InstrumentStatus {
 }
 
 /// An instrument as configured and as the API shows it, decimals as strings.
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InstrumentSpec {
     /// Unique symbol, such as `BTC-USDT`.
+    #[cfg_attr(feature = "utoipa", schema(value_type = String))]
     pub symbol: Symbol,
     /// The asset bought or sold.
+    #[cfg_attr(feature = "utoipa", schema(value_type = String))]
     pub base: CompactString,
     /// The asset prices are quoted in.
+    #[cfg_attr(feature = "utoipa", schema(value_type = String))]
     pub quote: CompactString,
     /// Every price is a multiple of this.
+    #[cfg_attr(feature = "utoipa", schema(value_type = String, example = "0.01"))]
     pub tick_size: Decimal,
     /// Every quantity is a multiple of this.
+    #[cfg_attr(feature = "utoipa", schema(value_type = String, example = "0.01"))]
     pub lot_size: Decimal,
     /// Smallest quantity of one order.
+    #[cfg_attr(feature = "utoipa", schema(value_type = String, example = "0.01"))]
     pub min_quantity: Decimal,
     /// Largest quantity of one order.
+    #[cfg_attr(feature = "utoipa", schema(value_type = String, example = "0.01"))]
     pub max_quantity: Decimal,
     /// Smallest price × quantity of one order.
     #[serde(default)]
+    #[cfg_attr(feature = "utoipa", schema(value_type = String, example = "0.01"))]
     pub min_notional: Decimal,
     /// Band around the reference price that prices must fall in, in percent; overrides the
     /// system-wide band of [`crate::RiskLimits`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "utoipa", schema(value_type = Option<String>))]
     pub price_band_percent: Option<Decimal>,
     /// Reference price for the price band until the first trade sets one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "utoipa", schema(value_type = Option<String>))]
     pub reference_price: Option<Decimal>,
     /// Trading or halted.
     #[serde(default)]

@@ -83,6 +83,7 @@ impl std::ops::SubAssign for Quantity {
 }
 
 /// Buy or sell.
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Side {
@@ -111,6 +112,7 @@ impl Side {
 }
 
 /// Limit or market.
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OrderType {
@@ -121,6 +123,7 @@ pub enum OrderType {
 }
 
 /// How long an order stays working.
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TimeInForce {
@@ -135,6 +138,7 @@ pub enum TimeInForce {
 /// What happens when an order would trade against another order of the same account.
 ///
 /// The taker's mode decides, as on the large exchanges.
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SelfTradePrevention {
@@ -150,6 +154,7 @@ pub enum SelfTradePrevention {
 }
 
 /// The lifecycle state of an order, as the API reports it.
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OrderStatus {

@@ -1,1 +1,312 @@
-//! The OMS pod binary. Empty until the runtime issue lands.
+//! The OMS pod binary's library: HTTP order API, journal, processing and read projection.
+//!
+//! `main` parses the configuration and calls [`serve`]; tests build the same pieces with
+//! [`Runtime::start`] and drive [`api::router`] without a socket.
+
+pub mod admin;
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod ids;
+pub mod metrics;
+pub mod processing;
+pub mod store;
+
+use anyhow::Context;
+use api::{AppState, Market, Settings};
+use config::ServeArgs;
+use oms_core::{Instrument, InstrumentSpec, RiskLimits, Symbol};
+use processing::Pipeline;
+use rust_decimal::Decimal;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use store::embedded::Embedded;
+
+/// How often expired idempotency keys are swept.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+
+/// The instruments of the quick start.
+pub fn default_instruments() -> Vec<InstrumentSpec> {
+    let spec = |symbol: &str, base: &str, lot: Decimal, max: i64| InstrumentSpec {
+        symbol: symbol.into(),
+        base: base.into(),
+        quote: "USDT".into(),
+        tick_size: Decimal::new(1, 2),
+        lot_size: lot,
+        min_quantity: lot,
+        max_quantity: Decimal::from(max),
+        min_notional: Decimal::from(5),
+        price_band_percent: None,
+        reference_price: None,
+        status: oms_core::InstrumentStatus::Trading,
+    };
+    vec![
+        spec("BTC-USDT", "BTC", Decimal::new(1, 5), 100),
+        spec("ETH-USDT", "ETH", Decimal::new(1, 4), 1000),
+    ]
+}
+
+/// Reads an instruments file (a JSON array of instrument specs).
+pub fn load_instruments(path: &Path) -> anyhow::Result<Vec<InstrumentSpec>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read instruments file {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| {
+        format!(
+            "instruments file {} is not a JSON array of instruments",
+            path.display()
+        )
+    })
+}
+
+/// Validates instruments and scales the risk limits for each.
+pub fn markets(
+    specs: Vec<InstrumentSpec>,
+    limits: &RiskLimits,
+) -> anyhow::Result<BTreeMap<Symbol, Market>> {
+    let mut markets = BTreeMap::new();
+    for spec in specs {
+        let instrument = Instrument::new(spec)?;
+        let checks = oms_core::Checks::new(&instrument, limits)
+            .with_context(|| format!("risk limits for {}", instrument.symbol()))?;
+        let symbol = instrument.symbol().clone();
+        if markets
+            .insert(symbol.clone(), Market { instrument, checks })
+            .is_some()
+        {
+            anyhow::bail!("instrument {symbol} is configured twice");
+        }
+    }
+    anyhow::ensure!(!markets.is_empty(), "no instruments configured");
+    Ok(markets)
+}
+
+/// Everything a running single-node OMS is made of.
+pub struct Runtime {
+    /// Handler state.
+    pub app: AppState,
+    /// Admin state.
+    pub admin: admin::AdminState,
+    /// The store.
+    pub store: Embedded,
+    pipeline: Pipeline,
+    sweeper: tokio::task::JoinHandle<()>,
+}
+
+/// What [`Runtime::start`] needs.
+pub struct RuntimeConfig {
+    /// Database file.
+    pub database: std::path::PathBuf,
+    /// Instruments with limits.
+    pub markets: BTreeMap<Symbol, Market>,
+    /// Risk limits (for the books).
+    pub limits: RiskLimits,
+    /// API keys.
+    pub keys: auth::ApiKeys,
+    /// Idempotency key lifetime.
+    pub idempotency_ttl: Duration,
+    /// API limits.
+    pub settings: Settings,
+    /// Commands per book between snapshots.
+    pub snapshot_every: u64,
+    /// Order id node.
+    pub node_id: u16,
+}
+
+impl Runtime {
+    /// Opens the store, restores the books and starts processing.
+    pub async fn start(config: RuntimeConfig) -> anyhow::Result<Runtime> {
+        let metrics = Arc::new(metrics::Metrics::new());
+        let store = Embedded::open(
+            &config.database,
+            config.idempotency_ttl,
+            metrics.store.clone(),
+        )
+        .with_context(|| format!("cannot open database {}", config.database.display()))?;
+        let instruments: Vec<Instrument> = config
+            .markets
+            .values()
+            .map(|market| market.instrument.clone())
+            .collect();
+        let journal: Arc<dyn store::Journal> = Arc::new(store.clone());
+        let orders: Arc<dyn store::OrderStore> = Arc::new(store.clone());
+        let pipeline = Pipeline::start(
+            &instruments,
+            &config.limits,
+            journal.clone(),
+            orders.clone(),
+            config.snapshot_every,
+            metrics.clone(),
+        )
+        .await?;
+        let floor = store.last_order_id()?;
+        let app = AppState {
+            markets: Arc::new(config.markets),
+            keys: Arc::new(config.keys),
+            journal,
+            idempotency: Arc::new(store.clone()),
+            orders: orders.clone(),
+            books: pipeline.books.clone(),
+            waiters: pipeline.waiters.clone(),
+            ids: Arc::new(ids::OrderIds::new(config.node_id, floor)),
+            metrics: metrics.clone(),
+            settings: config.settings,
+        };
+        let admin = admin::AdminState {
+            metrics,
+            store: orders,
+            draining: Arc::new(AtomicBool::new(false)),
+        };
+        let sweeping = store.clone();
+        let sweeper = tokio::spawn(async move {
+            let mut every = tokio::time::interval(SWEEP_EVERY);
+            loop {
+                every.tick().await;
+                match sweeping.sweep().await {
+                    Ok(0) => {}
+                    Ok(removed) => tracing::debug!(removed, "expired idempotency keys removed"),
+                    Err(error) => tracing::warn!(%error, "idempotency sweep failed"),
+                }
+            }
+        });
+        Ok(Runtime {
+            app,
+            admin,
+            store,
+            pipeline,
+            sweeper,
+        })
+    }
+
+    /// Stops processing and waits until every write handed to the store is committed.
+    pub async fn stop(self) {
+        self.sweeper.abort();
+        self.pipeline.shutdown().await;
+        let Runtime {
+            app, admin, store, ..
+        } = self;
+        drop(app);
+        drop(admin);
+        store.close().await;
+    }
+}
+
+/// Loads the keys file, or on a first start creates one with a bootstrap key and prints it.
+fn api_keys(args: &ServeArgs) -> anyhow::Result<auth::ApiKeys> {
+    if let Some(path) = &args.api_keys_file {
+        return Ok(auth::ApiKeys::load(path)?);
+    }
+    let path = args.data_dir.join("api-keys.json");
+    if !path.exists() {
+        let key = auth::add_key(&path, "bootstrap", args.bootstrap_accounts.clone())?;
+        println!(
+            "\nCreated API key \"bootstrap\" for accounts {}. It is shown only this once:\n\n    {key}\n\n\
+             Its hash is in {}. Use it as: Authorization: Bearer {key}\n",
+            args.bootstrap_accounts.join(", "),
+            path.display()
+        );
+    }
+    Ok(auth::ApiKeys::load(&path)?)
+}
+
+/// Runs the single-node OMS until SIGTERM or Ctrl-C.
+pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("cannot create data directory {}", args.data_dir.display()))?;
+    let specs = match &args.instruments_file {
+        Some(path) => load_instruments(path)?,
+        None => default_instruments(),
+    };
+    let limits = args.risk.limits();
+    let keys = api_keys(&args)?;
+    let runtime = Runtime::start(RuntimeConfig {
+        database: args.data_dir.join("oms.redb"),
+        markets: markets(specs, &limits)?,
+        limits,
+        keys,
+        idempotency_ttl: args.idempotency_ttl,
+        settings: Settings {
+            max_wait: args.max_wait,
+            dependency_timeout: args.dependency_timeout,
+        },
+        snapshot_every: args.snapshot_every,
+        node_id: args.node_id,
+    })
+    .await?;
+    let api = tokio::net::TcpListener::bind(args.api_addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.api_addr))?;
+    let admin = tokio::net::TcpListener::bind(args.admin_addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.admin_addr))?;
+    tracing::info!(
+        api = %api.local_addr()?,
+        admin = %admin.local_addr()?,
+        instruments = runtime.app.markets.len(),
+        journal_head = runtime.store.head(),
+        "oms-runtime serving (single-node)"
+    );
+    let draining = runtime.admin.draining.clone();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let admin_server = {
+        let mut stop = stop_rx.clone();
+        let router = admin::router(runtime.admin.clone());
+        tokio::spawn(async move {
+            axum::serve(admin, router)
+                .with_graceful_shutdown(async move {
+                    let _ = stop.wait_for(|stop| *stop).await;
+                })
+                .await
+        })
+    };
+    axum::serve(api, api::router(runtime.app.clone()))
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down: finishing in-flight requests");
+            draining.store(true, Ordering::Relaxed);
+        })
+        .await
+        .context("API server failed")?;
+    let _ = stop_tx.send(true);
+    let _ = admin_server.await;
+    runtime.stop().await;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot listen for SIGTERM; Ctrl-C only");
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+/// Sets up logging: `OMS_LOG` filter (default `info`), text or JSON.
+pub fn init_tracing(format: config::LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("OMS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        config::LogFormat::Text => builder.init(),
+        config::LogFormat::Json => builder.json().init(),
+    }
+}

@@ -1,0 +1,489 @@
+//! Handlers of the v1 API. Bad input is refused here, before anything touches a store.
+
+use super::error::{ApiError, ErrorBody};
+use super::model::{BookView, OrderList, OrderRequest, OrderView, TradeList, TradeView};
+use super::write::{fingerprint, idempotency_key, prefer_wait};
+use super::{AppState, MAX_BODY_BYTES, json};
+use crate::auth::Principal;
+use crate::store::{Ack, OrderQuery, Origin};
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use oms_core::{Action, CancelOrder, Command, InstrumentSpec, OrderId, OrderStatus, Timestamp};
+use serde::Deserialize;
+use std::time::{SystemTime, UNIX_EPOCH};
+use utoipa::IntoParams;
+
+fn now() -> Timestamp {
+    Timestamp(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64),
+    )
+}
+
+fn body_error(rejection: BytesRejection) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::too_large(MAX_BODY_BYTES)
+    } else {
+        ApiError::bad_request("unreadable_body", rejection.body_text())
+    }
+}
+
+fn query_error(rejection: QueryRejection) -> ApiError {
+    ApiError::bad_request("invalid_query", rejection.body_text())
+}
+
+/// Parses a JSON body; errors name the field at fault.
+fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> {
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+        let path = error.path().to_string();
+        let inner = error.into_inner();
+        if inner.is_data() {
+            let error = ApiError::bad_request("invalid_field", inner.to_string());
+            if path == "." {
+                error
+            } else {
+                error.with_field(path)
+            }
+        } else {
+            ApiError::bad_request(
+                "malformed_json",
+                format!("the body is not valid JSON: {inner}"),
+            )
+        }
+    })?;
+    deserializer.end().map_err(|_| {
+        ApiError::bad_request("malformed_json", "trailing characters after the JSON body")
+    })?;
+    Ok(value)
+}
+
+fn order_id(text: &str) -> Result<OrderId, ApiError> {
+    text.parse().map(OrderId).map_err(|_| {
+        ApiError::bad_request("invalid_order_id", "order ids are unsigned 64-bit integers")
+            .with_field("order_id")
+    })
+}
+
+/// Place an order.
+///
+/// Answers 202 once the order is durable in the journal. With `Prefer: wait=N` it waits up to N
+/// seconds for the order to be processed and answers 201 with the order's state.
+#[utoipa::path(
+    post,
+    path = "/v1/orders",
+    tag = "orders",
+    request_body = OrderRequest,
+    params(
+        ("Idempotency-Key" = String, Header, description = "1 to 255 printable ASCII characters; retries with the same key and body replay the first answer"),
+        ("Prefer" = Option<String>, Header, description = "`wait=N`: wait up to N seconds for the processing outcome"),
+    ),
+    responses(
+        (status = 202, description = "Durable; not processed yet", body = Ack),
+        (status = 201, description = "Processed (with Prefer: wait)", body = OrderView),
+        (status = 400, description = "Invalid request", body = ErrorBody),
+        (status = 401, description = "No valid API key", body = ErrorBody),
+        (status = 403, description = "The key may not trade this account", body = ErrorBody),
+        (status = 409, description = "Same key still in flight, or client_order_id already open", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 422, description = "Same key used for a different request", body = ErrorBody),
+        (status = 503, description = "A dependency is unavailable; retry after Retry-After", body = ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn place_order(
+    State(app): State<AppState>,
+    principal: Principal,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let key = idempotency_key(&headers)?;
+    let body = body.map_err(body_error)?;
+    let request: OrderRequest = parse(&body)?;
+    let market = app.markets.get(request.symbol.as_str()).ok_or_else(|| {
+        ApiError::bad_request(
+            "unknown_symbol",
+            format!("unknown symbol {:?}", request.symbol),
+        )
+        .with_field("symbol")
+    })?;
+    if !principal.may_use(&request.account) {
+        return Err(ApiError::forbidden(format!(
+            "this API key may not trade account {:?}",
+            request.account
+        )));
+    }
+    let order = request.to_order(app.ids.next(), &market.instrument, &market.checks)?;
+    let origin = Origin {
+        principal: principal.id,
+        key,
+        fingerprint: fingerprint("POST", "/v1/orders", &body),
+    };
+    let wait = prefer_wait(&headers, app.settings.max_wait);
+    let orders = app.orders.clone();
+    let build = async {
+        let open = app
+            .guard(
+                "order store",
+                orders.open_by_client_id(&order.account, &order.client_order_id),
+            )
+            .await?;
+        if let Some(existing) = open {
+            return Err(ApiError::conflict(
+                "duplicate_client_order_id",
+                format!("order {existing} of this account is open with the same client_order_id"),
+            )
+            .with_field("client_order_id"));
+        }
+        Ok(Command {
+            ts: now(),
+            action: Action::New(order),
+        })
+    };
+    app.write(origin, wait, StatusCode::CREATED, build).await
+}
+
+/// Cancel an order.
+///
+/// Answers 202 once the cancel is durable. With `Prefer: wait=N` it answers 200 with the
+/// order's state after the cancel was processed.
+#[utoipa::path(
+    delete,
+    path = "/v1/orders/{order_id}",
+    tag = "orders",
+    params(
+        ("order_id" = String, Path, description = "Order id"),
+        ("Idempotency-Key" = String, Header, description = "1 to 255 printable ASCII characters"),
+        ("Prefer" = Option<String>, Header, description = "`wait=N`"),
+    ),
+    responses(
+        (status = 202, description = "Durable; not processed yet", body = Ack),
+        (status = 200, description = "Processed (with Prefer: wait)", body = OrderView),
+        (status = 400, description = "Invalid request", body = ErrorBody),
+        (status = 401, description = "No valid API key", body = ErrorBody),
+        (status = 403, description = "Another principal's order", body = ErrorBody),
+        (status = 404, description = "No such order", body = ErrorBody),
+        (status = 409, description = "Order not open, or same key in flight", body = ErrorBody),
+        (status = 422, description = "Same key used for a different request", body = ErrorBody),
+        (status = 503, description = "A dependency is unavailable", body = ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn cancel_order(
+    State(app): State<AppState>,
+    principal: Principal,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let key = idempotency_key(&headers)?;
+    let order_id = order_id(&id)?;
+    let origin = Origin {
+        principal: principal.id.clone(),
+        key,
+        fingerprint: fingerprint("DELETE", &format!("/v1/orders/{order_id}"), b""),
+    };
+    let wait = prefer_wait(&headers, app.settings.max_wait);
+    let orders = app.orders.clone();
+    let build = async {
+        let state = app
+            .guard("order store", orders.order(order_id))
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("no order {order_id}")))?;
+        if !principal.may_use(&state.order.account) {
+            return Err(ApiError::forbidden(
+                "this order belongs to an account of another key",
+            ));
+        }
+        if !state.status.is_open() {
+            return Err(ApiError::conflict(
+                "order_not_open",
+                format!("order {order_id} is {:?}", state.status).to_lowercase(),
+            ));
+        }
+        Ok(Command {
+            ts: now(),
+            action: Action::Cancel(CancelOrder {
+                order_id,
+                account: state.order.account.clone(),
+                symbol: state.order.symbol.clone(),
+            }),
+        })
+    };
+    app.write(origin, wait, StatusCode::OK, build).await
+}
+
+/// One order.
+#[utoipa::path(
+    get,
+    path = "/v1/orders/{order_id}",
+    tag = "orders",
+    params(("order_id" = String, Path, description = "Order id")),
+    responses(
+        (status = 200, description = "The order", body = OrderView),
+        (status = 400, description = "Invalid order id", body = ErrorBody),
+        (status = 401, description = "No valid API key", body = ErrorBody),
+        (status = 403, description = "Another principal's order", body = ErrorBody),
+        (status = 404, description = "No such order (or not processed yet)", body = ErrorBody),
+        (status = 503, description = "The order store is unavailable", body = ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn get_order(
+    State(app): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let order_id = order_id(&id)?;
+    let state = app
+        .guard("order store", app.orders.order(order_id))
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no order {order_id}")))?;
+    if !principal.may_use(&state.order.account) {
+        return Err(ApiError::forbidden(
+            "this order belongs to an account of another key",
+        ));
+    }
+    Ok(json(OrderView::new(
+        &state,
+        app.instrument(&state.order.symbol),
+    )))
+}
+
+/// Filters of `GET /v1/orders`.
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListOrders {
+    /// Account; may be left out when the key has exactly one.
+    account: Option<String>,
+    /// Only this instrument.
+    symbol: Option<String>,
+    /// `open` (new or partially filled) or one status.
+    status: Option<String>,
+    /// Page size, 1 to 1000 (default 100).
+    limit: Option<usize>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+fn account_of(principal: &Principal, account: Option<String>) -> Result<String, ApiError> {
+    let account = match (account, principal.accounts.as_slice()) {
+        (Some(account), _) => account,
+        (None, [only]) => only.clone(),
+        (None, _) => {
+            return Err(ApiError::bad_request(
+                "missing_account",
+                "this key has several accounts; name one with ?account=",
+            )
+            .with_field("account"));
+        }
+    };
+    if principal.may_use(&account) {
+        Ok(account)
+    } else {
+        Err(ApiError::forbidden(format!(
+            "this API key may not read account {account:?}"
+        )))
+    }
+}
+
+fn limit(limit: Option<usize>) -> Result<usize, ApiError> {
+    match limit.unwrap_or(100) {
+        limit @ 1..=1000 => Ok(limit),
+        _ => Err(
+            ApiError::bad_request("invalid_limit", "limit must be 1 to 1000").with_field("limit"),
+        ),
+    }
+}
+
+/// Orders of an account, newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/orders",
+    tag = "orders",
+    params(ListOrders),
+    responses(
+        (status = 200, description = "A page of orders", body = OrderList),
+        (status = 400, description = "Invalid query", body = ErrorBody),
+        (status = 401, description = "No valid API key", body = ErrorBody),
+        (status = 403, description = "Another principal's account", body = ErrorBody),
+        (status = 503, description = "The order store is unavailable", body = ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn list_orders(
+    State(app): State<AppState>,
+    principal: Principal,
+    query: Result<Query<ListOrders>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(query_error)?;
+    let account = account_of(&principal, query.account)?;
+    let (open_only, status) = match query.status.as_deref() {
+        None => (false, None),
+        Some("open") => (true, None),
+        Some(other) => {
+            let status: OrderStatus = serde_json::from_value(other.into()).map_err(|_| {
+                ApiError::bad_request(
+                    "invalid_status",
+                    "status must be open, new, partially_filled, filled, canceled, rejected or expired",
+                )
+                .with_field("status")
+            })?;
+            (status.is_open(), Some(status))
+        }
+    };
+    let before = query.cursor.as_deref().map(order_id).transpose()?;
+    let page = app
+        .guard(
+            "order store",
+            app.orders.orders(&OrderQuery {
+                account,
+                symbol: query.symbol,
+                open_only,
+                status,
+                before,
+                limit: limit(query.limit)?,
+            }),
+        )
+        .await?;
+    Ok(json(OrderList {
+        orders: page
+            .orders
+            .iter()
+            .map(|state| OrderView::new(state, app.instrument(&state.order.symbol)))
+            .collect(),
+        next_cursor: page.next.map(|id| id.to_string()),
+    }))
+}
+
+/// Filters of `GET /v1/trades`.
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListTrades {
+    /// Account; may be left out when the key has exactly one.
+    account: Option<String>,
+    /// Only this instrument.
+    symbol: Option<String>,
+    /// Most trades returned, 1 to 1000 (default 100).
+    limit: Option<usize>,
+}
+
+/// Trades of an account, newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/trades",
+    tag = "orders",
+    params(ListTrades),
+    responses(
+        (status = 200, description = "Trades", body = TradeList),
+        (status = 400, description = "Invalid query", body = ErrorBody),
+        (status = 401, description = "No valid API key", body = ErrorBody),
+        (status = 403, description = "Another principal's account", body = ErrorBody),
+        (status = 503, description = "The order store is unavailable", body = ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn list_trades(
+    State(app): State<AppState>,
+    principal: Principal,
+    query: Result<Query<ListTrades>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(query_error)?;
+    let account = account_of(&principal, query.account)?;
+    let trades = app
+        .guard(
+            "order store",
+            app.orders
+                .trades(&account, query.symbol.as_deref(), limit(query.limit)?),
+        )
+        .await?;
+    Ok(json(TradeList {
+        trades: trades
+            .iter()
+            .map(|trade| TradeView::new(trade, app.instrument(&trade.symbol)))
+            .collect(),
+    }))
+}
+
+/// Depth query.
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct BookQuery {
+    /// Levels per side, 1 to 1000 (default 20).
+    depth: Option<usize>,
+}
+
+/// Aggregated order book depth. Public market data: no key needed.
+#[utoipa::path(
+    get,
+    path = "/v1/book/{symbol}",
+    tag = "market data",
+    params(("symbol" = String, Path, description = "Instrument"), BookQuery),
+    responses(
+        (status = 200, description = "Depth", body = BookView),
+        (status = 400, description = "Invalid depth", body = ErrorBody),
+        (status = 404, description = "Unknown symbol", body = ErrorBody),
+        (status = 503, description = "The book is not running", body = ErrorBody),
+    )
+)]
+pub async fn book(
+    State(app): State<AppState>,
+    Path(symbol): Path<String>,
+    query: Result<Query<BookQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(query_error)?;
+    let levels = match query.depth.unwrap_or(20) {
+        depth @ 1..=1000 => depth,
+        _ => {
+            return Err(
+                ApiError::bad_request("invalid_depth", "depth must be 1 to 1000")
+                    .with_field("depth"),
+            );
+        }
+    };
+    let (Some(handle), Some(instrument)) =
+        (app.books.get(symbol.as_str()), app.instrument(&symbol))
+    else {
+        return Err(ApiError::not_found(format!("unknown symbol {symbol:?}")));
+    };
+    let depth = handle
+        .depth(levels)
+        .await
+        .ok_or_else(|| ApiError::unavailable("book", "book actor stopped"))?;
+    let side = |levels: Vec<(oms_core::Price, oms_core::Quantity)>| {
+        levels
+            .into_iter()
+            .map(|(price, quantity)| {
+                [
+                    instrument.price_decimal(price).to_string(),
+                    instrument.quantity_decimal(quantity).to_string(),
+                ]
+            })
+            .collect()
+    };
+    Ok(json(BookView {
+        symbol,
+        seq: depth.seq,
+        bids: side(depth.bids),
+        asks: side(depth.asks),
+    }))
+}
+
+/// The tradable instruments. Public: no key needed.
+#[utoipa::path(
+    get,
+    path = "/v1/instruments",
+    tag = "market data",
+    responses((status = 200, description = "Instruments", body = Vec<InstrumentSpec>))
+)]
+pub async fn instruments(State(app): State<AppState>) -> Response {
+    let specs: Vec<&InstrumentSpec> = app
+        .markets
+        .values()
+        .map(|market| market.instrument.spec())
+        .collect();
+    json(specs)
+}

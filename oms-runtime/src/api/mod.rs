@@ -1,0 +1,148 @@
+//! The v1 HTTP API (see `docs/api.md` and `GET /openapi.json`).
+
+pub mod error;
+mod handlers;
+pub mod model;
+mod openapi;
+pub mod write;
+
+use crate::auth::{ApiKeys, Principal};
+use crate::ids::OrderIds;
+use crate::metrics::{Metrics, RouteLabels};
+use crate::processing::{BookHandle, Waiters};
+use crate::store::{IdempotencyStore, Journal, OrderStore};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, MatchedPath, Request, State};
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use error::ApiError;
+use oms_core::{Checks, Instrument, Symbol};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Largest request body accepted.
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+
+/// Limits of the API.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Longest `Prefer: wait`.
+    pub max_wait: Duration,
+    /// How long a dependency may take before the request gets a 503.
+    pub dependency_timeout: Duration,
+}
+
+/// An instrument with its scaled limits.
+pub struct Market {
+    /// The instrument.
+    pub instrument: Instrument,
+    /// What the edge checks before journaling.
+    pub checks: Checks,
+}
+
+/// Everything a handler needs. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    /// Configured instruments.
+    pub markets: Arc<BTreeMap<Symbol, Market>>,
+    /// Known API keys.
+    pub keys: Arc<ApiKeys>,
+    /// Where writes go.
+    pub journal: Arc<dyn Journal>,
+    /// Idempotency keys.
+    pub idempotency: Arc<dyn IdempotencyStore>,
+    /// The read projection.
+    pub orders: Arc<dyn OrderStore>,
+    /// Book actors, for depth.
+    pub books: Arc<BTreeMap<Symbol, BookHandle>>,
+    /// Requests waiting for processing.
+    pub waiters: Waiters,
+    /// Order id generator.
+    pub ids: Arc<OrderIds>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Limits.
+    pub settings: Settings,
+}
+
+impl AppState {
+    /// A configured instrument.
+    pub fn instrument(&self, symbol: &str) -> Option<&Instrument> {
+        self.markets.get(symbol).map(|market| &market.instrument)
+    }
+}
+
+impl FromRequestParts<AppState> for Principal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
+        let key = parts
+            .headers
+            .get(AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .ok_or_else(ApiError::unauthorized)?;
+        app.keys
+            .authenticate(key.trim())
+            .cloned()
+            .ok_or_else(ApiError::unauthorized)
+    }
+}
+
+/// The API router.
+pub fn router(app: AppState) -> Router {
+    Router::new()
+        .route(
+            "/v1/orders",
+            post(handlers::place_order).get(handlers::list_orders),
+        )
+        .route(
+            "/v1/orders/{order_id}",
+            get(handlers::get_order).delete(handlers::cancel_order),
+        )
+        .route("/v1/trades", get(handlers::list_trades))
+        .route("/v1/book/{symbol}", get(handlers::book))
+        .route("/v1/instruments", get(handlers::instruments))
+        .route("/openapi.json", get(openapi::document))
+        .fallback(|| async { ApiError::not_found("no such route") })
+        .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn_with_state(app.clone(), observe))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
+            ApiError::internal("handler panicked").into_response()
+        }))
+        .with_state(app)
+}
+
+/// Records every request's route, status and latency.
+async fn observe(State(app): State<AppState>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().to_string();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |path| path.as_str())
+        .to_string();
+    let response = next.run(request).await;
+    let labels = RouteLabels {
+        method,
+        route,
+        status: response.status().as_u16(),
+    };
+    app.metrics.http.requests.get_or_create(&labels).inc();
+    app.metrics
+        .http
+        .seconds
+        .get_or_create(&labels)
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+/// JSON with a status, for handler results.
+pub(crate) fn json<T: serde::Serialize>(value: T) -> Response {
+    Json(value).into_response()
+}

@@ -1,0 +1,338 @@
+//! Request and response bodies of the v1 API, and their conversion to and from the core.
+
+use crate::api::error::ApiError;
+use crate::store::TradeRecord;
+use oms_core::{
+    Checks, ExpireReason, Instrument, InstrumentSpec, NewOrder, OrderId, OrderState, OrderStatus,
+    OrderType, Quantity, RejectReason, SelfTradePrevention, Side, TimeInForce,
+};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Deserializer, Serialize};
+use std::time::{Duration, UNIX_EPOCH};
+use utoipa::ToSchema;
+
+/// Longest decimal string accepted.
+const MAX_DECIMAL_CHARS: usize = 40;
+/// Longest client order id.
+const MAX_CLIENT_ORDER_ID: usize = 64;
+
+/// A decimal written as a JSON string, such as `"65000.10"`: digits with an optional point and
+/// an optional leading minus. No exponents, no separators, no JSON numbers (which lose
+/// precision in many clients).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DecimalString(pub Decimal);
+
+impl<'de> Deserialize<'de> for DecimalString {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = DecimalString;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a decimal string such as \"65000.10\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<DecimalString, E> {
+                parse_decimal(text).map(DecimalString).ok_or_else(|| {
+                    E::custom(format!(
+                        "expected a decimal string such as \"65000.10\" (at most {MAX_DECIMAL_CHARS} characters), got {text:?}"
+                    ))
+                })
+            }
+        }
+        deserializer.deserialize_str(Visitor)
+    }
+}
+
+fn parse_decimal(text: &str) -> Option<Decimal> {
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    let (whole, fraction) = digits.split_once('.').unwrap_or((digits, ""));
+    let well_formed = text.len() <= MAX_DECIMAL_CHARS
+        && !whole.is_empty()
+        && whole.bytes().all(|b| b.is_ascii_digit())
+        && fraction.bytes().all(|b| b.is_ascii_digit())
+        && !(digits.contains('.') && fraction.is_empty());
+    // from_str_exact refuses what would be rounded, rather than rounding it silently.
+    well_formed
+        .then(|| Decimal::from_str_exact(text).ok())
+        .flatten()
+}
+
+/// `POST /v1/orders` body.
+#[derive(Clone, Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OrderRequest {
+    /// Account to trade; the API key must be bound to it.
+    pub account: String,
+    /// Instrument, such as `BTC-USDT`.
+    pub symbol: String,
+    /// `buy` or `sell`.
+    pub side: Side,
+    /// `limit` or `market`.
+    #[serde(rename = "type")]
+    pub order_type: OrderType,
+    /// `gtc`, `ioc` or `fok`; defaults to `gtc` for limit and `ioc` for market orders.
+    #[serde(default)]
+    pub time_in_force: Option<TimeInForce>,
+    /// Limit price as a decimal string; limit orders only.
+    #[serde(default)]
+    #[schema(value_type = Option<String>, example = "65000.10")]
+    pub price: Option<DecimalString>,
+    /// Quantity as a decimal string.
+    #[schema(value_type = String, example = "0.01")]
+    pub quantity: DecimalString,
+    /// Your reference, unique among the account's open orders (1 to 64 characters); the order
+    /// id is used when omitted.
+    #[serde(default)]
+    pub client_order_id: Option<String>,
+    /// Reject instead of taking liquidity.
+    #[serde(default)]
+    pub post_only: bool,
+    /// What to do on a match against the same account.
+    #[serde(default)]
+    pub self_trade_prevention: SelfTradePrevention,
+}
+
+impl OrderRequest {
+    /// Validates the request against the instrument and its limits and builds the order.
+    pub fn to_order(
+        &self,
+        order_id: OrderId,
+        instrument: &Instrument,
+        checks: &Checks,
+    ) -> Result<NewOrder, ApiError> {
+        let client_order_id = match &self.client_order_id {
+            Some(id) => {
+                let printable = id.bytes().all(|b| b.is_ascii_graphic());
+                if id.is_empty() || id.len() > MAX_CLIENT_ORDER_ID || !printable {
+                    return Err(ApiError::bad_request(
+                        "invalid_client_order_id",
+                        format!("client_order_id must be 1 to {MAX_CLIENT_ORDER_ID} printable ASCII characters"),
+                    )
+                    .with_field("client_order_id"));
+                }
+                id.as_str().into()
+            }
+            None => order_id.to_string().into(),
+        };
+        let price = self
+            .price
+            .map(|price| instrument.price(price.0))
+            .transpose()?;
+        let quantity: Quantity = instrument.quantity(self.quantity.0)?;
+        let time_in_force = self.time_in_force.unwrap_or(match self.order_type {
+            OrderType::Limit => TimeInForce::Gtc,
+            OrderType::Market => TimeInForce::Ioc,
+        });
+        let order = NewOrder {
+            order_id,
+            client_order_id,
+            account: self.account.as_str().into(),
+            symbol: instrument.symbol().clone(),
+            side: self.side,
+            order_type: self.order_type,
+            time_in_force,
+            price,
+            quantity,
+            post_only: self.post_only,
+            self_trade_prevention: self.self_trade_prevention,
+        };
+        checks.new_order(&order, None)?;
+        Ok(order)
+    }
+}
+
+/// An order as the API shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct OrderView {
+    /// Order id (a 64-bit integer, as a string).
+    pub order_id: String,
+    /// Client reference.
+    pub client_order_id: String,
+    /// Account.
+    pub account: String,
+    /// Instrument.
+    pub symbol: String,
+    /// Side.
+    pub side: Side,
+    /// Limit or market.
+    #[serde(rename = "type")]
+    pub order_type: OrderType,
+    /// Time in force.
+    pub time_in_force: TimeInForce,
+    /// Limit price.
+    pub price: Option<String>,
+    /// Total quantity.
+    pub quantity: String,
+    /// Quantity traded.
+    pub filled_quantity: String,
+    /// Volume-weighted average trade price.
+    pub average_price: Option<String>,
+    /// Lifecycle state.
+    pub status: OrderStatus,
+    /// Why it was rejected.
+    pub reject_reason: Option<RejectReason>,
+    /// Why the system ended it.
+    pub expire_reason: Option<ExpireReason>,
+    /// Post-only.
+    pub post_only: bool,
+    /// Self-trade prevention mode.
+    pub self_trade_prevention: SelfTradePrevention,
+    /// When it was placed (RFC 3339).
+    pub created_at: String,
+    /// When it last changed (RFC 3339).
+    pub updated_at: String,
+    /// Increases with every change.
+    pub version: u64,
+}
+
+fn rfc3339(nanos: u64) -> String {
+    humantime::format_rfc3339_nanos(UNIX_EPOCH + Duration::from_nanos(nanos)).to_string()
+}
+
+impl OrderView {
+    /// Renders an order; `instrument` is `None` only for orders of an instrument no longer
+    /// configured, whose numbers are then shown in ticks and lots.
+    pub fn new(state: &OrderState, instrument: Option<&Instrument>) -> OrderView {
+        let order = &state.order;
+        let price = |p: oms_core::Price| match instrument {
+            Some(i) => i.price_decimal(p).to_string(),
+            None => p.0.to_string(),
+        };
+        let quantity = |q: Quantity| match instrument {
+            Some(i) => i.quantity_decimal(q).to_string(),
+            None => q.0.to_string(),
+        };
+        OrderView {
+            order_id: order.order_id.to_string(),
+            client_order_id: order.client_order_id.to_string(),
+            account: order.account.to_string(),
+            symbol: order.symbol.to_string(),
+            side: order.side,
+            order_type: order.order_type,
+            time_in_force: order.time_in_force,
+            price: order.price.map(price),
+            quantity: quantity(order.quantity),
+            filled_quantity: quantity(state.filled),
+            average_price: instrument
+                .and_then(|i| state.average_price(i))
+                .map(|p| p.to_string()),
+            status: state.status,
+            reject_reason: state.reject.map(|r| r.reason),
+            expire_reason: state.expire_reason,
+            post_only: order.post_only,
+            self_trade_prevention: order.self_trade_prevention,
+            created_at: rfc3339(state.created_at.0),
+            updated_at: rfc3339(state.updated_at.0),
+            version: state.version,
+        }
+    }
+}
+
+/// A page of orders.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct OrderList {
+    /// Newest first.
+    pub orders: Vec<OrderView>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// A trade as the API shows it.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct TradeView {
+    /// The trade's sequence number in its book.
+    pub trade_id: u64,
+    /// Instrument.
+    pub symbol: String,
+    /// Price (the maker's).
+    pub price: String,
+    /// Quantity.
+    pub quantity: String,
+    /// The incoming order's side.
+    pub taker_side: Side,
+    /// Incoming order.
+    pub taker_order_id: String,
+    /// Incoming order's account.
+    pub taker_account: String,
+    /// Resting order.
+    pub maker_order_id: String,
+    /// Resting order's account.
+    pub maker_account: String,
+    /// When (RFC 3339).
+    pub executed_at: String,
+}
+
+impl TradeView {
+    /// Renders a trade.
+    pub fn new(trade: &TradeRecord, instrument: Option<&Instrument>) -> TradeView {
+        TradeView {
+            trade_id: trade.seq,
+            symbol: trade.symbol.clone(),
+            price: instrument.map_or(trade.price.0.to_string(), |i| {
+                i.price_decimal(trade.price).to_string()
+            }),
+            quantity: instrument.map_or(trade.quantity.0.to_string(), |i| {
+                i.quantity_decimal(trade.quantity).to_string()
+            }),
+            taker_side: trade.taker_side,
+            taker_order_id: trade.taker_order_id.to_string(),
+            taker_account: trade.taker_account.clone(),
+            maker_order_id: trade.maker_order_id.to_string(),
+            maker_account: trade.maker_account.clone(),
+            executed_at: rfc3339(trade.ts),
+        }
+    }
+}
+
+/// Trades, newest first.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct TradeList {
+    /// The trades.
+    pub trades: Vec<TradeView>,
+}
+
+/// Aggregated book depth.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct BookView {
+    /// Instrument.
+    pub symbol: String,
+    /// The book's sequence number as of this view.
+    pub seq: u64,
+    /// `[price, quantity]`, best first.
+    pub bids: Vec<[String; 2]>,
+    /// `[price, quantity]`, best first.
+    pub asks: Vec<[String; 2]>,
+}
+
+/// The instruments list.
+pub type InstrumentList = Vec<InstrumentSpec>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimal_strings_are_strict() {
+        for good in ["1", "0.01", "65000.10", "-1.5", "0"] {
+            assert!(parse_decimal(good).is_some(), "{good}");
+        }
+        for bad in [
+            "",
+            ".5",
+            "1.",
+            "1e5",
+            "1_000",
+            " 1",
+            "+1",
+            "0x10",
+            "NaN",
+            "1.2.3",
+            "--1",
+            "1234567890123456789012345678901234567890.5",
+            "79228162514264337593543950336", // one above Decimal::MAX
+            "0.00000000000000000000000000001", // would round
+        ] {
+            assert!(parse_decimal(bad).is_none(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,48 @@
+//! The OpenAPI document, generated from the handlers and types (utoipa).
+
+use super::handlers;
+use super::json;
+use axum::response::Response;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "OMS order API",
+        description = "Place, cancel and query orders. Writes need an API key and an Idempotency-Key; a 2xx on a write means the command is durable.",
+    ),
+    paths(
+        handlers::place_order,
+        handlers::cancel_order,
+        handlers::get_order,
+        handlers::list_orders,
+        handlers::list_trades,
+        handlers::book,
+        handlers::instruments,
+    ),
+    modifiers(&BearerKey),
+)]
+struct ApiDoc;
+
+struct BearerKey;
+
+impl Modify for BearerKey {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The document as a value.
+pub fn spec() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+/// `GET /openapi.json`.
+pub async fn document() -> Response {
+    json(spec())
+}

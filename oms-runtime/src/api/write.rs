@@ -1,0 +1,301 @@
+//! The write path shared by placing and canceling: idempotency, durability, optional wait.
+//!
+//! ```text
+//! reserve key ─▶ build command (may refuse: key released) ─▶ append, durable ─▶ store response
+//!      │                                                          │
+//!      ├─ completed earlier: replay its response                  └─ Prefer: wait=N: wait for
+//!      ├─ in flight: 409                                             processing, answer 201/200
+//!      └─ other body: 422                                            with the order
+//! ```
+//! Once a key is reserved, the append and the storing (or releasing) of the key run in their
+//! own task: a client that hangs up, or a request that times out with a 503, can never leave a
+//! key reserved forever or half-written.
+
+use super::AppState;
+use super::error::ApiError;
+use super::model::OrderView;
+use crate::metrics::OutcomeLabels;
+use crate::store::{Ack, JournalEntry, Origin, Reservation, StoreError, StoredResponse};
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::Response;
+use oms_core::{Command, OrderId};
+use sha2::{Digest, Sha256};
+use std::future::Future;
+use std::time::Duration;
+
+/// Longest idempotency key.
+pub const MAX_KEY_LENGTH: usize = 255;
+
+/// The `Idempotency-Key` header: required, 1 to 255 printable ASCII characters.
+pub fn idempotency_key(headers: &HeaderMap) -> Result<String, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Err(ApiError::bad_request(
+            "missing_idempotency_key",
+            "write requests need an Idempotency-Key header",
+        )
+        .with_field("Idempotency-Key"));
+    };
+    let key = value.to_str().unwrap_or_default();
+    let printable = key.bytes().all(|b| (0x20..0x7f).contains(&b));
+    if key.is_empty() || key.len() > MAX_KEY_LENGTH || !printable {
+        return Err(ApiError::bad_request(
+            "invalid_idempotency_key",
+            format!("Idempotency-Key must be 1 to {MAX_KEY_LENGTH} printable ASCII characters"),
+        )
+        .with_field("Idempotency-Key"));
+    }
+    Ok(key.to_string())
+}
+
+/// SHA-256 over method, path and body: what "the same request" means for a key.
+pub fn fingerprint(method: &str, path: &str, body: &[u8]) -> String {
+    let mut hash = Sha256::new();
+    hash.update(method.as_bytes());
+    hash.update([0]);
+    hash.update(path.as_bytes());
+    hash.update([0]);
+    hash.update(body);
+    hex::encode(hash.finalize())
+}
+
+/// `Prefer: wait=N` (RFC 7240), capped at `max`; `None` when absent or zero.
+pub fn prefer_wait(headers: &HeaderMap, max: Duration) -> Option<Duration> {
+    headers
+        .get_all("prefer")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|preference| {
+            let (name, value) = preference.split(';').next()?.split_once('=')?;
+            (name.trim().eq_ignore_ascii_case("wait"))
+                .then(|| value.trim().trim_matches('"').parse::<u64>().ok())?
+        })
+        .next()
+        .filter(|seconds| *seconds > 0)
+        .map(|seconds| Duration::from_secs(seconds).min(max))
+}
+
+fn stored(response: &StoredResponse, replayed: bool) -> Response {
+    let mut out = Response::new(Body::from(response.body.clone()));
+    *out.status_mut() = StatusCode::from_u16(response.status).unwrap_or(StatusCode::OK);
+    let headers = out.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if replayed {
+        headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    out
+}
+
+impl AppState {
+    /// Runs one write request under `origin`'s idempotency key. `build` runs only for a new key
+    /// and produces the command (or refuses, which releases the key). A waited-for outcome is
+    /// answered with `waited_status` and the order's state.
+    pub async fn write(
+        &self,
+        origin: Origin,
+        wait: Option<Duration>,
+        waited_status: StatusCode,
+        build: impl Future<Output = Result<Command, ApiError>>,
+    ) -> Result<Response, ApiError> {
+        let reservation = self
+            .guard("idempotency store", self.idempotency.reserve(&origin))
+            .await?;
+        let outcome = match &reservation {
+            Reservation::Reserved => "reserved",
+            Reservation::Completed(_) => "replayed",
+            Reservation::InFlight => "in_flight",
+            Reservation::Mismatch => "mismatch",
+        };
+        self.metrics
+            .ingest
+            .idempotency
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+        match reservation {
+            Reservation::Completed(response) => return Ok(stored(&response, true)),
+            Reservation::InFlight => {
+                return Err(ApiError::conflict(
+                    "idempotency_key_in_use",
+                    "a request with this Idempotency-Key is still being processed; retry later",
+                ));
+            }
+            Reservation::Mismatch => {
+                return Err(ApiError::unprocessable(
+                    "idempotency_key_reused",
+                    "this Idempotency-Key was used for a different request",
+                ));
+            }
+            Reservation::Reserved => {}
+        }
+        let command = match build.await {
+            Ok(command) => command,
+            Err(error) => {
+                self.release(&origin).await;
+                return Err(error);
+            }
+        };
+        let order_id = command_order_id(&command);
+        let entry = JournalEntry {
+            command,
+            origin: origin.clone(),
+        };
+        let waiter = wait.map(|_| self.waiters.register(&origin));
+        let started = std::time::Instant::now();
+        let task = tokio::spawn(append_and_store(self.clone(), entry));
+        let ack = match tokio::time::timeout(self.settings.dependency_timeout, task).await {
+            Ok(Ok(Ok(ack))) => ack,
+            failed => {
+                self.waiters.forget(&origin);
+                return Err(match failed {
+                    Err(_) => self.unavailable("journal", "append timed out"),
+                    Ok(Err(join)) => ApiError::internal(join),
+                    Ok(Ok(Err(store))) => self.unavailable("journal", store),
+                    Ok(Ok(Ok(_))) => unreachable!("handled above"),
+                });
+            }
+        };
+        self.metrics
+            .ingest
+            .append_seconds
+            .observe(started.elapsed().as_secs_f64());
+        let (Some(wait), Some(waiter)) = (wait, waiter) else {
+            return Ok(stored(&ack.response(), false));
+        };
+        if tokio::time::timeout(wait, waiter).await.is_err() {
+            self.waiters.forget(&origin);
+            return Ok(stored(&ack.response(), false));
+        }
+        let Some(state) = self.orders.order(order_id).await.ok().flatten() else {
+            return Ok(stored(&ack.response(), false));
+        };
+        let view = OrderView::new(&state, self.instrument(&state.order.symbol));
+        let response = StoredResponse {
+            status: waited_status.as_u16(),
+            body: serde_json::to_string(&view).map_err(ApiError::internal)?,
+        };
+        // Later retries replay this fuller answer; failing to store it only costs that.
+        let idempotency = self.idempotency.clone();
+        let stored_response = response.clone();
+        tokio::spawn(async move {
+            if let Err(error) = idempotency.complete(&origin, &stored_response).await {
+                tracing::warn!(%error, "could not store the waited response");
+            }
+        });
+        let mut out = stored(&response, false);
+        out.headers_mut().insert(
+            "preference-applied",
+            HeaderValue::from_str(&format!("wait={}", wait.as_secs()))
+                .unwrap_or(HeaderValue::from_static("wait")),
+        );
+        Ok(out)
+    }
+
+    /// Awaits a dependency within the configured timeout; a failure or timeout is a 503.
+    pub async fn guard<T>(
+        &self,
+        dependency: &'static str,
+        call: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, ApiError> {
+        match tokio::time::timeout(self.settings.dependency_timeout, call).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(error)) => Err(self.unavailable(dependency, error)),
+            Err(_) => Err(self.unavailable(dependency, "timed out")),
+        }
+    }
+
+    fn unavailable(&self, dependency: &'static str, cause: impl std::fmt::Display) -> ApiError {
+        self.metrics
+            .ingest
+            .unavailable
+            .get_or_create(&OutcomeLabels {
+                outcome: dependency,
+            })
+            .inc();
+        ApiError::unavailable(dependency, cause)
+    }
+
+    async fn release(&self, origin: &Origin) {
+        if let Err(error) = self.idempotency.release(origin).await {
+            tracing::warn!(%error, "could not release an idempotency key");
+        }
+    }
+}
+
+fn command_order_id(command: &Command) -> OrderId {
+    match &command.action {
+        oms_core::Action::New(order) => order.order_id,
+        oms_core::Action::Cancel(cancel) => cancel.order_id,
+        oms_core::Action::Amend(amend) => amend.order_id,
+    }
+}
+
+/// Appends and then stores the acknowledgement under the key, or releases the key if the
+/// append failed. Runs to the end even when the request that started it is gone.
+async fn append_and_store(app: AppState, entry: JournalEntry) -> Result<Ack, StoreError> {
+    let origin = entry.origin.clone();
+    match app.journal.append(entry.clone()).await {
+        Ok(position) => {
+            let ack = Ack::new(&entry, position);
+            if let Err(error) = app.idempotency.complete(&origin, &ack.response()).await {
+                // The command is durable; only the stored answer is missing, and a retry of
+                // this key would find the key still reserved and get 409 until it expires.
+                tracing::error!(%error, "journaled, but the response could not be stored");
+            }
+            Ok(ack)
+        }
+        Err(error) => {
+            app.release(&origin).await;
+            Err(error)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(*name, HeaderValue::from_str(value).unwrap());
+        }
+        map
+    }
+
+    #[test]
+    fn prefer_wait_is_parsed_and_capped() {
+        let max = Duration::from_secs(10);
+        assert_eq!(
+            prefer_wait(&headers(&[("prefer", "wait=5")]), max),
+            Some(Duration::from_secs(5))
+        );
+        assert_eq!(
+            prefer_wait(&headers(&[("prefer", "respond-async, wait=100")]), max),
+            Some(max)
+        );
+        assert_eq!(prefer_wait(&headers(&[("prefer", "wait=0")]), max), None);
+        assert_eq!(prefer_wait(&headers(&[("prefer", "wait=x")]), max), None);
+        assert_eq!(prefer_wait(&headers(&[]), max), None);
+    }
+
+    #[test]
+    fn idempotency_keys_are_checked() {
+        assert!(idempotency_key(&headers(&[("idempotency-key", "abc-123")])).is_ok());
+        assert!(idempotency_key(&headers(&[])).is_err());
+        let long = "k".repeat(256);
+        assert!(idempotency_key(&headers(&[("idempotency-key", &long)])).is_err());
+        assert!(idempotency_key(&headers(&[("idempotency-key", "")])).is_err());
+    }
+
+    #[test]
+    fn fingerprints_differ_by_method_path_and_body() {
+        let a = fingerprint("POST", "/v1/orders", b"{}");
+        assert_eq!(a, fingerprint("POST", "/v1/orders", b"{}"));
+        assert_ne!(a, fingerprint("POST", "/v1/orders", b"{ }"));
+        assert_ne!(a, fingerprint("DELETE", "/v1/orders", b"{}"));
+    }
+}

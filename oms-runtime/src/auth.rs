@@ -1,0 +1,236 @@
+//! API keys: who may call the API and which accounts they may trade.
+//!
+//! A key is `oms_` followed by 64 hex digits (256 random bits). Only its SHA-256 is stored or
+//! kept in memory; a slow password hash is not needed for keys this long. Keys are never logged.
+//!
+//! The keys file is a JSON array of `{"id", "sha256", "accounts"}`; `oms-runtime keygen` adds
+//! entries to it and prints the new key once. In single-node mode, a first start without a keys
+//! file creates one with a key bound to the bootstrap accounts and prints that key once.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::Path;
+
+/// A keys-file problem.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The file could not be read or written.
+    #[error("keys file {path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The file is not a valid keys file.
+    #[error("keys file {path}: {message}")]
+    Invalid {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// No randomness from the operating system.
+    #[error("cannot generate a key: {0}")]
+    Random(String),
+}
+
+/// One entry of the keys file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyEntry {
+    /// Principal id; scopes idempotency keys and appears in logs.
+    pub id: String,
+    /// SHA-256 of the key, hex.
+    pub sha256: String,
+    /// Accounts the key may trade and read.
+    pub accounts: Vec<String>,
+}
+
+/// An authenticated caller.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Principal {
+    /// The key's id.
+    pub id: String,
+    /// Accounts it may use.
+    pub accounts: Vec<String>,
+}
+
+impl Principal {
+    /// Whether it may use `account`.
+    pub fn may_use(&self, account: &str) -> bool {
+        self.accounts.iter().any(|a| a == account)
+    }
+}
+
+/// The known keys, by hash.
+#[derive(Clone, Debug, Default)]
+pub struct ApiKeys {
+    by_hash: HashMap<String, Principal>,
+}
+
+/// SHA-256 of a key, hex.
+pub fn hash_key(key: &str) -> String {
+    hex::encode(Sha256::digest(key.as_bytes()))
+}
+
+impl ApiKeys {
+    /// Keys from entries; duplicate ids or hashes are an error.
+    pub fn new(entries: Vec<KeyEntry>, source: &str) -> Result<ApiKeys, Error> {
+        let invalid = |message: String| Error::Invalid {
+            path: source.to_string(),
+            message,
+        };
+        let mut by_hash = HashMap::new();
+        let mut ids = std::collections::HashSet::new();
+        for entry in entries {
+            if entry.sha256.len() != 64 || hex::decode(&entry.sha256).is_err() {
+                return Err(invalid(format!(
+                    "key {}: sha256 must be 64 hex digits",
+                    entry.id
+                )));
+            }
+            if entry.id.is_empty() || entry.accounts.is_empty() {
+                return Err(invalid(
+                    "every key needs an id and at least one account".into(),
+                ));
+            }
+            if !ids.insert(entry.id.clone()) {
+                return Err(invalid(format!("key id {} appears twice", entry.id)));
+            }
+            let principal = Principal {
+                id: entry.id,
+                accounts: entry.accounts,
+            };
+            if by_hash
+                .insert(entry.sha256.to_lowercase(), principal)
+                .is_some()
+            {
+                return Err(invalid("the same key appears twice".into()));
+            }
+        }
+        Ok(ApiKeys { by_hash })
+    }
+
+    /// Reads a keys file.
+    pub fn load(path: &Path) -> Result<ApiKeys, Error> {
+        ApiKeys::new(read_entries(path)?, &path.display().to_string())
+    }
+
+    /// The principal a presented key belongs to.
+    pub fn authenticate(&self, key: &str) -> Option<&Principal> {
+        self.by_hash.get(&hash_key(key))
+    }
+
+    /// Number of keys.
+    pub fn len(&self) -> usize {
+        self.by_hash.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.by_hash.is_empty()
+    }
+}
+
+fn read_entries(path: &Path) -> Result<Vec<KeyEntry>, Error> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|error| Error::Invalid {
+        path: path.display().to_string(),
+        message: error.to_string(),
+    })
+}
+
+/// A new random key.
+pub fn generate_key() -> Result<String, Error> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|error| Error::Random(error.to_string()))?;
+    Ok(format!("oms_{}", hex::encode(bytes)))
+}
+
+/// Creates a key for `accounts`, adds its hash to the keys file (creating the file, readable by
+/// its owner only), and returns the key. Fails if `id` is already in the file.
+pub fn add_key(path: &Path, id: &str, accounts: Vec<String>) -> Result<String, Error> {
+    let mut entries = if path.exists() {
+        read_entries(path)?
+    } else {
+        Vec::new()
+    };
+    if entries.iter().any(|entry| entry.id == id) {
+        return Err(Error::Invalid {
+            path: path.display().to_string(),
+            message: format!("key id {id} already exists"),
+        });
+    }
+    let key = generate_key()?;
+    entries.push(KeyEntry {
+        id: id.to_string(),
+        sha256: hash_key(&key),
+        accounts,
+    });
+    ApiKeys::new(entries.clone(), &path.display().to_string())?;
+    write_entries(path, &entries)?;
+    Ok(key)
+}
+
+fn write_entries(path: &Path, entries: &[KeyEntry]) -> Result<(), Error> {
+    let io = |source| Error::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    let tmp = path.with_extension("tmp");
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(&tmp).map_err(io)?;
+    let json = serde_json::to_string_pretty(entries).unwrap_or_default();
+    file.write_all(json.as_bytes()).map_err(io)?;
+    file.sync_all().map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_stored_hashed_and_authenticate() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.json");
+        let key = add_key(&path, "alice", vec!["acc-1".into()]).unwrap();
+        assert!(key.starts_with("oms_") && key.len() == 68);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(!text.contains(&key), "the key itself must not be stored");
+        let keys = ApiKeys::load(&path).unwrap();
+        let principal = keys.authenticate(&key).unwrap();
+        assert_eq!(principal.id, "alice");
+        assert!(principal.may_use("acc-1") && !principal.may_use("acc-2"));
+        assert!(keys.authenticate("oms_wrong").is_none());
+        assert!(add_key(&path, "alice", vec!["x".into()]).is_err());
+    }
+
+    #[test]
+    fn invalid_keys_files_are_refused() {
+        let bad = |json: &str| {
+            let entries: Vec<KeyEntry> = serde_json::from_str(json).unwrap();
+            ApiKeys::new(entries, "test").is_err()
+        };
+        assert!(bad(r#"[{"id":"a","sha256":"xyz","accounts":["a"]}]"#));
+        let hash = hash_key("k");
+        assert!(bad(&format!(
+            r#"[{{"id":"a","sha256":"{hash}","accounts":[]}}]"#
+        )));
+        assert!(bad(&format!(
+            r#"[{{"id":"a","sha256":"{hash}","accounts":["x"]}},{{"id":"a","sha256":"{hash}","accounts":["x"]}}]"#
+        )));
+    }
+}

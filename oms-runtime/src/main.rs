@@ -1,0 +1,25 @@
+//! `oms-runtime`: see `oms-runtime --help`.
+
+use clap::Parser;
+use oms_runtime::config::{Cli, Command};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let args = match cli.command {
+        Some(Command::Keygen(keygen)) => {
+            let key = oms_runtime::auth::add_key(&keygen.keys_file, &keygen.id, keygen.accounts)?;
+            eprintln!(
+                "added key {:?} to {}; the key is shown once:",
+                keygen.id,
+                keygen.keys_file.display()
+            );
+            println!("{key}");
+            return Ok(());
+        }
+        Some(Command::Serve(args)) => args,
+        None => cli.serve,
+    };
+    oms_runtime::init_tracing(args.log_format);
+    oms_runtime::serve(args).await
+}

@@ -1,0 +1,218 @@
+//! Prometheus metrics: one registry, a sub-registry per subsystem.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Labels of an HTTP request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    /// HTTP method.
+    pub method: String,
+    /// The route template, such as `/v1/orders/{order_id}`.
+    pub route: String,
+    /// Status code.
+    pub status: u16,
+}
+
+/// Labels naming an outcome.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// What happened.
+    pub outcome: &'static str,
+}
+
+fn seconds() -> Histogram {
+    // 50 µs to about 13 s
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 19))
+}
+
+/// HTTP API metrics.
+pub struct HttpMetrics {
+    /// Requests by route and status.
+    pub requests: Family<RouteLabels, Counter>,
+    /// Latency by route and status.
+    pub seconds: Family<RouteLabels, Histogram>,
+}
+
+/// Journal and idempotency metrics of the write path.
+pub struct IngestMetrics {
+    /// Time from append to durable acknowledgement.
+    pub append_seconds: Histogram,
+    /// Idempotency reservations by outcome (reserved, replayed, in_flight, mismatch).
+    pub idempotency: Family<OutcomeLabels, Counter>,
+    /// Dependency failures answered with 503, by dependency.
+    pub unavailable: Family<OutcomeLabels, Counter>,
+}
+
+/// Embedded store writer metrics.
+#[derive(Clone)]
+pub struct StoreMetrics {
+    /// Write transactions committed.
+    pub commits: Counter,
+    /// Of those, fsynced.
+    pub fsyncs: Counter,
+    /// Operations per transaction.
+    pub batch_size: Histogram,
+}
+
+/// Processing metrics.
+pub struct ProcessingMetrics {
+    /// Commands applied to books.
+    pub commands: Counter,
+    /// Events produced.
+    pub events: Counter,
+    /// Order states written to the projection.
+    pub projected_orders: Counter,
+    /// Time to write one projection batch.
+    pub projection_seconds: Histogram,
+    /// Last journal position read.
+    pub read_position: Gauge,
+    /// Failures retried.
+    pub errors: Counter,
+}
+
+/// Every metric of the runtime, and the registry that exposes them.
+pub struct Metrics {
+    /// For `/metrics`.
+    pub registry: Registry,
+    /// HTTP.
+    pub http: HttpMetrics,
+    /// Write path.
+    pub ingest: IngestMetrics,
+    /// Embedded store.
+    pub store: StoreMetrics,
+    /// Processing.
+    pub processing: ProcessingMetrics,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every metric under the `oms` prefix.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("oms");
+        let http = HttpMetrics {
+            requests: Family::default(),
+            seconds: Family::new_with_constructor(seconds),
+        };
+        let sub = registry.sub_registry_with_prefix("http");
+        sub.register(
+            "requests",
+            "HTTP requests by route and status",
+            http.requests.clone(),
+        );
+        sub.register(
+            "request_duration_seconds",
+            "HTTP request latency",
+            http.seconds.clone(),
+        );
+
+        let ingest = IngestMetrics {
+            append_seconds: seconds(),
+            idempotency: Family::default(),
+            unavailable: Family::default(),
+        };
+        let sub = registry.sub_registry_with_prefix("ingest");
+        sub.register(
+            "journal_append_seconds",
+            "Time until a command is durable",
+            ingest.append_seconds.clone(),
+        );
+        sub.register(
+            "idempotency_reservations",
+            "Idempotency key reservations by outcome",
+            ingest.idempotency.clone(),
+        );
+        sub.register(
+            "unavailable",
+            "Requests answered 503, by failing dependency",
+            ingest.unavailable.clone(),
+        );
+
+        let store = StoreMetrics {
+            commits: Counter::default(),
+            fsyncs: Counter::default(),
+            batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 14)),
+        };
+        let sub = registry.sub_registry_with_prefix("store");
+        sub.register(
+            "commits",
+            "Embedded store write transactions",
+            store.commits.clone(),
+        );
+        sub.register(
+            "fsyncs",
+            "Embedded store fsynced commits",
+            store.fsyncs.clone(),
+        );
+        sub.register(
+            "batch_operations",
+            "Operations per write transaction (group commit)",
+            store.batch_size.clone(),
+        );
+
+        let processing = ProcessingMetrics {
+            commands: Counter::default(),
+            events: Counter::default(),
+            projected_orders: Counter::default(),
+            projection_seconds: seconds(),
+            read_position: Gauge::default(),
+            errors: Counter::default(),
+        };
+        let sub = registry.sub_registry_with_prefix("processing");
+        sub.register(
+            "commands",
+            "Commands applied to books",
+            processing.commands.clone(),
+        );
+        sub.register(
+            "events",
+            "Events produced by books",
+            processing.events.clone(),
+        );
+        sub.register(
+            "projected_orders",
+            "Order states written to the projection",
+            processing.projected_orders.clone(),
+        );
+        sub.register(
+            "projection_write_seconds",
+            "Time to write one projection batch",
+            processing.projection_seconds.clone(),
+        );
+        sub.register(
+            "journal_read_position",
+            "Last journal position read",
+            processing.read_position.clone(),
+        );
+        sub.register(
+            "errors",
+            "Processing failures that were retried",
+            processing.errors.clone(),
+        );
+
+        Metrics {
+            registry,
+            http,
+            ingest,
+            store,
+            processing,
+        }
+    }
+
+    /// The text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

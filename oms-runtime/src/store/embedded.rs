@@ -1,0 +1,696 @@
+//! Single-node storage: the journal, idempotency keys, the read projection and book snapshots
+//! in one redb file.
+//!
+//! # Group commit
+//! One writer thread owns every write. It takes all operations waiting in its queue, applies
+//! them in one write transaction and commits once, so concurrent requests share one fsync.
+//! Transactions holding a journal append or a snapshot are fsynced (`Durability::Immediate`);
+//! the others (projection updates, refined idempotency responses) are not, and become durable
+//! with the next fsynced commit. redb restores the last fsynced commit after a crash.
+//!
+//! # Why an append also writes its idempotency record
+//! The journal append and the idempotency record of its request are written in the same
+//! transaction. Otherwise a crash between "journaled" and "response stored" would leave a key
+//! that a retry could use to journal the same order twice.
+//!
+//! # Why snapshots live with the projection
+//! In single-node mode the projection is the only durable copy of the events. A snapshot at
+//! position P may only be kept if every event up to P is projected, so snapshots are written by
+//! the projector in the same transaction as the events that precede them.
+//!
+//! # Known limitation
+//! Reads run on the calling task: redb reads are memory-mapped and short, so they are not moved
+//! to a blocking thread.
+
+use super::{
+    Ack, Journal, JournalEntry, OrderPage, OrderQuery, OrderStore, Origin, Position,
+    ProjectionBatch, Reservation, Result, StoreError, StoredResponse, TradeRecord,
+};
+use crate::metrics::StoreMetrics;
+use async_trait::async_trait;
+use oms_core::{BookSnapshot, OrderId, OrderState};
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::{mpsc, oneshot, watch};
+
+const JOURNAL: TableDefinition<u64, &[u8]> = TableDefinition::new("journal");
+const IDEMPOTENCY: TableDefinition<&str, &[u8]> = TableDefinition::new("idempotency");
+const IDEMPOTENCY_EXPIRY: TableDefinition<(u64, &str), ()> =
+    TableDefinition::new("idempotency_expiry");
+const ORDERS: TableDefinition<u64, &[u8]> = TableDefinition::new("orders");
+const ACCOUNT_ORDERS: TableDefinition<(&str, u64), ()> = TableDefinition::new("account_orders");
+const OPEN_ORDERS: TableDefinition<(&str, u64), ()> = TableDefinition::new("open_orders");
+const CLIENT_IDS: TableDefinition<(&str, &str), u64> = TableDefinition::new("open_client_ids");
+const TRADES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("trades");
+const ACCOUNT_TRADES: TableDefinition<(&str, u64, &str, u64), ()> =
+    TableDefinition::new("account_trades");
+const SNAPSHOTS: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshots");
+
+/// Most operations in one transaction; bounds the latency of the first one in a batch.
+const MAX_BATCH: usize = 4096;
+/// Most expired idempotency keys removed per sweep, so a sweep never holds the writer long.
+const SWEEP_LIMIT: usize = 10_000;
+
+fn db_error(error: impl std::fmt::Display) -> StoreError {
+    StoreError::Database(error.to_string())
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(table: &'static str, bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|error| StoreError::Corrupt {
+        table,
+        message: error.to_string(),
+    })
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    // Serializing our own plain data types into JSON cannot fail.
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[derive(Serialize, Deserialize)]
+struct IdempotencyRecord {
+    fingerprint: String,
+    response: StoredResponse,
+    expires_ms: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredSnapshot {
+    position: Position,
+    snapshot: BookSnapshot,
+}
+
+fn scoped(origin: &Origin) -> String {
+    // The unit separator cannot occur in a principal id or a (printable) idempotency key.
+    format!("{}\u{1f}{}", origin.principal, origin.key)
+}
+
+enum Op {
+    Append {
+        entry: JournalEntry,
+        reply: oneshot::Sender<Result<Position>>,
+    },
+    Complete {
+        origin: Origin,
+        response: StoredResponse,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    Project {
+        batch: ProjectionBatch,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    Sweep {
+        now_ms: u64,
+        reply: oneshot::Sender<Result<usize>>,
+    },
+}
+
+impl Op {
+    fn durable(&self) -> bool {
+        match self {
+            Op::Append { .. } => true,
+            Op::Project { batch, .. } => !batch.snapshots.is_empty(),
+            Op::Complete { .. } | Op::Sweep { .. } => false,
+        }
+    }
+}
+
+/// What one operation gave back, before the commit decides whether it counts.
+enum Done {
+    Position(Position),
+    Unit,
+    Count(usize),
+}
+
+/// The single-node store. Cheap to clone.
+#[derive(Clone)]
+pub struct Embedded {
+    db: Arc<Database>,
+    writer: mpsc::Sender<Op>,
+    head: watch::Receiver<Position>,
+    in_flight: Arc<Mutex<HashMap<String, String>>>,
+    ttl: Duration,
+    thread: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
+}
+
+impl Embedded {
+    /// Opens (or creates) the store at `path` and starts its writer thread. Idempotency records
+    /// live for `ttl`.
+    pub fn open(path: &Path, ttl: Duration, metrics: StoreMetrics) -> Result<Embedded> {
+        let db = Database::create(path).map_err(db_error)?;
+        let txn = db.begin_write().map_err(db_error)?;
+        let head = {
+            // Create every table up front so readers never meet a missing one.
+            txn.open_table(IDEMPOTENCY).map_err(db_error)?;
+            txn.open_table(IDEMPOTENCY_EXPIRY).map_err(db_error)?;
+            txn.open_table(ORDERS).map_err(db_error)?;
+            txn.open_table(ACCOUNT_ORDERS).map_err(db_error)?;
+            txn.open_table(OPEN_ORDERS).map_err(db_error)?;
+            txn.open_table(CLIENT_IDS).map_err(db_error)?;
+            txn.open_table(TRADES).map_err(db_error)?;
+            txn.open_table(ACCOUNT_TRADES).map_err(db_error)?;
+            txn.open_table(SNAPSHOTS).map_err(db_error)?;
+            let journal = txn.open_table(JOURNAL).map_err(db_error)?;
+            let last = journal.last().map_err(db_error)?;
+            last.map_or(0, |(key, _)| key.value())
+        };
+        txn.commit().map_err(db_error)?;
+        let db = Arc::new(db);
+        let (writer, queue) = mpsc::channel(MAX_BATCH * 4);
+        let (head_tx, head) = watch::channel(head);
+        let thread_db = db.clone();
+        let thread = std::thread::Builder::new()
+            .name("oms-store-writer".into())
+            .spawn(move || write_loop(&thread_db, queue, head_tx, ttl, &metrics))
+            .map_err(db_error)?;
+        Ok(Embedded {
+            db,
+            writer,
+            head,
+            in_flight: Arc::new(Mutex::new(HashMap::new())),
+            ttl,
+            thread: Arc::new(Mutex::new(Some(thread))),
+        })
+    }
+
+    /// The last durable journal position, 0 when the journal is empty.
+    pub fn head(&self) -> Position {
+        *self.head.borrow()
+    }
+
+    /// Waits until the writer has committed everything queued, once every other handle to the
+    /// store is dropped (the writer stops when its queue closes). Gives up after five seconds.
+    pub async fn close(self) {
+        let thread = self.thread.lock().ok().and_then(|mut thread| thread.take());
+        drop(self);
+        if let Some(thread) = thread {
+            let joined = tokio::task::spawn_blocking(move || thread.join());
+            if tokio::time::timeout(Duration::from_secs(5), joined)
+                .await
+                .is_err()
+            {
+                tracing::warn!("store writer still busy after 5 s; exiting anyway");
+            }
+        }
+    }
+
+    /// The highest order id among the last journaled orders: a floor for new ids, so a clock
+    /// that stepped back across a restart cannot reuse one.
+    pub fn last_order_id(&self) -> Result<Option<OrderId>> {
+        self.read(|txn| {
+            let journal = txn.open_table(JOURNAL).map_err(db_error)?;
+            let mut highest = None;
+            for row in journal.iter().map_err(db_error)?.rev().take(1024) {
+                let (_, bytes) = row.map_err(db_error)?;
+                let entry: JournalEntry = decode("journal", bytes.value())?;
+                if let oms_core::Action::New(order) = entry.command.action {
+                    highest = highest.max(Some(order.order_id));
+                }
+            }
+            Ok(highest)
+        })
+    }
+
+    /// How long idempotency records live.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// Removes expired idempotency records; returns how many.
+    pub async fn sweep(&self) -> Result<usize> {
+        self.call(|reply| Op::Sweep {
+            now_ms: now_ms(),
+            reply,
+        })
+        .await
+    }
+
+    async fn call<T>(&self, op: impl FnOnce(oneshot::Sender<Result<T>>) -> Op) -> Result<T> {
+        let (reply, answer) = oneshot::channel();
+        self.writer
+            .send(op(reply))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&redb::ReadTransaction) -> Result<T>) -> Result<T> {
+        let txn = self.db.begin_read().map_err(db_error)?;
+        f(&txn)
+    }
+}
+
+#[async_trait]
+impl Journal for Embedded {
+    async fn append(&self, entry: JournalEntry) -> Result<Position> {
+        self.call(|reply| Op::Append { entry, reply }).await
+    }
+
+    async fn read(&self, from: Position, max: usize) -> Result<Vec<(Position, JournalEntry)>> {
+        let mut head = self.head.clone();
+        head.wait_for(|head| *head >= from)
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        self.read(|txn| {
+            let journal = txn.open_table(JOURNAL).map_err(db_error)?;
+            let mut out = Vec::new();
+            for row in journal.range(from..).map_err(db_error)?.take(max) {
+                let (position, bytes) = row.map_err(db_error)?;
+                out.push((position.value(), decode("journal", bytes.value())?));
+            }
+            Ok(out)
+        })
+    }
+}
+
+#[async_trait]
+impl super::IdempotencyStore for Embedded {
+    async fn reserve(&self, origin: &Origin) -> Result<Reservation> {
+        let key = scoped(origin);
+        // Held across the lookup so that check-and-reserve is atomic within the process, which
+        // in single-node mode is every process there is.
+        let mut in_flight = self.in_flight.lock().map_err(db_error)?;
+        if let Some(fingerprint) = in_flight.get(&key) {
+            return Ok(if *fingerprint == origin.fingerprint {
+                Reservation::InFlight
+            } else {
+                Reservation::Mismatch
+            });
+        }
+        let stored = self.read(|txn| {
+            let table = txn.open_table(IDEMPOTENCY).map_err(db_error)?;
+            let record = table.get(key.as_str()).map_err(db_error)?;
+            record
+                .map(|bytes| decode::<IdempotencyRecord>("idempotency", bytes.value()))
+                .transpose()
+        })?;
+        match stored {
+            Some(record) if record.expires_ms > now_ms() => {
+                Ok(if record.fingerprint == origin.fingerprint {
+                    Reservation::Completed(record.response)
+                } else {
+                    Reservation::Mismatch
+                })
+            }
+            _ => {
+                in_flight.insert(key, origin.fingerprint.clone());
+                Ok(Reservation::Reserved)
+            }
+        }
+    }
+
+    async fn complete(&self, origin: &Origin, response: &StoredResponse) -> Result<()> {
+        let result = self
+            .call(|reply| Op::Complete {
+                origin: origin.clone(),
+                response: response.clone(),
+                reply,
+            })
+            .await;
+        self.in_flight
+            .lock()
+            .map_err(db_error)?
+            .remove(&scoped(origin));
+        result
+    }
+
+    async fn release(&self, origin: &Origin) -> Result<()> {
+        self.in_flight
+            .lock()
+            .map_err(db_error)?
+            .remove(&scoped(origin));
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl OrderStore for Embedded {
+    async fn apply(&self, batch: ProjectionBatch) -> Result<()> {
+        self.call(|reply| Op::Project { batch, reply }).await
+    }
+
+    async fn order(&self, order_id: OrderId) -> Result<Option<OrderState>> {
+        self.read(|txn| get_order(&txn.open_table(ORDERS).map_err(db_error)?, order_id))
+    }
+
+    async fn orders(&self, query: &OrderQuery) -> Result<OrderPage> {
+        self.read(|txn| {
+            let index = txn
+                .open_table(if query.open_only {
+                    OPEN_ORDERS
+                } else {
+                    ACCOUNT_ORDERS
+                })
+                .map_err(db_error)?;
+            let orders = txn.open_table(ORDERS).map_err(db_error)?;
+            let account = query.account.as_str();
+            let end = query.before.map_or(u64::MAX, |id| id.0);
+            let mut page = Vec::new();
+            let mut next = None;
+            for row in index
+                .range((account, 0)..(account, end))
+                .map_err(db_error)?
+                .rev()
+            {
+                let (key, _) = row.map_err(db_error)?;
+                let order_id = OrderId(key.value().1);
+                let Some(order) = get_order(&orders, order_id)? else {
+                    continue;
+                };
+                let wanted = query
+                    .symbol
+                    .as_deref()
+                    .is_none_or(|s| order.order.symbol == s)
+                    && query.status.is_none_or(|status| order.status == status);
+                if !wanted {
+                    continue;
+                }
+                if page.len() == query.limit {
+                    next = page.last().map(|o: &OrderState| o.order.order_id);
+                    break;
+                }
+                page.push(order);
+            }
+            Ok(OrderPage { orders: page, next })
+        })
+    }
+
+    async fn trades(
+        &self,
+        account: &str,
+        symbol: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<TradeRecord>> {
+        self.read(|txn| {
+            let index = txn.open_table(ACCOUNT_TRADES).map_err(db_error)?;
+            let trades = txn.open_table(TRADES).map_err(db_error)?;
+            let mut out = Vec::new();
+            let range = index
+                .range((account, 0, "", 0)..=(account, u64::MAX, "\u{10ffff}", u64::MAX))
+                .map_err(db_error)?;
+            for row in range.rev() {
+                let (key, _) = row.map_err(db_error)?;
+                let (_, _, trade_symbol, seq) = key.value();
+                if symbol.is_some_and(|s| s != trade_symbol) {
+                    continue;
+                }
+                if let Some(bytes) = trades.get((trade_symbol, seq)).map_err(db_error)? {
+                    out.push(decode("trades", bytes.value())?);
+                }
+                if out.len() == limit {
+                    break;
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    async fn open_by_client_id(
+        &self,
+        account: &str,
+        client_order_id: &str,
+    ) -> Result<Option<OrderId>> {
+        self.read(|txn| {
+            let table = txn.open_table(CLIENT_IDS).map_err(db_error)?;
+            let found = table.get((account, client_order_id)).map_err(db_error)?;
+            Ok(found.map(|id| OrderId(id.value())))
+        })
+    }
+
+    async fn snapshots(&self) -> Result<Vec<(Position, BookSnapshot)>> {
+        self.read(|txn| {
+            let table = txn.open_table(SNAPSHOTS).map_err(db_error)?;
+            let mut out = Vec::new();
+            for row in table.iter().map_err(db_error)? {
+                let (_, bytes) = row.map_err(db_error)?;
+                let stored: StoredSnapshot = decode("snapshots", bytes.value())?;
+                out.push((stored.position, stored.snapshot));
+            }
+            Ok(out)
+        })
+    }
+
+    async fn ping(&self) -> Result<()> {
+        if self.writer.is_closed() {
+            return Err(StoreError::Closed);
+        }
+        self.read(|txn| {
+            txn.open_table(ORDERS)
+                .map_err(db_error)?
+                .len()
+                .map_err(db_error)?;
+            Ok(())
+        })
+    }
+}
+
+fn get_order(
+    table: &impl ReadableTable<u64, &'static [u8]>,
+    order_id: OrderId,
+) -> Result<Option<OrderState>> {
+    table
+        .get(order_id.0)
+        .map_err(db_error)?
+        .map(|bytes| decode("orders", bytes.value()))
+        .transpose()
+}
+
+fn write_loop(
+    db: &Database,
+    mut queue: mpsc::Receiver<Op>,
+    head: watch::Sender<Position>,
+    ttl: Duration,
+    metrics: &StoreMetrics,
+) {
+    let mut last = *head.borrow();
+    while let Some(first) = queue.blocking_recv() {
+        let mut ops = vec![first];
+        while ops.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(op) => ops.push(op),
+                Err(_) => break,
+            }
+        }
+        let durable = ops.iter().any(Op::durable);
+        match write_batch(db, &ops, last, durable, ttl) {
+            Ok((done, new_last)) => {
+                last = new_last;
+                metrics.commits.inc();
+                metrics.fsyncs.inc_by(u64::from(durable));
+                metrics.batch_size.observe(ops.len() as f64);
+                // Readers may look once the commit is done, before the callers hear of it.
+                head.send_if_modified(|head| std::mem::replace(head, last) != last);
+                for (op, done) in ops.into_iter().zip(done) {
+                    reply(op, Ok(done));
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, operations = ops.len(), "store write failed");
+                for op in ops {
+                    reply(op, Err(StoreError::Database(error.to_string())));
+                }
+            }
+        }
+    }
+}
+
+fn reply(op: Op, result: Result<Done>) {
+    match op {
+        Op::Append { reply, .. } => {
+            let _ = reply.send(result.map(|done| match done {
+                Done::Position(position) => position,
+                _ => 0,
+            }));
+        }
+        Op::Complete { reply, .. } | Op::Project { reply, .. } => {
+            let _ = reply.send(result.map(|_| ()));
+        }
+        Op::Sweep { reply, .. } => {
+            let _ = reply.send(result.map(|done| match done {
+                Done::Count(n) => n,
+                _ => 0,
+            }));
+        }
+    }
+}
+
+/// Every table, opened once per write transaction.
+struct Tables<'txn> {
+    journal: redb::Table<'txn, u64, &'static [u8]>,
+    idempotency: redb::Table<'txn, &'static str, &'static [u8]>,
+    expiry: redb::Table<'txn, (u64, &'static str), ()>,
+    orders: redb::Table<'txn, u64, &'static [u8]>,
+    account_orders: redb::Table<'txn, (&'static str, u64), ()>,
+    open_orders: redb::Table<'txn, (&'static str, u64), ()>,
+    client_ids: redb::Table<'txn, (&'static str, &'static str), u64>,
+    trades: redb::Table<'txn, (&'static str, u64), &'static [u8]>,
+    account_trades: redb::Table<'txn, (&'static str, u64, &'static str, u64), ()>,
+    snapshots: redb::Table<'txn, &'static str, &'static [u8]>,
+}
+
+impl<'txn> Tables<'txn> {
+    fn open(txn: &'txn redb::WriteTransaction) -> Result<Tables<'txn>, redb::Error> {
+        Ok(Tables {
+            journal: txn.open_table(JOURNAL)?,
+            idempotency: txn.open_table(IDEMPOTENCY)?,
+            expiry: txn.open_table(IDEMPOTENCY_EXPIRY)?,
+            orders: txn.open_table(ORDERS)?,
+            account_orders: txn.open_table(ACCOUNT_ORDERS)?,
+            open_orders: txn.open_table(OPEN_ORDERS)?,
+            client_ids: txn.open_table(CLIENT_IDS)?,
+            trades: txn.open_table(TRADES)?,
+            account_trades: txn.open_table(ACCOUNT_TRADES)?,
+            snapshots: txn.open_table(SNAPSHOTS)?,
+        })
+    }
+
+    fn put_response(
+        &mut self,
+        origin: &Origin,
+        response: StoredResponse,
+        expires_ms: u64,
+    ) -> Result<(), redb::Error> {
+        let key = scoped(origin);
+        let record = IdempotencyRecord {
+            fingerprint: origin.fingerprint.clone(),
+            response,
+            expires_ms,
+        };
+        self.idempotency
+            .insert(key.as_str(), encode(&record).as_slice())?;
+        self.expiry.insert((expires_ms, key.as_str()), ())?;
+        Ok(())
+    }
+
+    fn sweep(&mut self, now_ms: u64) -> Result<usize, redb::Error> {
+        let mut expired = Vec::new();
+        for row in self.expiry.range((0, "")..(now_ms, ""))?.take(SWEEP_LIMIT) {
+            let (key, _) = row?;
+            let (at, name) = key.value();
+            expired.push((at, name.to_string()));
+        }
+        for (at, name) in &expired {
+            self.expiry.remove((*at, name.as_str()))?;
+            // A key stored again later has a later expiry; drop only records really expired.
+            let stale = match self.idempotency.get(name.as_str())? {
+                Some(bytes) => serde_json::from_slice::<IdempotencyRecord>(bytes.value())
+                    .map_or(true, |record| record.expires_ms <= now_ms),
+                None => false,
+            };
+            if stale {
+                self.idempotency.remove(name.as_str())?;
+            }
+        }
+        Ok(expired.len())
+    }
+
+    fn project(&mut self, batch: &ProjectionBatch) -> Result<(), redb::Error> {
+        for state in &batch.orders {
+            let id = state.order.order_id.0;
+            // Idempotent: an event replayed after a restart never moves an order backwards.
+            let newer = match self.orders.get(id)? {
+                Some(bytes) => serde_json::from_slice::<OrderState>(bytes.value())
+                    .map_or(true, |stored| stored.seq < state.seq),
+                None => true,
+            };
+            if !newer {
+                continue;
+            }
+            self.orders.insert(id, encode(state).as_slice())?;
+            let account = state.order.account.as_str();
+            let client_id = state.order.client_order_id.as_str();
+            self.account_orders.insert((account, id), ())?;
+            if state.status.is_open() {
+                self.open_orders.insert((account, id), ())?;
+                self.client_ids.insert((account, client_id), id)?;
+            } else {
+                self.open_orders.remove((account, id))?;
+                let owner = self
+                    .client_ids
+                    .get((account, client_id))?
+                    .map(|v| v.value());
+                if owner == Some(id) {
+                    self.client_ids.remove((account, client_id))?;
+                }
+            }
+        }
+        for trade in &batch.trades {
+            let symbol = trade.symbol.as_str();
+            self.trades
+                .insert((symbol, trade.seq), encode(trade).as_slice())?;
+            for account in [&trade.taker_account, &trade.maker_account] {
+                self.account_trades
+                    .insert((account.as_str(), trade.ts, symbol, trade.seq), ())?;
+            }
+        }
+        for (position, snapshot) in &batch.snapshots {
+            let stored = StoredSnapshot {
+                position: *position,
+                snapshot: snapshot.clone(),
+            };
+            self.snapshots
+                .insert(snapshot.symbol.as_str(), encode(&stored).as_slice())?;
+        }
+        Ok(())
+    }
+}
+
+/// Applies `ops` in one transaction; gives each op's result and the new last position.
+fn write_batch(
+    db: &Database,
+    ops: &[Op],
+    last: Position,
+    durable: bool,
+    ttl: Duration,
+) -> Result<(Vec<Done>, Position), redb::Error> {
+    let mut txn = db.begin_write()?;
+    let durability = if durable {
+        Durability::Immediate
+    } else {
+        Durability::None
+    };
+    txn.set_durability(durability)
+        .map_err(|error| redb::Error::Corrupted(error.to_string()))?;
+    let mut done = Vec::with_capacity(ops.len());
+    let mut position = last;
+    {
+        let mut tables = Tables::open(&txn)?;
+        let expires_ms = now_ms() + ttl.as_millis() as u64;
+        for op in ops {
+            done.push(match op {
+                Op::Append { entry, .. } => {
+                    position += 1;
+                    tables.journal.insert(position, encode(entry).as_slice())?;
+                    let ack = Ack::new(entry, position).response();
+                    tables.put_response(&entry.origin, ack, expires_ms)?;
+                    Done::Position(position)
+                }
+                Op::Complete {
+                    origin, response, ..
+                } => {
+                    tables.put_response(origin, response.clone(), expires_ms)?;
+                    Done::Unit
+                }
+                Op::Project { batch, .. } => {
+                    tables.project(batch)?;
+                    Done::Unit
+                }
+                Op::Sweep { now_ms, .. } => Done::Count(tables.sweep(*now_ms)?),
+            });
+        }
+    }
+    txn.commit()?;
+    Ok((done, position))
+}

@@ -1,0 +1,245 @@
+//! The runtime's storage seams: the journal, the idempotency store, the order store (the read
+//! projection) and book snapshots.
+//!
+//! Handlers and processing code see only these traits, so the single-node mode and the
+//! production backends run the same pipeline. [`embedded`] implements all four on one redb file.
+
+pub mod embedded;
+
+use async_trait::async_trait;
+use oms_core::{BookSnapshot, Command, OrderId, OrderState, OrderStatus, Price, Quantity, Side};
+use serde::{Deserialize, Serialize};
+
+/// A place in the journal; positions start at 1 and never repeat.
+pub type Position = u64;
+
+/// A storage failure. Every variant means "the dependency failed", which the API turns into a
+/// 503; data never causes one.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The embedded database failed.
+    #[error("embedded database: {0}")]
+    Database(String),
+    /// Stored bytes could not be decoded.
+    #[error("corrupt record in {table}: {message}")]
+    Corrupt {
+        /// Where.
+        table: &'static str,
+        /// What the decoder said.
+        message: String,
+    },
+    /// The store is shutting down or its writer stopped.
+    #[error("store is closed")]
+    Closed,
+}
+
+/// Stable labels for metrics.
+impl StoreError {
+    /// A fixed label for this kind of failure.
+    pub fn label(&self) -> &'static str {
+        match self {
+            StoreError::Database(_) => "database",
+            StoreError::Corrupt { .. } => "corrupt",
+            StoreError::Closed => "closed",
+        }
+    }
+}
+
+/// Result of storage operations.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Which request put a command in the journal: the principal and its idempotency key.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Origin {
+    /// The authenticated principal (API key id).
+    pub principal: String,
+    /// The client's idempotency key.
+    pub key: String,
+    /// SHA-256 of method, path and body, hex.
+    pub fingerprint: String,
+}
+
+/// One journaled command.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JournalEntry {
+    /// The command, scaled and stamped.
+    pub command: Command,
+    /// The request that wrote it.
+    pub origin: Origin,
+}
+
+/// The append-only command log.
+#[async_trait]
+pub trait Journal: Send + Sync + 'static {
+    /// Appends an entry and returns its position once it is durable (fsynced, or acknowledged by
+    /// every in-sync replica).
+    async fn append(&self, entry: JournalEntry) -> Result<Position>;
+
+    /// Up to `max` entries from `from` on, waiting until at least one exists.
+    async fn read(&self, from: Position, max: usize) -> Result<Vec<(Position, JournalEntry)>>;
+}
+
+/// The durable acknowledgement of a write request: the body of a 202.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Ack {
+    /// The order the command is about.
+    pub order_id: String,
+    /// The client's reference, for new orders.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_order_id: Option<String>,
+    /// Always `pending`: durable, not processed yet.
+    pub status: String,
+    /// The command's position in the journal.
+    pub position: Position,
+}
+
+impl Ack {
+    /// The acknowledgement of `entry` journaled at `position`.
+    pub fn new(entry: &JournalEntry, position: Position) -> Ack {
+        let (order_id, client_order_id) = match &entry.command.action {
+            oms_core::Action::New(order) => {
+                (order.order_id, Some(order.client_order_id.to_string()))
+            }
+            oms_core::Action::Cancel(cancel) => (cancel.order_id, None),
+            oms_core::Action::Amend(amend) => (amend.order_id, None),
+        };
+        Ack {
+            order_id: order_id.to_string(),
+            client_order_id,
+            status: "pending".into(),
+            position,
+        }
+    }
+
+    /// As a stored 202 response.
+    pub fn response(&self) -> StoredResponse {
+        StoredResponse {
+            status: 202,
+            body: serde_json::to_string(self).unwrap_or_default(),
+        }
+    }
+}
+
+/// A response stored under an idempotency key, replayed byte for byte.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredResponse {
+    /// HTTP status.
+    pub status: u16,
+    /// JSON body.
+    pub body: String,
+}
+
+/// What reserving an idempotency key found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reservation {
+    /// The key is new and now reserved for this request.
+    Reserved,
+    /// Another request with this key is still being handled.
+    InFlight,
+    /// The key was used for a request with another fingerprint.
+    Mismatch,
+    /// The key's request completed; here is its response.
+    Completed(StoredResponse),
+}
+
+/// Idempotency keys: at most one request per key does the work; the others see its response.
+#[async_trait]
+pub trait IdempotencyStore: Send + Sync + 'static {
+    /// Reserves `origin.key` for `origin.principal`, or says why not.
+    async fn reserve(&self, origin: &Origin) -> Result<Reservation>;
+    /// Stores the response for a reserved key; it expires after the configured time to live.
+    async fn complete(&self, origin: &Origin, response: &StoredResponse) -> Result<()>;
+    /// Gives up a reservation whose request failed before anything was journaled, so the client
+    /// may retry with the same key.
+    async fn release(&self, origin: &Origin) -> Result<()>;
+}
+
+/// A trade as the read API shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TradeRecord {
+    /// The book's sequence number of the trade: its id within the symbol.
+    pub seq: u64,
+    /// Instrument.
+    pub symbol: String,
+    /// Price in ticks.
+    pub price: Price,
+    /// Quantity in lots.
+    pub quantity: Quantity,
+    /// The taker's side.
+    pub taker_side: Side,
+    /// Taker order and account.
+    pub taker_order_id: OrderId,
+    /// Taker account.
+    pub taker_account: String,
+    /// Maker order.
+    pub maker_order_id: OrderId,
+    /// Maker account.
+    pub maker_account: String,
+    /// Nanoseconds since the epoch.
+    pub ts: u64,
+}
+
+/// The changes one processed command makes to the projection.
+#[derive(Clone, Debug, Default)]
+pub struct ProjectionBatch {
+    /// New states of every order touched.
+    pub orders: Vec<OrderState>,
+    /// New trades.
+    pub trades: Vec<TradeRecord>,
+    /// Book snapshots whose events are all in this batch or earlier ones.
+    pub snapshots: Vec<(Position, BookSnapshot)>,
+}
+
+/// A page of orders, newest first.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OrderPage {
+    /// The orders.
+    pub orders: Vec<OrderState>,
+    /// Pass as `before` to get the next page.
+    pub next: Option<OrderId>,
+}
+
+/// What to list.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OrderQuery {
+    /// Owning account.
+    pub account: String,
+    /// Only this instrument.
+    pub symbol: Option<String>,
+    /// Only orders that can still trade.
+    pub open_only: bool,
+    /// Only this status.
+    pub status: Option<OrderStatus>,
+    /// Only orders older than this id (the cursor).
+    pub before: Option<OrderId>,
+    /// Page size.
+    pub limit: usize,
+}
+
+/// The read projection: orders and trades folded from events.
+#[async_trait]
+pub trait OrderStore: Send + Sync + 'static {
+    /// Writes a batch of projection changes, idempotently.
+    async fn apply(&self, batch: ProjectionBatch) -> Result<()>;
+    /// One order.
+    async fn order(&self, order_id: OrderId) -> Result<Option<OrderState>>;
+    /// Orders of an account, newest first.
+    async fn orders(&self, query: &OrderQuery) -> Result<OrderPage>;
+    /// Trades of an account, newest first.
+    async fn trades(
+        &self,
+        account: &str,
+        symbol: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<TradeRecord>>;
+    /// The open order of `account` with this client order id, if there is one.
+    async fn open_by_client_id(
+        &self,
+        account: &str,
+        client_order_id: &str,
+    ) -> Result<Option<OrderId>>;
+    /// The latest snapshot of each book, with the journal position it includes.
+    async fn snapshots(&self) -> Result<Vec<(Position, BookSnapshot)>>;
+    /// Whether the store answers; for readiness.
+    async fn ping(&self) -> Result<()>;
+}
