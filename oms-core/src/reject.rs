@@ -47,6 +47,8 @@ pub enum RejectReason {
     PostOnlyWouldTake,
     /// An order with this order id was already seen.
     DuplicateOrderId,
+    /// The account has an open order with this client order id on this instrument.
+    DuplicateClientOrderId,
     /// The order is not open (unknown, already filled, canceled or expired) or belongs to
     /// another account.
     UnknownOrder,
@@ -77,6 +79,7 @@ impl RejectReason {
             RejectReason::TooManyOpenOrders => "too_many_open_orders",
             RejectReason::PostOnlyWouldTake => "post_only_would_take",
             RejectReason::DuplicateOrderId => "duplicate_order_id",
+            RejectReason::DuplicateClientOrderId => "duplicate_client_order_id",
             RejectReason::UnknownOrder => "unknown_order",
             RejectReason::QuantityBelowFilled => "quantity_below_filled",
             RejectReason::NoChange => "no_change",
@@ -110,6 +113,9 @@ impl RejectReason {
             }
             RejectReason::PostOnlyWouldTake => "post-only order would take liquidity",
             RejectReason::DuplicateOrderId => "order id already used",
+            RejectReason::DuplicateClientOrderId => {
+                "the account has an open order with this client order id"
+            }
             RejectReason::UnknownOrder => "order is not open or does not exist",
             RejectReason::QuantityBelowFilled => "new quantity is not above the filled quantity",
             RejectReason::NoChange => "the amendment changes nothing",
@@ -138,6 +144,8 @@ pub enum Field {
     TimeInForce,
     /// `order_id`
     OrderId,
+    /// `client_order_id`
+    ClientOrderId,
 }
 
 impl Field {
@@ -149,6 +157,7 @@ impl Field {
             Field::Quantity => "quantity",
             Field::TimeInForce => "time_in_force",
             Field::OrderId => "order_id",
+            Field::ClientOrderId => "client_order_id",
         }
     }
 }

@@ -10,9 +10,10 @@
 //!   the moment an amended order is re-matched (detached, then re-linked or removed).
 //! - `Level::total` is the sum of `leaves` of its orders, `Level::count` their number, and
 //!   no level is empty.
-//! - `open[account]` is the number of the account's orders in the slab, and no entry is zero.
+//! - `open[account][client_order_id]` names exactly the account's orders in the slab, so its
+//!   length is the account's open-order count; no account's map is empty.
 
-use crate::types::{AccountId, OrderId, Price, Quantity, SelfTradePrevention, Side};
+use crate::types::{AccountId, ClientOrderId, OrderId, Price, Quantity, SelfTradePrevention, Side};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use slab::Slab;
@@ -28,6 +29,8 @@ pub struct RestingOrder {
     pub order_id: OrderId,
     /// Its account.
     pub account: AccountId,
+    /// The client's reference, unique among the account's open orders on this book.
+    pub client_order_id: ClientOrderId,
     /// Its side.
     pub side: Side,
     /// Its limit price.
@@ -129,7 +132,7 @@ impl Levels {
 pub(super) struct Orders {
     slab: Slab<Node>,
     index: FxHashMap<OrderId, usize>,
-    open: FxHashMap<AccountId, u32>,
+    open: FxHashMap<AccountId, FxHashMap<ClientOrderId, OrderId>>,
 }
 
 impl Orders {
@@ -149,8 +152,15 @@ impl Orders {
         self.index.get(&order_id).copied()
     }
 
+    /// The open order of `account` with this client order id.
+    pub fn find_client_id(&self, account: &str, client_order_id: &str) -> Option<OrderId> {
+        self.open.get(account)?.get(client_order_id).copied()
+    }
+
     pub fn open_count(&self, account: &str) -> u32 {
-        self.open.get(account).copied().unwrap_or(0)
+        self.open
+            .get(account)
+            .map_or(0, |orders| orders.len() as u32)
     }
 
     pub fn len(&self) -> usize {
@@ -159,13 +169,17 @@ impl Orders {
 
     /// Stores an order that is about to rest; link it with [`Orders::push_back`].
     pub fn insert(&mut self, order: RestingOrder) -> usize {
+        let order_id = order.order_id;
+        let client_id = order.client_order_id.clone();
         match self.open.get_mut(&order.account) {
-            Some(count) => *count += 1,
+            Some(orders) => {
+                orders.insert(client_id, order_id);
+            }
             None => {
-                self.open.insert(order.account.clone(), 1);
+                let orders = FxHashMap::from_iter([(client_id, order_id)]);
+                self.open.insert(order.account.clone(), orders);
             }
         }
-        let order_id = order.order_id;
         let key = self.slab.insert(Node {
             order,
             prev: NIL,
@@ -179,9 +193,9 @@ impl Orders {
     pub fn remove(&mut self, key: usize) -> RestingOrder {
         let node = self.slab.remove(key);
         self.index.remove(&node.order.order_id);
-        if let Some(count) = self.open.get_mut(&node.order.account) {
-            *count -= 1;
-            if *count == 0 {
+        if let Some(orders) = self.open.get_mut(&node.order.account) {
+            orders.remove(&node.order.client_order_id);
+            if orders.is_empty() {
                 self.open.remove(&node.order.account);
             }
         }
@@ -260,10 +274,20 @@ impl Orders {
             }
         }
         assert_eq!(linked, self.slab.len());
+        for (account, orders) in &self.open {
+            assert!(!orders.is_empty(), "empty client id map of {account}");
+            for (client_id, order_id) in orders {
+                let order = self.get(self.index[order_id]);
+                assert_eq!(
+                    (&order.account, &order.client_order_id),
+                    (account, client_id)
+                );
+            }
+        }
         assert_eq!(self.index.len(), self.slab.len());
         assert_eq!(open.len(), self.open.len());
         for (account, count) in open {
-            assert_eq!(self.open[account], count, "open count of {account}");
+            assert_eq!(self.open_count(account), count, "open count of {account}");
         }
     }
 }

@@ -247,6 +247,7 @@ impl Book {
                 let key = orders.insert(RestingOrder {
                     order_id: order.order_id,
                     account: taker.account,
+                    client_order_id: order.client_order_id.clone(),
                     side: order.side,
                     price,
                     quantity: order.quantity,
@@ -276,6 +277,16 @@ impl Book {
             return Err(Reject::field(
                 RejectReason::DuplicateOrderId,
                 Field::OrderId,
+            ));
+        }
+        if self
+            .orders
+            .find_client_id(&order.account, &order.client_order_id)
+            .is_some()
+        {
+            return Err(Reject::field(
+                RejectReason::DuplicateClientOrderId,
+                Field::ClientOrderId,
             ));
         }
         if order.order_type == OrderType::Limit && order.time_in_force == TimeInForce::Gtc {

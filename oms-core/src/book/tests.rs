@@ -622,3 +622,26 @@ fn snapshot_restore_checks_instrument_and_consistency() {
         Err(RestoreError::Order { .. })
     ));
 }
+
+#[test]
+fn client_order_ids_are_unique_among_an_accounts_open_orders() {
+    let mut b = book();
+    let mut first = limit(1, "a", Side::Buy, 100, 5);
+    first.client_order_id = "mine".into();
+    run(&mut b, new(first.clone()));
+    let mut again = first.clone();
+    again.order_id = OrderId(2);
+    let events = run(&mut b, new(again.clone()));
+    assert_eq!(
+        rejected(&events),
+        Some(RejectReason::DuplicateClientOrderId)
+    );
+    // another account may use the same reference
+    let mut other = again.clone();
+    other.account = "b".into();
+    assert_eq!(rejected(&run(&mut b, new(other))), None);
+    // once the first order is closed, the reference is free again
+    run(&mut b, cancel(1, "a"));
+    again.order_id = OrderId(3);
+    assert_eq!(rejected(&run(&mut b, new(again))), None);
+}
