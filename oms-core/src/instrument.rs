@@ -324,9 +324,12 @@ fn to_units(value: Decimal, unit: Decimal, off: RejectReason, field: Field) -> R
 fn scale_up(units: u64, unit: Decimal) -> Decimal {
     // Cannot overflow: the mantissa of `units × unit` is at most 2^64 × the unit's mantissa,
     // and every unit accepted here came from a configuration decimal with a small mantissa.
-    Decimal::from(units)
+    let mut value = Decimal::from(units)
         .checked_mul(unit)
-        .unwrap_or(Decimal::MAX)
+        .unwrap_or(Decimal::MAX);
+    // Zero times anything loses the scale; every amount shows the unit's decimals.
+    value.rescale(unit.scale());
+    value
 }
 
 #[cfg(test)]

@@ -124,6 +124,8 @@ impl OrderState {
     }
 
     /// Volume-weighted average trade price as a decimal, if anything filled.
+    ///
+    /// Rounded half-even to 8 decimals beyond the tick: an average can fall between ticks.
     pub fn average_price(&self, instrument: &Instrument) -> Option<Decimal> {
         if self.filled.is_zero() {
             return None;

@@ -177,14 +177,17 @@ impl AppState {
             status: waited_status.as_u16(),
             body: serde_json::to_string(&view).map_err(ApiError::internal)?,
         };
-        // Later retries replay this fuller answer; failing to store it only costs that.
-        let idempotency = self.idempotency.clone();
-        let stored_response = response.clone();
-        tokio::spawn(async move {
-            if let Err(error) = idempotency.complete(&origin, &stored_response).await {
-                tracing::warn!(%error, "could not store the waited response");
-            }
-        });
+        // Stored before answering, so a retry that follows this answer replays it. Failing to
+        // store it only means retries get the 202 instead.
+        if let Err(error) = self
+            .guard(
+                "idempotency store",
+                self.idempotency.complete(&origin, &response),
+            )
+            .await
+        {
+            tracing::warn!(code = error.code(), "could not store the waited response");
+        }
         let mut out = stored(&response, false);
         out.headers_mut().insert(
             "preference-applied",
@@ -241,8 +244,8 @@ async fn append_and_store(app: AppState, entry: JournalEntry) -> Result<Ack, Sto
         Ok(position) => {
             let ack = Ack::new(&entry, position);
             if let Err(error) = app.idempotency.complete(&origin, &ack.response()).await {
-                // The command is durable; only the stored answer is missing, and a retry of
-                // this key would find the key still reserved and get 409 until it expires.
+                // The command is durable; only the stored answer is missing. How a retry fares
+                // depends on the backend (the embedded one stored it with the append).
                 tracing::error!(%error, "journaled, but the response could not be stored");
             }
             Ok(ack)

@@ -115,6 +115,8 @@ enum Op {
         now_ms: u64,
         reply: oneshot::Sender<Result<usize>>,
     },
+    /// Stop after committing everything queued before this.
+    Close { reply: oneshot::Sender<Result<()>> },
 }
 
 impl Op {
@@ -122,7 +124,7 @@ impl Op {
         match self {
             Op::Append { .. } => true,
             Op::Project { batch, .. } => !batch.snapshots.is_empty(),
-            Op::Complete { .. } | Op::Sweep { .. } => false,
+            Op::Complete { .. } | Op::Sweep { .. } | Op::Close { .. } => false,
         }
     }
 }
@@ -190,19 +192,13 @@ impl Embedded {
         *self.head.borrow()
     }
 
-    /// Waits until the writer has committed everything queued, once every other handle to the
-    /// store is dropped (the writer stops when its queue closes). Gives up after five seconds.
-    pub async fn close(self) {
+    /// Commits everything queued so far and stops the writer; later writes fail with
+    /// [`StoreError::Closed`].
+    pub async fn close(&self) {
+        let closed = self.call(|reply| Op::Close { reply }).await;
         let thread = self.thread.lock().ok().and_then(|mut thread| thread.take());
-        drop(self);
-        if let Some(thread) = thread {
-            let joined = tokio::task::spawn_blocking(move || thread.join());
-            if tokio::time::timeout(Duration::from_secs(5), joined)
-                .await
-                .is_err()
-            {
-                tracing::warn!("store writer still busy after 5 s; exiting anyway");
-            }
+        if let (Ok(()), Some(thread)) = (closed, thread) {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
     }
 
@@ -475,14 +471,16 @@ fn write_loop(
     metrics: &StoreMetrics,
 ) {
     let mut last = *head.borrow();
-    while let Some(first) = queue.blocking_recv() {
+    let mut closing = false;
+    while !closing && let Some(first) = queue.blocking_recv() {
         let mut ops = vec![first];
-        while ops.len() < MAX_BATCH {
+        while ops.len() < MAX_BATCH && !matches!(ops.last(), Some(Op::Close { .. })) {
             match queue.try_recv() {
                 Ok(op) => ops.push(op),
                 Err(_) => break,
             }
         }
+        closing = matches!(ops.last(), Some(Op::Close { .. }));
         let durable = ops.iter().any(Op::durable);
         match write_batch(db, &ops, last, durable, ttl) {
             Ok((done, new_last)) => {
@@ -514,7 +512,7 @@ fn reply(op: Op, result: Result<Done>) {
                 _ => 0,
             }));
         }
-        Op::Complete { reply, .. } | Op::Project { reply, .. } => {
+        Op::Complete { reply, .. } | Op::Project { reply, .. } | Op::Close { reply } => {
             let _ = reply.send(result.map(|_| ()));
         }
         Op::Sweep { reply, .. } => {
@@ -688,6 +686,7 @@ fn write_batch(
                     Done::Unit
                 }
                 Op::Sweep { now_ms, .. } => Done::Count(tables.sweep(*now_ms)?),
+                Op::Close { .. } => Done::Unit,
             });
         }
     }

@@ -1,0 +1,176 @@
+//! Shared set-up for the runtime's tests: a runtime on a temporary database with two keys, and
+//! a request helper that drives the router without a socket.
+
+#![allow(dead_code, reason = "each test binary uses a different part")]
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Request, StatusCode};
+use oms_runtime::api::Settings;
+use oms_runtime::auth::{ApiKeys, KeyEntry, hash_key};
+use oms_runtime::{Runtime, RuntimeConfig, default_instruments, markets};
+use serde_json::Value;
+use std::time::Duration;
+use tower::ServiceExt;
+
+pub const TRADER: &str = "oms_trader_key_for_tests_only";
+pub const OTHER: &str = "oms_other_key_for_tests_only";
+
+pub struct Harness {
+    pub runtime: Runtime,
+    pub dir: tempfile::TempDir,
+}
+
+pub fn keys() -> ApiKeys {
+    ApiKeys::new(
+        vec![
+            KeyEntry {
+                id: "trader".into(),
+                sha256: hash_key(TRADER),
+                accounts: vec!["alice".into(), "bob".into()],
+            },
+            KeyEntry {
+                id: "other".into(),
+                sha256: hash_key(OTHER),
+                accounts: vec!["carol".into()],
+            },
+        ],
+        "tests",
+    )
+    .unwrap()
+}
+
+pub async fn start_in(dir: tempfile::TempDir) -> Harness {
+    let limits = oms_core::RiskLimits::default();
+    let runtime = Runtime::start(RuntimeConfig {
+        database: dir.path().join("oms.redb"),
+        markets: markets(default_instruments(), &limits).unwrap(),
+        limits,
+        keys: keys(),
+        idempotency_ttl: Duration::from_secs(3600),
+        settings: Settings {
+            max_wait: Duration::from_secs(5),
+            dependency_timeout: Duration::from_millis(500),
+        },
+        snapshot_every: 3,
+        node_id: 1,
+    })
+    .await
+    .unwrap();
+    Harness { runtime, dir }
+}
+
+pub async fn start() -> Harness {
+    start_in(tempfile::tempdir().unwrap()).await
+}
+
+impl Harness {
+    pub fn router(&self) -> Router {
+        oms_runtime::api::router(self.runtime.app.clone())
+    }
+
+    pub fn head(&self) -> u64 {
+        self.runtime.store.head()
+    }
+}
+
+/// One request through `router`.
+pub struct Call<'a> {
+    pub method: &'a str,
+    pub uri: &'a str,
+    pub key: Option<&'a str>,
+    pub idempotency: Option<&'a str>,
+    pub prefer: Option<&'a str>,
+    pub body: Option<String>,
+}
+
+impl<'a> Call<'a> {
+    pub fn new(method: &'a str, uri: &'a str) -> Call<'a> {
+        Call {
+            method,
+            uri,
+            key: Some(TRADER),
+            idempotency: None,
+            prefer: None,
+            body: None,
+        }
+    }
+
+    pub fn key(mut self, key: Option<&'a str>) -> Self {
+        self.key = key;
+        self
+    }
+
+    pub fn idempotency(mut self, key: &'a str) -> Self {
+        self.idempotency = Some(key);
+        self
+    }
+
+    pub fn prefer(mut self, prefer: &'a str) -> Self {
+        self.prefer = Some(prefer);
+        self
+    }
+
+    pub fn body(mut self, body: impl Into<String>) -> Self {
+        self.body = Some(body.into());
+        self
+    }
+
+    pub async fn send(self, router: &Router) -> Reply {
+        let mut request = Request::builder().method(self.method).uri(self.uri);
+        if let Some(key) = self.key {
+            request = request.header("authorization", format!("Bearer {key}"));
+        }
+        if let Some(idempotency) = self.idempotency {
+            request = request.header("idempotency-key", idempotency);
+        }
+        if let Some(prefer) = self.prefer {
+            request = request.header("prefer", prefer);
+        }
+        let body = match self.body {
+            Some(body) => {
+                request = request.header("content-type", "application/json");
+                Body::from(body)
+            }
+            None => Body::empty(),
+        };
+        let response = router
+            .clone()
+            .oneshot(request.body(body).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Reply {
+            status,
+            headers,
+            json,
+            text: String::from_utf8_lossy(&bytes).into_owned(),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub json: Value,
+    pub text: String,
+}
+
+impl Reply {
+    /// The error code of an error reply.
+    pub fn code(&self) -> &str {
+        self.json["error"]["code"].as_str().unwrap_or("")
+    }
+}
+
+pub fn order(account: &str, side: &str, price: &str, quantity: &str) -> String {
+    format!(
+        r#"{{"account":"{account}","symbol":"BTC-USDT","side":"{side}","type":"limit","price":"{price}","quantity":"{quantity}"}}"#
+    )
+}
