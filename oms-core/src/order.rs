@@ -26,10 +26,10 @@ pub struct OrderState {
     /// Sum of `price × quantity` over its trades, in `tick × lot` units.
     pub filled_notional: u128,
     /// Why it was rejected.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub reject: Option<Reject>,
     /// Why the system ended it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub expire_reason: Option<ExpireReason>,
     /// When it was placed.
     pub created_at: Timestamp,

@@ -168,7 +168,7 @@ pub struct Reject {
     /// Why.
     pub reason: RejectReason,
     /// The request field at fault (`price`, `quantity`, `symbol`, ...), if one is.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub field: Option<Field>,
 }
 

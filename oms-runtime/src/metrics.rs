@@ -57,6 +57,8 @@ pub struct StoreMetrics {
     pub fsyncs: Counter,
     /// Operations per transaction.
     pub batch_size: Histogram,
+    /// Time to apply and commit one transaction, fsync included.
+    pub commit_seconds: Histogram,
 }
 
 /// Processing metrics.
@@ -141,6 +143,7 @@ impl Metrics {
             commits: Counter::default(),
             fsyncs: Counter::default(),
             batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 14)),
+            commit_seconds: seconds(),
         };
         let sub = registry.sub_registry_with_prefix("store");
         sub.register(
@@ -157,6 +160,11 @@ impl Metrics {
             "batch_operations",
             "Operations per write transaction (group commit)",
             store.batch_size.clone(),
+        );
+        sub.register(
+            "commit_seconds",
+            "Time to apply and commit one write transaction, fsync included",
+            store.commit_seconds.clone(),
         );
 
         let processing = ProcessingMetrics {

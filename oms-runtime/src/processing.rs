@@ -23,6 +23,7 @@ use oms_core::{
     Action, Book, Depth, Event, EventRecord, Instrument, OrderId, OrderState, Reject, RejectReason,
     RiskLimits, Symbol,
 };
+use rustc_hash::FxHashMap;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -319,7 +320,7 @@ impl BookActor {
 /// once.
 struct Projection {
     store: Arc<dyn OrderStore>,
-    open: HashMap<OrderId, OrderState>,
+    open: FxHashMap<OrderId, OrderState>,
 }
 
 impl Projection {
@@ -385,7 +386,7 @@ async fn project(
 ) {
     let mut projection = Projection {
         store: store.clone(),
-        open: HashMap::new(),
+        open: FxHashMap::default(),
     };
     let mut buffer = Vec::new();
     while outputs.recv_many(&mut buffer, 512).await > 0 {
@@ -449,7 +450,16 @@ async fn project(
             .processing
             .projection_seconds
             .observe(started.elapsed().as_secs_f64());
-        projection.open.retain(|_, state| state.status.is_open());
+        // Only orders this batch touched can have closed.
+        for order_id in &changed {
+            if projection
+                .open
+                .get(order_id)
+                .is_some_and(|state| !state.status.is_open())
+            {
+                projection.open.remove(order_id);
+            }
+        }
         for origin in &origins {
             waiters.wake(origin);
         }

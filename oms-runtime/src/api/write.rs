@@ -15,13 +15,16 @@ use super::AppState;
 use super::error::ApiError;
 use super::model::OrderView;
 use crate::metrics::OutcomeLabels;
-use crate::store::{Ack, JournalEntry, Origin, Reservation, StoreError, StoredResponse};
+use crate::store::{
+    Ack, IdempotencyStore, Journal, JournalEntry, Origin, Reservation, StoreError, StoredResponse,
+};
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use oms_core::{Command, OrderId};
 use sha2::{Digest, Sha256};
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Longest idempotency key.
@@ -145,7 +148,11 @@ impl AppState {
         };
         let waiter = wait.map(|_| self.waiters.register(&origin));
         let started = std::time::Instant::now();
-        let task = tokio::spawn(append_and_store(self.clone(), entry));
+        let task = tokio::spawn(append_and_store(
+            self.journal.clone(),
+            self.idempotency.clone(),
+            entry,
+        ));
         let ack = match tokio::time::timeout(self.settings.dependency_timeout, task).await {
             Ok(Ok(Ok(ack))) => ack,
             failed => {
@@ -163,14 +170,14 @@ impl AppState {
             .append_seconds
             .observe(started.elapsed().as_secs_f64());
         let (Some(wait), Some(waiter)) = (wait, waiter) else {
-            return Ok(stored(&ack.response(), false));
+            return Ok(stored(&ack, false));
         };
         if tokio::time::timeout(wait, waiter).await.is_err() {
             self.waiters.forget(&origin);
-            return Ok(stored(&ack.response(), false));
+            return Ok(stored(&ack, false));
         }
         let Some(state) = self.orders.order(order_id).await.ok().flatten() else {
-            return Ok(stored(&ack.response(), false));
+            return Ok(stored(&ack, false));
         };
         let view = OrderView::new(&state, self.instrument(&state.order.symbol));
         let response = StoredResponse {
@@ -237,21 +244,29 @@ fn command_order_id(command: &Command) -> OrderId {
 }
 
 /// Appends and then stores the acknowledgement under the key, or releases the key if the
-/// append failed. Runs to the end even when the request that started it is gone.
-async fn append_and_store(app: AppState, entry: JournalEntry) -> Result<Ack, StoreError> {
+/// append failed. Runs to the end even when the request that started it is gone. Gives the
+/// acknowledgement as the 202 response.
+async fn append_and_store(
+    journal: Arc<dyn Journal>,
+    idempotency: Arc<dyn IdempotencyStore>,
+    entry: JournalEntry,
+) -> Result<StoredResponse, StoreError> {
     let origin = entry.origin.clone();
-    match app.journal.append(entry.clone()).await {
+    let ack = Ack::new(&entry, 0);
+    match journal.append(entry).await {
         Ok(position) => {
-            let ack = Ack::new(&entry, position);
-            if let Err(error) = app.idempotency.complete(&origin, &ack.response()).await {
+            let response = Ack { position, ..ack }.response();
+            if let Err(error) = idempotency.complete(&origin, &response).await {
                 // The command is durable; only the stored answer is missing. How a retry fares
                 // depends on the backend (the embedded one stored it with the append).
                 tracing::error!(%error, "journaled, but the response could not be stored");
             }
-            Ok(ack)
+            Ok(response)
         }
         Err(error) => {
-            app.release(&origin).await;
+            if let Err(error) = idempotency.release(&origin).await {
+                tracing::warn!(%error, "could not release an idempotency key");
+            }
             Err(error)
         }
     }

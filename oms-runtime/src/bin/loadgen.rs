@@ -1,2 +1,348 @@
-//! Load generator (written next).
-fn main() {}
+//! `oms-loadgen`: drives the order API with many concurrent connections and unique idempotency
+//! keys, and prints orders/s and latency percentiles.
+//!
+//! `oms-loadgen bench` is the documented benchmark: it measures the HTTP layer's ceiling (a
+//! bare axum handler answering a fixed 202, in its own process), then a single-node
+//! `oms-runtime` at full speed and at half of that rate. See docs/benchmarks.md.
+
+use anyhow::{Context, bail};
+use axum::routing::post;
+use clap::{Args, Parser, Subcommand};
+use hdrhistogram::Histogram;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Load generator for the OMS order API.
+#[derive(Parser)]
+#[command(name = "oms-loadgen", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// The documented benchmark: HTTP ceiling, then single-node oms-runtime at full and half rate.
+    Bench(BenchArgs),
+    /// Drive a running server.
+    Run(RunArgs),
+    /// Serve a bare handler that answers every POST /v1/orders with a fixed 202 (used by bench).
+    CeilingServer {
+        /// Address to listen on; the chosen port is printed on stdout.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        addr: String,
+    },
+}
+
+#[derive(Args, Clone)]
+struct Load {
+    /// Concurrent connections (one request in flight on each).
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    /// How long to measure, after a 2 s warm-up.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    #[command(flatten)]
+    load: Load,
+    /// The oms-runtime binary (default: next to this one).
+    #[arg(long)]
+    runtime: Option<std::path::PathBuf>,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[command(flatten)]
+    load: Load,
+    /// API base URL.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    target: String,
+    /// API key (Bearer).
+    #[arg(long, env = "OMS_API_KEY")]
+    key: String,
+    /// Accounts to trade, comma separated; the key must be bound to them.
+    #[arg(long, value_delimiter = ',', default_value = "alice,bob")]
+    accounts: Vec<String>,
+    /// Fixed request rate per second (open loop); default: as fast as the server answers.
+    #[arg(long)]
+    rate: Option<f64>,
+}
+
+/// What a run measured.
+struct Report {
+    sent: u64,
+    ok: u64,
+    errors: std::collections::BTreeMap<String, u64>,
+    latency: Histogram<u64>,
+    elapsed: Duration,
+}
+
+impl Report {
+    fn rate(&self) -> f64 {
+        self.ok as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn print(&self, name: &str) {
+        let ms = |q: f64| self.latency.value_at_quantile(q) as f64 / 1000.0;
+        println!(
+            "{name:<34} {:>9.0} orders/s   p50 {:>6.2} ms   p99 {:>6.2} ms   p99.9 {:>6.2} ms   max {:>7.2} ms   ({} ok, {} errors{})",
+            self.rate(),
+            ms(0.5),
+            ms(0.99),
+            ms(0.999),
+            self.latency.max() as f64 / 1000.0,
+            self.ok,
+            self.sent - self.ok,
+            if self.errors.is_empty() {
+                String::new()
+            } else {
+                format!(": {:?}", self.errors)
+            }
+        );
+    }
+}
+
+/// Sends orders to `target` for `load.duration` (after a 2 s warm-up that is not counted).
+async fn drive(
+    target: &str,
+    key: &str,
+    accounts: &[String],
+    load: &Load,
+    rate: Option<f64>,
+) -> anyhow::Result<Report> {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(load.connections)
+        .tcp_nodelay(true)
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    let url = format!("{target}/v1/orders");
+    let run = std::process::id();
+    let next = Arc::new(AtomicU64::new(0));
+    let warmup = Duration::from_secs(2);
+    let start = Instant::now();
+    let measure_from = start + warmup;
+    let end = measure_from + load.duration;
+    let mut tasks = Vec::new();
+    for _ in 0..load.connections {
+        let (client, url, key, next) = (client.clone(), url.clone(), key.to_string(), next.clone());
+        let accounts = accounts.to_vec();
+        tasks.push(tokio::spawn(async move {
+            let mut latency = Histogram::<u64>::new(3).expect("histogram");
+            let (mut sent, mut ok) = (0u64, 0u64);
+            let mut errors = std::collections::BTreeMap::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                // Open loop: request i is due at start + i/rate, and its latency counts from
+                // then, so a slow server cannot hide its queueing (coordinated omission).
+                let due = match rate {
+                    Some(rate) => start + Duration::from_secs_f64(i as f64 / rate),
+                    None => Instant::now(),
+                };
+                if due >= end {
+                    break;
+                }
+                tokio::time::sleep_until(due.into()).await;
+                let side = if i % 2 == 0 { "buy" } else { "sell" };
+                let account = &accounts[i as usize % accounts.len()];
+                let price = 10_000 + (i * 7919 % 200);
+                let body = format!(
+                    r#"{{"account":"{account}","symbol":"BTC-USDT","side":"{side}","type":"limit","price":"{}.{:02}","quantity":"0.1"}}"#,
+                    price / 100,
+                    price % 100
+                );
+                let response = client
+                    .post(&url)
+                    .bearer_auth(&key)
+                    .header("idempotency-key", format!("lg-{run}-{i}"))
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await;
+                let outcome = match response {
+                    Ok(response) => {
+                        let status = response.status();
+                        let _ = response.bytes().await;
+                        if status.is_success() { Ok(()) } else { Err(status.as_u16().to_string()) }
+                    }
+                    Err(error) => Err(if error.is_timeout() { "timeout".into() } else { "connection".into() }),
+                };
+                if due < measure_from {
+                    continue;
+                }
+                sent += 1;
+                match outcome {
+                    Ok(()) => {
+                        ok += 1;
+                        latency.record(due.elapsed().as_micros() as u64).ok();
+                    }
+                    Err(kind) => *errors.entry(kind).or_insert(0) += 1,
+                }
+            }
+            (sent, ok, errors, latency)
+        }));
+    }
+    let mut report = Report {
+        sent: 0,
+        ok: 0,
+        errors: Default::default(),
+        latency: Histogram::new(3)?,
+        elapsed: load.duration,
+    };
+    for task in tasks {
+        let (sent, ok, errors, latency) = task.await?;
+        report.sent += sent;
+        report.ok += ok;
+        for (kind, n) in errors {
+            *report.errors.entry(kind).or_insert(0) += n;
+        }
+        report.latency.add(latency)?;
+    }
+    Ok(report)
+}
+
+/// A child process stopped when dropped.
+struct Spawned(Child);
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
+impl Spawned {
+    /// Peak resident memory (VmHWM) in MiB.
+    fn peak_rss_mib(&self) -> Option<f64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.0.id())).ok()?;
+        let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
+        let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib / 1024.0)
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+async fn wait_until_up(url: &str) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    for _ in 0..200 {
+        if client.get(url).send().await.is_ok() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!("{url} did not come up")
+}
+
+async fn bench(args: BenchArgs) -> anyhow::Result<()> {
+    let me = std::env::current_exe()?;
+    let runtime = match args.runtime {
+        Some(path) => path,
+        None => me.with_file_name("oms-runtime"),
+    };
+    let load = &args.load;
+    println!(
+        "oms-loadgen bench: {} connections, {:?} measured after a 2 s warm-up, POST /v1/orders with unique Idempotency-Keys",
+        load.connections, load.duration
+    );
+
+    let port = free_port()?;
+    let ceiling = Spawned(
+        Command::new(&me)
+            .args(["ceiling-server", "--addr", &format!("127.0.0.1:{port}")])
+            .stdout(Stdio::null())
+            .spawn()
+            .context("cannot start the ceiling server")?,
+    );
+    let target = format!("http://127.0.0.1:{port}");
+    wait_until_up(&target).await?;
+    eprintln!("measuring the bare HTTP ceiling ...");
+    let bare = drive(&target, "none", &["alice".into()], load, None).await?;
+    drop(ceiling);
+
+    let dir = tempfile::tempdir()?;
+    let keys = dir.path().join("keys.json");
+    let key = oms_runtime::auth::add_key(&keys, "loadgen", vec!["alice".into(), "bob".into()])?;
+    let (api, admin) = (free_port()?, free_port()?);
+    let server = Spawned(
+        Command::new(&runtime)
+            .args(["--api-addr", &format!("127.0.0.1:{api}")])
+            .args(["--admin-addr", &format!("127.0.0.1:{admin}")])
+            .args(["--data-dir", &dir.path().display().to_string()])
+            .args(["--api-keys-file", &keys.display().to_string()])
+            .env("OMS_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .with_context(|| format!("cannot start {}", runtime.display()))?,
+    );
+    wait_until_up(&format!("http://127.0.0.1:{admin}/readyz")).await?;
+    let target = format!("http://127.0.0.1:{api}");
+    let accounts = ["alice".to_string(), "bob".to_string()];
+    eprintln!("measuring oms-runtime (single-node) at full speed ...");
+    let full = drive(&target, &key, &accounts, load, None).await?;
+    let half_rate = full.rate() / 2.0;
+    eprintln!("measuring oms-runtime at half of that rate ({half_rate:.0}/s, open loop) ...");
+    let half = drive(&target, &key, &accounts, load, Some(half_rate)).await?;
+    let rss = server.peak_rss_mib();
+    drop(server);
+
+    println!();
+    bare.print("bare axum 202 (ceiling)");
+    full.print("oms-runtime single-node, max");
+    half.print(&format!("oms-runtime at {half_rate:.0}/s (half)"));
+    println!(
+        "\noms-runtime reaches {:.0}% of the HTTP ceiling; peak memory {}",
+        100.0 * full.rate() / bare.rate(),
+        rss.map_or("unknown".into(), |mib| format!("{mib:.0} MiB"))
+    );
+    Ok(())
+}
+
+async fn ceiling_server(addr: &str) -> anyhow::Result<()> {
+    // The same work an order request costs the HTTP layer, and nothing more: read the body,
+    // answer a fixed 202.
+    let router = axum::Router::new().route(
+        "/v1/orders",
+        post(|_body: axum::body::Bytes| async {
+            (
+                axum::http::StatusCode::ACCEPTED,
+                [("content-type", "application/json")],
+                r#"{"order_id":"1","client_order_id":"1","status":"pending","position":1}"#,
+            )
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    println!("{}", listener.local_addr()?.port());
+    axum::serve(listener, router).await?;
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Cmd::Bench(args) => bench(args).await,
+        Cmd::Run(args) => {
+            let report = drive(
+                &args.target,
+                &args.key,
+                &args.accounts,
+                &args.load,
+                args.rate,
+            )
+            .await?;
+            report.print(&args.target);
+            Ok(())
+        }
+        Cmd::CeilingServer { addr } => ceiling_server(&addr).await,
+    }
+}

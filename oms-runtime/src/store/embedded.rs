@@ -33,7 +33,7 @@ use redb::{
     Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
 };
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -52,6 +52,9 @@ const ACCOUNT_TRADES: TableDefinition<(&str, u64, &str, u64), ()> =
     TableDefinition::new("account_trades");
 const SNAPSHOTS: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshots");
 
+/// Journal entries kept in memory after their commit, so the processor reading right behind
+/// the writers gets them without a database read and a decode.
+const TAIL: usize = 16_384;
 /// Most operations in one transaction; bounds the latency of the first one in a batch.
 const MAX_BATCH: usize = 4096;
 /// Most expired idempotency keys removed per sweep, so a sweep never holds the writer long.
@@ -62,15 +65,17 @@ fn db_error(error: impl std::fmt::Display) -> StoreError {
 }
 
 fn decode<T: for<'de> Deserialize<'de>>(table: &'static str, bytes: &[u8]) -> Result<T> {
-    serde_json::from_slice(bytes).map_err(|error| StoreError::Corrupt {
+    postcard::from_bytes(bytes).map_err(|error| StoreError::Corrupt {
         table,
         message: error.to_string(),
     })
 }
 
+/// Records are stored with postcard: compact, so each commit dirties fewer pages. (It cannot
+/// skip fields, so stored types never use `skip_serializing_if`.)
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    // Serializing our own plain data types into JSON cannot fail.
-    serde_json::to_vec(value).unwrap_or_default()
+    // Our own plain data types always serialize.
+    postcard::to_allocvec(value).unwrap_or_default()
 }
 
 fn now_ms() -> u64 {
@@ -79,17 +84,141 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-#[derive(Serialize, Deserialize)]
+/// An idempotency record: `expires_ms` (8 bytes, big-endian), `status` (2), the fingerprint's
+/// length (1) and bytes, then the response body.
 struct IdempotencyRecord {
     fingerprint: String,
     response: StoredResponse,
     expires_ms: u64,
 }
 
+impl IdempotencyRecord {
+    fn encode(fingerprint: &str, response: &StoredResponse, expires_ms: u64) -> Vec<u8> {
+        let fingerprint = &fingerprint.as_bytes()[..fingerprint.len().min(255)];
+        let mut out = Vec::with_capacity(11 + fingerprint.len() + response.body.len());
+        out.extend_from_slice(&expires_ms.to_be_bytes());
+        out.extend_from_slice(&response.status.to_be_bytes());
+        out.push(fingerprint.len() as u8);
+        out.extend_from_slice(fingerprint);
+        out.extend_from_slice(response.body.as_bytes());
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Result<IdempotencyRecord> {
+        let corrupt = || StoreError::Corrupt {
+            table: "idempotency",
+            message: "truncated record".into(),
+        };
+        let expires_ms = u64::from_be_bytes(
+            bytes
+                .get(..8)
+                .ok_or_else(corrupt)?
+                .try_into()
+                .map_err(|_| corrupt())?,
+        );
+        let status = u16::from_be_bytes(
+            bytes
+                .get(8..10)
+                .ok_or_else(corrupt)?
+                .try_into()
+                .map_err(|_| corrupt())?,
+        );
+        let length = usize::from(*bytes.get(10).ok_or_else(corrupt)?);
+        let fingerprint = bytes.get(11..11 + length).ok_or_else(corrupt)?;
+        let body = bytes.get(11 + length..).ok_or_else(corrupt)?;
+        Ok(IdempotencyRecord {
+            fingerprint: String::from_utf8_lossy(fingerprint).into_owned(),
+            response: StoredResponse {
+                status,
+                body: String::from_utf8_lossy(body).into_owned(),
+            },
+            expires_ms,
+        })
+    }
+}
+
+/// Projection changes encoded on the caller's task, so the single writer thread only copies
+/// bytes into B-trees.
+struct EncodedBatch {
+    orders: Vec<EncodedOrder>,
+    trades: Vec<EncodedTrade>,
+    snapshots: Vec<(String, Vec<u8>)>,
+}
+
+struct EncodedOrder {
+    id: u64,
+    seq: u64,
+    account: String,
+    client_order_id: String,
+    open: bool,
+    /// `seq` (8 bytes, big-endian) then the state as JSON.
+    value: Vec<u8>,
+}
+
+struct EncodedTrade {
+    symbol: String,
+    seq: u64,
+    ts: u64,
+    accounts: [String; 2],
+    value: Vec<u8>,
+}
+
+impl EncodedBatch {
+    fn new(batch: &ProjectionBatch) -> EncodedBatch {
+        EncodedBatch {
+            orders: batch
+                .orders
+                .iter()
+                .map(|state| {
+                    let mut value = state.seq.to_be_bytes().to_vec();
+                    value.extend_from_slice(&encode(state));
+                    EncodedOrder {
+                        id: state.order.order_id.0,
+                        seq: state.seq,
+                        account: state.order.account.to_string(),
+                        client_order_id: state.order.client_order_id.to_string(),
+                        open: state.status.is_open(),
+                        value,
+                    }
+                })
+                .collect(),
+            trades: batch
+                .trades
+                .iter()
+                .map(|trade| EncodedTrade {
+                    symbol: trade.symbol.clone(),
+                    seq: trade.seq,
+                    ts: trade.ts,
+                    accounts: [trade.taker_account.clone(), trade.maker_account.clone()],
+                    value: encode(trade),
+                })
+                .collect(),
+            snapshots: batch
+                .snapshots
+                .iter()
+                .map(|(position, snapshot)| {
+                    let stored = StoredSnapshot {
+                        position: *position,
+                        snapshot: snapshot.clone(),
+                    };
+                    (snapshot.symbol.to_string(), encode(&stored))
+                })
+                .collect(),
+        }
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 struct StoredSnapshot {
     position: Position,
     snapshot: BookSnapshot,
+}
+
+/// A reserved key: the request's fingerprint and, once its append committed, the ack that the
+/// append stored under the key (so completing with that same ack needs no second write).
+struct InFlight {
+    fingerprint: String,
+    stored: Option<StoredResponse>,
 }
 
 fn scoped(origin: &Origin) -> String {
@@ -99,16 +228,25 @@ fn scoped(origin: &Origin) -> String {
 
 enum Op {
     Append {
-        entry: JournalEntry,
+        /// The entry, moved into the in-memory tail after the commit.
+        entry: Option<Box<JournalEntry>>,
+        /// The entry as stored.
+        bytes: Vec<u8>,
+        /// Its idempotency key, scoped.
+        key: String,
+        fingerprint: String,
+        /// Its acknowledgement, without the position the writer assigns.
+        ack: Ack,
         reply: oneshot::Sender<Result<Position>>,
     },
     Complete {
-        origin: Origin,
+        key: String,
+        fingerprint: String,
         response: StoredResponse,
         reply: oneshot::Sender<Result<()>>,
     },
     Project {
-        batch: ProjectionBatch,
+        batch: EncodedBatch,
         reply: oneshot::Sender<Result<()>>,
     },
     Sweep {
@@ -142,9 +280,10 @@ pub struct Embedded {
     db: Arc<Database>,
     writer: mpsc::Sender<Op>,
     head: watch::Receiver<Position>,
-    in_flight: Arc<Mutex<HashMap<String, String>>>,
+    in_flight: Arc<Mutex<HashMap<String, InFlight>>>,
     ttl: Duration,
     thread: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
+    tail: Arc<Mutex<VecDeque<(Position, JournalEntry)>>>,
 }
 
 impl Embedded {
@@ -173,9 +312,11 @@ impl Embedded {
         let (writer, queue) = mpsc::channel(MAX_BATCH * 4);
         let (head_tx, head) = watch::channel(head);
         let thread_db = db.clone();
+        let tail = Arc::new(Mutex::new(VecDeque::with_capacity(TAIL)));
+        let thread_tail = tail.clone();
         let thread = std::thread::Builder::new()
             .name("oms-store-writer".into())
-            .spawn(move || write_loop(&thread_db, queue, head_tx, ttl, &metrics))
+            .spawn(move || write_loop(&thread_db, queue, head_tx, &thread_tail, ttl, &metrics))
             .map_err(db_error)?;
         Ok(Embedded {
             db,
@@ -184,6 +325,7 @@ impl Embedded {
             in_flight: Arc::new(Mutex::new(HashMap::new())),
             ttl,
             thread: Arc::new(Mutex::new(Some(thread))),
+            tail,
         })
     }
 
@@ -251,7 +393,23 @@ impl Embedded {
 #[async_trait]
 impl Journal for Embedded {
     async fn append(&self, entry: JournalEntry) -> Result<Position> {
-        self.call(|reply| Op::Append { entry, reply }).await
+        let key = scoped(&entry.origin);
+        let ack = Ack::new(&entry, 0);
+        let fingerprint = entry.origin.fingerprint.clone();
+        let position = self
+            .call(|reply| Op::Append {
+                bytes: encode(&entry),
+                entry: Some(Box::new(entry)),
+                key: key.clone(),
+                fingerprint,
+                ack: ack.clone(),
+                reply,
+            })
+            .await?;
+        if let Some(in_flight) = self.in_flight.lock().map_err(db_error)?.get_mut(&key) {
+            in_flight.stored = Some(Ack { position, ..ack }.response());
+        }
+        Ok(position)
     }
 
     async fn read(&self, from: Position, max: usize) -> Result<Vec<(Position, JournalEntry)>> {
@@ -259,6 +417,15 @@ impl Journal for Embedded {
         head.wait_for(|head| *head >= from)
             .await
             .map_err(|_| StoreError::Closed)?;
+        {
+            let tail = self.tail.lock().map_err(db_error)?;
+            if let Some(&(first, _)) = tail.front()
+                && first <= from
+            {
+                let skip = (from - first) as usize;
+                return Ok(tail.iter().skip(skip).take(max).cloned().collect());
+            }
+        }
         self.read(|txn| {
             let journal = txn.open_table(JOURNAL).map_err(db_error)?;
             let mut out = Vec::new();
@@ -278,8 +445,8 @@ impl super::IdempotencyStore for Embedded {
         // Held across the lookup so that check-and-reserve is atomic within the process, which
         // in single-node mode is every process there is.
         let mut in_flight = self.in_flight.lock().map_err(db_error)?;
-        if let Some(fingerprint) = in_flight.get(&key) {
-            return Ok(if *fingerprint == origin.fingerprint {
+        if let Some(reserved) = in_flight.get(&key) {
+            return Ok(if reserved.fingerprint == origin.fingerprint {
                 Reservation::InFlight
             } else {
                 Reservation::Mismatch
@@ -289,7 +456,7 @@ impl super::IdempotencyStore for Embedded {
             let table = txn.open_table(IDEMPOTENCY).map_err(db_error)?;
             let record = table.get(key.as_str()).map_err(db_error)?;
             record
-                .map(|bytes| decode::<IdempotencyRecord>("idempotency", bytes.value()))
+                .map(|bytes| IdempotencyRecord::decode(bytes.value()))
                 .transpose()
         })?;
         match stored {
@@ -301,16 +468,34 @@ impl super::IdempotencyStore for Embedded {
                 })
             }
             _ => {
-                in_flight.insert(key, origin.fingerprint.clone());
+                in_flight.insert(
+                    key,
+                    InFlight {
+                        fingerprint: origin.fingerprint.clone(),
+                        stored: None,
+                    },
+                );
                 Ok(Reservation::Reserved)
             }
         }
     }
 
     async fn complete(&self, origin: &Origin, response: &StoredResponse) -> Result<()> {
+        let key = scoped(origin);
+        let already = {
+            let in_flight = self.in_flight.lock().map_err(db_error)?;
+            in_flight
+                .get(&key)
+                .is_some_and(|reserved| reserved.stored.as_ref() == Some(response))
+        };
+        if already {
+            self.in_flight.lock().map_err(db_error)?.remove(&key);
+            return Ok(());
+        }
         let result = self
             .call(|reply| Op::Complete {
-                origin: origin.clone(),
+                key: key.clone(),
+                fingerprint: origin.fingerprint.clone(),
                 response: response.clone(),
                 reply,
             })
@@ -334,6 +519,7 @@ impl super::IdempotencyStore for Embedded {
 #[async_trait]
 impl OrderStore for Embedded {
     async fn apply(&self, batch: ProjectionBatch) -> Result<()> {
+        let batch = EncodedBatch::new(&batch);
         self.call(|reply| Op::Project { batch, reply }).await
     }
 
@@ -459,7 +645,7 @@ fn get_order(
     table
         .get(order_id.0)
         .map_err(db_error)?
-        .map(|bytes| decode("orders", bytes.value()))
+        .map(|bytes| decode("orders", bytes.value().get(8..).unwrap_or_default()))
         .transpose()
 }
 
@@ -467,6 +653,7 @@ fn write_loop(
     db: &Database,
     mut queue: mpsc::Receiver<Op>,
     head: watch::Sender<Position>,
+    tail: &Mutex<VecDeque<(Position, JournalEntry)>>,
     ttl: Duration,
     metrics: &StoreMetrics,
 ) {
@@ -482,9 +669,26 @@ fn write_loop(
         }
         closing = matches!(ops.last(), Some(Op::Close { .. }));
         let durable = ops.iter().any(Op::durable);
-        match write_batch(db, &ops, last, durable, ttl) {
+        let started = std::time::Instant::now();
+        let written = write_batch(db, &ops, last, durable, ttl);
+        metrics
+            .commit_seconds
+            .observe(started.elapsed().as_secs_f64());
+        match written {
             Ok((done, new_last)) => {
                 last = new_last;
+                if let Ok(mut tail) = tail.lock() {
+                    for (op, done) in ops.iter_mut().zip(&done) {
+                        if let (Op::Append { entry, .. }, Done::Position(position)) = (op, done)
+                            && let Some(entry) = entry.take()
+                        {
+                            if tail.len() == TAIL {
+                                tail.pop_front();
+                            }
+                            tail.push_back((*position, *entry));
+                        }
+                    }
+                }
                 metrics.commits.inc();
                 metrics.fsyncs.inc_by(u64::from(durable));
                 metrics.batch_size.observe(ops.len() as f64);
@@ -556,19 +760,14 @@ impl<'txn> Tables<'txn> {
 
     fn put_response(
         &mut self,
-        origin: &Origin,
-        response: StoredResponse,
+        key: &str,
+        fingerprint: &str,
+        response: &StoredResponse,
         expires_ms: u64,
     ) -> Result<(), redb::Error> {
-        let key = scoped(origin);
-        let record = IdempotencyRecord {
-            fingerprint: origin.fingerprint.clone(),
-            response,
-            expires_ms,
-        };
-        self.idempotency
-            .insert(key.as_str(), encode(&record).as_slice())?;
-        self.expiry.insert((expires_ms, key.as_str()), ())?;
+        let record = IdempotencyRecord::encode(fingerprint, response, expires_ms);
+        self.idempotency.insert(key, record.as_slice())?;
+        self.expiry.insert((expires_ms, key), ())?;
         Ok(())
     }
 
@@ -583,7 +782,7 @@ impl<'txn> Tables<'txn> {
             self.expiry.remove((*at, name.as_str()))?;
             // A key stored again later has a later expiry; drop only records really expired.
             let stale = match self.idempotency.get(name.as_str())? {
-                Some(bytes) => serde_json::from_slice::<IdempotencyRecord>(bytes.value())
+                Some(bytes) => IdempotencyRecord::decode(bytes.value())
                     .map_or(true, |record| record.expires_ms <= now_ms),
                 None => false,
             };
@@ -594,23 +793,23 @@ impl<'txn> Tables<'txn> {
         Ok(expired.len())
     }
 
-    fn project(&mut self, batch: &ProjectionBatch) -> Result<(), redb::Error> {
-        for state in &batch.orders {
-            let id = state.order.order_id.0;
+    fn project(&mut self, batch: &EncodedBatch) -> Result<(), redb::Error> {
+        for order in &batch.orders {
             // Idempotent: an event replayed after a restart never moves an order backwards.
-            let newer = match self.orders.get(id)? {
-                Some(bytes) => serde_json::from_slice::<OrderState>(bytes.value())
-                    .map_or(true, |stored| stored.seq < state.seq),
-                None => true,
-            };
-            if !newer {
+            let stored_seq = self.orders.get(order.id)?.and_then(|bytes| {
+                Some(u64::from_be_bytes(bytes.value().get(..8)?.try_into().ok()?))
+            });
+            if stored_seq.is_some_and(|seq| seq >= order.seq) {
                 continue;
             }
-            self.orders.insert(id, encode(state).as_slice())?;
-            let account = state.order.account.as_str();
-            let client_id = state.order.client_order_id.as_str();
+            let (id, account, client_id) = (
+                order.id,
+                order.account.as_str(),
+                order.client_order_id.as_str(),
+            );
+            self.orders.insert(id, order.value.as_slice())?;
             self.account_orders.insert((account, id), ())?;
-            if state.status.is_open() {
+            if order.open {
                 self.open_orders.insert((account, id), ())?;
                 self.client_ids.insert((account, client_id), id)?;
             } else {
@@ -627,19 +826,14 @@ impl<'txn> Tables<'txn> {
         for trade in &batch.trades {
             let symbol = trade.symbol.as_str();
             self.trades
-                .insert((symbol, trade.seq), encode(trade).as_slice())?;
-            for account in [&trade.taker_account, &trade.maker_account] {
+                .insert((symbol, trade.seq), trade.value.as_slice())?;
+            for account in &trade.accounts {
                 self.account_trades
                     .insert((account.as_str(), trade.ts, symbol, trade.seq), ())?;
             }
         }
-        for (position, snapshot) in &batch.snapshots {
-            let stored = StoredSnapshot {
-                position: *position,
-                snapshot: snapshot.clone(),
-            };
-            self.snapshots
-                .insert(snapshot.symbol.as_str(), encode(&stored).as_slice())?;
+        for (symbol, value) in &batch.snapshots {
+            self.snapshots.insert(symbol.as_str(), value.as_slice())?;
         }
         Ok(())
     }
@@ -668,17 +862,29 @@ fn write_batch(
         let expires_ms = now_ms() + ttl.as_millis() as u64;
         for op in ops {
             done.push(match op {
-                Op::Append { entry, .. } => {
+                Op::Append {
+                    bytes,
+                    key,
+                    fingerprint,
+                    ack,
+                    ..
+                } => {
                     position += 1;
-                    tables.journal.insert(position, encode(entry).as_slice())?;
-                    let ack = Ack::new(entry, position).response();
-                    tables.put_response(&entry.origin, ack, expires_ms)?;
+                    tables.journal.insert(position, bytes.as_slice())?;
+                    let ack = Ack {
+                        position,
+                        ..ack.clone()
+                    };
+                    tables.put_response(key, fingerprint, &ack.response(), expires_ms)?;
                     Done::Position(position)
                 }
                 Op::Complete {
-                    origin, response, ..
+                    key,
+                    fingerprint,
+                    response,
+                    ..
                 } => {
-                    tables.put_response(origin, response.clone(), expires_ms)?;
+                    tables.put_response(key, fingerprint, response, expires_ms)?;
                     Done::Unit
                 }
                 Op::Project { batch, .. } => {
