@@ -135,7 +135,7 @@ impl Runtime {
         let pipeline = Pipeline::start(
             &instruments,
             &config.limits,
-            journal.clone(),
+            Arc::new(store.clone()),
             orders.clone(),
             config.snapshot_every,
             metrics.clone(),

@@ -17,7 +17,8 @@
 
 use crate::metrics::Metrics;
 use crate::store::{
-    Journal, JournalEntry, OrderStore, Origin, Position, ProjectionBatch, StoreError, TradeRecord,
+    JournalEntry, JournalReader, OrderStore, Origin, Position, ProjectionBatch, StoreError,
+    TradeRecord,
 };
 use oms_core::{
     Action, Book, Depth, Event, EventRecord, Instrument, OrderId, OrderState, Reject, RejectReason,
@@ -146,7 +147,7 @@ impl Pipeline {
     pub async fn start(
         instruments: &[Instrument],
         limits: &RiskLimits,
-        journal: Arc<dyn Journal>,
+        journal: Arc<dyn JournalReader>,
         store: Arc<dyn OrderStore>,
         snapshot_every: u64,
         metrics: Arc<Metrics>,
@@ -217,7 +218,7 @@ impl Pipeline {
 }
 
 async fn read_journal(
-    journal: Arc<dyn Journal>,
+    journal: Arc<dyn JournalReader>,
     mut next: Position,
     routes: HashMap<Symbol, mpsc::Sender<(Position, JournalEntry)>>,
     output: mpsc::Sender<Output>,

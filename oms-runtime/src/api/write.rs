@@ -252,7 +252,13 @@ async fn append_and_store(
     entry: JournalEntry,
 ) -> Result<StoredResponse, StoreError> {
     let origin = entry.origin.clone();
-    let ack = Ack::new(&entry, 0);
+    let ack = Ack::new(
+        &entry,
+        crate::store::LogPosition {
+            partition: 0,
+            offset: 0,
+        },
+    );
     match journal.append(entry).await {
         Ok(position) => {
             let response = Ack { position, ..ack }.response();

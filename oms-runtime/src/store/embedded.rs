@@ -23,8 +23,9 @@
 //! to a blocking thread.
 
 use super::{
-    Ack, Journal, JournalEntry, OrderPage, OrderQuery, OrderStore, Origin, Position,
-    ProjectionBatch, Reservation, Result, StoreError, StoredResponse, TradeRecord,
+    Ack, Journal, JournalEntry, JournalReader, LogPosition, OrderPage, OrderQuery, OrderStore,
+    Origin, Position, ProjectionBatch, Reservation, Result, StoreError, StoredResponse,
+    TradeRecord,
 };
 use crate::metrics::StoreMetrics;
 use async_trait::async_trait;
@@ -390,11 +391,19 @@ impl Embedded {
     }
 }
 
+/// The embedded journal is one partition.
+fn local(position: Position) -> LogPosition {
+    LogPosition {
+        partition: 0,
+        offset: position,
+    }
+}
+
 #[async_trait]
 impl Journal for Embedded {
-    async fn append(&self, entry: JournalEntry) -> Result<Position> {
+    async fn append(&self, entry: JournalEntry) -> Result<LogPosition> {
         let key = scoped(&entry.origin);
-        let ack = Ack::new(&entry, 0);
+        let ack = Ack::new(&entry, local(0));
         let fingerprint = entry.origin.fingerprint.clone();
         let position = self
             .call(|reply| Op::Append {
@@ -406,12 +415,23 @@ impl Journal for Embedded {
                 reply,
             })
             .await?;
+        let position = local(position);
         if let Some(in_flight) = self.in_flight.lock().map_err(db_error)?.get_mut(&key) {
             in_flight.stored = Some(Ack { position, ..ack }.response());
         }
         Ok(position)
     }
 
+    async fn ping(&self) -> Result<()> {
+        if self.writer.is_closed() {
+            return Err(StoreError::Closed);
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl JournalReader for Embedded {
     async fn read(&self, from: Position, max: usize) -> Result<Vec<(Position, JournalEntry)>> {
         let mut head = self.head.clone();
         head.wait_for(|head| *head >= from)
@@ -872,7 +892,7 @@ fn write_batch(
                     position += 1;
                     tables.journal.insert(position, bytes.as_slice())?;
                     let ack = Ack {
-                        position,
+                        position: local(position),
                         ..ack.clone()
                     };
                     tables.put_response(key, fingerprint, &ack.response(), expires_ms)?;

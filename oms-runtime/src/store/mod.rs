@@ -10,8 +10,18 @@ use async_trait::async_trait;
 use oms_core::{BookSnapshot, Command, OrderId, OrderState, OrderStatus, Price, Quantity, Side};
 use serde::{Deserialize, Serialize};
 
-/// A place in the journal; positions start at 1 and never repeat.
+/// A place in the single-node journal; positions start at 1 and never repeat.
 pub type Position = u64;
+
+/// Where an append landed: a partition of the command log and the offset in it. The single-node
+/// journal has one partition, 0, whose offsets are its positions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct LogPosition {
+    /// Partition of the command log.
+    pub partition: u32,
+    /// Offset in the partition.
+    pub offset: u64,
+}
 
 /// A storage failure. Every variant means "the dependency failed", which the API turns into a
 /// 503; data never causes one.
@@ -68,13 +78,21 @@ pub struct JournalEntry {
     pub origin: Origin,
 }
 
-/// The append-only command log.
+/// The append-only command log, as the write path sees it.
 #[async_trait]
 pub trait Journal: Send + Sync + 'static {
-    /// Appends an entry and returns its position once it is durable (fsynced, or acknowledged by
-    /// every in-sync replica).
-    async fn append(&self, entry: JournalEntry) -> Result<Position>;
+    /// Appends an entry and returns where it landed once it is durable (fsynced, or
+    /// acknowledged by every in-sync replica).
+    async fn append(&self, entry: JournalEntry) -> Result<LogPosition>;
 
+    /// Whether the log answers; for readiness.
+    async fn ping(&self) -> Result<()>;
+}
+
+/// Reading the single-node journal in order (Kafka processors consume their partitions
+/// directly).
+#[async_trait]
+pub trait JournalReader: Send + Sync + 'static {
     /// Up to `max` entries from `from` on, waiting until at least one exists.
     async fn read(&self, from: Position, max: usize) -> Result<Vec<(Position, JournalEntry)>>;
 }
@@ -89,13 +107,13 @@ pub struct Ack {
     pub client_order_id: Option<String>,
     /// Always `pending`: durable, not processed yet.
     pub status: String,
-    /// The command's position in the journal.
-    pub position: Position,
+    /// Where the command is in the command log.
+    pub position: LogPosition,
 }
 
 impl Ack {
     /// The acknowledgement of `entry` journaled at `position`.
-    pub fn new(entry: &JournalEntry, position: Position) -> Ack {
+    pub fn new(entry: &JournalEntry, position: LogPosition) -> Ack {
         let (order_id, client_order_id) = match &entry.command.action {
             oms_core::Action::New(order) => {
                 (order.order_id, Some(order.client_order_id.to_string()))
