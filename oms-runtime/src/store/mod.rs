@@ -5,6 +5,9 @@
 //! production backends run the same pipeline. [`embedded`] implements all four on one redb file.
 
 pub mod embedded;
+pub mod kafka;
+pub mod mongo;
+pub mod redis;
 
 use async_trait::async_trait;
 use oms_core::{BookSnapshot, Command, OrderId, OrderState, OrderStatus, Price, Quantity, Side};

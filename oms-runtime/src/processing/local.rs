@@ -1,4 +1,5 @@
-//! Processing: the journal, in order, through one actor per book, into the read projection.
+//! Single-node processing: the journal, in order, through one actor per book, into the read
+//! projection.
 //!
 //! ```text
 //! journal ──reader──▶ book actor (one per instrument, bounded mailbox) ──▶ projector ──▶ OrderStore
@@ -15,16 +16,10 @@
 //! it (see [`crate::store::embedded`]), so nothing a snapshot includes is missing from the
 //! projection, and replayed events are ignored by the projection's sequence check.
 
+use super::{Projection, unroutable};
 use crate::metrics::Metrics;
-use crate::store::{
-    JournalEntry, JournalReader, OrderStore, Origin, Position, ProjectionBatch, StoreError,
-    TradeRecord,
-};
-use oms_core::{
-    Action, Book, Depth, Event, EventRecord, Instrument, OrderId, OrderState, Reject, RejectReason,
-    RiskLimits, Symbol,
-};
-use rustc_hash::FxHashMap;
+use crate::store::{JournalEntry, JournalReader, OrderStore, Origin, Position, StoreError};
+use oms_core::{Book, Depth, EventRecord, Instrument, RiskLimits, Symbol};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -127,10 +122,7 @@ enum Output {
     },
     /// A command for a symbol that is not configured (the configuration changed since it was
     /// journaled): a new order is recorded as rejected.
-    Unroutable {
-        position: Position,
-        entry: JournalEntry,
-    },
+    Unroutable { entry: JournalEntry },
 }
 
 /// The running pipeline.
@@ -239,10 +231,7 @@ async fn read_journal(
             next = position + 1;
             let sent = match routes.get(entry.command.action.symbol()) {
                 Some(route) => route.send((position, entry)).await.is_ok(),
-                None => output
-                    .send(Output::Unroutable { position, entry })
-                    .await
-                    .is_ok(),
+                None => output.send(Output::Unroutable { entry }).await.is_ok(),
             };
             if !sent {
                 return;
@@ -317,126 +306,38 @@ impl BookActor {
     }
 }
 
-/// Folds events into order states, caching open orders so a busy order is read from the store
-/// once.
-struct Projection {
-    store: Arc<dyn OrderStore>,
-    open: FxHashMap<OrderId, OrderState>,
-}
-
-impl Projection {
-    async fn state(
-        &mut self,
-        record: &EventRecord,
-        order_id: OrderId,
-    ) -> Result<Option<&mut OrderState>, StoreError> {
-        if !self.open.contains_key(&order_id) {
-            let state = match self.store.order(order_id).await? {
-                Some(stored) => stored,
-                None => match OrderState::open(record) {
-                    Some(state) => state,
-                    None => {
-                        tracing::warn!(%order_id, seq = record.seq, "event for an order the projection does not know");
-                        return Ok(None);
-                    }
-                },
-            };
-            self.open.insert(order_id, state);
-        }
-        Ok(self.open.get_mut(&order_id))
-    }
-
-    /// Adds one processed command to `batch`; returns the ids of the orders it changed.
-    async fn fold(
-        &mut self,
-        records: &[EventRecord],
-        batch: &mut ProjectionBatch,
-        changed: &mut Vec<OrderId>,
-    ) -> Result<(), StoreError> {
-        for record in records {
-            if let Event::Trade(trade) = &record.event {
-                batch.trades.push(TradeRecord {
-                    seq: record.seq,
-                    symbol: record.symbol.to_string(),
-                    price: trade.price,
-                    quantity: trade.quantity,
-                    taker_side: trade.taker.side,
-                    taker_order_id: trade.taker.order_id,
-                    taker_account: trade.taker.account.to_string(),
-                    maker_order_id: trade.maker.order_id,
-                    maker_account: trade.maker.account.to_string(),
-                    ts: record.ts.0,
-                });
-            }
-            for order_id in record.event.order_ids() {
-                if let Some(state) = self.state(record, order_id).await? {
-                    state.apply(record);
-                    changed.push(order_id);
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
 async fn project(
     mut outputs: mpsc::Receiver<Output>,
     store: Arc<dyn OrderStore>,
     waiters: Waiters,
     metrics: Arc<Metrics>,
 ) {
-    let mut projection = Projection {
-        store: store.clone(),
-        open: FxHashMap::default(),
-    };
+    let mut projection = Projection::new(store.clone());
     let mut buffer = Vec::new();
     while outputs.recv_many(&mut buffer, 512).await > 0 {
-        let mut batch = ProjectionBatch::default();
-        let mut changed = Vec::new();
+        let mut snapshots = Vec::new();
         let mut origins = Vec::with_capacity(buffer.len());
         for output in buffer.drain(..) {
-            match output {
+            let (records, origin) = match output {
                 Output::Processed {
                     position,
                     origin,
                     records,
                     snapshot,
                 } => {
-                    while let Err(error) = projection.fold(&records, &mut batch, &mut changed).await
-                    {
-                        tracing::error!(%error, "projection read failed; retrying");
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                    }
-                    if let Some(snapshot) = snapshot {
-                        batch.snapshots.push((position, snapshot));
-                    }
-                    origins.push(origin);
+                    snapshots.extend(snapshot.map(|snapshot| (position, snapshot)));
+                    (records, origin)
                 }
-                Output::Unroutable { position, entry } => {
-                    tracing::warn!(position, symbol = %entry.command.action.symbol(), "journaled command for an unconfigured symbol");
-                    if let Action::New(order) = &entry.command.action {
-                        let rejected = EventRecord {
-                            seq: 0,
-                            ts: entry.command.ts,
-                            symbol: order.symbol.clone(),
-                            event: Event::Rejected {
-                                order: order.clone(),
-                                reject: Reject::new(RejectReason::UnknownSymbol),
-                            },
-                        };
-                        batch.orders.extend(OrderState::open(&rejected));
-                    }
-                    origins.push(entry.origin);
-                }
+                Output::Unroutable { entry, .. } => (unroutable(&entry), entry.origin),
+            };
+            while let Err(error) = projection.fold(&records).await {
+                tracing::error!(%error, "projection read failed; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
             }
+            origins.push(origin);
         }
-        changed.sort_unstable();
-        changed.dedup();
-        for order_id in &changed {
-            if let Some(state) = projection.open.get(order_id) {
-                batch.orders.push(state.clone());
-            }
-        }
+        let mut batch = projection.take_batch();
+        batch.snapshots = snapshots;
         let started = std::time::Instant::now();
         metrics
             .processing
@@ -451,16 +352,6 @@ async fn project(
             .processing
             .projection_seconds
             .observe(started.elapsed().as_secs_f64());
-        // Only orders this batch touched can have closed.
-        for order_id in &changed {
-            if projection
-                .open
-                .get(order_id)
-                .is_some_and(|state| !state.status.is_open())
-            {
-                projection.open.remove(order_id);
-            }
-        }
         for origin in &origins {
             waiters.wake(origin);
         }

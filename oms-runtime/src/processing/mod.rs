@@ -1,0 +1,48 @@
+//! Processing: commands, in log order, through the books, into events and the read projection.
+//!
+//! - [`local`]: single-node mode, one process, the embedded journal.
+//! - [`kafka`]: the processor and projector roles on Kafka.
+//!
+//! Both apply commands with the same books and fold events with the same [`Projection`].
+
+pub mod kafka;
+pub mod local;
+mod projection;
+
+pub use local::{BookHandle, Pipeline, Waiters};
+pub use projection::Projection;
+
+use crate::store::{JournalEntry, LogPosition, Origin};
+use oms_core::{Action, Event, EventRecord, Reject, RejectReason};
+use serde::{Deserialize, Serialize};
+
+/// One applied command: where it was in the command log, who sent it, what was decided. The
+/// payload of the events topic.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Processed {
+    /// The command's place in the log.
+    pub position: LogPosition,
+    /// The request that wrote it.
+    pub origin: Origin,
+    /// The events, in order.
+    pub records: Vec<EventRecord>,
+}
+
+/// What a command for an instrument that is not configured (any more) decides: a new order is
+/// rejected with `unknown_symbol` (sequence 0, outside any book's history); anything else is
+/// dropped.
+pub fn unroutable(entry: &JournalEntry) -> Vec<EventRecord> {
+    tracing::warn!(symbol = %entry.command.action.symbol(), "command for an unconfigured symbol");
+    match &entry.command.action {
+        Action::New(order) => vec![EventRecord {
+            seq: 0,
+            ts: entry.command.ts,
+            symbol: order.symbol.clone(),
+            event: Event::Rejected {
+                order: order.clone(),
+                reject: Reject::new(RejectReason::UnknownSymbol),
+            },
+        }],
+        _ => Vec::new(),
+    }
+}

@@ -1,0 +1,96 @@
+//! Folding events into order states and trades for the read projection.
+
+use crate::store::{OrderStore, ProjectionBatch, StoreError, TradeRecord};
+use oms_core::{Event, EventRecord, OrderId, OrderState};
+use rustc_hash::FxHashMap;
+use std::sync::Arc;
+
+/// Folds events into order states, caching open orders so a busy order is read from the store
+/// once.
+pub struct Projection {
+    store: Arc<dyn OrderStore>,
+    open: FxHashMap<OrderId, OrderState>,
+    batch: ProjectionBatch,
+    changed: Vec<OrderId>,
+}
+
+impl Projection {
+    /// A projection writing to `store`.
+    pub fn new(store: Arc<dyn OrderStore>) -> Projection {
+        Projection {
+            store,
+            open: FxHashMap::default(),
+            batch: ProjectionBatch::default(),
+            changed: Vec::new(),
+        }
+    }
+
+    /// The state to fold `record` into. A new order starts from its own accepted or rejected
+    /// event without a read: if that is a replay, the fold reaches the stored state again, and
+    /// the store ignores every write that is not newer than what it has.
+    async fn state(
+        &mut self,
+        record: &EventRecord,
+        order_id: OrderId,
+    ) -> Result<Option<&mut OrderState>, StoreError> {
+        if !self.open.contains_key(&order_id) {
+            let state = match OrderState::open(record) {
+                Some(state) => state,
+                None => match self.store.order(order_id).await? {
+                    Some(stored) => stored,
+                    None => {
+                        tracing::warn!(%order_id, seq = record.seq, "event for an order the projection does not know");
+                        return Ok(None);
+                    }
+                },
+            };
+            self.open.insert(order_id, state);
+        }
+        Ok(self.open.get_mut(&order_id))
+    }
+
+    /// Folds the events of one command into the pending batch.
+    pub async fn fold(&mut self, records: &[EventRecord]) -> Result<(), StoreError> {
+        for record in records {
+            if let Event::Trade(trade) = &record.event {
+                self.batch.trades.push(TradeRecord {
+                    seq: record.seq,
+                    symbol: record.symbol.to_string(),
+                    price: trade.price,
+                    quantity: trade.quantity,
+                    taker_side: trade.taker.side,
+                    taker_order_id: trade.taker.order_id,
+                    taker_account: trade.taker.account.to_string(),
+                    maker_order_id: trade.maker.order_id,
+                    maker_account: trade.maker.account.to_string(),
+                    ts: record.ts.0,
+                });
+            }
+            for order_id in record.event.order_ids() {
+                if let Some(state) = self.state(record, order_id).await? {
+                    state.apply(record);
+                    self.changed.push(order_id);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The pending batch: the latest state of every order touched and the new trades. Closed
+    /// orders leave the cache; only orders this batch touched can have closed.
+    pub fn take_batch(&mut self) -> ProjectionBatch {
+        let mut batch = std::mem::take(&mut self.batch);
+        self.changed.sort_unstable();
+        self.changed.dedup();
+        for order_id in self.changed.drain(..) {
+            let Some(state) = self.open.get(&order_id) else {
+                continue;
+            };
+            batch.orders.push(state.clone());
+            if !state.status.is_open() {
+                self.open.remove(&order_id);
+            }
+        }
+        batch
+    }
+}

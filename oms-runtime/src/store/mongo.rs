@@ -1,0 +1,347 @@
+//! The read projection in MongoDB (DocumentDB on AWS; FerretDB in the tests).
+//!
+//! Collections:
+//! - `orders`: `_id` = order id, the fields the list queries filter on (`account`, `symbol`,
+//!   `status`, `open`, `client_order_id`), readable fields for people, and `state`, the exact
+//!   order state (postcard) the API renders.
+//! - `trades`: `_id` = `<symbol>/<seq>`, `accounts` = both sides, for the trades query.
+//! - `snapshots`: `_id` = command-log partition, the processor's snapshot of its books.
+//!
+//! # Idempotence without transactions
+//! DocumentDB has no multi-document transactions and the tests run without retryable writes, so
+//! every write stands alone and may be repeated: an order is replaced only by a state with a
+//! higher event sequence number (`update_one` filtered on `seq < new`, upserting; the duplicate
+//! key error of a lost race means a newer state is already there), and trades are inserted under
+//! their natural id, a duplicate being a no-op.
+
+use super::{OrderPage, OrderQuery, OrderStore, ProjectionBatch, Result, StoreError, TradeRecord};
+use async_trait::async_trait;
+use futures::{StreamExt, TryStreamExt};
+use mongodb::bson::{Binary, Bson, Document, doc, spec::BinarySubtype};
+use mongodb::options::{ClientOptions, IndexOptions};
+use mongodb::{Client, Collection, IndexModel};
+use oms_core::{BookSnapshot, OrderId, OrderState};
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// Orders and trades written at once per projection batch.
+const CONCURRENT_WRITES: usize = 16;
+
+fn error(error: mongodb::error::Error) -> StoreError {
+    StoreError::Database(format!("mongodb: {error}"))
+}
+
+fn is_duplicate(error: &mongodb::error::Error) -> bool {
+    use mongodb::error::{ErrorKind, WriteFailure};
+    match error.kind.as_ref() {
+        ErrorKind::Write(WriteFailure::WriteError(write)) => write.code == 11000,
+        ErrorKind::Command(command) => command.code == 11000,
+        _ => error.to_string().contains("E11000"),
+    }
+}
+
+fn binary(bytes: Vec<u8>) -> Bson {
+    Bson::Binary(Binary {
+        subtype: BinarySubtype::Generic,
+        bytes,
+    })
+}
+
+fn bytes_of<'a>(document: &'a Document, field: &'static str) -> Result<&'a [u8]> {
+    match document.get(field) {
+        Some(Bson::Binary(binary)) => Ok(&binary.bytes),
+        _ => Err(StoreError::Corrupt {
+            table: "mongodb",
+            message: format!("document without binary field {field}"),
+        }),
+    }
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T> {
+    postcard::from_bytes(bytes).map_err(|error| StoreError::Corrupt {
+        table: "mongodb",
+        message: error.to_string(),
+    })
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    postcard::to_allocvec(value).unwrap_or_default()
+}
+
+fn status_name(state: &OrderState) -> String {
+    serde_json::to_value(state.status)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// A processor's snapshot of one command-log partition.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionSnapshot {
+    /// The last command-log offset applied.
+    pub offset: u64,
+    /// Every book of the partition.
+    pub books: Vec<BookSnapshot>,
+}
+
+/// The MongoDB order store.
+#[derive(Clone)]
+pub struct MongoStore {
+    orders: Collection<Document>,
+    trades: Collection<Document>,
+    snapshots: Collection<Document>,
+    database: mongodb::Database,
+}
+
+impl MongoStore {
+    /// Connects to `uri` and uses `database`; creates the indexes the queries need. Server
+    /// selection is bounded by `timeout`, so an unreachable server fails fast.
+    pub async fn connect(uri: &str, database: &str, timeout: Duration) -> Result<MongoStore> {
+        let mut options = ClientOptions::parse(uri).await.map_err(error)?;
+        options.server_selection_timeout = Some(timeout);
+        options.connect_timeout = Some(timeout);
+        options.app_name = Some("oms-runtime".into());
+        let client = Client::with_options(options).map_err(error)?;
+        let database = client.database(database);
+        let store = MongoStore {
+            orders: database.collection("orders"),
+            trades: database.collection("trades"),
+            snapshots: database.collection("snapshots"),
+            database,
+        };
+        Ok(store)
+    }
+
+    /// Creates the indexes of the list queries (idempotent).
+    pub async fn create_indexes(&self) -> Result<()> {
+        let index = |keys: Document, name: &str| {
+            IndexModel::builder()
+                .keys(keys)
+                .options(IndexOptions::builder().name(name.to_string()).build())
+                .build()
+        };
+        self.orders
+            .create_indexes([
+                index(doc! {"account": 1, "_id": -1}, "account_newest"),
+                index(
+                    doc! {"account": 1, "open": 1, "_id": -1},
+                    "account_open_newest",
+                ),
+                index(
+                    doc! {"account": 1, "client_order_id": 1},
+                    "account_client_order_id",
+                ),
+            ])
+            .await
+            .map_err(error)?;
+        self.trades
+            .create_indexes([index(doc! {"accounts": 1, "ts": -1}, "accounts_newest")])
+            .await
+            .map_err(error)?;
+        Ok(())
+    }
+
+    async fn put_order(&self, state: &OrderState) -> Result<()> {
+        let id = state.order.order_id.0 as i64;
+        let seq = state.seq as i64;
+        let fields = doc! {
+            "seq": seq,
+            "version": state.version as i64,
+            "account": state.order.account.as_str(),
+            "symbol": state.order.symbol.as_str(),
+            "client_order_id": state.order.client_order_id.as_str(),
+            "status": status_name(state),
+            "open": state.status.is_open(),
+            "created_at_ns": state.created_at.0 as i64,
+            "updated_at_ns": state.updated_at.0 as i64,
+            "state": binary(encode(state)),
+        };
+        let result = self
+            .orders
+            .update_one(doc! {"_id": id, "seq": {"$lt": seq}}, doc! {"$set": fields})
+            .upsert(true)
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            // The order exists with a sequence number at least as high: nothing to do.
+            Err(e) if is_duplicate(&e) => Ok(()),
+            Err(e) => Err(error(e)),
+        }
+    }
+
+    async fn put_trade(&self, trade: &TradeRecord) -> Result<()> {
+        let document = doc! {
+            "_id": format!("{}/{}", trade.symbol, trade.seq),
+            "symbol": trade.symbol.as_str(),
+            "seq": trade.seq as i64,
+            "ts": trade.ts as i64,
+            "accounts": [trade.taker_account.as_str(), trade.maker_account.as_str()],
+            "trade": binary(encode(trade)),
+        };
+        match self.trades.insert_one(document).await {
+            Ok(_) => Ok(()),
+            Err(e) if is_duplicate(&e) => Ok(()),
+            Err(e) => Err(error(e)),
+        }
+    }
+
+    /// The latest snapshot of a command-log partition.
+    pub async fn partition_snapshot(&self, partition: u32) -> Result<Option<PartitionSnapshot>> {
+        let found = self
+            .snapshots
+            .find_one(doc! {"_id": i64::from(partition)})
+            .await
+            .map_err(error)?;
+        found
+            .map(|document| decode(bytes_of(&document, "payload")?))
+            .transpose()
+    }
+
+    /// Replaces a partition's snapshot, unless a newer one is stored.
+    pub async fn save_partition_snapshot(
+        &self,
+        partition: u32,
+        snapshot: &PartitionSnapshot,
+    ) -> Result<()> {
+        let offset = snapshot.offset as i64;
+        let result = self
+            .snapshots
+            .update_one(
+                doc! {"_id": i64::from(partition), "offset": {"$lt": offset}},
+                doc! {"$set": {"offset": offset, "payload": binary(encode(snapshot))}},
+            )
+            .upsert(true)
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if is_duplicate(&e) => Ok(()),
+            Err(e) => Err(error(e)),
+        }
+    }
+}
+
+#[async_trait]
+impl OrderStore for MongoStore {
+    async fn apply(&self, batch: ProjectionBatch) -> Result<()> {
+        // Owned futures: each write stands alone (no transactions), so they may run at once.
+        let orders = batch.orders.into_iter().map(|state| {
+            let store = self.clone();
+            async move { store.put_order(&state).await }
+        });
+        futures::stream::iter(orders)
+            .buffer_unordered(CONCURRENT_WRITES)
+            .try_collect::<Vec<()>>()
+            .await?;
+        let trades = batch.trades.into_iter().map(|trade| {
+            let store = self.clone();
+            async move { store.put_trade(&trade).await }
+        });
+        futures::stream::iter(trades)
+            .buffer_unordered(CONCURRENT_WRITES)
+            .try_collect::<Vec<()>>()
+            .await?;
+        Ok(())
+    }
+
+    async fn order(&self, order_id: OrderId) -> Result<Option<OrderState>> {
+        let found = self
+            .orders
+            .find_one(doc! {"_id": order_id.0 as i64})
+            .await
+            .map_err(error)?;
+        found
+            .map(|document| decode(bytes_of(&document, "state")?))
+            .transpose()
+    }
+
+    async fn orders(&self, query: &OrderQuery) -> Result<OrderPage> {
+        let mut filter = doc! {"account": query.account.as_str()};
+        if let Some(symbol) = &query.symbol {
+            filter.insert("symbol", symbol.as_str());
+        }
+        if query.open_only {
+            filter.insert("open", true);
+        }
+        if let Some(status) = query.status {
+            let name = serde_json::to_value(status)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string));
+            filter.insert("status", name.unwrap_or_default());
+        }
+        if let Some(before) = query.before {
+            filter.insert("_id", doc! {"$lt": before.0 as i64});
+        }
+        let mut cursor = self
+            .orders
+            .find(filter)
+            .sort(doc! {"_id": -1})
+            .limit(query.limit as i64 + 1)
+            .await
+            .map_err(error)?;
+        let mut orders = Vec::new();
+        while let Some(document) = cursor.try_next().await.map_err(error)? {
+            orders.push(decode::<OrderState>(bytes_of(&document, "state")?)?);
+        }
+        let next = (orders.len() > query.limit).then(|| {
+            orders.truncate(query.limit);
+            orders.last().map(|o| o.order.order_id)
+        });
+        Ok(OrderPage {
+            orders,
+            next: next.flatten(),
+        })
+    }
+
+    async fn trades(
+        &self,
+        account: &str,
+        symbol: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<TradeRecord>> {
+        let mut filter = doc! {"accounts": account};
+        if let Some(symbol) = symbol {
+            filter.insert("symbol", symbol);
+        }
+        let mut cursor = self
+            .trades
+            .find(filter)
+            .sort(doc! {"ts": -1, "seq": -1})
+            .limit(limit as i64)
+            .await
+            .map_err(error)?;
+        let mut trades = Vec::new();
+        while let Some(document) = cursor.try_next().await.map_err(error)? {
+            trades.push(decode(bytes_of(&document, "trade")?)?);
+        }
+        Ok(trades)
+    }
+
+    async fn open_by_client_id(
+        &self,
+        account: &str,
+        client_order_id: &str,
+    ) -> Result<Option<OrderId>> {
+        let found = self
+            .orders
+            .find_one(doc! {"account": account, "client_order_id": client_order_id, "open": true})
+            .projection(doc! {"_id": 1})
+            .await
+            .map_err(error)?;
+        Ok(found
+            .and_then(|document| document.get_i64("_id").ok())
+            .map(|id| OrderId(id as u64)))
+    }
+
+    async fn snapshots(&self) -> Result<Vec<(super::Position, BookSnapshot)>> {
+        // Book snapshots of the single-node pipeline; processors keep partition snapshots.
+        Ok(Vec::new())
+    }
+
+    async fn ping(&self) -> Result<()> {
+        self.database
+            .run_command(doc! {"ping": 1})
+            .await
+            .map_err(error)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,211 @@
+//! Idempotency keys in Redis (ElastiCache in production).
+//!
+//! One Redis key per idempotency key, `<prefix>:idem:{<principal>/<key>}`: the braces are a
+//! Redis Cluster hash tag, so everything about one key stays in one slot. Its value is
+//! `I|<fingerprint>` while the request is in flight and `C|<fingerprint>|<status>|<body>` once
+//! it completed. Each operation is one Lua script, so check-and-set is atomic across every
+//! ingest process.
+//!
+//! # Leases
+//! A reservation expires after a lease (several times the append timeout): an ingest process
+//! that dies holding one cannot lock the key forever. If its command did reach the log, the
+//! processor stores the acknowledgement under the key when it applies the command, so a retry
+//! after the lease finds it and is not journaled twice.
+//!
+//! # Failure
+//! Every call is bounded by the dependency timeout; Redis unreachable is an error, never a
+//! silent pass: the API fails closed with 503.
+
+use super::{IdempotencyStore, Origin, Reservation, Result, StoreError, StoredResponse};
+use async_trait::async_trait;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{IntoConnectionInfo, Script};
+use std::time::Duration;
+
+const RESERVE: &str = r"
+local v = redis.call('GET', KEYS[1])
+if not v then
+  redis.call('SET', KEYS[1], 'I|' .. ARGV[1], 'PX', ARGV[2])
+  return {'reserved'}
+end
+local fp_end = string.find(v, '|', 3, true)
+local fp = fp_end and string.sub(v, 3, fp_end - 1) or string.sub(v, 3)
+if fp ~= ARGV[1] then return {'mismatch'} end
+if string.sub(v, 1, 1) == 'I' then return {'in_flight'} end
+return {'completed', string.sub(v, fp_end + 1)}
+";
+
+const COMPLETE: &str = r"
+local v = redis.call('GET', KEYS[1])
+if v then
+  local fp_end = string.find(v, '|', 3, true)
+  local fp = fp_end and string.sub(v, 3, fp_end - 1) or string.sub(v, 3)
+  if fp ~= ARGV[1] then return 0 end
+  if ARGV[4] == 'if_absent' and string.sub(v, 1, 1) == 'C' then return 0 end
+end
+redis.call('SET', KEYS[1], 'C|' .. ARGV[1] .. '|' .. ARGV[2], 'PX', ARGV[3])
+return 1
+";
+
+const RELEASE: &str = r"
+local v = redis.call('GET', KEYS[1])
+if v and v == 'I|' .. ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+return 0
+";
+
+/// Connection settings.
+#[derive(Clone, Debug)]
+pub struct RedisConfig {
+    /// `redis://[user:password@]host:port[/db]`, or `rediss://` for TLS.
+    pub url: String,
+    /// Password, if not in the URL (kept apart so it can come from a secret).
+    pub password: Option<String>,
+    /// Prefix of every key, one per order system.
+    pub prefix: String,
+    /// How long stored responses live.
+    pub ttl: Duration,
+    /// Bound on every call.
+    pub timeout: Duration,
+}
+
+/// The Redis idempotency store.
+#[derive(Clone)]
+pub struct RedisIdempotency {
+    connection: ConnectionManager,
+    prefix: String,
+    ttl: Duration,
+    lease: Duration,
+    reserve: Script,
+    complete: Script,
+    release: Script,
+}
+
+fn error(error: redis::RedisError) -> StoreError {
+    StoreError::Database(format!("redis: {error}"))
+}
+
+impl RedisIdempotency {
+    /// Connects (bounded by the timeout).
+    pub async fn connect(config: RedisConfig) -> Result<RedisIdempotency> {
+        let mut info = config.url.as_str().into_connection_info().map_err(error)?;
+        if let Some(password) = &config.password {
+            let settings = info.redis_settings().clone().set_password(password);
+            info = info.set_redis_settings(settings);
+        }
+        let client = redis::Client::open(info).map_err(error)?;
+        let manager = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(config.timeout))
+            .set_response_timeout(Some(config.timeout))
+            .set_number_of_retries(1);
+        let connection = tokio::time::timeout(
+            config.timeout,
+            ConnectionManager::new_with_config(client, manager),
+        )
+        .await
+        .map_err(|_| StoreError::Database("redis: connect timed out".into()))?
+        .map_err(error)?;
+        Ok(RedisIdempotency {
+            connection,
+            prefix: config.prefix,
+            ttl: config.ttl,
+            // Longer than any append can take, so a live request never loses its key.
+            lease: (config.timeout * 10).max(Duration::from_secs(30)),
+            reserve: Script::new(RESERVE),
+            complete: Script::new(COMPLETE),
+            release: Script::new(RELEASE),
+        })
+    }
+
+    fn key(&self, origin: &Origin) -> String {
+        format!(
+            "{}:idem:{{{}/{}}}",
+            self.prefix, origin.principal, origin.key
+        )
+    }
+
+    /// Stores `response` unless the key already holds a completed response: what the
+    /// processor calls for every command it applies (see the module doc).
+    pub async fn complete_if_absent(
+        &self,
+        origin: &Origin,
+        response: &StoredResponse,
+    ) -> Result<()> {
+        self.store(origin, response, "if_absent").await
+    }
+
+    async fn store(&self, origin: &Origin, response: &StoredResponse, mode: &str) -> Result<()> {
+        let mut connection = self.connection.clone();
+        let _: i64 = self
+            .complete
+            .key(self.key(origin))
+            .arg(&origin.fingerprint)
+            .arg(format!("{}|{}", response.status, response.body))
+            .arg(self.ttl.as_millis() as u64)
+            .arg(mode)
+            .invoke_async(&mut connection)
+            .await
+            .map_err(error)?;
+        Ok(())
+    }
+
+    /// Whether Redis answers.
+    pub async fn ping(&self) -> Result<()> {
+        let mut connection = self.connection.clone();
+        let _: String = redis::cmd("PING")
+            .query_async(&mut connection)
+            .await
+            .map_err(error)?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl IdempotencyStore for RedisIdempotency {
+    async fn reserve(&self, origin: &Origin) -> Result<Reservation> {
+        let mut connection = self.connection.clone();
+        let answer: Vec<String> = self
+            .reserve
+            .key(self.key(origin))
+            .arg(&origin.fingerprint)
+            .arg(self.lease.as_millis() as u64)
+            .invoke_async(&mut connection)
+            .await
+            .map_err(error)?;
+        match answer.first().map(String::as_str) {
+            Some("reserved") => Ok(Reservation::Reserved),
+            Some("in_flight") => Ok(Reservation::InFlight),
+            Some("mismatch") => Ok(Reservation::Mismatch),
+            Some("completed") => {
+                let stored = answer.get(1).map(String::as_str).unwrap_or_default();
+                let (status, body) = stored.split_once('|').unwrap_or(("200", ""));
+                Ok(Reservation::Completed(StoredResponse {
+                    status: status.parse().unwrap_or(200),
+                    body: body.to_string(),
+                }))
+            }
+            other => Err(StoreError::Corrupt {
+                table: "redis idempotency",
+                message: format!("unexpected answer {other:?}"),
+            }),
+        }
+    }
+
+    async fn complete(&self, origin: &Origin, response: &StoredResponse) -> Result<()> {
+        self.store(origin, response, "always").await
+    }
+
+    async fn release(&self, origin: &Origin) -> Result<()> {
+        let mut connection = self.connection.clone();
+        let _: i64 = self
+            .release
+            .key(self.key(origin))
+            .arg(&origin.fingerprint)
+            .invoke_async(&mut connection)
+            .await
+            .map_err(error)?;
+        Ok(())
+    }
+}
