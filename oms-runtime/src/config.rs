@@ -8,9 +8,10 @@ use std::time::Duration;
 
 /// The OMS runtime: an HTTP order API, a durable journal, matching and a read projection.
 ///
-/// Without a subcommand it serves in single-node mode: every role in one process, on an
-/// embedded database in --data-dir. The first start creates an API key for the bootstrap
-/// accounts and prints it once.
+/// Without --kafka-bootstrap it serves in single-node mode: every role in one process, on an
+/// embedded database in --data-dir; the first start creates an API key for the bootstrap
+/// accounts and prints it once. With --kafka-bootstrap it runs the roles chosen by --role
+/// against Kafka, Redis and MongoDB.
 #[derive(Parser, Debug)]
 #[command(name = "oms-runtime", version, args_conflicts_with_subcommands = true)]
 pub struct Cli {
@@ -26,7 +27,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Serve the API (the default).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Create an API key: add its hash to a keys file and print the key once.
     Keygen(KeygenArgs),
 }
@@ -58,9 +59,153 @@ pub enum LogFormat {
     Json,
 }
 
+/// Which part of the system a process runs.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Every role in one process (the only role of single-node mode).
+    All,
+    /// The HTTP API: validates, journals to Kafka, answers from MongoDB.
+    Ingest,
+    /// Applies the commands of its shard's partitions to the books; writes events.
+    Processor,
+    /// Folds events into the MongoDB read projection.
+    Projector,
+}
+
+/// Kafka (distributed mode).
+#[derive(Args, Debug, Clone)]
+pub struct KafkaArgs {
+    /// Kafka bootstrap servers; setting it selects distributed mode.
+    #[arg(long = "kafka-bootstrap", env = "OMS_KAFKA_BOOTSTRAP")]
+    pub bootstrap: Option<String>,
+    /// Prefix of the topics (<prefix>.commands, <prefix>.events), consumer groups and
+    /// transactional ids: one per order system.
+    #[arg(
+        long = "kafka-topic-prefix",
+        env = "OMS_KAFKA_TOPIC_PREFIX",
+        default_value = "oms"
+    )]
+    pub topic_prefix: String,
+    /// Extra client properties as key=value, comma separated (security.protocol, sasl.*, ssl.*).
+    #[arg(
+        long = "kafka-property",
+        env = "OMS_KAFKA_PROPERTIES",
+        value_delimiter = ','
+    )]
+    pub properties: Vec<String>,
+    /// Create the topics if missing (development; in Kubernetes the operator creates them).
+    #[arg(long = "kafka-create-topics", env = "OMS_KAFKA_CREATE_TOPICS")]
+    pub create_topics: bool,
+    /// Partitions of topics created with --kafka-create-topics.
+    #[arg(
+        long = "kafka-partitions",
+        env = "OMS_KAFKA_PARTITIONS",
+        default_value_t = 12
+    )]
+    pub partitions: u32,
+    /// Replication factor of topics created with --kafka-create-topics.
+    #[arg(
+        long = "kafka-replication-factor",
+        env = "OMS_KAFKA_REPLICATION_FACTOR",
+        default_value_t = 1
+    )]
+    pub replication_factor: u32,
+}
+
+impl KafkaArgs {
+    /// The properties as pairs; `key=value` is required.
+    pub fn property_pairs(&self) -> Result<Vec<(String, String)>, String> {
+        self.properties
+            .iter()
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                p.split_once('=')
+                    .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                    .ok_or_else(|| format!("--kafka-property {p:?} is not key=value"))
+            })
+            .collect()
+    }
+}
+
+/// Redis (distributed mode): idempotency keys and published depth.
+#[derive(Args, Debug, Clone)]
+pub struct RedisArgs {
+    /// redis://[user:password@]host:port[/db], or rediss:// for TLS.
+    #[arg(id = "redis_url", long = "redis-url", env = "OMS_REDIS_URL")]
+    pub url: Option<String>,
+    /// Redis AUTH password, if not in the URL.
+    #[arg(
+        id = "redis_password",
+        long = "redis-password",
+        env = "OMS_REDIS_PASSWORD",
+        hide_env_values = true
+    )]
+    pub password: Option<String>,
+}
+
+/// MongoDB or DocumentDB (distributed mode): the read projection and processor snapshots.
+#[derive(Args, Debug, Clone)]
+pub struct MongoArgs {
+    /// Connection string; use retryWrites=false for DocumentDB.
+    #[arg(
+        id = "mongo_url",
+        long = "mongo-url",
+        env = "OMS_MONGO_URL",
+        hide_env_values = true
+    )]
+    pub url: Option<String>,
+    /// Database name.
+    #[arg(
+        id = "mongo_database",
+        long = "mongo-database",
+        env = "OMS_MONGO_DATABASE",
+        default_value = "oms"
+    )]
+    pub database: String,
+}
+
+/// Which partitions a processor owns: partition p belongs to shard p mod shards.
+#[derive(Args, Debug, Clone)]
+pub struct ShardArgs {
+    /// This processor's shard; default: the number at the end of the host name (the
+    /// StatefulSet ordinal), else 0.
+    #[arg(long, env = "OMS_SHARD")]
+    pub shard: Option<u32>,
+    /// Number of processor shards (1 to the partition count).
+    #[arg(long, env = "OMS_SHARDS", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub shards: u32,
+}
+
+impl ShardArgs {
+    /// The shard, from the flag or the host name.
+    pub fn shard(&self) -> u32 {
+        self.shard.unwrap_or_else(|| {
+            std::env::var("HOSTNAME")
+                .ok()
+                .and_then(|host| host.rsplit('-').next()?.parse().ok())
+                .unwrap_or(0)
+        })
+    }
+}
+
 /// `serve` options.
 #[derive(Args, Debug, Clone)]
 pub struct ServeArgs {
+    /// What this process runs.
+    #[arg(long, env = "OMS_ROLE", value_enum, default_value_t = Role::All)]
+    pub role: Role,
+    /// Kafka.
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// Redis.
+    #[command(flatten)]
+    pub redis: RedisArgs,
+    /// MongoDB.
+    #[command(flatten)]
+    pub mongo: MongoArgs,
+    /// Processor sharding.
+    #[command(flatten)]
+    pub sharding: ShardArgs,
     /// Address of the order API.
     #[arg(long, env = "OMS_API_ADDR", default_value = "127.0.0.1:8080")]
     pub api_addr: SocketAddr,

@@ -7,6 +7,7 @@ pub mod admin;
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod distributed;
 pub mod ids;
 pub mod metrics;
 pub mod processing;
@@ -148,15 +149,20 @@ impl Runtime {
             journal,
             idempotency: Arc::new(store.clone()),
             orders: orders.clone(),
-            books: pipeline.books.clone(),
-            waiters: pipeline.waiters.clone(),
+            depth: pipeline.books.clone(),
+            waiters: Some(pipeline.waiters.clone()),
             ids: Arc::new(ids::OrderIds::new(config.node_id, floor)),
             metrics: metrics.clone(),
             settings: config.settings,
         };
         let admin = admin::AdminState {
             metrics,
-            store: orders,
+            checks: vec![(
+                "store",
+                admin::probe(orders, |orders: Arc<dyn store::OrderStore>| {
+                    Box::pin(async move { orders.ping().await })
+                }),
+            )],
             draining: Arc::new(AtomicBool::new(false)),
         };
         let sweeping = store.clone();
@@ -211,69 +217,124 @@ fn api_keys(args: &ServeArgs) -> anyhow::Result<auth::ApiKeys> {
     Ok(auth::ApiKeys::load(&path)?)
 }
 
-/// Runs the single-node OMS until SIGTERM or Ctrl-C.
+/// Runs the OMS until SIGTERM or Ctrl-C: single-node without Kafka, else the roles chosen.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    if args.kafka.bootstrap.is_some() {
+        return distributed::serve(args).await;
+    }
+    anyhow::ensure!(
+        args.role == config::Role::All,
+        "--role {:?} needs --kafka-bootstrap: single-node mode runs every role in one process",
+        args.role
+    );
+    anyhow::ensure!(
+        args.redis.url.is_none() && args.mongo.url.is_none(),
+        "--redis-url and --mongo-url need --kafka-bootstrap (single-node mode uses its embedded store)"
+    );
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("cannot create data directory {}", args.data_dir.display()))?;
-    let specs = match &args.instruments_file {
-        Some(path) => load_instruments(path)?,
-        None => default_instruments(),
-    };
     let limits = args.risk.limits();
     let keys = api_keys(&args)?;
     let runtime = Runtime::start(RuntimeConfig {
         database: args.data_dir.join("oms.redb"),
-        markets: markets(specs, &limits)?,
+        markets: markets(instrument_specs(&args)?, &limits)?,
         limits,
         keys,
         idempotency_ttl: args.idempotency_ttl,
-        settings: Settings {
-            max_wait: args.max_wait,
-            dependency_timeout: args.dependency_timeout,
-        },
+        settings: settings(&args),
         snapshot_every: args.snapshot_every,
         node_id: args.node_id,
     })
     .await?;
-    let api = tokio::net::TcpListener::bind(args.api_addr)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.api_addr))?;
-    let admin = tokio::net::TcpListener::bind(args.admin_addr)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.admin_addr))?;
     tracing::info!(
-        api = %api.local_addr()?,
-        admin = %admin.local_addr()?,
         instruments = runtime.app.markets.len(),
         journal_head = runtime.store.head(),
-        "oms-runtime serving (single-node)"
+        "oms-runtime starting (single-node)"
     );
-    let draining = runtime.admin.draining.clone();
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let admin_server = {
-        let mut stop = stop_rx.clone();
-        let router = admin::router(runtime.admin.clone());
-        tokio::spawn(async move {
-            axum::serve(admin, router)
-                .with_graceful_shutdown(async move {
-                    let _ = stop.wait_for(|stop| *stop).await;
-                })
-                .await
-        })
+    let servers = Servers {
+        api: Some((args.api_addr, api::router(runtime.app.clone()))),
+        admin: (args.admin_addr, admin::router(runtime.admin.clone())),
+        draining: runtime.admin.draining.clone(),
     };
-    axum::serve(api, api::router(runtime.app.clone()))
-        .with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            tracing::info!("shutting down: finishing in-flight requests");
-            draining.store(true, Ordering::Relaxed);
-        })
-        .await
-        .context("API server failed")?;
-    let _ = stop_tx.send(true);
-    let _ = admin_server.await;
+    servers.run().await?;
     runtime.stop().await;
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// The instruments: the file's, or the quick start's.
+pub fn instrument_specs(args: &ServeArgs) -> anyhow::Result<Vec<InstrumentSpec>> {
+    match &args.instruments_file {
+        Some(path) => load_instruments(path),
+        None => Ok(default_instruments()),
+    }
+}
+
+/// The API's limits from the flags.
+pub fn settings(args: &ServeArgs) -> Settings {
+    Settings {
+        max_wait: args.max_wait,
+        dependency_timeout: args.dependency_timeout,
+    }
+}
+
+/// The API (if this process serves it) and admin servers, with graceful shutdown.
+pub struct Servers {
+    /// Address and router of the API, for processes that serve it.
+    pub api: Option<(std::net::SocketAddr, axum::Router)>,
+    /// Address and router of the admin port.
+    pub admin: (std::net::SocketAddr, axum::Router),
+    /// Set when shutdown starts, so readiness fails first.
+    pub draining: Arc<AtomicBool>,
+}
+
+impl Servers {
+    /// Serves until SIGTERM or Ctrl-C, then finishes in-flight requests and returns.
+    pub async fn run(self) -> anyhow::Result<()> {
+        let admin = tokio::net::TcpListener::bind(self.admin.0)
+            .await
+            .with_context(|| format!("cannot listen on {}", self.admin.0))?;
+        let api = match &self.api {
+            Some((addr, _)) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr}"))?,
+            ),
+            None => None,
+        };
+        tracing::info!(
+            api = ?api.as_ref().and_then(|l| l.local_addr().ok()),
+            admin = %admin.local_addr()?,
+            "serving"
+        );
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let admin_server = {
+            let mut stop = stop_rx.clone();
+            tokio::spawn(async move {
+                axum::serve(admin, self.admin.1)
+                    .with_graceful_shutdown(async move {
+                        let _ = stop.wait_for(|stop| *stop).await;
+                    })
+                    .await
+            })
+        };
+        let draining = self.draining.clone();
+        let signalled = async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down: finishing in-flight requests");
+            draining.store(true, Ordering::Relaxed);
+        };
+        match (api, self.api) {
+            (Some(listener), Some((_, router))) => axum::serve(listener, router)
+                .with_graceful_shutdown(signalled)
+                .await
+                .context("API server failed")?,
+            _ => signalled.await,
+        }
+        let _ = stop_tx.send(true);
+        let _ = admin_server.await;
+        Ok(())
+    }
 }
 
 async fn shutdown_signal() {

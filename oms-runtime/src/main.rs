@@ -17,7 +17,7 @@ async fn main() -> anyhow::Result<()> {
             println!("{key}");
             return Ok(());
         }
-        Some(Command::Serve(args)) => args,
+        Some(Command::Serve(args)) => *args,
         None => cli.serve,
     };
     oms_runtime::init_tracing(args.log_format);

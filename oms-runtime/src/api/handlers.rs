@@ -451,15 +451,17 @@ pub async fn book(
             );
         }
     };
-    let (Some(handle), Some(instrument)) =
-        (app.books.get(symbol.as_str()), app.instrument(&symbol))
-    else {
+    let Some(instrument) = app.instrument(&symbol) else {
         return Err(ApiError::not_found(format!("unknown symbol {symbol:?}")));
     };
-    let depth = handle
-        .depth(levels)
-        .await
-        .ok_or_else(|| ApiError::unavailable("book", "book actor stopped"))?;
+    let depth = app
+        .guard("book depth", app.depth.depth(&symbol, levels))
+        .await?
+        .unwrap_or(oms_core::Depth {
+            seq: 0,
+            bids: Vec::new(),
+            asks: Vec::new(),
+        });
     let side = |levels: Vec<(oms_core::Price, oms_core::Quantity)>| {
         levels
             .into_iter()

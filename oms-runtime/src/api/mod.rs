@@ -9,7 +9,7 @@ pub mod write;
 use crate::auth::{ApiKeys, Principal};
 use crate::ids::OrderIds;
 use crate::metrics::{Metrics, RouteLabels};
-use crate::processing::{BookHandle, Waiters};
+use crate::processing::{DepthSource, Waiters};
 use crate::store::{IdempotencyStore, Journal, OrderStore};
 use axum::extract::{DefaultBodyLimit, FromRequestParts, MatchedPath, Request, State};
 use axum::http::header::AUTHORIZATION;
@@ -57,10 +57,11 @@ pub struct AppState {
     pub idempotency: Arc<dyn IdempotencyStore>,
     /// The read projection.
     pub orders: Arc<dyn OrderStore>,
-    /// Book actors, for depth.
-    pub books: Arc<BTreeMap<Symbol, BookHandle>>,
-    /// Requests waiting for processing.
-    pub waiters: Waiters,
+    /// Book depth.
+    pub depth: Arc<dyn DepthSource>,
+    /// In-process notification of processed commands (single-node mode); without it,
+    /// `Prefer: wait` polls the read projection.
+    pub waiters: Option<Waiters>,
     /// Order id generator.
     pub ids: Arc<OrderIds>,
     /// Metrics.

@@ -146,7 +146,14 @@ impl AppState {
             command,
             origin: origin.clone(),
         };
-        let waiter = wait.map(|_| self.waiters.register(&origin));
+        let waiter = wait
+            .and(self.waiters.as_ref())
+            .map(|waiters| waiters.register(&origin));
+        // Without in-process notification, waiting means watching the order's version move.
+        let version_before = match (wait, &waiter) {
+            (Some(_), None) => self.current_version(order_id).await,
+            _ => 0,
+        };
         let started = std::time::Instant::now();
         let task = tokio::spawn(append_and_store(
             self.journal.clone(),
@@ -156,7 +163,7 @@ impl AppState {
         let ack = match tokio::time::timeout(self.settings.dependency_timeout, task).await {
             Ok(Ok(Ok(ack))) => ack,
             failed => {
-                self.waiters.forget(&origin);
+                self.forget(&origin);
                 return Err(match failed {
                     Err(_) => self.unavailable("journal", "append timed out"),
                     Ok(Err(join)) => ApiError::internal(join),
@@ -169,11 +176,15 @@ impl AppState {
             .ingest
             .append_seconds
             .observe(started.elapsed().as_secs_f64());
-        let (Some(wait), Some(waiter)) = (wait, waiter) else {
+        let Some(wait) = wait else {
             return Ok(stored(&ack, false));
         };
-        if tokio::time::timeout(wait, waiter).await.is_err() {
-            self.waiters.forget(&origin);
+        let processed = match waiter {
+            Some(waiter) => tokio::time::timeout(wait, waiter).await.is_ok(),
+            None => self.poll_version(order_id, version_before, wait).await,
+        };
+        if !processed {
+            self.forget(&origin);
             return Ok(stored(&ack, false));
         }
         let Some(state) = self.orders.order(order_id).await.ok().flatten() else {
@@ -202,6 +213,33 @@ impl AppState {
                 .unwrap_or(HeaderValue::from_static("wait")),
         );
         Ok(out)
+    }
+
+    fn forget(&self, origin: &Origin) {
+        if let Some(waiters) = &self.waiters {
+            waiters.forget(origin);
+        }
+    }
+
+    async fn current_version(&self, order_id: OrderId) -> u64 {
+        match self.orders.order(order_id).await {
+            Ok(state) => state.map_or(0, |state| state.version),
+            Err(_) => u64::MAX, // the projection is down: waiting would not see anything
+        }
+    }
+
+    /// Polls the projection until the order's version moves past `before`, for at most `wait`.
+    async fn poll_version(&self, order_id: OrderId, before: u64, wait: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + wait;
+        while before != u64::MAX && tokio::time::Instant::now() < deadline {
+            if let Ok(Some(state)) = self.orders.order(order_id).await
+                && state.version > before
+            {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        false
     }
 
     /// Awaits a dependency within the configured timeout; a failure or timeout is a 503.

@@ -1,1 +1,594 @@
-//! Kafka roles (next).
+//! The processor and projector roles on Kafka.
+//!
+//! # Processor: exactly once per partition
+//! A shard `k` of `N` owns every commands partition `p` with `p mod N == k` (static assignment,
+//! no consumer-group rebalancing). Each owned partition has its own books (the instruments whose
+//! symbol hashes to it), its own snapshot, and its own transactional producer whose
+//! `transactional.id` names the partition. A batch of commands is applied and its events are
+//! produced to the same partition of `<prefix>.events` in one Kafka transaction together with
+//! the consumed offsets, so after any crash the events and the offsets agree: nothing lost,
+//! nothing twice. Because the transactional id follows the partition, not the shard, a new owner
+//! fences the old one even when the shard count changes.
+//!
+//! # Recovery
+//! A partition starts from its latest snapshot (MongoDB) and silently replays the commands
+//! between the snapshot and the committed offset (their events are already in the events topic),
+//! then processes from the committed offset on. Snapshots are saved after the commit of the
+//! transaction they include, so a snapshot never runs ahead of the committed offsets.
+//!
+//! # Projector
+//! A consumer group on `<prefix>.events` (read committed) folds the events into the MongoDB
+//! projection, writing before committing its offsets; writes are idempotent, so a redelivery
+//! after a crash or a rebalance is harmless. While MongoDB is down it retries and the lag
+//! grows; it catches up when MongoDB returns.
+//!
+//! # Known limitation
+//! The committed offsets of the processor group are the record of progress; the broker's
+//! `offsets.retention.minutes` must be longer than any pause of a processor.
+
+use super::{Processed, Projection, unroutable};
+use crate::metrics::Metrics;
+use crate::store::kafka::{KafkaConfig, partition_of, partitions};
+use crate::store::mongo::{MongoStore, PartitionSnapshot};
+use crate::store::redis::RedisStore;
+use crate::store::{Ack, JournalEntry, LogPosition, OrderStore, StoreError};
+use anyhow::{Context, bail};
+use oms_core::{Book, EventRecord, Instrument, RiskLimits, Symbol};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use tokio::runtime::Handle;
+
+/// Most commands in one transaction.
+const BATCH: usize = 500;
+/// How long a transaction may stay open on the broker.
+const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What a processor needs.
+pub struct ProcessorConfig {
+    /// The cluster and topics.
+    pub kafka: KafkaConfig,
+    /// This shard.
+    pub shard: u32,
+    /// How many shards there are.
+    pub shards: u32,
+    /// Commands per partition between snapshots.
+    pub snapshot_every: u64,
+    /// Configured instruments.
+    pub instruments: Vec<Instrument>,
+    /// Risk limits.
+    pub limits: RiskLimits,
+    /// Snapshots.
+    pub mongo: MongoStore,
+    /// Depth for the API, and the idempotency record of each applied command (see
+    /// [`crate::store::redis`]).
+    pub redis: RedisStore,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+fn decode<T: for<'de> serde::Deserialize<'de>>(payload: Option<&[u8]>) -> anyhow::Result<T> {
+    Ok(postcard::from_bytes(payload.unwrap_or_default())?)
+}
+
+/// One owned partition: its books and its transactional producer.
+struct PartitionWorker {
+    partition: u32,
+    books: BTreeMap<Symbol, Book>,
+    producer: ThreadedProducer<DefaultProducerContext>,
+    /// The next command offset to apply.
+    next: u64,
+    since_snapshot: u64,
+}
+
+impl PartitionWorker {
+    /// Books for the instruments of `partition`, from the snapshot if there is one.
+    fn books(
+        config: &ProcessorConfig,
+        partition: u32,
+        partitions: u32,
+        snapshot: Option<PartitionSnapshot>,
+    ) -> anyhow::Result<(BTreeMap<Symbol, Book>, Option<u64>)> {
+        let mut books = BTreeMap::new();
+        for instrument in &config.instruments {
+            if partition_of(instrument.symbol(), partitions) == partition {
+                let book = Book::new(instrument.clone(), &config.limits)?;
+                books.insert(instrument.symbol().clone(), book);
+            }
+        }
+        let Some(snapshot) = snapshot else {
+            return Ok((books, None));
+        };
+        for book in snapshot.books {
+            let Some(existing) = books.get(&book.symbol) else {
+                tracing::warn!(symbol = %book.symbol, "snapshot of an instrument no longer configured; dropped");
+                continue;
+            };
+            let instrument = existing.instrument().clone();
+            let symbol = book.symbol.clone();
+            let restored = Book::restore(instrument, &config.limits, book)
+                .with_context(|| format!("restoring {symbol}"))?;
+            books.insert(symbol, restored);
+        }
+        Ok((books, Some(snapshot.offset)))
+    }
+
+    /// Restores the partition: snapshot, silent replay up to the committed offset, and a
+    /// producer that has fenced any older one with the same transactional id.
+    fn recover(
+        config: &ProcessorConfig,
+        handle: &Handle,
+        consumer: &BaseConsumer,
+        partition: u32,
+        partitions: u32,
+    ) -> anyhow::Result<PartitionWorker> {
+        let kafka = &config.kafka;
+        let producer: ThreadedProducer<DefaultProducerContext> = kafka
+            .client()
+            .set(
+                "transactional.id",
+                format!("{}.processor.{partition}", kafka.prefix),
+            )
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "2")
+            .set("compression.type", "lz4")
+            .set(
+                "transaction.timeout.ms",
+                TRANSACTION_TIMEOUT.as_millis().to_string(),
+            )
+            .create()?;
+        // Fences a zombie owner of this partition and aborts its open transaction, before the
+        // committed offsets are read.
+        producer.init_transactions(kafka.timeout * 5)?;
+
+        let snapshot = handle.block_on(config.mongo.partition_snapshot(partition))?;
+        let (mut books, snapshot_offset) = Self::books(config, partition, partitions, snapshot)?;
+        let mut wanted = TopicPartitionList::new();
+        wanted.add_partition(&kafka.commands(), partition as i32);
+        let committed = consumer.committed_offsets(wanted, kafka.timeout * 5)?;
+        let committed = match committed.elements().first().map(|e| e.offset()) {
+            Some(Offset::Offset(offset)) if offset >= 0 => offset as u64,
+            _ => 0,
+        };
+        let start = snapshot_offset.map_or(0, |offset| offset + 1);
+        if start > committed {
+            // Offsets of the group expired while the snapshot survived: the snapshot is the
+            // better record of progress.
+            tracing::warn!(
+                partition,
+                start,
+                committed,
+                "committed offset behind the snapshot; resuming after the snapshot"
+            );
+        }
+        if start < committed {
+            replay(config, partition, &mut books, start, committed)?;
+        }
+        let next = start.max(committed);
+        tracing::info!(partition, next, books = books.len(), snapshot = ?snapshot_offset, "partition recovered");
+        Ok(PartitionWorker {
+            partition,
+            books,
+            producer,
+            next,
+            since_snapshot: 0,
+        })
+    }
+
+    /// Applies a batch of commands in one transaction. On error the transaction is aborted and
+    /// the caller must recover the partition (its books may be ahead of what was committed).
+    fn process(
+        &mut self,
+        config: &ProcessorConfig,
+        handle: &Handle,
+        consumer: &BaseConsumer,
+        messages: &[&BorrowedMessage<'_>],
+    ) -> anyhow::Result<()> {
+        let kafka = &config.kafka;
+        let events_topic = kafka.events();
+        let mut acks = Vec::with_capacity(messages.len());
+        let mut touched = Vec::new();
+        self.producer.begin_transaction()?;
+        let result = (|| -> anyhow::Result<u64> {
+            let mut last = self.next;
+            for message in messages {
+                let offset = message.offset() as u64;
+                last = offset;
+                let entry: JournalEntry = match decode(message.payload()) {
+                    Ok(entry) => entry,
+                    Err(error) => {
+                        tracing::error!(partition = self.partition, offset, %error, "undecodable command skipped");
+                        continue;
+                    }
+                };
+                let position = LogPosition {
+                    partition: self.partition,
+                    offset,
+                };
+                let symbol = entry.command.action.symbol().clone();
+                let mut records: Vec<EventRecord> = Vec::new();
+                match self.books.get_mut(&symbol) {
+                    Some(book) => {
+                        book.apply(&entry.command, &mut records);
+                        touched.push(symbol.clone());
+                    }
+                    None => records = unroutable(&entry),
+                }
+                config.metrics.processing.commands.inc();
+                config
+                    .metrics
+                    .processing
+                    .events
+                    .inc_by(records.len() as u64);
+                acks.push((entry.origin.clone(), Ack::new(&entry, position).response()));
+                let processed = Processed {
+                    position,
+                    origin: entry.origin,
+                    records,
+                };
+                let payload = postcard::to_allocvec(&processed)?;
+                let mut record = BaseRecord::to(&events_topic)
+                    .partition(self.partition as i32)
+                    .key(symbol.as_str())
+                    .payload(&payload);
+                // A full local queue only means "wait for the broker": retry until it drains.
+                loop {
+                    match self.producer.send(record) {
+                        Ok(()) => break,
+                        Err((error, returned)) => {
+                            if !matches!(
+                                error.rdkafka_error_code(),
+                                Some(rdkafka::types::RDKafkaErrorCode::QueueFull)
+                            ) {
+                                return Err(error.into());
+                            }
+                            record = returned;
+                            std::thread::sleep(Duration::from_millis(1));
+                        }
+                    }
+                }
+            }
+            let mut offsets = TopicPartitionList::new();
+            offsets.add_partition_offset(
+                &kafka.commands(),
+                self.partition as i32,
+                Offset::Offset(last as i64 + 1),
+            )?;
+            let group = consumer
+                .group_metadata()
+                .context("processor consumer has no group metadata")?;
+            self.producer
+                .send_offsets_to_transaction(&offsets, &group, kafka.timeout * 5)?;
+            self.producer.commit_transaction(kafka.timeout * 5)?;
+            Ok(last)
+        })();
+        let last = match result {
+            Ok(last) => last,
+            Err(error) => {
+                if let Err(abort) = self.producer.abort_transaction(kafka.timeout * 5) {
+                    tracing::error!(%abort, "abort failed");
+                }
+                return Err(error);
+            }
+        };
+        self.next = last + 1;
+        self.since_snapshot += messages.len() as u64;
+        touched.sort();
+        touched.dedup();
+        handle.block_on(self.after_commit(config, acks, &touched, last));
+        Ok(())
+    }
+
+    /// Work that follows a committed batch and may fail without harm: idempotency records,
+    /// depth for the API, the snapshot.
+    async fn after_commit(
+        &mut self,
+        config: &ProcessorConfig,
+        acks: Vec<(crate::store::Origin, crate::store::StoredResponse)>,
+        touched: &[Symbol],
+        last: u64,
+    ) {
+        let redis = &config.redis;
+        let completions = acks
+            .iter()
+            .map(|(origin, response)| redis.complete_if_absent(origin, response));
+        for result in futures::future::join_all(completions).await {
+            if let Err(error) = result {
+                tracing::warn!(%error, "could not record an applied command's idempotency key");
+                break;
+            }
+        }
+        for symbol in touched {
+            if let Some(book) = self.books.get(symbol)
+                && let Err(error) = redis.publish_depth(symbol, &book.depth(100)).await
+            {
+                tracing::warn!(%error, "could not publish depth");
+                break;
+            }
+        }
+        if self.since_snapshot >= config.snapshot_every {
+            let snapshot = PartitionSnapshot {
+                offset: last,
+                books: self.books.values().map(Book::snapshot).collect(),
+            };
+            match config
+                .mongo
+                .save_partition_snapshot(self.partition, &snapshot)
+                .await
+            {
+                Ok(()) => self.since_snapshot = 0,
+                Err(error) => {
+                    tracing::warn!(partition = self.partition, %error, "snapshot not saved; will retry")
+                }
+            }
+        }
+    }
+}
+
+/// Applies commands `[from, to)` of a partition to its books and drops the events: they are
+/// in the events topic already.
+fn replay(
+    config: &ProcessorConfig,
+    partition: u32,
+    books: &mut BTreeMap<Symbol, Book>,
+    from: u64,
+    to: u64,
+) -> anyhow::Result<()> {
+    let kafka = &config.kafka;
+    let reader: BaseConsumer = kafka
+        .client()
+        .set("group.id", format!("{}.processor-replay", kafka.prefix))
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let mut assignment = TopicPartitionList::new();
+    assignment.add_partition_offset(
+        &kafka.commands(),
+        partition as i32,
+        Offset::Offset(from as i64),
+    )?;
+    reader.assign(&assignment)?;
+    let started = Instant::now();
+    let mut next = from;
+    let mut events = Vec::new();
+    while next < to {
+        let Some(message) = reader.poll(kafka.timeout) else {
+            if started.elapsed() > kafka.timeout * 30 {
+                bail!("replay of partition {partition} stalled at offset {next} (target {to})");
+            }
+            continue;
+        };
+        let message = message?;
+        let offset = message.offset() as u64;
+        if offset >= to {
+            break;
+        }
+        next = offset + 1;
+        let entry: JournalEntry = match decode(message.payload()) {
+            Ok(entry) => entry,
+            Err(_) => continue,
+        };
+        if let Some(book) = books.get_mut(entry.command.action.symbol()) {
+            events.clear();
+            book.apply(&entry.command, &mut events);
+        }
+    }
+    tracing::info!(partition, from, to, "replayed commands after the snapshot");
+    Ok(())
+}
+
+/// Runs processor shard `config.shard` until `stop` is set. Blocking: run it on its own thread.
+pub fn run_processor(
+    config: &ProcessorConfig,
+    handle: &Handle,
+    stop: &AtomicBool,
+) -> anyhow::Result<()> {
+    let kafka = &config.kafka;
+    let commands = kafka.commands();
+    let count = handle.block_on(partitions(kafka, &commands))?;
+    let owned: Vec<u32> = (0..count)
+        .filter(|p| p % config.shards == config.shard)
+        .collect();
+    tracing::info!(
+        shard = config.shard,
+        shards = config.shards,
+        ?owned,
+        "processor starting"
+    );
+    let consumer: BaseConsumer = kafka
+        .client()
+        .set("group.id", format!("{}.processor", kafka.prefix))
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed")
+        .set("fetch.wait.max.ms", "5")
+        .create()?;
+    let mut workers = BTreeMap::new();
+    for &partition in &owned {
+        let worker = PartitionWorker::recover(config, handle, &consumer, partition, count)?;
+        workers.insert(partition, worker);
+    }
+    let assign = |workers: &BTreeMap<u32, PartitionWorker>| -> anyhow::Result<()> {
+        let mut assignment = TopicPartitionList::new();
+        for worker in workers.values() {
+            assignment.add_partition_offset(
+                &commands,
+                worker.partition as i32,
+                Offset::Offset(worker.next as i64),
+            )?;
+        }
+        consumer.assign(&assignment)?;
+        Ok(())
+    };
+    assign(&workers)?;
+    while !stop.load(Ordering::Relaxed) {
+        let mut batches: BTreeMap<u32, Vec<BorrowedMessage<'_>>> = BTreeMap::new();
+        let mut wait = Duration::from_millis(100);
+        let mut taken = 0;
+        while taken < BATCH {
+            match consumer.poll(wait) {
+                Some(Ok(message)) => {
+                    batches
+                        .entry(message.partition() as u32)
+                        .or_default()
+                        .push(message);
+                    taken += 1;
+                    wait = Duration::ZERO;
+                }
+                Some(Err(error)) => {
+                    tracing::warn!(%error, "processor consumer error");
+                    break;
+                }
+                None => break,
+            }
+        }
+        let mut failed = false;
+        for (partition, messages) in &batches {
+            let Some(worker) = workers.get_mut(partition) else {
+                continue;
+            };
+            // Messages the worker already applied (a re-seek after a failure) are skipped.
+            let fresh: Vec<&BorrowedMessage<'_>> = messages
+                .iter()
+                .filter(|m| m.offset() as u64 >= worker.next)
+                .collect();
+            if fresh.is_empty() {
+                continue;
+            }
+            if let Err(error) = worker.process(config, handle, &consumer, &fresh) {
+                tracing::error!(partition, %error, "transaction failed; recovering the partition");
+                config.metrics.processing.errors.inc();
+                failed = true;
+            }
+        }
+        drop(batches);
+        if failed {
+            std::thread::sleep(Duration::from_millis(500));
+            for partition in owned.iter().copied() {
+                match PartitionWorker::recover(config, handle, &consumer, partition, count) {
+                    Ok(worker) => {
+                        workers.insert(partition, worker);
+                    }
+                    Err(error) => {
+                        tracing::error!(partition, %error, "recovery failed; retrying");
+                        workers.remove(&partition);
+                    }
+                }
+            }
+            if workers.len() < owned.len() {
+                std::thread::sleep(Duration::from_secs(1));
+                continue;
+            }
+            assign(&workers)?;
+        }
+    }
+    tracing::info!(shard = config.shard, "processor stopped");
+    Ok(())
+}
+
+/// Notes rebalances, so the projector drops cached states of partitions that may have moved.
+struct RebalanceContext {
+    moved: Arc<AtomicBool>,
+}
+
+impl ClientContext for RebalanceContext {}
+
+impl ConsumerContext for RebalanceContext {
+    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, _rebalance: &Rebalance<'_>) {
+        self.moved.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Runs the projector until `stop` resolves.
+pub async fn run_projector(
+    kafka: KafkaConfig,
+    store: Arc<dyn OrderStore>,
+    metrics: Arc<Metrics>,
+    stop: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let moved = Arc::new(AtomicBool::new(false));
+    let consumer: StreamConsumer<RebalanceContext> = kafka
+        .client()
+        .set("group.id", format!("{}.projector", kafka.prefix))
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed")
+        .set("fetch.wait.max.ms", "5")
+        .create_with_context(RebalanceContext {
+            moved: moved.clone(),
+        })?;
+    consumer.subscribe(&[&kafka.events()])?;
+    let mut projection = Projection::new(store.clone());
+    tokio::pin!(stop);
+    loop {
+        let first = tokio::select! {
+            _ = &mut stop => break,
+            message = consumer.recv() => message,
+        };
+        let mut messages = vec![first];
+        while messages.len() < BATCH {
+            match tokio::time::timeout(Duration::from_millis(2), consumer.recv()).await {
+                Ok(message) => messages.push(message),
+                Err(_) => break,
+            }
+        }
+        if moved.swap(false, Ordering::Relaxed) {
+            projection = Projection::new(store.clone());
+        }
+        let mut offsets = TopicPartitionList::new();
+        for message in messages {
+            let message = match message {
+                Ok(message) => message,
+                Err(error) => {
+                    tracing::warn!(%error, "projector consumer error");
+                    continue;
+                }
+            };
+            match decode::<Processed>(message.payload()) {
+                Ok(processed) => {
+                    while let Err(error) = projection.fold(&processed.records).await {
+                        retry_pause(&metrics, "projection read", &error).await;
+                    }
+                }
+                Err(error) => {
+                    tracing::error!(%error, offset = message.offset(), "undecodable event message skipped")
+                }
+            }
+            offsets.add_partition_offset(
+                message.topic(),
+                message.partition(),
+                Offset::Offset(message.offset() + 1),
+            )?;
+        }
+        let batch = projection.take_batch();
+        metrics
+            .processing
+            .projected_orders
+            .inc_by(batch.orders.len() as u64);
+        let started = Instant::now();
+        while let Err(error) = store.apply(batch.clone()).await {
+            retry_pause(&metrics, "projection write", &error).await;
+        }
+        metrics
+            .processing
+            .projection_seconds
+            .observe(started.elapsed().as_secs_f64());
+        if let Err(error) = consumer.commit(&offsets, CommitMode::Async) {
+            tracing::warn!(%error, "projector offset commit failed; events will be folded again");
+        }
+    }
+    Ok(())
+}
+
+async fn retry_pause(metrics: &Metrics, what: &str, error: &StoreError) {
+    tracing::warn!(%error, "{what} failed; retrying");
+    metrics.processing.errors.inc();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+}

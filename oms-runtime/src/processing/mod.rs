@@ -12,9 +12,45 @@ mod projection;
 pub use local::{BookHandle, Pipeline, Waiters};
 pub use projection::Projection;
 
-use crate::store::{JournalEntry, LogPosition, Origin};
-use oms_core::{Action, Event, EventRecord, Reject, RejectReason};
+use crate::store::redis::RedisStore;
+use crate::store::{JournalEntry, LogPosition, Origin, StoreError};
+use async_trait::async_trait;
+use oms_core::{Action, Depth, Event, EventRecord, Reject, RejectReason, Symbol};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Where the API gets book depth: the local book actors, or what processors publish.
+#[async_trait]
+pub trait DepthSource: Send + Sync + 'static {
+    /// The best `levels` levels of `symbol`'s book; `None` if nothing is known of it.
+    async fn depth(&self, symbol: &str, levels: usize) -> Result<Option<Depth>, StoreError>;
+}
+
+#[async_trait]
+impl DepthSource for BTreeMap<Symbol, BookHandle> {
+    async fn depth(&self, symbol: &str, levels: usize) -> Result<Option<Depth>, StoreError> {
+        match self.get(symbol) {
+            Some(handle) => handle
+                .depth(levels)
+                .await
+                .map(Some)
+                .ok_or(StoreError::Closed),
+            None => Ok(None),
+        }
+    }
+}
+
+#[async_trait]
+impl DepthSource for RedisStore {
+    async fn depth(&self, symbol: &str, levels: usize) -> Result<Option<Depth>, StoreError> {
+        let depth = RedisStore::depth(self, symbol).await?;
+        Ok(depth.map(|mut depth| {
+            depth.bids.truncate(levels);
+            depth.asks.truncate(levels);
+            depth
+        }))
+    }
+}
 
 /// One applied command: where it was in the command log, who sent it, what was decided. The
 /// payload of the events topic.

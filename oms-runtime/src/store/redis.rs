@@ -1,4 +1,5 @@
-//! Idempotency keys in Redis (ElastiCache in production).
+//! Idempotency keys in Redis (ElastiCache in production), and the book depth the processors
+//! publish for the API.
 //!
 //! One Redis key per idempotency key, `<prefix>:idem:{<principal>/<key>}`: the braces are a
 //! Redis Cluster hash tag, so everything about one key stays in one slot. Its value is
@@ -71,9 +72,9 @@ pub struct RedisConfig {
     pub timeout: Duration,
 }
 
-/// The Redis idempotency store.
+/// The Redis store: idempotency keys and published book depth.
 #[derive(Clone)]
-pub struct RedisIdempotency {
+pub struct RedisStore {
     connection: ConnectionManager,
     prefix: String,
     ttl: Duration,
@@ -87,9 +88,9 @@ fn error(error: redis::RedisError) -> StoreError {
     StoreError::Database(format!("redis: {error}"))
 }
 
-impl RedisIdempotency {
+impl RedisStore {
     /// Connects (bounded by the timeout).
-    pub async fn connect(config: RedisConfig) -> Result<RedisIdempotency> {
+    pub async fn connect(config: RedisConfig) -> Result<RedisStore> {
         let mut info = config.url.as_str().into_connection_info().map_err(error)?;
         if let Some(password) = &config.password {
             let settings = info.redis_settings().clone().set_password(password);
@@ -107,7 +108,7 @@ impl RedisIdempotency {
         .await
         .map_err(|_| StoreError::Database("redis: connect timed out".into()))?
         .map_err(error)?;
-        Ok(RedisIdempotency {
+        Ok(RedisStore {
             connection,
             prefix: config.prefix,
             ttl: config.ttl,
@@ -151,6 +152,52 @@ impl RedisIdempotency {
         Ok(())
     }
 
+    fn depth_key(&self, symbol: &str) -> String {
+        format!("{}:depth:{{{symbol}}}", self.prefix)
+    }
+
+    /// Publishes a book's depth (the processor does, after each committed batch).
+    pub async fn publish_depth(&self, symbol: &str, depth: &oms_core::Depth) -> Result<()> {
+        let mut connection = self.connection.clone();
+        let json = serde_json::to_string(depth).unwrap_or_default();
+        let _: () = redis::cmd("SET")
+            .arg(self.depth_key(symbol))
+            .arg(json)
+            .query_async(&mut connection)
+            .await
+            .map_err(error)?;
+        Ok(())
+    }
+
+    /// The last depth published for a book.
+    pub async fn depth(&self, symbol: &str) -> Result<Option<oms_core::Depth>> {
+        let mut connection = self.connection.clone();
+        let json: Option<String> = redis::cmd("GET")
+            .arg(self.depth_key(symbol))
+            .query_async(&mut connection)
+            .await
+            .map_err(error)?;
+        json.map(|json| {
+            serde_json::from_str(&json).map_err(|e| StoreError::Corrupt {
+                table: "redis depth",
+                message: e.to_string(),
+            })
+        })
+        .transpose()
+    }
+
+    /// A node id for order ids (0 to 1023) that no other process started recently holds: a
+    /// shared counter, so up to 1024 ingest processes started in a row get distinct ids.
+    pub async fn next_node_id(&self) -> Result<u16> {
+        let mut connection = self.connection.clone();
+        let n: u64 = redis::cmd("INCR")
+            .arg(format!("{}:node-ids", self.prefix))
+            .query_async(&mut connection)
+            .await
+            .map_err(error)?;
+        Ok((n % 1024) as u16)
+    }
+
     /// Whether Redis answers.
     pub async fn ping(&self) -> Result<()> {
         let mut connection = self.connection.clone();
@@ -163,7 +210,7 @@ impl RedisIdempotency {
 }
 
 #[async_trait]
-impl IdempotencyStore for RedisIdempotency {
+impl IdempotencyStore for RedisStore {
     async fn reserve(&self, origin: &Origin) -> Result<Reservation> {
         let mut connection = self.connection.clone();
         let answer: Vec<String> = self
