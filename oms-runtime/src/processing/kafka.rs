@@ -174,6 +174,13 @@ impl PartitionWorker {
         }
         let next = start.max(committed);
         tracing::info!(partition, next, books = books.len(), snapshot = ?snapshot_offset, "partition recovered");
+        for (symbol, book) in &books {
+            if let Err(error) =
+                handle.block_on(config.redis.publish_depth(symbol, &book.depth(100)))
+            {
+                tracing::warn!(%error, "could not publish depth");
+            }
+        }
         Ok(PartitionWorker {
             partition,
             books,

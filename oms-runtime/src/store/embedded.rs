@@ -47,7 +47,9 @@ const IDEMPOTENCY_EXPIRY: TableDefinition<(u64, &str), ()> =
 const ORDERS: TableDefinition<u64, &[u8]> = TableDefinition::new("orders");
 const ACCOUNT_ORDERS: TableDefinition<(&str, u64), ()> = TableDefinition::new("account_orders");
 const OPEN_ORDERS: TableDefinition<(&str, u64), ()> = TableDefinition::new("open_orders");
-const CLIENT_IDS: TableDefinition<(&str, &str), u64> = TableDefinition::new("open_client_ids");
+/// `(account, symbol, client order id)` of every open order.
+const CLIENT_IDS: TableDefinition<(&str, &str, &str), u64> =
+    TableDefinition::new("open_client_ids_by_symbol");
 const TRADES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("trades");
 const ACCOUNT_TRADES: TableDefinition<(&str, u64, &str, u64), ()> =
     TableDefinition::new("account_trades");
@@ -150,6 +152,7 @@ struct EncodedOrder {
     id: u64,
     seq: u64,
     account: String,
+    symbol: String,
     client_order_id: String,
     open: bool,
     /// `seq` (8 bytes, big-endian) then the state as JSON.
@@ -177,6 +180,7 @@ impl EncodedBatch {
                         id: state.order.order_id.0,
                         seq: state.seq,
                         account: state.order.account.to_string(),
+                        symbol: state.order.symbol.to_string(),
                         client_order_id: state.order.client_order_id.to_string(),
                         open: state.status.is_open(),
                         value,
@@ -622,11 +626,14 @@ impl OrderStore for Embedded {
     async fn open_by_client_id(
         &self,
         account: &str,
+        symbol: &str,
         client_order_id: &str,
     ) -> Result<Option<OrderId>> {
         self.read(|txn| {
             let table = txn.open_table(CLIENT_IDS).map_err(db_error)?;
-            let found = table.get((account, client_order_id)).map_err(db_error)?;
+            let found = table
+                .get((account, symbol, client_order_id))
+                .map_err(db_error)?;
             Ok(found.map(|id| OrderId(id.value())))
         })
     }
@@ -756,7 +763,7 @@ struct Tables<'txn> {
     orders: redb::Table<'txn, u64, &'static [u8]>,
     account_orders: redb::Table<'txn, (&'static str, u64), ()>,
     open_orders: redb::Table<'txn, (&'static str, u64), ()>,
-    client_ids: redb::Table<'txn, (&'static str, &'static str), u64>,
+    client_ids: redb::Table<'txn, (&'static str, &'static str, &'static str), u64>,
     trades: redb::Table<'txn, (&'static str, u64), &'static [u8]>,
     account_trades: redb::Table<'txn, (&'static str, u64, &'static str, u64), ()>,
     snapshots: redb::Table<'txn, &'static str, &'static [u8]>,
@@ -822,24 +829,22 @@ impl<'txn> Tables<'txn> {
             if stored_seq.is_some_and(|seq| seq >= order.seq) {
                 continue;
             }
-            let (id, account, client_id) = (
-                order.id,
-                order.account.as_str(),
+            let (id, account) = (order.id, order.account.as_str());
+            let client_id = (
+                account,
+                order.symbol.as_str(),
                 order.client_order_id.as_str(),
             );
             self.orders.insert(id, order.value.as_slice())?;
             self.account_orders.insert((account, id), ())?;
             if order.open {
                 self.open_orders.insert((account, id), ())?;
-                self.client_ids.insert((account, client_id), id)?;
+                self.client_ids.insert(client_id, id)?;
             } else {
                 self.open_orders.remove((account, id))?;
-                let owner = self
-                    .client_ids
-                    .get((account, client_id))?
-                    .map(|v| v.value());
+                let owner = self.client_ids.get(client_id)?.map(|v| v.value());
                 if owner == Some(id) {
-                    self.client_ids.remove((account, client_id))?;
+                    self.client_ids.remove(client_id)?;
                 }
             }
         }

@@ -253,10 +253,12 @@ pub trait OrderStore: Send + Sync + 'static {
         symbol: Option<&str>,
         limit: usize,
     ) -> Result<Vec<TradeRecord>>;
-    /// The open order of `account` with this client order id, if there is one.
+    /// The open order of `account` on `symbol` with this client order id, if the store can
+    /// tell cheaply and exactly; `None` otherwise (the book enforces uniqueness regardless).
     async fn open_by_client_id(
         &self,
         account: &str,
+        symbol: &str,
         client_order_id: &str,
     ) -> Result<Option<OrderId>>;
     /// The latest snapshot of each book, with the journal position it includes.

@@ -3,6 +3,9 @@
 
 #![allow(dead_code, reason = "each test binary uses a different part")]
 
+pub mod cluster;
+pub mod log;
+
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode};

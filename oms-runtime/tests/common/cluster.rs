@@ -1,0 +1,269 @@
+//! Distributed-mode processes against the real services of `scripts/services`: each cluster
+//! has its own topic prefix, Redis key prefix and MongoDB database, so tests run in parallel.
+
+use super::{OTHER, TRADER};
+use oms_runtime::auth::{KeyEntry, hash_key};
+use reqwest::StatusCode;
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// Where the services are, from the variables `scripts/services up` prints.
+#[derive(Clone, Debug)]
+pub struct Services {
+    pub kafka: String,
+    pub redis: String,
+    pub mongo: String,
+    pub script: PathBuf,
+}
+
+/// The services, or `None` when the run opted out with `OMS_SKIP_SERVICE_TESTS=1`. Without
+/// them and without the opt-out the test fails and says how to start them.
+pub fn services() -> Option<Services> {
+    let get = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    match (
+        get("OMS_TEST_KAFKA"),
+        get("OMS_TEST_REDIS"),
+        get("OMS_TEST_MONGO"),
+        get("OMS_TEST_SERVICES"),
+    ) {
+        (Some(kafka), Some(redis), Some(mongo), Some(script)) => Some(Services {
+            kafka,
+            redis,
+            mongo,
+            script: script.into(),
+        }),
+        _ if get("OMS_SKIP_SERVICE_TESTS").as_deref() == Some("1") => {
+            eprintln!("skipped: OMS_SKIP_SERVICE_TESTS=1");
+            None
+        }
+        _ => panic!(
+            "this test needs Kafka, Redis and MongoDB: run `eval \"$(scripts/services up)\"` first \
+             (or scripts/test, which does), or set OMS_SKIP_SERVICE_TESTS=1 to skip it"
+        ),
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+static CLUSTERS: AtomicU32 = AtomicU32::new(0);
+
+/// One order system: a topic prefix, a database, a keys file.
+pub struct Cluster {
+    pub prefix: String,
+    pub services: Services,
+    pub dir: tempfile::TempDir,
+    pub partitions: u32,
+}
+
+/// One `oms-runtime` process.
+pub struct Node {
+    pub child: Child,
+    pub api: String,
+    pub admin: String,
+}
+
+impl Cluster {
+    pub fn new(services: &Services, name: &str, partitions: u32) -> Cluster {
+        let n = CLUSTERS.fetch_add(1, Ordering::Relaxed);
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
+            % 100_000_000;
+        let prefix = format!("t_{name}_{}_{stamp}_{n}", std::process::id());
+        let dir = tempfile::tempdir().unwrap();
+        let entries = vec![
+            KeyEntry {
+                id: "trader".into(),
+                sha256: hash_key(TRADER),
+                accounts: vec!["alice".into(), "bob".into()],
+            },
+            KeyEntry {
+                id: "other".into(),
+                sha256: hash_key(OTHER),
+                accounts: vec!["carol".into()],
+            },
+        ];
+        std::fs::write(
+            dir.path().join("keys.json"),
+            serde_json::to_string(&entries).unwrap(),
+        )
+        .unwrap();
+        Cluster {
+            prefix,
+            services: services.clone(),
+            dir,
+            partitions,
+        }
+    }
+
+    /// Starts a process of `role` with `extra` flags and waits until it is ready.
+    pub async fn spawn(&self, role: &str, extra: &[&str]) -> Node {
+        let (api, admin) = (free_port(), free_port());
+        let child = Command::new(env!("CARGO_BIN_EXE_oms-runtime"))
+            .args(["--role", role])
+            .args(["--kafka-bootstrap", &self.services.kafka])
+            .args(["--kafka-topic-prefix", &self.prefix])
+            .args([
+                "--kafka-create-topics",
+                "--kafka-partitions",
+                &self.partitions.to_string(),
+            ])
+            .args(["--redis-url", &self.services.redis])
+            .args(["--mongo-url", &self.services.mongo])
+            .args(["--mongo-database", &self.prefix])
+            .args([
+                "--api-keys-file",
+                self.dir.path().join("keys.json").to_str().unwrap(),
+            ])
+            .args(["--api-addr", &format!("127.0.0.1:{api}")])
+            .args(["--admin-addr", &format!("127.0.0.1:{admin}")])
+            .args(["--dependency-timeout", "2s", "--snapshot-every", "100"])
+            .args(extra)
+            .env(
+                "OMS_LOG",
+                std::env::var("OMS_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start oms-runtime");
+        let node = Node {
+            child,
+            api: format!("http://127.0.0.1:{api}"),
+            admin: format!("http://127.0.0.1:{admin}"),
+        };
+        node.wait_ready(Duration::from_secs(60)).await;
+        node
+    }
+}
+
+impl Node {
+    pub async fn wait_ready(&self, within: Duration) {
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + within;
+        loop {
+            let ready = client.get(format!("{}/readyz", self.admin)).send().await;
+            if ready.is_ok_and(|r| r.status().is_success()) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "oms-runtime not ready in {within:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn kill9(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A small HTTP client for the API.
+#[derive(Clone)]
+pub struct Api {
+    pub client: reqwest::Client,
+    pub base: String,
+}
+
+impl Api {
+    pub fn new(node: &Node) -> Api {
+        Api {
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(20))
+                .build()
+                .unwrap(),
+            base: node.api.clone(),
+        }
+    }
+
+    pub async fn post(&self, key: &str, body: &str, wait: bool) -> (StatusCode, Value) {
+        let mut request = self
+            .client
+            .post(format!("{}/v1/orders", self.base))
+            .bearer_auth(TRADER)
+            .header("idempotency-key", key)
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        if wait {
+            request = request.header("prefer", "wait=10");
+        }
+        let response = request.send().await.expect("request");
+        (
+            response.status(),
+            response.json().await.unwrap_or(Value::Null),
+        )
+    }
+
+    pub async fn delete(&self, key: &str, order_id: &str, wait: bool) -> (StatusCode, Value) {
+        let mut request = self
+            .client
+            .delete(format!("{}/v1/orders/{order_id}", self.base))
+            .bearer_auth(TRADER)
+            .header("idempotency-key", key);
+        if wait {
+            request = request.header("prefer", "wait=10");
+        }
+        let response = request.send().await.expect("request");
+        (
+            response.status(),
+            response.json().await.unwrap_or(Value::Null),
+        )
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(TRADER)
+            .send()
+            .await
+            .expect("request");
+        (
+            response.status(),
+            response.json().await.unwrap_or(Value::Null),
+        )
+    }
+
+    /// Waits until `GET /v1/orders/{id}` answers 200 and `done` holds for it.
+    pub async fn await_order(&self, order_id: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (status, order) = self.get(&format!("/v1/orders/{order_id}")).await;
+            if status == StatusCode::OK && done(&order) {
+                return order;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "order {order_id} not projected: {status} {order}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}

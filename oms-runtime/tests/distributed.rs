@@ -1,0 +1,296 @@
+//! Distributed mode against the real Kafka, Redis and FerretDB of `scripts/services`: each test
+//! has its own topics, key prefix and database.
+
+mod common;
+
+use common::cluster::{Api, Cluster, Node, services};
+use common::log::{events, expected_events, fold};
+use common::order;
+use oms_core::OrderId;
+use reqwest::StatusCode;
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::Duration;
+
+fn instruments() -> Vec<oms_core::Instrument> {
+    oms_runtime::default_instruments()
+        .into_iter()
+        .map(|spec| oms_core::Instrument::new(spec).unwrap())
+        .collect()
+}
+
+/// Order `n` of a deterministic mixed stream: both sides of both instruments around one price,
+/// so that about half trade.
+fn nth_order(n: usize) -> String {
+    let (symbol, quantity) = if n % 3 == 0 {
+        ("ETH-USDT", "0.1000")
+    } else {
+        ("BTC-USDT", "0.10000")
+    };
+    let side = if n % 2 == 0 { "buy" } else { "sell" };
+    let account = if n % 4 < 2 { "alice" } else { "bob" };
+    let price = format!("{}.{:02}", 100 + (n * 7) % 3, (n * 13) % 100);
+    format!(
+        r#"{{"account":"{account}","symbol":"{symbol}","side":"{side}","type":"limit","price":"{price}","quantity":"{quantity}"}}"#
+    )
+}
+
+/// Sends orders `range` from `clients` concurrent clients spread over `apis`; returns the
+/// acknowledged order ids.
+async fn send(
+    apis: &[Api],
+    range: std::ops::Range<usize>,
+    clients: usize,
+    tag: &str,
+) -> Vec<String> {
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(range.start));
+    let mut tasks = Vec::new();
+    for client in 0..clients {
+        let (api, next, tag) = (
+            apis[client % apis.len()].clone(),
+            next.clone(),
+            tag.to_string(),
+        );
+        let end = range.end;
+        tasks.push(tokio::spawn(async move {
+            let mut acked = Vec::new();
+            loop {
+                let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if n >= end {
+                    return acked;
+                }
+                let (status, ack) = api.post(&format!("{tag}-{n}"), &nth_order(n), false).await;
+                assert_eq!(status, StatusCode::ACCEPTED, "order {n}: {ack}");
+                acked.push(ack["order_id"].as_str().unwrap().to_string());
+            }
+        }));
+    }
+    let mut acked = Vec::new();
+    for task in tasks {
+        acked.extend(task.await.unwrap());
+    }
+    acked
+}
+
+/// Waits until the projection has every acknowledged order in the state the events give it.
+async fn await_projected(api: &Api, acked: &[String], cluster: &Cluster) {
+    let expected = fold(&events(cluster));
+    for id in acked {
+        let state = &expected[&OrderId(id.parse().unwrap())];
+        let version = state.version;
+        api.await_order(id, |order| order["version"].as_u64() >= Some(version))
+            .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_roles_in_one_process_round_trip() {
+    let Some(services) = services() else { return };
+    let cluster = Cluster::new(&services, "roundtrip", 4);
+    let node = cluster.spawn("all", &[]).await;
+    let api = Api::new(&node);
+    let (status, sell) = api
+        .post("r-1", &order("alice", "sell", "100.00", "1"), true)
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{sell}");
+    assert_eq!(sell["status"], "new");
+    let (status, buy) = api
+        .post("r-2", &order("bob", "buy", "100.00", "0.4"), true)
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{buy}");
+    assert_eq!(buy["status"], "filled");
+    // a replay from Redis is the stored answer
+    let (status, again) = api
+        .post("r-2", &order("bob", "buy", "100.00", "0.4"), false)
+        .await;
+    assert_eq!((status, &again), (StatusCode::CREATED, &buy));
+    let id = sell["order_id"].as_str().unwrap();
+    let (status, canceled) = api.delete("r-3", id, true).await;
+    assert_eq!(status, StatusCode::OK, "{canceled}");
+    assert_eq!(canceled["status"], "canceled");
+    assert_eq!(canceled["filled_quantity"], "0.40000");
+    let (status, trades) = api.get("/v1/trades?account=bob").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(trades["trades"][0]["price"], "100.00");
+    let book = api.get("/v1/book/BTC-USDT").await.1;
+    assert_eq!(book["bids"], serde_json::json!([]));
+    assert_eq!(book["asks"], serde_json::json!([]));
+    let ready: Value = reqwest::get(format!("{}/readyz", node.admin))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        ready["checks"],
+        serde_json::json!({"mongodb": "ok", "redis": "ok", "kafka": "ok"})
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotent_replay_across_two_ingest_processes() {
+    let Some(services) = services() else { return };
+    let cluster = Cluster::new(&services, "twoingest", 4);
+    let a = cluster.spawn("all", &[]).await;
+    let b = cluster.spawn("ingest", &[]).await;
+    let apis = [Api::new(&a), Api::new(&b)];
+    let body = order("alice", "buy", "90.00", "1");
+    let mut tasks = Vec::new();
+    for i in 0..24 {
+        let (api, body) = (apis[i % 2].clone(), body.clone());
+        tasks.push(tokio::spawn(async move {
+            api.post("shared-key", &body, false).await
+        }));
+    }
+    let mut accepted = Vec::new();
+    for task in tasks {
+        let (status, json) = task.await.unwrap();
+        match status {
+            StatusCode::ACCEPTED => accepted.push(json),
+            StatusCode::CONFLICT => assert_eq!(json["error"]["code"], "idempotency_key_in_use"),
+            other => panic!("unexpected {other}: {json}"),
+        }
+    }
+    assert!(!accepted.is_empty());
+    assert!(
+        accepted.iter().all(|a| *a == accepted[0]),
+        "every 202 is the same answer: {accepted:?}"
+    );
+    let id = accepted[0]["order_id"].as_str().unwrap();
+    apis[1].await_order(id, |_| true).await;
+    let (_, list) = apis[1].get("/v1/orders?account=alice").await;
+    assert_eq!(
+        list["orders"].as_array().unwrap().len(),
+        1,
+        "exactly one order: {list}"
+    );
+    // a different body under the same key is refused by either process
+    let (status, _) = apis[0]
+        .post("shared-key", &order("alice", "buy", "91.00", "1"), false)
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_once_across_a_processor_kill_9() {
+    let Some(services) = services() else { return };
+    let cluster = Cluster::new(&services, "kill9", 4);
+    let ingest = cluster.spawn("ingest", &[]).await;
+    let _projector = cluster.spawn("projector", &[]).await;
+    let mut processor = cluster
+        .spawn("processor", &["--shards", "1", "--shard", "0"])
+        .await;
+    let api = Api::new(&ingest);
+    let mut acked = send(std::slice::from_ref(&api), 0..300, 8, "k").await;
+    // kill -9 while commands are still arriving and being processed
+    let killer = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        processor.kill9();
+        processor
+    });
+    acked.extend(send(std::slice::from_ref(&api), 300..600, 8, "k").await);
+    drop(killer.await.unwrap());
+    let _processor = cluster
+        .spawn("processor", &["--shards", "1", "--shard", "0"])
+        .await;
+    acked.extend(send(std::slice::from_ref(&api), 600..700, 8, "k").await);
+
+    // every acknowledged order reaches the projection, in the state the events give it
+    let settle = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let written: usize = events(&cluster).values().map(Vec::len).sum();
+        if written >= acked.len() || tokio::time::Instant::now() > settle {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    await_projected(&api, &acked, &cluster).await;
+    // and the events are exactly those of one uninterrupted run: nothing lost, nothing twice
+    let (written, expected) = (events(&cluster), expected_events(&cluster, &instruments()));
+    assert_eq!(written.values().map(Vec::len).sum::<usize>(), 700);
+    assert_eq!(
+        written, expected,
+        "events topic differs from an uninterrupted run"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topology_of_separate_processes_survives_resharding() {
+    let Some(services) = services() else { return };
+    let cluster = Cluster::new(&services, "topology", 4);
+    let ingest: Vec<Node> = vec![
+        cluster.spawn("ingest", &[]).await,
+        cluster.spawn("ingest", &[]).await,
+    ];
+    let _projector = cluster.spawn("projector", &[]).await;
+    let shards = |n: u32| {
+        let cluster = &cluster;
+        async move {
+            let mut nodes = Vec::new();
+            for shard in 0..n {
+                let args = [
+                    "--shards".to_string(),
+                    n.to_string(),
+                    "--shard".to_string(),
+                    shard.to_string(),
+                ];
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                nodes.push(cluster.spawn("processor", &args).await);
+            }
+            nodes
+        }
+    };
+    let apis: Vec<Api> = ingest.iter().map(Api::new).collect();
+    let depth = |api: Api| async move {
+        let btc = api.get("/v1/book/BTC-USDT?depth=1000").await.1;
+        let eth = api.get("/v1/book/ETH-USDT?depth=1000").await.1;
+        (btc, eth)
+    };
+
+    let started = std::time::Instant::now();
+    let stage = |name: &str| eprintln!("topology: {name} at {:?}", started.elapsed());
+    let mut processors = shards(2).await;
+    stage("2 shards up");
+    let mut acked = send(&apis, 0..2000, 16, "t").await;
+    stage("2000 sent");
+    await_projected(&apis[0], &acked, &cluster).await;
+    stage("2000 projected");
+    let before = depth(apis[0].clone()).await;
+    assert!(
+        before.0["bids"].as_array().is_some_and(|b| !b.is_empty()),
+        "a live book: {:?}",
+        before.0
+    );
+
+    // 2 shards -> 1: the single shard takes every partition and rebuilds the same books
+    for processor in &mut processors {
+        assert!(processor.terminate().success());
+    }
+    let one = shards(1).await;
+    assert_eq!(
+        depth(apis[0].clone()).await,
+        before,
+        "books after resharding to 1"
+    );
+    acked.extend(send(&apis, 2000..2300, 16, "t").await);
+    await_projected(&apis[0], &acked, &cluster).await;
+    let middle = depth(apis[0].clone()).await;
+    drop(one);
+
+    // 1 -> 2 again
+    let _two = shards(2).await;
+    assert_eq!(
+        depth(apis[1].clone()).await,
+        middle,
+        "books after resharding to 2"
+    );
+    acked.extend(send(&apis, 2300..2600, 16, "t").await);
+    await_projected(&apis[1], &acked, &cluster).await;
+
+    let (written, expected) = (events(&cluster), expected_events(&cluster, &instruments()));
+    assert_eq!(written.values().map(Vec::len).sum::<usize>(), 2600);
+    assert_eq!(
+        written, expected,
+        "events differ from an uninterrupted run across resharding"
+    );
+}
