@@ -22,12 +22,12 @@ fn instruments() -> Vec<oms_core::Instrument> {
 /// Order `n` of a deterministic mixed stream: both sides of both instruments around one price,
 /// so that about half trade.
 fn nth_order(n: usize) -> String {
-    let (symbol, quantity) = if n % 3 == 0 {
+    let (symbol, quantity) = if n.is_multiple_of(3) {
         ("ETH-USDT", "0.1000")
     } else {
         ("BTC-USDT", "0.10000")
     };
-    let side = if n % 2 == 0 { "buy" } else { "sell" };
+    let side = if n.is_multiple_of(2) { "buy" } else { "sell" };
     let account = if n % 4 < 2 { "alice" } else { "bob" };
     let price = format!("{}.{:02}", 100 + (n * 7) % 3, (n * 13) % 100);
     format!(
