@@ -72,12 +72,27 @@ async fn send(
     acked
 }
 
-/// Waits until the projection has every acknowledged order in the state the events give it.
+/// Waits until every acknowledged order is in the events topic, then until the projection has
+/// each in the state the events give it.
 async fn await_projected(api: &Api, acked: &[String], cluster: &Cluster) {
-    let expected = fold(&events(cluster));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    let expected = loop {
+        let expected = fold(&events(cluster));
+        let missing = acked
+            .iter()
+            .filter(|id| !expected.contains_key(&OrderId(id.parse().unwrap())))
+            .count();
+        if missing == 0 {
+            break expected;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{missing} acknowledged orders never processed"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
     for id in acked {
-        let state = &expected[&OrderId(id.parse().unwrap())];
-        let version = state.version;
+        let version = expected[&OrderId(id.parse().unwrap())].version;
         api.await_order(id, |order| order["version"].as_u64() >= Some(version))
             .await;
     }
@@ -196,14 +211,6 @@ async fn exactly_once_across_a_processor_kill_9() {
     acked.extend(send(std::slice::from_ref(&api), 600..700, 8, "k").await);
 
     // every acknowledged order reaches the projection, in the state the events give it
-    let settle = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let written: usize = events(&cluster).values().map(Vec::len).sum();
-        if written >= acked.len() || tokio::time::Instant::now() > settle {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
     await_projected(&api, &acked, &cluster).await;
     // and the events are exactly those of one uninterrupted run: nothing lost, nothing twice
     let (written, expected) = (events(&cluster), expected_events(&cluster, &instruments()));

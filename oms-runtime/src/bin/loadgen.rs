@@ -53,6 +53,11 @@ struct BenchArgs {
     /// The oms-runtime binary (default: next to this one).
     #[arg(long)]
     runtime: Option<std::path::PathBuf>,
+    /// Benchmark distributed mode (`--role all` on the Kafka, Redis and MongoDB named by the
+    /// OMS_TEST_* variables of `scripts/services env`) instead of single-node mode, and run
+    /// Kafka's ProducerPerformance (acks=all, same record size) on the same broker.
+    #[arg(long)]
+    distributed: bool,
 }
 
 #[derive(Args)]
@@ -274,21 +279,42 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     let keys = dir.path().join("keys.json");
     let key = oms_runtime::auth::add_key(&keys, "loadgen", vec!["alice".into(), "bob".into()])?;
     let (api, admin) = (free_port()?, free_port()?);
+    let mut command = Command::new(&runtime);
+    command
+        .args(["--api-addr", &format!("127.0.0.1:{api}")])
+        .args(["--admin-addr", &format!("127.0.0.1:{admin}")])
+        .args(["--data-dir", &dir.path().display().to_string()])
+        .args(["--api-keys-file", &keys.display().to_string()])
+        .env("OMS_LOG", "warn")
+        .stdout(Stdio::null());
+    let services = args.distributed.then(Services::from_env).transpose()?;
+    let prefix = format!("bench_{}", std::process::id());
+    if let Some(services) = &services {
+        command
+            .args([
+                "--kafka-bootstrap",
+                &services.kafka,
+                "--kafka-topic-prefix",
+                &prefix,
+            ])
+            .args(["--kafka-create-topics", "--kafka-partitions", "12"])
+            .args(["--redis-url", &services.redis])
+            .args(["--mongo-url", &services.mongo, "--mongo-database", &prefix]);
+    }
     let server = Spawned(
-        Command::new(&runtime)
-            .args(["--api-addr", &format!("127.0.0.1:{api}")])
-            .args(["--admin-addr", &format!("127.0.0.1:{admin}")])
-            .args(["--data-dir", &dir.path().display().to_string()])
-            .args(["--api-keys-file", &keys.display().to_string()])
-            .env("OMS_LOG", "warn")
-            .stdout(Stdio::null())
+        command
             .spawn()
             .with_context(|| format!("cannot start {}", runtime.display()))?,
     );
     wait_until_up(&format!("http://127.0.0.1:{admin}/readyz")).await?;
     let target = format!("http://127.0.0.1:{api}");
     let accounts = ["alice".to_string(), "bob".to_string()];
-    eprintln!("measuring oms-runtime (single-node) at full speed ...");
+    let mode = if services.is_some() {
+        "distributed (Kafka + Redis)"
+    } else {
+        "single-node"
+    };
+    eprintln!("measuring oms-runtime ({mode}) at full speed ...");
     let full = drive(&target, &key, &accounts, load, None).await?;
     let half_rate = full.rate() / 2.0;
     eprintln!("measuring oms-runtime at half of that rate ({half_rate:.0}/s, open loop) ...");
@@ -296,16 +322,117 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     let rss = server.peak_rss_mib();
     drop(server);
 
+    let producer = match &services {
+        Some(services) => Some(producer_performance(services, &prefix, load)?),
+        None => None,
+    };
     println!();
     bare.print("bare axum 202 (ceiling)");
-    full.print("oms-runtime single-node, max");
+    let short = if services.is_some() {
+        "distributed"
+    } else {
+        "single-node"
+    };
+    full.print(&format!("oms-runtime {short}, max"));
     half.print(&format!("oms-runtime at {half_rate:.0}/s (half)"));
+    if let Some(line) = producer {
+        println!("kafka ProducerPerformance, acks=all: {line}");
+    }
     println!(
         "\noms-runtime reaches {:.0}% of the HTTP ceiling; peak memory {}",
         100.0 * full.rate() / bare.rate(),
         rss.map_or("unknown".into(), |mib| format!("{mib:.0} MiB"))
     );
     Ok(())
+}
+
+/// The services of `scripts/services env`.
+struct Services {
+    kafka: String,
+    redis: String,
+    mongo: String,
+    kafka_home: String,
+}
+
+impl Services {
+    fn from_env() -> anyhow::Result<Services> {
+        let get = |name: &str| {
+            std::env::var(name).with_context(|| {
+                format!("{name} is not set: run `eval \"$(scripts/services up)\"` first")
+            })
+        };
+        Ok(Services {
+            kafka: get("OMS_TEST_KAFKA")?,
+            redis: get("OMS_TEST_REDIS")?,
+            mongo: get("OMS_TEST_MONGO")?,
+            kafka_home: get("OMS_KAFKA_HOME")?,
+        })
+    }
+}
+
+/// Kafka's own producer benchmark on the same broker, with the size of one journaled order
+/// command: the raw log's ceiling. Returns its summary line.
+fn producer_performance(services: &Services, prefix: &str, load: &Load) -> anyhow::Result<String> {
+    let sample = oms_runtime::store::JournalEntry {
+        command: oms_core::Command {
+            ts: oms_core::Timestamp(1_764_000_000_000_000_000),
+            action: oms_core::Action::New(oms_core::NewOrder {
+                order_id: oms_core::OrderId(251_016_748_654_923_776),
+                client_order_id: "251016748654923776".into(),
+                account: "alice".into(),
+                symbol: "BTC-USDT".into(),
+                side: oms_core::Side::Buy,
+                order_type: oms_core::OrderType::Limit,
+                time_in_force: oms_core::TimeInForce::Gtc,
+                price: Some(oms_core::Price(10_042)),
+                quantity: oms_core::Quantity(10_000),
+                post_only: false,
+                self_trade_prevention: oms_core::SelfTradePrevention::None,
+            }),
+        },
+        origin: oms_runtime::store::Origin {
+            principal: "loadgen".into(),
+            key: "lg-123456-1234567".into(),
+            fingerprint: "0".repeat(64),
+        },
+    };
+    let size = postcard::to_allocvec(&sample)?.len();
+    let records = (load.duration.as_secs() * 100_000).max(100_000);
+    eprintln!(
+        "measuring Kafka ProducerPerformance: {records} records of {size} bytes, acks=all ..."
+    );
+    let output = Command::new("java")
+        .args([
+            "-Xmx512m",
+            "-cp",
+            &format!("{}/libs/*", services.kafka_home),
+        ])
+        .arg("org.apache.kafka.tools.ProducerPerformance")
+        .args(["--topic", &format!("{prefix}.commands")])
+        .args([
+            "--num-records",
+            &records.to_string(),
+            "--record-size",
+            &size.to_string(),
+        ])
+        .args(["--throughput", "-1", "--producer-props"])
+        .arg(format!("bootstrap.servers={}", services.kafka))
+        .args([
+            "acks=all",
+            "enable.idempotence=true",
+            "linger.ms=1",
+            "compression.type=lz4",
+        ])
+        .output()
+        .context("cannot run java (Kafka's ProducerPerformance)")?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    let summary = text.lines().last().unwrap_or_default().trim().to_string();
+    anyhow::ensure!(
+        output.status.success() && !summary.is_empty(),
+        "ProducerPerformance failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(summary)
 }
 
 async fn ceiling_server(addr: &str) -> anyhow::Result<()> {
