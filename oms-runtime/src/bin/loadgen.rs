@@ -58,6 +58,10 @@ struct BenchArgs {
     /// Kafka's ProducerPerformance (acks=all, same record size) on the same broker.
     #[arg(long)]
     distributed: bool,
+    /// With --distributed: the role of the measured process (`all`, or `ingest` to measure the
+    /// write path alone, with nothing processing the commands).
+    #[arg(long, default_value = "all")]
+    role: String,
 }
 
 #[derive(Args)]
@@ -329,9 +333,9 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     println!();
     bare.print("bare axum 202 (ceiling)");
     let short = if services.is_some() {
-        "distributed"
+        format!("distributed --role {}", args.role)
     } else {
-        "single-node"
+        "single-node".to_string()
     };
     full.print(&format!("oms-runtime {short}, max"));
     half.print(&format!("oms-runtime at {half_rate:.0}/s (half)"));
