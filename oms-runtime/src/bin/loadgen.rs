@@ -295,6 +295,7 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     let prefix = format!("bench_{}", std::process::id());
     if let Some(services) = &services {
         command
+            .args(["--role", &args.role])
             .args([
                 "--kafka-bootstrap",
                 &services.kafka,
