@@ -3,8 +3,7 @@
 
 mod common;
 
-use common::{OTHER, TRADER, order};
-use oms_runtime::auth::{KeyEntry, hash_key};
+use common::{OTHER, TRADER, order, write_keys};
 use reqwest::StatusCode;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -26,24 +25,6 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-fn write_keys(dir: &Path) -> std::path::PathBuf {
-    let path = dir.join("keys.json");
-    let entries = vec![
-        KeyEntry {
-            id: "trader".into(),
-            sha256: hash_key(TRADER),
-            accounts: vec!["alice".into(), "bob".into()],
-        },
-        KeyEntry {
-            id: "other".into(),
-            sha256: hash_key(OTHER),
-            accounts: vec!["carol".into()],
-        },
-    ];
-    std::fs::write(&path, serde_json::to_string(&entries).unwrap()).unwrap();
-    path
 }
 
 impl Server {

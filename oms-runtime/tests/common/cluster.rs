@@ -1,8 +1,7 @@
 //! Distributed-mode processes against the real services of `scripts/services`: each cluster
 //! has its own topic prefix, Redis key prefix and MongoDB database, so tests run in parallel.
 
-use super::{OTHER, TRADER};
-use oms_runtime::auth::{KeyEntry, hash_key};
+use super::TRADER;
 use reqwest::StatusCode;
 use serde_json::Value;
 use std::path::PathBuf;
@@ -81,23 +80,7 @@ impl Cluster {
             % 100_000_000;
         let prefix = format!("t_{name}_{}_{stamp}_{n}", std::process::id());
         let dir = tempfile::tempdir().unwrap();
-        let entries = vec![
-            KeyEntry {
-                id: "trader".into(),
-                sha256: hash_key(TRADER),
-                accounts: vec!["alice".into(), "bob".into()],
-            },
-            KeyEntry {
-                id: "other".into(),
-                sha256: hash_key(OTHER),
-                accounts: vec!["carol".into()],
-            },
-        ];
-        std::fs::write(
-            dir.path().join("keys.json"),
-            serde_json::to_string(&entries).unwrap(),
-        )
-        .unwrap();
+        super::write_keys(dir.path());
         Cluster {
             prefix,
             services: services.clone(),

@@ -24,23 +24,31 @@ pub struct Harness {
     pub dir: tempfile::TempDir,
 }
 
+/// The test principals: `trader` (accounts alice and bob) and `other` (carol).
+pub fn key_entries() -> Vec<KeyEntry> {
+    vec![
+        KeyEntry {
+            id: "trader".into(),
+            sha256: hash_key(TRADER),
+            accounts: vec!["alice".into(), "bob".into()],
+        },
+        KeyEntry {
+            id: "other".into(),
+            sha256: hash_key(OTHER),
+            accounts: vec!["carol".into()],
+        },
+    ]
+}
+
+/// A keys file with [`key_entries`] in `dir`.
+pub fn write_keys(dir: &std::path::Path) -> std::path::PathBuf {
+    let path = dir.join("keys.json");
+    std::fs::write(&path, serde_json::to_string(&key_entries()).unwrap()).unwrap();
+    path
+}
+
 pub fn keys() -> ApiKeys {
-    ApiKeys::new(
-        vec![
-            KeyEntry {
-                id: "trader".into(),
-                sha256: hash_key(TRADER),
-                accounts: vec!["alice".into(), "bob".into()],
-            },
-            KeyEntry {
-                id: "other".into(),
-                sha256: hash_key(OTHER),
-                accounts: vec!["carol".into()],
-            },
-        ],
-        "tests",
-    )
-    .unwrap()
+    ApiKeys::new(key_entries(), "tests").unwrap()
 }
 
 pub async fn start_in(dir: tempfile::TempDir) -> Harness {
