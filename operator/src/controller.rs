@@ -1,0 +1,616 @@
+//! The reconciler of OrderSystems.
+//!
+//! ```text
+//! // dereference (client required): the Kafka properties Secret
+//! // validate (no client required): validate::validate
+//! // build (no client required): children::build, topics::wanted
+//! // apply (client required): topics, children by server-side apply, status
+//! ```
+//! The finalizer exists only with `deletionPolicy: Delete` (topics to remove). With `Retain`
+//! there is nothing to clean up, so deleting never waits for the operator; with `Delete`, a
+//! cleanup that cannot reach Kafka gives up after [`CLEANUP_DEADLINE`] with a Warning event
+//! rather than leave the namespace stuck.
+
+use crate::children::{self, Children};
+use crate::metrics::Metrics;
+use crate::status::{self, Observed};
+use crate::topics::{self, Topics};
+use crate::validate::{self, Plan};
+use crds::{DeletionPolicy, OrderSystem, OrderSystemStatus, TopicStatus};
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The field manager of every server-side apply.
+pub const MANAGER: &str = "oms-operator";
+/// The finalizer that deletes topics.
+pub const FINALIZER: &str = "oms.dev/topics";
+/// The annotation that pauses reconciliation.
+pub const PAUSED: &str = "oms.dev/paused";
+/// How long a topic cleanup may fail before the finalizer is removed anyway.
+pub const CLEANUP_DEADLINE: Duration = Duration::from_secs(300);
+
+/// Why a reconcile failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The Kubernetes API failed.
+    #[error("kubernetes: {0}")]
+    Kube(#[from] kube::Error),
+    /// Kafka failed.
+    #[error(transparent)]
+    Kafka(#[from] topics::Error),
+    /// The object is missing what every object has.
+    #[error("object without {0}")]
+    Incomplete(&'static str),
+}
+
+impl Error {
+    /// A fixed label for metrics and events.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "kubernetes",
+            Error::Kafka(_) => "kafka",
+            Error::Incomplete(_) => "incomplete",
+        }
+    }
+}
+
+type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What every reconcile shares.
+pub struct Context {
+    /// The API client.
+    pub client: Client,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Kubernetes Events.
+    pub recorder: Recorder,
+    /// Bound on Kafka calls.
+    pub kafka_timeout: Duration,
+    /// Consecutive failures per object, for exponential backoff.
+    failures: Mutex<HashMap<String, u32>>,
+    /// Admin clients by bootstrap servers and properties.
+    admins: Mutex<HashMap<String, Arc<Topics>>>,
+}
+
+impl Context {
+    /// A context for `client`.
+    pub fn new(client: Client, metrics: Arc<Metrics>, kafka_timeout: Duration) -> Context {
+        let reporter = Reporter {
+            controller: MANAGER.into(),
+            instance: std::env::var("HOSTNAME").ok(),
+        };
+        Context {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            metrics,
+            kafka_timeout,
+            failures: Mutex::default(),
+            admins: Mutex::default(),
+        }
+    }
+
+    fn topics(&self, bootstrap: &str, properties: &[(String, String)]) -> Result<Arc<Topics>> {
+        let key = format!("{bootstrap}|{properties:?}");
+        let mut admins = self.admins.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(admin) = admins.get(&key) {
+            return Ok(admin.clone());
+        }
+        let admin = Arc::new(Topics::connect(bootstrap, properties, self.kafka_timeout)?);
+        admins.insert(key, admin.clone());
+        Ok(admin)
+    }
+
+    async fn event(
+        &self,
+        system: &OrderSystem,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
+        let event = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: action.into(),
+            secondary: None,
+        };
+        if let Err(error) = self.recorder.publish(&event, &system.object_ref(&())).await {
+            tracing::warn!(%error, "could not publish an event");
+        }
+    }
+}
+
+/// Applies an object with the operator's field manager, taking ownership of its fields.
+async fn apply<K>(client: &Client, namespace: &str, object: &K) -> Result<()>
+where
+    K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
+    K: Resource<Scope = kube::core::NamespaceResourceScope>,
+{
+    let name = object
+        .meta()
+        .name
+        .clone()
+        .ok_or(Error::Incomplete("name"))?;
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    let mut object = object.clone();
+    // Server-side apply needs the type in the body.
+    let mut value =
+        serde_json::to_value(&object).map_err(|e| Error::Kube(kube::Error::SerdeError(e)))?;
+    value["apiVersion"] = K::api_version(&()).into();
+    value["kind"] = K::kind(&()).into();
+    object.meta_mut().managed_fields = None;
+    api.patch(
+        &name,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&value),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Deletes an object if it exists.
+async fn delete_if_present<K>(client: &Client, namespace: &str, name: &str) -> Result<()>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+    K: Resource<Scope = kube::core::NamespaceResourceScope>,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    match api.delete(name, &DeleteParams::default()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(error) => Err(error.into()),
+    }
+}
+
+async fn apply_children(client: &Client, ns: &str, children: &Children, plan: &Plan) -> Result<()> {
+    apply(client, ns, &children.config_map).await?;
+    apply(client, ns, &children.service_account).await?;
+    apply(client, ns, &children.ingest).await?;
+    apply(client, ns, &children.ingest_service).await?;
+    match &children.ingest_autoscaler {
+        Some(autoscaler) => apply(client, ns, autoscaler).await?,
+        None => {
+            delete_if_present::<HorizontalPodAutoscaler>(
+                client,
+                ns,
+                &children::ingest_name(&plan.name),
+            )
+            .await?
+        }
+    }
+    apply(client, ns, &children.processor).await?;
+    apply(client, ns, &children.processor_service).await?;
+    apply(client, ns, &children.projector).await?;
+    for budget in &children.disruption_budgets {
+        apply(client, ns, budget).await?;
+    }
+    apply(client, ns, &children.network_policy).await?;
+    Ok(())
+}
+
+/// `(ready, wanted)` pods of the ingest Deployment and the processor StatefulSet.
+async fn observe_pods(client: &Client, ns: &str, plan: &Plan) -> Result<((i32, i32), (i32, i32))> {
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let sets: Api<StatefulSet> = Api::namespaced(client.clone(), ns);
+    let ingest = deployments
+        .get_opt(&children::ingest_name(&plan.name))
+        .await?;
+    let processor = sets.get_opt(&children::processor_name(&plan.name)).await?;
+    let ingest = ingest.map_or((0, 0), |d| {
+        let wanted = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+        let ready = d
+            .status
+            .as_ref()
+            .and_then(|s| s.ready_replicas)
+            .unwrap_or(0);
+        (ready, wanted)
+    });
+    let processor = processor.map_or((0, 0), |s| {
+        let wanted = s.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+        let ready = s
+            .status
+            .as_ref()
+            .and_then(|s| s.ready_replicas)
+            .unwrap_or(0);
+        (ready, wanted)
+    });
+    Ok((ingest, processor))
+}
+
+/// librdkafka properties from the Secret named by `kafka.secretRef` (key `kafka.properties`).
+async fn kafka_properties(
+    client: &Client,
+    ns: &str,
+    system: &OrderSystem,
+) -> Result<Vec<(String, String)>> {
+    let Some(secret) = &system.spec.kafka.secret_ref else {
+        return Ok(Vec::new());
+    };
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let found = secrets.get_opt(&secret.name).await?;
+    let text = found
+        .and_then(|s| s.data)
+        .and_then(|data| data.get("kafka.properties").cloned())
+        .map(|bytes| String::from_utf8_lossy(&bytes.0).into_owned())
+        .unwrap_or_default();
+    Ok(text
+        .split([',', '\n'])
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect())
+}
+
+async fn patch_status(
+    client: &Client,
+    system: &OrderSystem,
+    status: OrderSystemStatus,
+) -> Result<()> {
+    let ns = system.namespace().ok_or(Error::Incomplete("namespace"))?;
+    let api: Api<OrderSystem> = Api::namespaced(client.clone(), &ns);
+    let body = serde_json::json!({
+        "apiVersion": OrderSystem::api_version(&()),
+        "kind": OrderSystem::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        &system.name_any(),
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn set_finalizer(client: &Client, system: &OrderSystem, wanted: bool) -> Result<()> {
+    let has = system.finalizers().iter().any(|f| f == FINALIZER);
+    if has == wanted {
+        return Ok(());
+    }
+    let ns = system.namespace().ok_or(Error::Incomplete("namespace"))?;
+    let api: Api<OrderSystem> = Api::namespaced(client.clone(), &ns);
+    let mut finalizers: Vec<String> = system
+        .finalizers()
+        .iter()
+        .filter(|f| *f != FINALIZER)
+        .cloned()
+        .collect();
+    if wanted {
+        finalizers.push(FINALIZER.into());
+    }
+    // A merge patch with the resource version: refused if someone else changed them meanwhile.
+    let patch = serde_json::json!({
+        "metadata": {"finalizers": finalizers, "resourceVersion": system.resource_version()}
+    });
+    api.patch(
+        &system.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
+fn now() -> Time {
+    Time(k8s_openapi::jiff::Timestamp::now())
+}
+
+/// Deletes the topics if the policy says so, then lets the object go.
+async fn cleanup(system: &OrderSystem, ctx: &Context) -> Result<Action> {
+    if let Ok(plan) = validate::validate(system) {
+        let names = vec![plan.commands_topic(), plan.events_topic()];
+        let ns = plan.namespace.clone();
+        let deleted = async {
+            let properties = kafka_properties(&ctx.client, &ns, system).await?;
+            ctx.topics(&system.spec.kafka.bootstrap_servers, &properties)?
+                .delete(&names)
+                .await?;
+            Ok::<(), Error>(())
+        }
+        .await;
+        match deleted {
+            Ok(()) => {
+                ctx.event(
+                    system,
+                    EventType::Normal,
+                    "TopicsDeleted",
+                    "Delete",
+                    format!("deleted {}", names.join(", ")),
+                )
+                .await;
+            }
+            Err(error) => {
+                let since =
+                    system
+                        .metadata
+                        .deletion_timestamp
+                        .as_ref()
+                        .map_or(Duration::ZERO, |t| {
+                            let elapsed = k8s_openapi::jiff::Timestamp::now().duration_since(t.0);
+                            Duration::try_from(elapsed).unwrap_or(Duration::ZERO)
+                        });
+                if since < CLEANUP_DEADLINE {
+                    return Err(error);
+                }
+                ctx.event(
+                    system,
+                    EventType::Warning,
+                    "TopicsNotDeleted",
+                    "Delete",
+                    format!(
+                        "gave up deleting {} after {:?}: {error}",
+                        names.join(", "),
+                        CLEANUP_DEADLINE
+                    ),
+                )
+                .await;
+            }
+        }
+    }
+    set_finalizer(&ctx.client, system, false).await?;
+    Ok(Action::await_change())
+}
+
+/// One reconcile of one OrderSystem.
+pub async fn reconcile(system: Arc<OrderSystem>, ctx: Arc<Context>) -> Result<Action> {
+    let _timer = ctx.metrics.reconcile.timer();
+    ctx.metrics.reconcile.runs.inc();
+    let ns = system.namespace().ok_or(Error::Incomplete("namespace"))?;
+    let generation = system.metadata.generation.unwrap_or(0);
+    if system.metadata.deletion_timestamp.is_some() {
+        return if system.finalizers().iter().any(|f| f == FINALIZER) {
+            cleanup(&system, &ctx).await
+        } else {
+            Ok(Action::await_change())
+        };
+    }
+    if system
+        .annotations()
+        .get(PAUSED)
+        .is_some_and(|v| v == "true")
+    {
+        let status = status::paused(system.status.as_ref(), generation, now());
+        if system.status.as_ref() != Some(&status) {
+            patch_status(&ctx.client, &system, status).await?;
+            ctx.event(
+                &system,
+                EventType::Normal,
+                "Paused",
+                "Reconcile",
+                "reconciliation paused by annotation".into(),
+            )
+            .await;
+        }
+        return Ok(Action::await_change());
+    }
+
+    // validate
+    let plan = match validate::validate(&system) {
+        Ok(plan) => plan,
+        Err(invalid) => {
+            let observed = Observed {
+                generation,
+                invalid: Some(invalid.0.clone()),
+                ..Observed::default()
+            };
+            patch_status(
+                &ctx.client,
+                &system,
+                status::compute(&observed, system.status.as_ref(), now()),
+            )
+            .await?;
+            ctx.event(
+                &system,
+                EventType::Warning,
+                "InvalidSpec",
+                "Validate",
+                invalid.0,
+            )
+            .await;
+            return Ok(Action::await_change());
+        }
+    };
+    set_finalizer(
+        &ctx.client,
+        &system,
+        plan.deletion_policy == DeletionPolicy::Delete,
+    )
+    .await?;
+
+    // topics: dereference the Kafka secret, then apply the wanted topics
+    let mut observed = Observed {
+        generation,
+        endpoint: Some(children::endpoint(&plan)),
+        ..Observed::default()
+    };
+    let wanted = topics::wanted(
+        &plan.topic_prefix,
+        plan.partitions,
+        system.spec.kafka.replication_factor,
+        system.spec.kafka.min_in_sync_replicas,
+    );
+    let reports = async {
+        let properties = kafka_properties(&ctx.client, &ns, &system).await?;
+        Ok::<_, Error>(
+            ctx.topics(&system.spec.kafka.bootstrap_servers, &properties)?
+                .ensure(&wanted)
+                .await?,
+        )
+    }
+    .await;
+    match reports {
+        Ok(reports) => {
+            for report in &reports {
+                for action in &report.actions {
+                    ctx.event(
+                        &system,
+                        EventType::Normal,
+                        "Topic",
+                        "Apply",
+                        format!("{}: {action}", report.name),
+                    )
+                    .await;
+                }
+                if let Some(problem) = &report.not_supported {
+                    observed.not_supported = Some(problem.clone());
+                }
+            }
+            observed.topics = reports
+                .iter()
+                .map(|r| TopicStatus {
+                    name: r.name.clone(),
+                    partitions: r.partitions,
+                })
+                .collect();
+        }
+        Err(error) => {
+            observed.topics_error = Some(error.to_string());
+            ctx.metrics.reconcile.failed(error.label());
+        }
+    }
+    if let Some(problem) = &observed.not_supported
+        && system
+            .status
+            .as_ref()
+            .is_none_or(|s| !s.conditions.iter().any(|c| c.reason == "NotSupported"))
+    {
+        ctx.event(
+            &system,
+            EventType::Warning,
+            "NotSupported",
+            "Apply",
+            problem.clone(),
+        )
+        .await;
+    }
+
+    // build, apply
+    let children = children::build(&system, &plan);
+    if let Err(error) = apply_children(&ctx.client, &ns, &children, &plan).await {
+        observed.apply_error = Some(error.to_string());
+    }
+    let (ingest, shards) = observe_pods(&ctx.client, &ns, &plan).await?;
+    observed.ingest = Some(ingest);
+    observed.shards = Some(shards);
+    let failed = observed.topics_error.is_some() || observed.apply_error.is_some();
+    let status = status::compute(&observed, system.status.as_ref(), now());
+    let first_time = system.status.as_ref().and_then(|s| s.observed_generation) != Some(generation);
+    if system.status.as_ref() != Some(&status) {
+        patch_status(&ctx.client, &system, status.clone()).await?;
+    }
+    if first_time && !failed {
+        ctx.event(
+            &system,
+            EventType::Normal,
+            "Reconciled",
+            "Apply",
+            format!("generation {generation} applied"),
+        )
+        .await;
+    }
+    if failed {
+        // the error policy's backoff applies
+        return Err(match (observed.topics_error, observed.apply_error) {
+            (Some(e), _) | (None, Some(e)) => Error::Kafka(topics::Error::Kafka(e)),
+            (None, None) => Error::Incomplete("error"),
+        });
+    }
+    ctx.failures
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&system.name_any());
+    let ready = status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == "Ready" && c.status == "True");
+    Ok(Action::requeue(if ready {
+        Duration::from_secs(300)
+    } else {
+        Duration::from_secs(15)
+    }))
+}
+
+/// Per-object exponential backoff: 1 s, 2 s, 4 s, ... up to 5 minutes.
+pub fn error_policy(system: Arc<OrderSystem>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.reconcile.failed(error.label());
+    let mut failures = ctx.failures.lock().unwrap_or_else(|e| e.into_inner());
+    let count = failures
+        .entry(format!(
+            "{}/{}",
+            system.namespace().unwrap_or_default(),
+            system.name_any()
+        ))
+        .or_insert(0);
+    *count = (*count + 1).min(9);
+    let delay = Duration::from_secs(1 << *count).min(Duration::from_secs(300));
+    tracing::warn!(name = %system.name_any(), error = %error, ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+/// Runs the controller until `shutdown` resolves.
+pub async fn run(
+    ctx: Arc<Context>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = ctx.client.clone();
+    let systems: Api<OrderSystem> = Api::all(client.clone());
+    let started = Instant::now();
+    tracing::info!("controller starting");
+    Controller::new(systems, watcher::Config::default().any_semantic())
+        .owns(
+            Api::<Deployment>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .owns(
+            Api::<StatefulSet>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .owns(
+            Api::<Service>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .owns(
+            Api::<ConfigMap>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .owns(
+            Api::<ServiceAccount>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .owns(
+            Api::<PodDisruptionBudget>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .owns(
+            Api::<NetworkPolicy>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .owns(
+            Api::<HorizontalPodAutoscaler>::all(client),
+            watcher::Config::default(),
+        )
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                tracing::debug!(%error, "reconcile error");
+            }
+        })
+        .await;
+    tracing::info!(uptime = ?started.elapsed(), "controller stopped");
+}

@@ -1,0 +1,122 @@
+//! Leader election on a `coordination.k8s.io/v1` Lease, so several replicas can run and only
+//! one reconciles.
+//!
+//! The leader renews the Lease every [`RENEW`]; a standby takes it over once it has not been
+//! renewed for [`DURATION`]. Updates carry the Lease's resource version, so two replicas can
+//! never both believe they won. A leader that cannot renew in time stops reconciling.
+
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use k8s_openapi::jiff::Timestamp;
+use kube::Client;
+use kube::api::{Api, PostParams};
+use std::time::Duration;
+
+/// How long a lease lasts without renewal.
+pub const DURATION: Duration = Duration::from_secs(15);
+/// How often the leader renews.
+pub const RENEW: Duration = Duration::from_secs(3);
+
+/// One replica's claim on the Lease.
+pub struct LeaderElection {
+    api: Api<Lease>,
+    name: String,
+    identity: String,
+}
+
+impl LeaderElection {
+    /// Elections on Lease `name` in `namespace`, as `identity`.
+    pub fn new(client: Client, namespace: &str, name: &str, identity: &str) -> LeaderElection {
+        LeaderElection {
+            api: Api::namespaced(client, namespace),
+            name: name.into(),
+            identity: identity.into(),
+        }
+    }
+
+    /// Tries once; true if this replica holds the Lease now.
+    pub async fn try_acquire(&self) -> Result<bool, kube::Error> {
+        let now = MicroTime(Timestamp::now());
+        let current = self.api.get_opt(&self.name).await?;
+        let Some(mut lease) = current else {
+            let lease = Lease {
+                metadata: ObjectMeta {
+                    name: Some(self.name.clone()),
+                    ..ObjectMeta::default()
+                },
+                spec: Some(LeaseSpec {
+                    holder_identity: Some(self.identity.clone()),
+                    lease_duration_seconds: Some(DURATION.as_secs() as i32),
+                    acquire_time: Some(now.clone()),
+                    renew_time: Some(now),
+                    lease_transitions: Some(0),
+                    ..LeaseSpec::default()
+                }),
+            };
+            return match self.api.create(&PostParams::default(), &lease).await {
+                Ok(_) => Ok(true),
+                Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
+                Err(error) => Err(error),
+            };
+        };
+        let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
+        let mine = spec.holder_identity.as_deref() == Some(self.identity.as_str());
+        let expired = spec.renew_time.as_ref().is_none_or(|renewed| {
+            let duration = spec
+                .lease_duration_seconds
+                .unwrap_or(DURATION.as_secs() as i32);
+            let age = Timestamp::now().duration_since(renewed.0);
+            age.as_secs() >= i64::from(duration)
+        });
+        if !mine && !expired {
+            return Ok(false);
+        }
+        if !mine {
+            spec.holder_identity = Some(self.identity.clone());
+            spec.acquire_time = Some(now.clone());
+            spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + 1);
+        }
+        spec.renew_time = Some(now);
+        spec.lease_duration_seconds = Some(DURATION.as_secs() as i32);
+        // The resource version in the body makes this a compare-and-swap.
+        match self
+            .api
+            .replace(&self.name, &PostParams::default(), &lease)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Waits until this replica leads.
+    pub async fn acquire(&self) {
+        loop {
+            match self.try_acquire().await {
+                Ok(true) => return,
+                Ok(false) => {}
+                Err(error) => tracing::warn!(%error, "leader election failed; retrying"),
+            }
+            tokio::time::sleep(RENEW).await;
+        }
+    }
+
+    /// Renews while leading; returns when leadership is lost (not renewed within the duration).
+    pub async fn hold(&self) {
+        let mut last = tokio::time::Instant::now();
+        loop {
+            tokio::time::sleep(RENEW).await;
+            match self.try_acquire().await {
+                Ok(true) => last = tokio::time::Instant::now(),
+                Ok(false) => return,
+                Err(error) => {
+                    tracing::warn!(%error, "lease renewal failed");
+                    if last.elapsed() >= DURATION - RENEW {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,17 @@
+//! `oms-operator`: see `oms-operator --help`.
+
+use clap::Parser;
+use operator::cli::{Cli, Command};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Crd => operator::cli::print_crd(),
+        Command::Render(args) => operator::cli::render(&args),
+        Command::Run(args) => {
+            operator::init_tracing();
+            operator::run(*args).await
+        }
+    }
+}
