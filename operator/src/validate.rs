@@ -73,6 +73,12 @@ pub fn validate(system: &OrderSystem) -> Result<Plan, InvalidSpec> {
         price_band_percent: optional("risk.priceBandPercent", &spec.risk.price_band_percent)?,
         max_open_orders: spec.risk.max_open_orders.map(|n| n.max(0) as u32),
     };
+    // Checked on its own: instruments with their own band would never look at it.
+    if let Some(band) = limits.price_band_percent
+        && (band <= Decimal::ZERO || band > Decimal::ONE_HUNDRED)
+    {
+        return Err(InvalidSpec(format!("risk.priceBandPercent {band} must be in (0, 100]")));
+    }
     let mut instruments = Vec::new();
     let mut seen = std::collections::BTreeSet::new();
     for (i, item) in spec.instruments.iter().enumerate() {
