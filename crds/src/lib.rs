@@ -63,9 +63,9 @@ pub struct OrderSystemSpec {
     /// The oms-runtime container image.
     #[x_kube(validation = Rule::new("self != ''").message("image is required"))]
     pub image: String,
-    /// Tradable instruments (at least one; symbols unique).
+    /// Tradable instruments (at least one; symbols unique: a list keyed by symbol).
     #[schemars(length(min = 1, max = 1000))]
-    #[x_kube(validation = Rule::new("self.all(i, self.exists_one(j, j.symbol == i.symbol))").message("instrument symbols must be unique"))]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["symbol"]))]
     pub instruments: Vec<InstrumentSpec>,
     /// The command and event topics.
     pub kafka: KafkaSpec,

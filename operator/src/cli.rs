@@ -38,6 +38,9 @@ pub struct RunArgs {
         default_value = "0.0.0.0:8080"
     )]
     pub metrics_addr: SocketAddr,
+    /// Watch one namespace only (default: every namespace the service account may see).
+    #[arg(long, env = "OMS_OPERATOR_NAMESPACE")]
+    pub namespace: Option<String>,
     /// Only reconcile while holding the leader Lease (needed with more than one replica).
     #[arg(long, env = "OMS_OPERATOR_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
     pub leader_election: bool,

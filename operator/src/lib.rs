@@ -141,7 +141,7 @@ pub async fn run(args: cli::RunArgs) -> anyhow::Result<()> {
             None => std::future::pending().await,
         }
     };
-    let controller = controller::run(ctx, stopped());
+    let controller = controller::run(ctx, args.namespace.as_deref(), stopped());
     tokio::select! {
         _ = controller => Ok(()),
         _ = lost => anyhow::bail!("lost leadership; exiting so a restart rejoins as a standby"),

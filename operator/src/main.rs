@@ -10,6 +10,8 @@ async fn main() -> anyhow::Result<()> {
         Command::Crd => operator::cli::print_crd(),
         Command::Render(args) => operator::cli::render(&args),
         Command::Run(args) => {
+            // Two TLS stacks reach rustls through the dependencies; name the one to use.
+            let _ = rustls::crypto::ring::default_provider().install_default();
             operator::init_tracing();
             operator::run(*args).await
         }

@@ -77,7 +77,9 @@ pub fn validate(system: &OrderSystem) -> Result<Plan, InvalidSpec> {
     if let Some(band) = limits.price_band_percent
         && (band <= Decimal::ZERO || band > Decimal::ONE_HUNDRED)
     {
-        return Err(InvalidSpec(format!("risk.priceBandPercent {band} must be in (0, 100]")));
+        return Err(InvalidSpec(format!(
+            "risk.priceBandPercent {band} must be in (0, 100]"
+        )));
     }
     let mut instruments = Vec::new();
     let mut seen = std::collections::BTreeSet::new();
