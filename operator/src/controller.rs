@@ -562,47 +562,38 @@ pub fn error_policy(system: Arc<OrderSystem>, error: &Error, ctx: Arc<Context>) 
     Action::requeue(delay)
 }
 
-/// Runs the controller until `shutdown` resolves.
+fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>,
+{
+    match namespace {
+        Some(namespace) => Api::namespaced(client.clone(), namespace),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Runs the controller, over `namespace` or all of them, until `shutdown` resolves.
 pub async fn run(
     ctx: Arc<Context>,
+    namespace: Option<&str>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = ctx.client.clone();
-    let systems: Api<OrderSystem> = Api::all(client.clone());
+    let systems: Api<OrderSystem> = scoped(&client, namespace);
     let started = Instant::now();
-    tracing::info!("controller starting");
-    Controller::new(systems, watcher::Config::default().any_semantic())
+    tracing::info!(?namespace, "controller starting");
+    let config = watcher::Config::default;
+    Controller::new(systems, config().any_semantic())
+        .owns(scoped::<Deployment>(&client, namespace), config())
+        .owns(scoped::<StatefulSet>(&client, namespace), config())
+        .owns(scoped::<Service>(&client, namespace), config())
+        .owns(scoped::<ConfigMap>(&client, namespace), config())
+        .owns(scoped::<ServiceAccount>(&client, namespace), config())
+        .owns(scoped::<PodDisruptionBudget>(&client, namespace), config())
+        .owns(scoped::<NetworkPolicy>(&client, namespace), config())
         .owns(
-            Api::<Deployment>::all(client.clone()),
-            watcher::Config::default(),
-        )
-        .owns(
-            Api::<StatefulSet>::all(client.clone()),
-            watcher::Config::default(),
-        )
-        .owns(
-            Api::<Service>::all(client.clone()),
-            watcher::Config::default(),
-        )
-        .owns(
-            Api::<ConfigMap>::all(client.clone()),
-            watcher::Config::default(),
-        )
-        .owns(
-            Api::<ServiceAccount>::all(client.clone()),
-            watcher::Config::default(),
-        )
-        .owns(
-            Api::<PodDisruptionBudget>::all(client.clone()),
-            watcher::Config::default(),
-        )
-        .owns(
-            Api::<NetworkPolicy>::all(client.clone()),
-            watcher::Config::default(),
-        )
-        .owns(
-            Api::<HorizontalPodAutoscaler>::all(client),
-            watcher::Config::default(),
+            scoped::<HorizontalPodAutoscaler>(&client, namespace),
+            config(),
         )
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
