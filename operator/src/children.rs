@@ -539,3 +539,301 @@ pub fn build(system: &OrderSystem, plan: &Plan) -> Children {
 pub fn endpoint(plan: &Plan) -> String {
     format!("http://{}.{}.svc:80", plan.name, plan.namespace)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::system;
+    use crate::validate::validate;
+
+    fn built(system: &OrderSystem) -> Children {
+        build(system, &validate(system).unwrap())
+    }
+
+    fn container(template: &PodTemplateSpec) -> &Container {
+        &template.spec.as_ref().unwrap().containers[0]
+    }
+
+    fn env_of(template: &PodTemplateSpec) -> BTreeMap<String, EnvVar> {
+        container(template)
+            .env
+            .clone()
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.name.clone(), e))
+            .collect()
+    }
+
+    fn secret_ref(var: &EnvVar) -> (String, String) {
+        let key = var
+            .value_from
+            .as_ref()
+            .unwrap()
+            .secret_key_ref
+            .as_ref()
+            .unwrap();
+        (key.name.clone(), key.key.clone())
+    }
+
+    #[test]
+    fn every_child_is_owned_labelled_and_named() {
+        let system = system();
+        let c = built(&system);
+        let metas = [
+            &c.config_map.metadata,
+            &c.service_account.metadata,
+            &c.ingest.metadata,
+            &c.ingest_service.metadata,
+            &c.ingest_autoscaler.as_ref().unwrap().metadata,
+            &c.processor.metadata,
+            &c.processor_service.metadata,
+            &c.projector.metadata,
+            &c.disruption_budgets[0].metadata,
+            &c.disruption_budgets[1].metadata,
+            &c.network_policy.metadata,
+        ];
+        for meta in metas {
+            assert_eq!(meta.namespace.as_deref(), Some("trading"));
+            let owner = &meta.owner_references.as_ref().unwrap()[0];
+            assert_eq!(
+                (owner.kind.as_str(), owner.name.as_str()),
+                ("OrderSystem", "btc-desk")
+            );
+            assert_eq!(owner.controller, Some(true));
+            assert_eq!(
+                meta.labels.as_ref().unwrap()["app.kubernetes.io/instance"],
+                "btc-desk"
+            );
+        }
+        assert_eq!(c.ingest.metadata.name.as_deref(), Some("btc-desk-ingest"));
+        assert_eq!(
+            c.processor.metadata.name.as_deref(),
+            Some("btc-desk-processor")
+        );
+        assert_eq!(c.ingest_service.metadata.name.as_deref(), Some("btc-desk"));
+    }
+
+    #[test]
+    fn image_kafka_redis_mongo_risk_and_keys_reach_the_pods() {
+        let c = built(&system());
+        for template in [
+            &c.ingest.spec.as_ref().unwrap().template,
+            &c.processor.spec.as_ref().unwrap().template,
+        ] {
+            assert_eq!(
+                container(template).image.as_deref(),
+                Some("ghcr.io/oms/oms-runtime:0.1.0")
+            );
+            let env = env_of(template);
+            assert_eq!(
+                env["OMS_KAFKA_BOOTSTRAP"].value.as_deref(),
+                Some("b-1.msk:9094,b-2.msk:9094")
+            );
+            assert_eq!(
+                env["OMS_KAFKA_TOPIC_PREFIX"].value.as_deref(),
+                Some("trading.btc-desk")
+            );
+            assert_eq!(
+                secret_ref(&env["OMS_KAFKA_PROPERTIES"]),
+                ("kafka-auth".into(), "kafka.properties".into())
+            );
+            assert_eq!(
+                secret_ref(&env["OMS_REDIS_URL"]),
+                ("redis".into(), "url".into())
+            );
+            assert_eq!(
+                secret_ref(&env["OMS_MONGO_URL"]),
+                ("docdb".into(), "uri".into())
+            );
+            assert_eq!(env["OMS_MONGO_DATABASE"].value.as_deref(), Some("btc_desk"));
+            assert_eq!(
+                env["OMS_MAX_ORDER_NOTIONAL"].value.as_deref(),
+                Some("1000000")
+            );
+            assert_eq!(env["OMS_PRICE_BAND_PERCENT"].value.as_deref(), Some("5"));
+            assert_eq!(env["OMS_MAX_OPEN_ORDERS"].value.as_deref(), Some("200"));
+        }
+        let ingest = env_of(&c.ingest.spec.as_ref().unwrap().template);
+        assert_eq!(ingest["OMS_ROLE"].value.as_deref(), Some("ingest"));
+        assert!(ingest.contains_key("OMS_API_KEYS_FILE"));
+        let volumes = c
+            .ingest
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap()
+            .volumes
+            .clone()
+            .unwrap();
+        let keys = volumes.iter().find(|v| v.name == "api-keys").unwrap();
+        assert_eq!(
+            keys.secret.as_ref().unwrap().secret_name.as_deref(),
+            Some("desk-keys")
+        );
+        let instruments = &c.config_map.data.as_ref().unwrap()["instruments.json"];
+        let parsed: Vec<oms_core::InstrumentSpec> = serde_json::from_str(instruments).unwrap();
+        assert_eq!(parsed[0].symbol, "BTC-USDT");
+        assert_eq!(
+            parsed[0].price_band_percent,
+            Some(rust_decimal::Decimal::from(10))
+        );
+    }
+
+    #[test]
+    fn redis_url_may_be_plain() {
+        let mut system = system();
+        system.spec.redis.url = Some("rediss://cache:6379".into());
+        system.spec.redis.secret_ref = None;
+        system.spec.kafka.secret_ref = None;
+        let c = built(&system);
+        let env = env_of(&c.ingest.spec.as_ref().unwrap().template);
+        assert_eq!(
+            env["OMS_REDIS_URL"].value.as_deref(),
+            Some("rediss://cache:6379")
+        );
+        assert!(!env.contains_key("OMS_KAFKA_PROPERTIES"));
+    }
+
+    #[test]
+    fn ingest_replicas_or_autoscaler() {
+        let c = built(&system());
+        assert_eq!(
+            c.ingest.spec.as_ref().unwrap().replicas,
+            None,
+            "the autoscaler owns replicas"
+        );
+        let hpa = c.ingest_autoscaler.unwrap().spec;
+        assert_eq!((hpa.min_replicas, hpa.max_replicas), (Some(2), 8));
+        assert_eq!(
+            hpa.metrics.unwrap()[0]
+                .resource
+                .as_ref()
+                .unwrap()
+                .target
+                .average_utilization,
+            Some(60)
+        );
+        let mut fixed = system();
+        fixed.spec.ingest.autoscaling = None;
+        let c = built(&fixed);
+        assert_eq!(c.ingest.spec.as_ref().unwrap().replicas, Some(3));
+        assert!(c.ingest_autoscaler.is_none());
+    }
+
+    #[test]
+    fn processor_shards_projector_and_resources() {
+        let c = built(&system());
+        let set = c.processor.spec.as_ref().unwrap();
+        assert_eq!(set.replicas, Some(4));
+        assert_eq!(set.service_name.as_deref(), Some("btc-desk-processor"));
+        assert_eq!(set.pod_management_policy.as_deref(), Some("Parallel"));
+        let env = env_of(&set.template);
+        assert_eq!(env["OMS_ROLE"].value.as_deref(), Some("processor"));
+        assert_eq!(env["OMS_SHARDS"].value.as_deref(), Some("4"));
+        assert_eq!(env["OMS_SNAPSHOT_EVERY"].value.as_deref(), Some("5000"));
+        let limits = container(&set.template)
+            .resources
+            .clone()
+            .unwrap()
+            .limits
+            .unwrap();
+        assert_eq!(limits["memory"].0, "2Gi");
+        let ingest = container(&c.ingest.spec.as_ref().unwrap().template)
+            .resources
+            .clone()
+            .unwrap();
+        assert_eq!(ingest.requests.unwrap()["cpu"].0, "500m");
+        assert_eq!(c.projector.spec.as_ref().unwrap().replicas, Some(2));
+        assert_eq!(
+            env_of(&c.projector.spec.as_ref().unwrap().template)["OMS_ROLE"]
+                .value
+                .as_deref(),
+            Some("projector")
+        );
+        assert_eq!(
+            c.processor_service
+                .spec
+                .as_ref()
+                .unwrap()
+                .cluster_ip
+                .as_deref(),
+            Some("None")
+        );
+    }
+
+    #[test]
+    fn pods_run_restricted() {
+        let c = built(&system());
+        let template = &c.ingest.spec.as_ref().unwrap().template;
+        let pod = template.spec.as_ref().unwrap();
+        assert_eq!(pod.automount_service_account_token, Some(false));
+        assert_eq!(
+            pod.security_context
+                .as_ref()
+                .unwrap()
+                .seccomp_profile
+                .as_ref()
+                .unwrap()
+                .type_,
+            "RuntimeDefault"
+        );
+        let security = container(template).security_context.clone().unwrap();
+        assert_eq!(security.read_only_root_filesystem, Some(true));
+        assert_eq!(security.allow_privilege_escalation, Some(false));
+        assert_eq!(
+            security.capabilities.unwrap().drop.unwrap(),
+            vec!["ALL".to_string()]
+        );
+        for budget in &c.disruption_budgets {
+            assert_eq!(
+                budget.spec.as_ref().unwrap().max_unavailable,
+                Some(IntOrString::Int(1))
+            );
+        }
+        let rule = &c
+            .network_policy
+            .spec
+            .as_ref()
+            .unwrap()
+            .ingress
+            .as_ref()
+            .unwrap()[0];
+        let ports: Vec<_> = rule
+            .ports
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|p| p.port.clone())
+            .collect();
+        assert_eq!(
+            ports,
+            vec![
+                Some(IntOrString::Int(API_PORT)),
+                Some(IntOrString::Int(ADMIN_PORT))
+            ]
+        );
+    }
+
+    #[test]
+    fn a_configuration_change_rolls_the_pods() {
+        let hash = |system: &OrderSystem| {
+            let c = built(system);
+            let meta = c.processor.spec.unwrap().template.metadata.unwrap();
+            meta.annotations.unwrap()[CONFIG_HASH].clone()
+        };
+        let base = system();
+        let mut scaled = system();
+        scaled.spec.processor.shards = 2;
+        assert_eq!(
+            hash(&base),
+            hash(&scaled),
+            "scaling is not a configuration change"
+        );
+        let mut changed = system();
+        changed.spec.instruments[0].max_quantity = "50".into();
+        assert_ne!(hash(&base), hash(&changed));
+    }
+}
