@@ -25,7 +25,9 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::core::PartialObjectMeta;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
@@ -165,13 +167,13 @@ where
 }
 
 /// Deletes an object if it exists.
-async fn delete_if_present<K>(client: &Client, namespace: &str, name: &str) -> Result<()>
+async fn delete_if_present<K>(client: &Client, namespace: &str, name: String) -> Result<()>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
     K: Resource<Scope = kube::core::NamespaceResourceScope>,
 {
     let api: Api<K> = Api::namespaced(client.clone(), namespace);
-    match api.delete(name, &DeleteParams::default()).await {
+    match api.delete(&name, &DeleteParams::default()).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
         Err(error) => Err(error.into()),
@@ -179,28 +181,29 @@ where
 }
 
 async fn apply_children(client: &Client, ns: &str, children: &Children, plan: &Plan) -> Result<()> {
-    apply(client, ns, &children.config_map).await?;
-    apply(client, ns, &children.service_account).await?;
-    apply(client, ns, &children.ingest).await?;
-    apply(client, ns, &children.ingest_service).await?;
-    match &children.ingest_autoscaler {
-        Some(autoscaler) => apply(client, ns, autoscaler).await?,
-        None => {
-            delete_if_present::<HorizontalPodAutoscaler>(
-                client,
-                ns,
-                &children::ingest_name(&plan.name),
-            )
-            .await?
-        }
-    }
-    apply(client, ns, &children.processor).await?;
-    apply(client, ns, &children.processor_service).await?;
-    apply(client, ns, &children.projector).await?;
+    // Independent objects: applied at once, so one reconcile costs one round trip, not eleven.
+    let mut applies: Vec<futures::future::BoxFuture<'_, Result<()>>> = vec![
+        Box::pin(apply(client, ns, &children.config_map)),
+        Box::pin(apply(client, ns, &children.service_account)),
+        Box::pin(apply(client, ns, &children.ingest)),
+        Box::pin(apply(client, ns, &children.ingest_service)),
+        Box::pin(apply(client, ns, &children.processor)),
+        Box::pin(apply(client, ns, &children.processor_service)),
+        Box::pin(apply(client, ns, &children.projector)),
+        Box::pin(apply(client, ns, &children.network_policy)),
+    ];
     for budget in &children.disruption_budgets {
-        apply(client, ns, budget).await?;
+        applies.push(Box::pin(apply(client, ns, budget)));
     }
-    apply(client, ns, &children.network_policy).await?;
+    match &children.ingest_autoscaler {
+        Some(autoscaler) => applies.push(Box::pin(apply(client, ns, autoscaler))),
+        None => applies.push(Box::pin(delete_if_present::<HorizontalPodAutoscaler>(
+            client,
+            ns,
+            children::ingest_name(&plan.name),
+        ))),
+    }
+    futures::future::try_join_all(applies).await?;
     Ok(())
 }
 
@@ -562,6 +565,33 @@ pub fn error_policy(system: Arc<OrderSystem>, error: &Error, ctx: Arc<Context>) 
     Action::requeue(delay)
 }
 
+/// Reconciles running at once.
+pub const RECONCILE_CONCURRENCY: u16 = 16;
+
+/// Changes to children of kind `K`, as metadata only: the owner reference is all the controller
+/// needs, and decoding whole objects for every event cost most of the operator's memory.
+fn children<K>(
+    client: &Client,
+    namespace: Option<&str>,
+) -> impl futures::Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + 'static
+where
+    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + 'static,
+{
+    // An Api over PartialObjectMeta makes metadata-only requests.
+    let api: Api<PartialObjectMeta<K>> = match namespace {
+        Some(namespace) => Api::namespaced(client.clone(), namespace),
+        None => Api::all(client.clone()),
+    };
+    watcher::watcher(api, watcher::Config::default())
+        .default_backoff()
+        .touched_objects()
+}
+
 fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
 where
     K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>,
@@ -582,19 +612,17 @@ pub async fn run(
     let systems: Api<OrderSystem> = scoped(&client, namespace);
     let started = Instant::now();
     tracing::info!(?namespace, "controller starting");
-    let config = watcher::Config::default;
-    Controller::new(systems, config().any_semantic())
-        .owns(scoped::<Deployment>(&client, namespace), config())
-        .owns(scoped::<StatefulSet>(&client, namespace), config())
-        .owns(scoped::<Service>(&client, namespace), config())
-        .owns(scoped::<ConfigMap>(&client, namespace), config())
-        .owns(scoped::<ServiceAccount>(&client, namespace), config())
-        .owns(scoped::<PodDisruptionBudget>(&client, namespace), config())
-        .owns(scoped::<NetworkPolicy>(&client, namespace), config())
-        .owns(
-            scoped::<HorizontalPodAutoscaler>(&client, namespace),
-            config(),
-        )
+    Controller::new(systems, watcher::Config::default().any_semantic())
+        // Bounded, so hundreds of systems do not all hit Kafka's admin API at once.
+        .with_config(ControllerConfig::default().concurrency(RECONCILE_CONCURRENCY))
+        .owns_stream(children::<Deployment>(&client, namespace))
+        .owns_stream(children::<StatefulSet>(&client, namespace))
+        .owns_stream(children::<Service>(&client, namespace))
+        .owns_stream(children::<ConfigMap>(&client, namespace))
+        .owns_stream(children::<ServiceAccount>(&client, namespace))
+        .owns_stream(children::<PodDisruptionBudget>(&client, namespace))
+        .owns_stream(children::<NetworkPolicy>(&client, namespace))
+        .owns_stream(children::<HorizontalPodAutoscaler>(&client, namespace))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {

@@ -85,7 +85,7 @@ pub fn wanted(
 /// A connection to one cluster.
 pub struct Topics {
     admin: AdminClient<DefaultClientContext>,
-    metadata: BaseConsumer,
+    metadata: std::sync::Arc<BaseConsumer>,
     timeout: Duration,
 }
 
@@ -106,7 +106,7 @@ impl Topics {
         }
         Ok(Topics {
             admin: config.create().map_err(kafka)?,
-            metadata: config.create().map_err(kafka)?,
+            metadata: std::sync::Arc::new(config.create().map_err(kafka)?),
             timeout,
         })
     }
