@@ -527,6 +527,19 @@ pub async fn reconcile(system: Arc<OrderSystem>, ctx: Arc<Context>) -> Result<Ac
         .await;
     }
     if failed {
+        let problem = observed
+            .topics_error
+            .clone()
+            .or_else(|| observed.apply_error.clone())
+            .unwrap_or_default();
+        ctx.event(
+            &system,
+            EventType::Warning,
+            "ReconcileFailed",
+            "Apply",
+            problem,
+        )
+        .await;
         // the error policy's backoff applies
         return Err(match (observed.topics_error, observed.apply_error) {
             (Some(e), _) | (None, Some(e)) => Error::Kafka(topics::Error::Kafka(e)),
