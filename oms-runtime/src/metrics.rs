@@ -18,6 +18,13 @@ pub struct RouteLabels {
     pub status: u16,
 }
 
+/// Label naming a consumer group.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConsumerLabels {
+    /// Which consumer group: processor or projector.
+    pub consumer: &'static str,
+}
+
 /// Labels naming an outcome.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
@@ -73,6 +80,8 @@ pub struct ProcessingMetrics {
     pub projection_seconds: Histogram,
     /// Last journal position read.
     pub read_position: Gauge,
+    /// Records behind the end of the log, by consumer (processor, projector).
+    pub consumer_lag: Family<ConsumerLabels, Gauge>,
     /// Failures retried.
     pub errors: Counter,
 }
@@ -173,6 +182,7 @@ impl Metrics {
             projected_orders: Counter::default(),
             projection_seconds: seconds(),
             read_position: Gauge::default(),
+            consumer_lag: Family::default(),
             errors: Counter::default(),
         };
         let sub = registry.sub_registry_with_prefix("processing");
@@ -200,6 +210,11 @@ impl Metrics {
             "journal_read_position",
             "Last journal position read",
             processing.read_position.clone(),
+        );
+        sub.register(
+            "consumer_lag",
+            "Records behind the end of the log (librdkafka statistics; -1 until known), by consumer",
+            processing.consumer_lag.clone(),
         );
         sub.register(
             "errors",

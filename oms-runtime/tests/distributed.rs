@@ -10,7 +10,7 @@ use oms_core::OrderId;
 use reqwest::StatusCode;
 use serde_json::Value;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 fn instruments() -> Vec<oms_core::Instrument> {
     oms_runtime::default_instruments()
@@ -140,6 +140,31 @@ async fn all_roles_in_one_process_round_trip() {
         ready["checks"],
         serde_json::json!({"mongodb": "ok", "redis": "ok", "kafka": "ok"})
     );
+    // librdkafka's statistics (every 5 s) give both consumers' lag, -1 until then. Caught up,
+    // it is at most the transaction markers after the last record the consumer committed.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let metrics = reqwest::get(format!("{}/metrics", node.admin))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let lag = |consumer: &str| -> i64 {
+            let prefix = format!("oms_processing_consumer_lag{{consumer=\"{consumer}\"}} ");
+            let line = metrics.lines().find(|line| line.starts_with(&prefix));
+            line.map_or(-1, |line| line[prefix.len()..].parse().unwrap())
+        };
+        let (processor, projector) = (lag("processor"), lag("projector"));
+        if (0..=2).contains(&processor) && (0..=2).contains(&projector) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "lag not known or not caught up:\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

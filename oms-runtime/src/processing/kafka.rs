@@ -27,18 +27,20 @@
 //! `offsets.retention.minutes` must be longer than any pause of a processor.
 
 use super::{Processed, Projection, unroutable};
-use crate::metrics::Metrics;
+use crate::metrics::{ConsumerLabels, Metrics};
 use crate::store::kafka::{KafkaConfig, partition_of, partitions};
 use crate::store::mongo::{MongoStore, PartitionSnapshot};
 use crate::store::redis::RedisStore;
 use crate::store::{Ack, JournalEntry, LogPosition, OrderStore, StoreError};
 use anyhow::{Context, bail};
 use oms_core::{Book, EventRecord, Instrument, RiskLimits, Symbol};
+use prometheus_client::metrics::gauge::Gauge;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -48,6 +50,8 @@ use tokio::runtime::Handle;
 
 /// Most commands in one transaction.
 const BATCH: usize = 500;
+/// How often librdkafka reports statistics, consumer lag among them.
+const STATISTICS_INTERVAL_MS: &str = "5000";
 /// How long a transaction may stay open on the broker.
 const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -125,7 +129,7 @@ impl PartitionWorker {
     fn recover(
         config: &ProcessorConfig,
         handle: &Handle,
-        consumer: &BaseConsumer,
+        consumer: &BaseConsumer<Observed>,
         partition: u32,
         partitions: u32,
     ) -> anyhow::Result<PartitionWorker> {
@@ -196,7 +200,7 @@ impl PartitionWorker {
         &mut self,
         config: &ProcessorConfig,
         handle: &Handle,
-        consumer: &BaseConsumer,
+        consumer: &BaseConsumer<Observed>,
         messages: &[&BorrowedMessage<'_>],
     ) -> anyhow::Result<()> {
         let kafka = &config.kafka;
@@ -409,14 +413,15 @@ pub fn run_processor(
         ?owned,
         "processor starting"
     );
-    let consumer: BaseConsumer = kafka
+    let consumer: BaseConsumer<Observed> = kafka
         .client()
         .set("group.id", format!("{}.processor", kafka.prefix))
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
         .set("isolation.level", "read_committed")
         .set("fetch.wait.max.ms", "5")
-        .create()?;
+        .set("statistics.interval.ms", STATISTICS_INTERVAL_MS)
+        .create_with_context(Observed::new(&config.metrics, "processor"))?;
     let mut workers = BTreeMap::new();
     for &partition in &owned {
         let worker = PartitionWorker::recover(config, handle, &consumer, partition, count)?;
@@ -501,13 +506,43 @@ pub fn run_processor(
 }
 
 /// Notes rebalances, so the projector drops cached states of partitions that may have moved.
-struct RebalanceContext {
+/// A consumer's observers: rebalances (the projector restarts its batch on one) and lag.
+struct Observed {
     moved: Arc<AtomicBool>,
+    lag: Gauge,
 }
 
-impl ClientContext for RebalanceContext {}
+impl Observed {
+    fn new(metrics: &Metrics, consumer: &'static str) -> Observed {
+        let lag = metrics
+            .processing
+            .consumer_lag
+            .get_or_create(&ConsumerLabels { consumer })
+            .clone();
+        // Unknown until librdkafka's first statistics; 0 would claim "caught up".
+        lag.set(-1);
+        Observed {
+            moved: Arc::new(AtomicBool::new(false)),
+            lag,
+        }
+    }
+}
 
-impl ConsumerContext for RebalanceContext {
+impl ClientContext for Observed {
+    fn stats(&self, statistics: Statistics) {
+        // -1 marks a partition whose lag is not known yet; the internal partition is -1 too.
+        let lag: i64 = statistics
+            .topics
+            .values()
+            .flat_map(|topic| topic.partitions.values())
+            .filter(|partition| partition.partition >= 0 && partition.consumer_lag >= 0)
+            .map(|partition| partition.consumer_lag)
+            .sum();
+        self.lag.set(lag);
+    }
+}
+
+impl ConsumerContext for Observed {
     fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, _rebalance: &Rebalance<'_>) {
         self.moved.store(true, Ordering::Relaxed);
     }
@@ -520,17 +555,17 @@ pub async fn run_projector(
     metrics: Arc<Metrics>,
     stop: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let moved = Arc::new(AtomicBool::new(false));
-    let consumer: StreamConsumer<RebalanceContext> = kafka
+    let observed = Observed::new(&metrics, "projector");
+    let moved = observed.moved.clone();
+    let consumer: StreamConsumer<Observed> = kafka
         .client()
         .set("group.id", format!("{}.projector", kafka.prefix))
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
         .set("isolation.level", "read_committed")
         .set("fetch.wait.max.ms", "5")
-        .create_with_context(RebalanceContext {
-            moved: moved.clone(),
-        })?;
+        .set("statistics.interval.ms", STATISTICS_INTERVAL_MS)
+        .create_with_context(observed)?;
     consumer.subscribe(&[&kafka.events()])?;
     let mut projection = Projection::new(store.clone());
     tokio::pin!(stop);
