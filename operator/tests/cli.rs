@@ -18,7 +18,7 @@ fn operator(args: &[&str]) -> (bool, String, String) {
 fn render_prints_every_object_of_the_example() {
     let manifest = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../examples/ordersystem-dev.yaml"
+        "/../examples/ordersystems/dev.yaml"
     );
     let (ok, out, err) = operator(&["render", "-f", manifest]);
     assert!(ok, "{err}");
@@ -46,7 +46,7 @@ fn render_explains_an_invalid_manifest() {
     let path = dir.path().join("bad.yaml");
     let manifest = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../examples/ordersystem-dev.yaml"
+        "/../examples/ordersystems/dev.yaml"
     ))
     .unwrap()
     .replace("maxQuantity: \"100\"", "maxQuantity: \"0.000001\"");
