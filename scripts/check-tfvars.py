@@ -1,0 +1,93 @@
+#!/usr/bin/env python3
+"""Checks that every environments/*.tfvars of a Terraform root sets only declared variables,
+each with a value of the declared type, and that the MSK broker count fits the zones.
+
+Usage: check-tfvars.py TERRAFORM_DIR [TFVARS ...]   (default: TERRAFORM_DIR/environments/*.tfvars)
+Runs with the HCL parser that checkov brings (scripts/deploy-tools). Exit status 1 on a problem.
+"""
+
+import glob
+import os
+import re
+import sys
+
+import hcl2
+
+
+def parse(path):
+    with open(path) as handle:
+        return hcl2.load(handle)
+
+
+def attribute(value):
+    """checkov's HCL parser wraps every attribute's value in a one-element list."""
+    return value[0] if isinstance(value, list) and len(value) == 1 else value
+
+
+def declared(root):
+    """Variable name -> (type expression, default or None)."""
+    variables = {}
+    for path in sorted(glob.glob(os.path.join(root, "*.tf"))):
+        for block in parse(path).get("variable", []):
+            for name, body in block.items():
+                kind = str(attribute(body.get("type", "any")))
+                kind = re.sub(r"^\$\{(.*)\}$", r"\1", kind).replace(" ", "")
+                variables[name] = (kind, attribute(body["default"]) if "default" in body else None)
+    return variables
+
+
+def conforms(value, kind):
+    """Whether a tfvars value has the type written as `kind` (the types this project uses)."""
+    if kind == "any":
+        return True
+    if kind == "string":
+        return isinstance(value, str)
+    if kind == "number":
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind == "bool":
+        return isinstance(value, bool)
+    collection = re.fullmatch(r"(list|set|map)\((.*)\)", kind)
+    if collection:
+        outer, inner = collection.groups()
+        if outer == "map":
+            return isinstance(value, dict) and all(conforms(v, inner) for v in value.values())
+        return isinstance(value, list) and all(conforms(v, inner) for v in value)
+    raise SystemExit(f"check-tfvars.py does not know the type {kind}; teach it")
+
+
+def check(path, variables):
+    problems = []
+    values = {name: attribute(value) for name, value in parse(path).items()}
+    for name, value in values.items():
+        if name not in variables:
+            problems.append(f"{name} is not a declared variable")
+        elif not conforms(value, variables[name][0]):
+            problems.append(f"{name} = {value!r} is not a {variables[name][0]}")
+    merged = {name: default for name, (_, default) in variables.items()}
+    merged.update(values)
+    zones, brokers = merged.get("availability_zone_count"), merged.get("kafka_broker_count")
+    if isinstance(zones, int) and isinstance(brokers, int) and brokers % zones:
+        problems.append(f"kafka_broker_count {brokers} is not a multiple of availability_zone_count {zones}")
+    required = [name for name, (_, default) in variables.items() if default is None and name not in values]
+    problems += [f"{name} has no default and is not set" for name in required]
+    return problems
+
+
+def main():
+    root = sys.argv[1]
+    files = sys.argv[2:] or sorted(glob.glob(os.path.join(root, "environments", "*.tfvars")))
+    if not files:
+        raise SystemExit(f"no tfvars files under {root}/environments")
+    variables = declared(root)
+    failed = False
+    for path in files:
+        problems = check(path, variables)
+        for problem in problems:
+            print(f"{path}: {problem}", file=sys.stderr)
+        print(f"  {path}: {len(problems)} problem(s)", file=sys.stderr)
+        failed |= bool(problems)
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
