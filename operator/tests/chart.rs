@@ -91,7 +91,7 @@ fn apply(env: &Env, manifests: &str, dry_run: bool) -> String {
 }
 
 async fn install_monitoring_crds(env: &Env, tools: &Tools) {
-    for kind in ["servicemonitors", "prometheusrules"] {
+    for kind in ["servicemonitors", "podmonitors", "prometheusrules"] {
         let path = tools
             .prometheus_crds
             .join(format!("monitoring.coreos.com_{kind}.yaml"));
@@ -159,8 +159,8 @@ async fn every_rendering_passes_a_server_side_dry_run() {
     install_monitoring_crds(&env, &tools).await;
     let ns = namespace(&client, "chart-dry").await;
     let chart = chart();
-    let everything = "metrics.serviceMonitor.enabled=true,prometheusRule.enabled=true,\
-                      grafanaDashboard.enabled=true";
+    let everything = "metrics.serviceMonitor.enabled=true,metrics.runtimePodMonitor.enabled=true,\
+                      prometheusRule.enabled=true,grafanaDashboard.enabled=true";
     let watch_one = format!("watchNamespace={ns},replicaCount=1,networkPolicy.enabled=false");
     for values in [
         "",
@@ -215,7 +215,8 @@ async fn installed_chart_runs_an_operator_that_reconciles_the_example() {
             "--set",
             &format!(
                 "watchNamespace={apps_ns},metrics.serviceMonitor.enabled=true,\
-                 prometheusRule.enabled=true,grafanaDashboard.enabled=true"
+                 metrics.runtimePodMonitor.enabled=true,prometheusRule.enabled=true,\
+                 grafanaDashboard.enabled=true"
             ),
         ],
     );
