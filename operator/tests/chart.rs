@@ -284,6 +284,53 @@ async fn installed_chart_runs_an_operator_that_reconciles_the_example() {
     let prefix = format!("{apps_ns}.{name}");
     assert_eq!(partitions(&env, &format!("{prefix}.commands")), Some(6));
 
+    // Argo CD's view of the real status: no kubelet runs, so pods never become ready.
+    let live = || async {
+        serde_json::to_value(systems(&client, &apps_ns).get(&name).await.unwrap()).unwrap()
+    };
+    assert_eq!(
+        argocd::health(&live().await),
+        (
+            "Progressing".to_string(),
+            "children are applied; waiting for pods".to_string()
+        )
+    );
+    ok(
+        kubectl(
+            &env,
+            &[
+                "annotate",
+                "-n",
+                &apps_ns,
+                "omsys",
+                &name,
+                "oms.dev/paused=true",
+            ],
+        ),
+        "kubectl annotate",
+    );
+    wait(WAIT, "the paused condition", || async {
+        condition(&client, &apps_ns, &name, "ReconciliationPaused")
+            .await
+            .filter(|(status, _, _)| status == "True")
+    })
+    .await;
+    assert_eq!(argocd::health(&live().await).0, "Suspended");
+    ok(
+        kubectl(
+            &env,
+            &[
+                "annotate",
+                "-n",
+                &apps_ns,
+                "omsys",
+                &name,
+                "oms.dev/paused-",
+            ],
+        ),
+        "kubectl annotate",
+    );
+
     // deletionPolicy Delete: the operator may remove its finalizer and the topics.
     systems(&client, &apps_ns)
         .delete(&name, &DeleteParams::default())
