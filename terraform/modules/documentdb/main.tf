@@ -106,7 +106,6 @@ resource "aws_docdb_cluster" "this" {
   backup_retention_period         = var.backup_retention_days
   preferred_backup_window         = "02:00-03:00"
   preferred_maintenance_window    = "sun:05:30-sun:06:30"
-  copy_tags_to_snapshot           = true
 
   deletion_protection       = var.deletion_protection
   skip_final_snapshot       = !var.deletion_protection
