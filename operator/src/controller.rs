@@ -26,14 +26,15 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::core::PartialObjectMeta;
-use kube::runtime::WatchStreamExt;
+use kube::runtime::PredicateConfig;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -549,29 +550,34 @@ pub async fn reconcile(system: Arc<OrderSystem>, ctx: Arc<Context>) -> Result<Ac
     ctx.failures
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .remove(&system.name_any());
+        .remove(&failure_key(&system));
     let ready = status
         .conditions
         .iter()
         .any(|c| c.type_ == "Ready" && c.status == "True");
+    // Pods becoming ready change their Deployment or StatefulSet, whose events trigger a
+    // reconcile; the requeue is only a safety net (and the topic drift check).
     Ok(Action::requeue(if ready {
         Duration::from_secs(300)
     } else {
-        Duration::from_secs(15)
+        Duration::from_secs(60)
     }))
+}
+
+/// The key of an object's failure count: namespace/name.
+fn failure_key(system: &OrderSystem) -> String {
+    format!(
+        "{}/{}",
+        system.namespace().unwrap_or_default(),
+        system.name_any()
+    )
 }
 
 /// Per-object exponential backoff: 1 s, 2 s, 4 s, ... up to 5 minutes.
 pub fn error_policy(system: Arc<OrderSystem>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics.reconcile.failed(error.label());
     let mut failures = ctx.failures.lock().unwrap_or_else(|e| e.into_inner());
-    let count = failures
-        .entry(format!(
-            "{}/{}",
-            system.namespace().unwrap_or_default(),
-            system.name_any()
-        ))
-        .or_insert(0);
+    let count = failures.entry(failure_key(&system)).or_insert(0);
     *count = (*count + 1).min(9);
     let delay = Duration::from_secs(1 << *count).min(Duration::from_secs(300));
     tracing::warn!(name = %system.name_any(), error = %error, ?delay, "reconcile failed");
@@ -580,6 +586,27 @@ pub fn error_policy(system: Arc<OrderSystem>, error: &Error, ctx: Arc<Context>) 
 
 /// Reconciles running at once.
 pub const RECONCILE_CONCURRENCY: u16 = 16;
+
+/// How long triggers for one object are gathered into one reconcile: creating a system's
+/// children sends a burst of their events.
+pub const DEBOUNCE: Duration = Duration::from_millis(500);
+
+/// What about an OrderSystem calls for a reconcile: its spec (generation), annotations (pause),
+/// finalizers and deletion; not its status, which the operator writes itself and which would
+/// otherwise trigger a second, idle reconcile after every one.
+fn trigger(system: &OrderSystem) -> Option<u64> {
+    let meta = &system.metadata;
+    let mut hasher = DefaultHasher::new();
+    meta.uid.hash(&mut hasher);
+    meta.generation.hash(&mut hasher);
+    meta.annotations.hash(&mut hasher);
+    meta.finalizers.hash(&mut hasher);
+    meta.deletion_timestamp
+        .as_ref()
+        .map(|time| time.0.to_string())
+        .hash(&mut hasher);
+    Some(hasher.finish())
+}
 
 /// Changes to children of kind `K`, as metadata only: the owner reference is all the controller
 /// needs, and decoding whole objects for every event cost most of the operator's memory.
@@ -625,9 +652,19 @@ pub async fn run(
     let systems: Api<OrderSystem> = scoped(&client, namespace);
     let started = Instant::now();
     tracing::info!(?namespace, "controller starting");
-    Controller::new(systems, watcher::Config::default().any_semantic())
+    let (reader, writer) = reflector::store();
+    let triggers = watcher::watcher(systems, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(trigger, PredicateConfig::default());
+    Controller::for_stream(triggers, reader)
         // Bounded, so hundreds of systems do not all hit Kafka's admin API at once.
-        .with_config(ControllerConfig::default().concurrency(RECONCILE_CONCURRENCY))
+        .with_config(
+            ControllerConfig::default()
+                .concurrency(RECONCILE_CONCURRENCY)
+                .debounce(DEBOUNCE),
+        )
         .owns_stream(children::<Deployment>(&client, namespace))
         .owns_stream(children::<StatefulSet>(&client, namespace))
         .owns_stream(children::<Service>(&client, namespace))
@@ -645,4 +682,37 @@ pub async fn run(
         })
         .await;
     tracing::info!(uptime = ?started.elapsed(), "controller stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::trigger;
+    use crate::fixtures::system;
+    use crds::OrderSystemStatus;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    #[test]
+    fn status_writes_do_not_trigger_but_spec_pause_and_deletion_do() {
+        let mut before = system();
+        before.metadata.generation = Some(3);
+        let mut status_only = before.clone();
+        status_only.status = Some(OrderSystemStatus {
+            observed_generation: Some(3),
+            ..OrderSystemStatus::default()
+        });
+        assert_eq!(trigger(&before), trigger(&status_only));
+
+        let mut spec = before.clone();
+        spec.metadata.generation = Some(4);
+        let mut paused = before.clone();
+        paused.metadata.annotations =
+            Some([("oms.dev/paused".to_string(), "true".to_string())].into());
+        let mut deleted = before.clone();
+        deleted.metadata.deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH));
+        let mut finalized = before.clone();
+        finalized.metadata.finalizers = Some(vec!["oms.dev/topics".into()]);
+        for changed in [spec, paused, deleted, finalized] {
+            assert_ne!(trigger(&before), trigger(&changed));
+        }
+    }
 }
