@@ -24,6 +24,8 @@ import os
 import re
 import sys
 
+from terraform_hcl import module_files, unwrap, variables
+
 PACKAGE = "@cdktf/provider-aws."
 META = {"count", "for_each", "depends_on", "lifecycle", "provider", "provisioner", "connection"}
 HCL_KEYS = {"__start_line__", "__end_line__"}
@@ -106,10 +108,6 @@ def build(jsii_path, out_path):
 # --- check ----------------------------------------------------------------------------------
 
 
-def unwrap(value):
-    return value[0] if isinstance(value, list) and len(value) == 1 else value
-
-
 def blocks(value):
     """A nested block's occurrences: the parser gives a list of dicts."""
     value = value if isinstance(value, list) else [value]
@@ -119,17 +117,12 @@ def blocks(value):
 class Module:
     def __init__(self, path):
         self.path = path
-        self.files = {}
-        for file in sorted(glob.glob(os.path.join(path, "*.tf"))):
-            with open(file) as handle:
-                self.files[file] = hcl2.load(handle)
-        self.variables = {}
+        self.files = module_files(path)
+        # name -> whether it has a default
+        self.variables = {name: has_default for name, (_, _, has_default) in variables(self.files).items()}
         self.outputs = set()
         self.locals = set()
         for parsed in self.files.values():
-            for block in parsed.get("variable", []):
-                for name, body in block.items():
-                    self.variables[name] = "default" in body
             for block in parsed.get("output", []):
                 self.outputs.update(block)
             for block in parsed.get("locals", []):
@@ -200,7 +193,7 @@ def check_module(module, schema, modules, problems):
         for block in parsed.get("module", []):
             for name, body in block.items():
                 source = unwrap(body.get("source"))
-                if not isinstance(source, str) or not source.startswith("./"):
+                if not isinstance(source, str) or not source.startswith(("./", "../")):
                     continue
                 target = modules[os.path.normpath(os.path.join(module.path, source))]
                 given = {key for key in body if key not in HCL_KEYS | META | {"source", "version"}}
@@ -214,7 +207,7 @@ def check_module(module, schema, modules, problems):
         for block in parsed.get("module", []):
             for name, body in block.items():
                 source = unwrap(body.get("source"))
-                if isinstance(source, str) and source.startswith("./"):
+                if isinstance(source, str) and source.startswith(("./", "../")):
                     calls[name] = modules[os.path.normpath(os.path.join(module.path, source))]
     reference = re.compile(r"\b(data\.)?(aws_[a-z0-9_]+)\.([a-z0-9_-]+)(?:\[[^\]]*\])?\.([a-z0-9_]+)")
     for file, parsed in module.files.items():
@@ -255,6 +248,4 @@ if __name__ == "__main__":
     if sys.argv[1] == "build":
         build(sys.argv[2], sys.argv[3])
     else:
-        import hcl2
-
         sys.exit(0 if check(sys.argv[2], sys.argv[3]) else 1)

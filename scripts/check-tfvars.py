@@ -11,29 +11,7 @@ import os
 import re
 import sys
 
-import hcl2
-
-
-def parse(path):
-    with open(path) as handle:
-        return hcl2.load(handle)
-
-
-def attribute(value):
-    """checkov's HCL parser wraps every attribute's value in a one-element list."""
-    return value[0] if isinstance(value, list) and len(value) == 1 else value
-
-
-def declared(root):
-    """Variable name -> (type expression, default or None)."""
-    variables = {}
-    for path in sorted(glob.glob(os.path.join(root, "*.tf"))):
-        for block in parse(path).get("variable", []):
-            for name, body in block.items():
-                kind = str(attribute(body.get("type", "any")))
-                kind = re.sub(r"^\$\{(.*)\}$", r"\1", kind).replace(" ", "")
-                variables[name] = (kind, attribute(body["default"]) if "default" in body else None)
-    return variables
+from terraform_hcl import module_files, parse, unwrap, variables as declared_variables
 
 
 def conforms(value, kind):
@@ -57,18 +35,19 @@ def conforms(value, kind):
 
 def check(path, variables):
     problems = []
-    values = {name: attribute(value) for name, value in parse(path).items()}
+    values = {name: unwrap(value) for name, value in parse(path).items()}
     for name, value in values.items():
         if name not in variables:
             problems.append(f"{name} is not a declared variable")
         elif not conforms(value, variables[name][0]):
             problems.append(f"{name} = {value!r} is not a {variables[name][0]}")
-    merged = {name: default for name, (_, default) in variables.items()}
+    merged = {name: default for name, (_, default, _) in variables.items()}
     merged.update(values)
     zones, brokers = merged.get("availability_zone_count"), merged.get("kafka_broker_count")
     if isinstance(zones, int) and isinstance(brokers, int) and brokers % zones:
         problems.append(f"kafka_broker_count {brokers} is not a multiple of availability_zone_count {zones}")
-    required = [name for name, (_, default) in variables.items() if default is None and name not in values]
+    required = [name for name, (_, _, has_default) in variables.items()
+                if not has_default and name not in values]
     problems += [f"{name} has no default and is not set" for name in required]
     return problems
 
@@ -78,7 +57,7 @@ def main():
     files = sys.argv[2:] or sorted(glob.glob(os.path.join(root, "environments", "*.tfvars")))
     if not files:
         raise SystemExit(f"no tfvars files under {root}/environments")
-    variables = declared(root)
+    variables = declared_variables(module_files(root))
     failed = False
     for path in files:
         problems = check(path, variables)

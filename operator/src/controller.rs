@@ -623,10 +623,7 @@ where
         + 'static,
 {
     // An Api over PartialObjectMeta makes metadata-only requests.
-    let api: Api<PartialObjectMeta<K>> = match namespace {
-        Some(namespace) => Api::namespaced(client.clone(), namespace),
-        None => Api::all(client.clone()),
-    };
+    let api: Api<PartialObjectMeta<K>> = scoped(client, namespace);
     watcher::watcher(api, watcher::Config::default())
         .default_backoff()
         .touched_objects()

@@ -142,12 +142,15 @@ fn service_account_kubeconfig(
     path
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// Sets (`key=value`) or removes (`key-`) an annotation of an OrderSystem.
+fn annotate(env: &Env, namespace: &str, name: &str, annotation: &str) {
+    ok(
+        kubectl(
+            env,
+            &["annotate", "-n", namespace, "omsys", name, annotation],
+        ),
+        "kubectl annotate",
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -295,20 +298,7 @@ async fn installed_chart_runs_an_operator_that_reconciles_the_example() {
             "children are applied; waiting for pods".to_string()
         )
     );
-    ok(
-        kubectl(
-            &env,
-            &[
-                "annotate",
-                "-n",
-                &apps_ns,
-                "omsys",
-                &name,
-                "oms.dev/paused=true",
-            ],
-        ),
-        "kubectl annotate",
-    );
+    annotate(&env, &apps_ns, &name, "oms.dev/paused=true");
     wait(WAIT, "the paused condition", || async {
         condition(&client, &apps_ns, &name, "ReconciliationPaused")
             .await
@@ -316,20 +306,7 @@ async fn installed_chart_runs_an_operator_that_reconciles_the_example() {
     })
     .await;
     assert_eq!(argocd::health(&live().await).0, "Suspended");
-    ok(
-        kubectl(
-            &env,
-            &[
-                "annotate",
-                "-n",
-                &apps_ns,
-                "omsys",
-                &name,
-                "oms.dev/paused-",
-            ],
-        ),
-        "kubectl annotate",
-    );
+    annotate(&env, &apps_ns, &name, "oms.dev/paused-");
 
     // deletionPolicy Delete: the operator may remove its finalizer and the topics.
     systems(&client, &apps_ns)

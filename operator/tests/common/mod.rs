@@ -107,7 +107,7 @@ pub async fn namespace(client: &Client, test: &str) -> String {
     name
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

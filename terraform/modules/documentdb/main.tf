@@ -1,26 +1,14 @@
-resource "aws_security_group" "this" {
-  name        = "${var.name}-docdb"
-  description = "DocumentDB: TLS on 27017 from the EKS cluster only"
-  vpc_id      = var.vpc_id
-  tags        = var.tags
-}
+module "security_group" {
+  source = "../client-security-group"
 
-resource "aws_vpc_security_group_ingress_rule" "clients" {
-  for_each = toset(var.client_security_group_ids)
-
-  security_group_id            = aws_security_group.this.id
-  description                  = "MongoDB clients"
-  referenced_security_group_id = each.value
-  from_port                    = 27017
-  to_port                      = 27017
-  ip_protocol                  = "tcp"
-}
-
-resource "aws_vpc_security_group_egress_rule" "vpc" {
-  security_group_id = aws_security_group.this.id
-  description       = "Within the VPC only"
-  cidr_ipv4         = var.vpc_cidr
-  ip_protocol       = "-1"
+  name                      = "${var.name}-docdb"
+  description               = "DocumentDB: TLS on 27017 from the EKS cluster only"
+  service                   = "MongoDB"
+  vpc_id                    = var.vpc_id
+  vpc_cidr                  = var.vpc_cidr
+  ports                     = [27017]
+  client_security_group_ids = var.client_security_group_ids
+  tags                      = var.tags
 }
 
 resource "aws_docdb_subnet_group" "this" {
@@ -97,7 +85,7 @@ resource "aws_docdb_cluster" "this" {
   master_password                 = random_password.master.result
   db_subnet_group_name            = aws_docdb_subnet_group.this.name
   db_cluster_parameter_group_name = aws_docdb_cluster_parameter_group.this.name
-  vpc_security_group_ids          = [aws_security_group.this.id]
+  vpc_security_group_ids          = [module.security_group.security_group_id]
 
   storage_encrypted = true
   kms_key_id        = var.kms_key_arn

@@ -20,5 +20,5 @@ output "master_secret_arn" {
 
 output "security_group_id" {
   description = "Security group of the cluster."
-  value       = aws_security_group.this.id
+  value       = module.security_group.security_group_id
 }

@@ -1,26 +1,14 @@
-resource "aws_security_group" "this" {
-  name        = "${var.name}-redis"
-  description = "ElastiCache Redis: TLS on 6379 from the EKS cluster only"
-  vpc_id      = var.vpc_id
-  tags        = var.tags
-}
+module "security_group" {
+  source = "../client-security-group"
 
-resource "aws_vpc_security_group_ingress_rule" "clients" {
-  for_each = toset(var.client_security_group_ids)
-
-  security_group_id            = aws_security_group.this.id
-  description                  = "Redis clients"
-  referenced_security_group_id = each.value
-  from_port                    = 6379
-  to_port                      = 6379
-  ip_protocol                  = "tcp"
-}
-
-resource "aws_vpc_security_group_egress_rule" "vpc" {
-  security_group_id = aws_security_group.this.id
-  description       = "Within the VPC only"
-  cidr_ipv4         = var.vpc_cidr
-  ip_protocol       = "-1"
+  name                      = "${var.name}-redis"
+  description               = "ElastiCache Redis: TLS on 6379 from the EKS cluster only"
+  service                   = "Redis"
+  vpc_id                    = var.vpc_id
+  vpc_cidr                  = var.vpc_cidr
+  ports                     = [6379]
+  client_security_group_ids = var.client_security_group_ids
+  tags                      = var.tags
 }
 
 resource "aws_elasticache_subnet_group" "this" {
@@ -79,7 +67,7 @@ resource "aws_elasticache_replication_group" "this" {
   port                 = 6379
   parameter_group_name = aws_elasticache_parameter_group.this.name
   subnet_group_name    = aws_elasticache_subnet_group.this.name
-  security_group_ids   = [aws_security_group.this.id]
+  security_group_ids   = [module.security_group.security_group_id]
 
   num_cache_clusters         = var.replicas + 1
   automatic_failover_enabled = var.replicas >= 1

@@ -15,5 +15,5 @@ output "auth_secret_arn" {
 
 output "security_group_id" {
   description = "Security group of the nodes."
-  value       = aws_security_group.this.id
+  value       = module.security_group.security_group_id
 }

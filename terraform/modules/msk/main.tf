@@ -4,36 +4,18 @@ locals {
   min_insync         = max(1, local.replication_factor - 1)
 }
 
-resource "aws_security_group" "this" {
-  name        = "${var.name}-msk"
-  description = "MSK brokers: SASL/SCRAM (and IAM) over TLS from the EKS cluster only"
-  vpc_id      = var.vpc_id
-  tags        = var.tags
-}
+module "security_group" {
+  source = "../client-security-group"
 
-resource "aws_vpc_security_group_ingress_rule" "clients" {
-  for_each = { for pair in setproduct(var.client_security_group_ids, [9096, 9098]) : "${pair[0]}-${pair[1]}" => pair }
-
-  security_group_id            = aws_security_group.this.id
-  description                  = "Kafka clients on ${each.value[1]}"
-  referenced_security_group_id = each.value[0]
-  from_port                    = each.value[1]
-  to_port                      = each.value[1]
-  ip_protocol                  = "tcp"
-}
-
-resource "aws_vpc_security_group_ingress_rule" "brokers" {
-  security_group_id            = aws_security_group.this.id
-  description                  = "Broker to broker"
-  referenced_security_group_id = aws_security_group.this.id
-  ip_protocol                  = "-1"
-}
-
-resource "aws_vpc_security_group_egress_rule" "vpc" {
-  security_group_id = aws_security_group.this.id
-  description       = "Within the VPC only"
-  cidr_ipv4         = var.vpc_cidr
-  ip_protocol       = "-1"
+  name                      = "${var.name}-msk"
+  description               = "MSK brokers: SASL/SCRAM (and IAM) over TLS from the EKS cluster only"
+  service                   = "Kafka"
+  vpc_id                    = var.vpc_id
+  vpc_cidr                  = var.vpc_cidr
+  ports                     = [9096, 9098]
+  client_security_group_ids = var.client_security_group_ids
+  allow_self                = true
+  tags                      = var.tags
 }
 
 resource "aws_msk_configuration" "this" {
@@ -68,7 +50,7 @@ resource "aws_msk_cluster" "this" {
   broker_node_group_info {
     instance_type   = var.instance_type
     client_subnets  = var.subnet_ids
-    security_groups = [aws_security_group.this.id]
+    security_groups = [module.security_group.security_group_id]
 
     storage_info {
       ebs_storage_info {

@@ -35,5 +35,5 @@ output "scram_secret_arn" {
 
 output "security_group_id" {
   description = "Security group of the brokers."
-  value       = aws_security_group.this.id
+  value       = module.security_group.security_group_id
 }
