@@ -49,6 +49,21 @@ pub struct KeyEntry {
     pub accounts: Vec<String>,
 }
 
+/// Longest principal (key) id.
+pub const MAX_ID_LENGTH: usize = 64;
+
+/// Checks a principal id: 1 to 64 ASCII letters, digits, `.`, `_` or `-`. Ids scope idempotency
+/// keys in every store, so none may hold a separator those stores use (`/`, control characters).
+pub fn check_id(id: &str) -> Result<(), String> {
+    let allowed = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-');
+    if id.is_empty() || id.len() > MAX_ID_LENGTH || !id.bytes().all(allowed) {
+        return Err(format!(
+            "key id {id:?} must be 1 to {MAX_ID_LENGTH} ASCII letters, digits, '.', '_' or '-'"
+        ));
+    }
+    Ok(())
+}
+
 /// An authenticated caller.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Principal {
@@ -92,10 +107,12 @@ impl ApiKeys {
                     entry.id
                 )));
             }
-            if entry.id.is_empty() || entry.accounts.is_empty() {
-                return Err(invalid(
-                    "every key needs an id and at least one account".into(),
-                ));
+            check_id(&entry.id).map_err(invalid)?;
+            if entry.accounts.is_empty() {
+                return Err(invalid(format!(
+                    "key {} needs at least one account",
+                    entry.id
+                )));
             }
             if !ids.insert(entry.id.clone()) {
                 return Err(invalid(format!("key id {} appears twice", entry.id)));
@@ -232,5 +249,19 @@ mod tests {
         assert!(bad(&format!(
             r#"[{{"id":"a","sha256":"{hash}","accounts":["x"]}},{{"id":"a","sha256":"{hash}","accounts":["x"]}}]"#
         )));
+        // ids that could blur into an idempotency key: separators, control characters, empty
+        for id in ["a/b", "a\\u001fb", "", "a b", &"x".repeat(65)] {
+            assert!(
+                bad(&format!(
+                    r#"[{{"id":"{id}","sha256":"{hash}","accounts":["x"]}}]"#
+                )),
+                "{id:?} accepted"
+            );
+        }
+        assert!(!bad(&format!(
+            r#"[{{"id":"desk-1.eu_2","sha256":"{hash}","accounts":["x"]}}]"#
+        )));
+        let dir = tempfile::tempdir().unwrap();
+        assert!(add_key(&dir.path().join("k.json"), "a/b", vec!["x".into()]).is_err());
     }
 }

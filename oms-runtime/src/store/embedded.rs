@@ -227,7 +227,8 @@ struct InFlight {
 }
 
 fn scoped(origin: &Origin) -> String {
-    // The unit separator cannot occur in a principal id or a (printable) idempotency key.
+    // The unit separator cannot occur in a principal id (auth::check_id) or a (printable)
+    // idempotency key.
     format!("{}\u{1f}{}", origin.principal, origin.key)
 }
 

@@ -1,8 +1,10 @@
 //! Idempotency keys in Redis (ElastiCache in production), and the book depth the processors
 //! publish for the API.
 //!
-//! One Redis key per idempotency key, `<prefix>:idem:{<principal>/<key>}`: the braces are a
-//! Redis Cluster hash tag, so everything about one key stays in one slot. Its value is
+//! One Redis key per idempotency key, `<prefix>:idem:{<n>:<principal>/<key>}` where `n` is the
+//! principal's length, so no two (principal, key) pairs share a record even if a principal id
+//! held a `/` (ids are also checked, [`crate::auth::check_id`]). The braces are a Redis Cluster
+//! hash tag, so everything about one key stays in one slot. Its value is
 //! `I|<fingerprint>` while the request is in flight and `C|<fingerprint>|<status>|<body>` once
 //! it completed. Each operation is one Lua script, so check-and-set is atomic across every
 //! ingest process.
@@ -120,10 +122,14 @@ impl RedisStore {
         })
     }
 
-    fn key(&self, origin: &Origin) -> String {
+    /// The Redis key of an idempotency key (see the module doc).
+    pub fn key(&self, origin: &Origin) -> String {
         format!(
-            "{}:idem:{{{}/{}}}",
-            self.prefix, origin.principal, origin.key
+            "{}:idem:{{{}:{}/{}}}",
+            self.prefix,
+            origin.principal.len(),
+            origin.principal,
+            origin.key
         )
     }
 
