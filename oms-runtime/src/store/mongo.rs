@@ -40,6 +40,30 @@ fn is_duplicate(error: &mongodb::error::Error) -> bool {
     }
 }
 
+/// Creates the `wanted` indexes of `collection` that it does not have yet (by name).
+async fn ensure_indexes(collection: &Collection<Document>, wanted: Vec<IndexModel>) -> Result<()> {
+    let existing = match collection.list_index_names().await {
+        Ok(names) => names,
+        // A collection that does not exist yet has no indexes.
+        Err(e) if matches!(e.kind.as_ref(), mongodb::error::ErrorKind::Command(c) if c.code == 26) => {
+            Vec::new()
+        }
+        Err(e) => return Err(error(e)),
+    };
+    let missing: Vec<IndexModel> = wanted
+        .into_iter()
+        .filter(|model| {
+            let name = model.options.as_ref().and_then(|o| o.name.as_deref());
+            !name.is_some_and(|name| existing.iter().any(|e| e == name))
+        })
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    collection.create_indexes(missing).await.map_err(error)?;
+    Ok(())
+}
+
 /// An order id as a document id: a string (FerretDB's SQLite backend pushes string equality down
 /// to SQL, 64-bit integers not always), zero-padded so string order is numeric order.
 fn order_key(order_id: u64) -> String {
@@ -118,7 +142,9 @@ impl MongoStore {
         Ok(store)
     }
 
-    /// Creates the indexes of the list queries (idempotent).
+    /// Creates the indexes of the list queries that are missing. Existing ones are listed first
+    /// and left alone: asking to create an index that exists is not harmless everywhere (the
+    /// test server fails on it), and a restarted projector must come up on its own database.
     pub async fn create_indexes(&self) -> Result<()> {
         let index = |keys: Document, name: &str| {
             IndexModel::builder()
@@ -126,8 +152,9 @@ impl MongoStore {
                 .options(IndexOptions::builder().name(name.to_string()).build())
                 .build()
         };
-        self.orders
-            .create_indexes([
+        ensure_indexes(
+            &self.orders,
+            vec![
                 index(doc! {"account": 1, "_id": -1}, "account_newest"),
                 index(
                     doc! {"account": 1, "open": 1, "_id": -1},
@@ -137,14 +164,14 @@ impl MongoStore {
                     doc! {"account": 1, "client_order_id": 1},
                     "account_client_order_id",
                 ),
-            ])
-            .await
-            .map_err(error)?;
-        self.trades
-            .create_indexes([index(doc! {"accounts": 1, "ts": -1}, "accounts_newest")])
-            .await
-            .map_err(error)?;
-        Ok(())
+            ],
+        )
+        .await?;
+        ensure_indexes(
+            &self.trades,
+            vec![index(doc! {"accounts": 1, "ts": -1}, "accounts_newest")],
+        )
+        .await
     }
 
     async fn put_order(&self, state: &OrderState) -> Result<()> {
