@@ -99,10 +99,12 @@ async fn place_replay_and_wait() {
         .await;
     assert_eq!(trades.status, StatusCode::OK);
     assert_eq!(trades.json["trades"][0]["price"], "65000.00");
-    assert_eq!(
-        trades.json["trades"][0]["maker_order_id"],
-        order_id.as_str()
-    );
+    assert_eq!(trades.json["trades"][0]["liquidity"], "taker");
+    let trades = Call::new("GET", "/v1/trades?account=alice")
+        .send(&router)
+        .await;
+    assert_eq!(trades.json["trades"][0]["order_id"], order_id.as_str());
+    assert_eq!(trades.json["trades"][0]["liquidity"], "maker");
     h.runtime.stop().await;
 }
 
@@ -237,6 +239,68 @@ async fn authentication_and_scoping() {
         .await;
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(reply.json["orders"], serde_json::json!([]));
+    h.runtime.stop().await;
+}
+
+#[tokio::test]
+async fn fills_show_only_the_callers_side() {
+    let h = start().await;
+    let router = h.router();
+    // carol (key OTHER) rests a sell; alice (key TRADER) buys against it
+    let maker = Call::new("POST", "/v1/orders")
+        .key(Some(OTHER))
+        .idempotency("fill-maker")
+        .prefer("wait=5")
+        .body(order("carol", "sell", "100.00", "1"))
+        .send(&router)
+        .await;
+    assert_eq!(maker.status, StatusCode::CREATED, "{}", maker.json);
+    let taker = Call::new("POST", "/v1/orders")
+        .idempotency("fill-taker")
+        .prefer("wait=5")
+        .body(order("alice", "buy", "100.00", "1"))
+        .send(&router)
+        .await;
+    assert_eq!(taker.json["status"], "filled", "{}", taker.json);
+    let (maker_id, taker_id) = (
+        maker.json["order_id"].as_str().unwrap(),
+        taker.json["order_id"].as_str().unwrap(),
+    );
+    let alice = Call::new("GET", "/v1/trades?account=alice")
+        .send(&router)
+        .await;
+    let carol = Call::new("GET", "/v1/trades")
+        .key(Some(OTHER))
+        .send(&router)
+        .await;
+    for (reply, own, other_id, other_account, side, liquidity) in [
+        (&alice, taker_id, maker_id, "carol", "buy", "taker"),
+        (&carol, maker_id, taker_id, "alice", "sell", "maker"),
+    ] {
+        assert_eq!(reply.status, StatusCode::OK);
+        let fills = reply.json["trades"].as_array().unwrap();
+        assert_eq!(fills.len(), 1, "{}", reply.json);
+        let fill = &fills[0];
+        assert_eq!(fill["order_id"], own);
+        assert_eq!(fill["side"], side);
+        assert_eq!(fill["liquidity"], liquidity);
+        let decimal = |field: &str| -> rust_decimal::Decimal {
+            fill[field].as_str().unwrap().parse().unwrap()
+        };
+        assert_eq!(
+            (decimal("price"), decimal("quantity")),
+            (100.into(), 1.into())
+        );
+        let text = reply.json.to_string();
+        assert!(
+            !text.contains(other_account) && !text.contains(other_id),
+            "the counterparty leaks: {text}"
+        );
+    }
+    assert_eq!(
+        alice.json["trades"][0]["trade_id"],
+        carol.json["trades"][0]["trade_id"]
+    );
     h.runtime.stop().await;
 }
 

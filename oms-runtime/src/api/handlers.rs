@@ -1,7 +1,7 @@
 //! Handlers of the v1 API. Bad input is refused here, before anything touches a store.
 
 use super::error::{ApiError, ErrorBody};
-use super::model::{BookView, OrderList, OrderRequest, OrderView, TradeList, TradeView};
+use super::model::{BookView, FillView, OrderList, OrderRequest, OrderView, TradeList};
 use super::write::{fingerprint, idempotency_key, prefer_wait};
 use super::{AppState, MAX_BODY_BYTES, json};
 use crate::auth::Principal;
@@ -419,7 +419,7 @@ pub async fn list_trades(
     Ok(json(TradeList {
         trades: trades
             .iter()
-            .map(|trade| TradeView::new(trade, app.instrument(&trade.symbol)))
+            .flat_map(|trade| FillView::of(trade, &account, app.instrument(&trade.symbol)))
             .collect(),
     }))
 }

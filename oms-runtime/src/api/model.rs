@@ -237,58 +237,82 @@ pub struct OrderList {
     pub next_cursor: Option<String>,
 }
 
-/// A trade as the API shows it.
+/// Which side of a trade an order was on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Liquidity {
+    /// The resting order.
+    Maker,
+    /// The incoming order.
+    Taker,
+}
+
+/// One of the caller's fills: its own side of a trade and nothing of the counterparty's.
 #[derive(Serialize, Deserialize, ToSchema)]
-pub struct TradeView {
-    /// The trade's sequence number in its book.
+pub struct FillView {
+    /// The trade's sequence number in its book; both sides of a trade share it.
     pub trade_id: u64,
     /// Instrument.
     pub symbol: String,
+    /// The caller's order.
+    pub order_id: String,
+    /// The caller's order's side.
+    pub side: Side,
     /// Price (the maker's).
     pub price: String,
     /// Quantity.
     pub quantity: String,
-    /// The incoming order's side.
-    pub taker_side: Side,
-    /// Incoming order.
-    pub taker_order_id: String,
-    /// Incoming order's account.
-    pub taker_account: String,
-    /// Resting order.
-    pub maker_order_id: String,
-    /// Resting order's account.
-    pub maker_account: String,
+    /// Whether the caller's order rested (maker) or came in (taker).
+    pub liquidity: Liquidity,
     /// When (RFC 3339).
     pub executed_at: String,
 }
 
-impl TradeView {
-    /// Renders a trade.
-    pub fn new(trade: &TradeRecord, instrument: Option<&Instrument>) -> TradeView {
-        TradeView {
+impl FillView {
+    /// The fills of `account` in a trade: one, or two for a trade between two of its orders.
+    pub fn of(
+        trade: &TradeRecord,
+        account: &str,
+        instrument: Option<&Instrument>,
+    ) -> Vec<FillView> {
+        let fill = |order_id: OrderId, side: Side, liquidity: Liquidity| FillView {
             trade_id: trade.seq,
             symbol: trade.symbol.clone(),
+            order_id: order_id.to_string(),
+            side,
             price: instrument.map_or(trade.price.0.to_string(), |i| {
                 i.price_decimal(trade.price).to_string()
             }),
             quantity: instrument.map_or(trade.quantity.0.to_string(), |i| {
                 i.quantity_decimal(trade.quantity).to_string()
             }),
-            taker_side: trade.taker_side,
-            taker_order_id: trade.taker_order_id.to_string(),
-            taker_account: trade.taker_account.clone(),
-            maker_order_id: trade.maker_order_id.to_string(),
-            maker_account: trade.maker_account.clone(),
+            liquidity,
             executed_at: rfc3339(trade.ts),
+        };
+        let mut fills = Vec::with_capacity(1);
+        if trade.taker_account == account {
+            fills.push(fill(
+                trade.taker_order_id,
+                trade.taker_side,
+                Liquidity::Taker,
+            ));
         }
+        if trade.maker_account == account {
+            let side = match trade.taker_side {
+                Side::Buy => Side::Sell,
+                Side::Sell => Side::Buy,
+            };
+            fills.push(fill(trade.maker_order_id, side, Liquidity::Maker));
+        }
+        fills
     }
 }
 
-/// Trades, newest first.
+/// The caller's fills, newest first.
 #[derive(Serialize, Deserialize, ToSchema)]
 pub struct TradeList {
-    /// The trades.
-    pub trades: Vec<TradeView>,
+    /// The fills.
+    pub trades: Vec<FillView>,
 }
 
 /// Aggregated book depth.
@@ -310,6 +334,46 @@ pub type InstrumentList = Vec<InstrumentSpec>;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_fill_shows_only_the_callers_side() {
+        let trade = TradeRecord {
+            seq: 7,
+            symbol: "BTC-USDT".into(),
+            price: oms_core::Price(100),
+            quantity: Quantity(3),
+            taker_side: Side::Buy,
+            taker_order_id: OrderId(1),
+            taker_account: "bob".into(),
+            maker_order_id: OrderId(2),
+            maker_account: "alice".into(),
+            ts: 0,
+        };
+        let bob = FillView::of(&trade, "bob", None);
+        let json = serde_json::to_string(&bob).unwrap();
+        assert!(!json.contains("alice") && !json.contains("\"2\""), "{json}");
+        assert_eq!(bob.len(), 1);
+        assert_eq!(
+            (bob[0].side, bob[0].liquidity),
+            (Side::Buy, Liquidity::Taker)
+        );
+        let alice = FillView::of(&trade, "alice", None);
+        assert_eq!(alice[0].order_id, "2");
+        assert_eq!(
+            (alice[0].side, alice[0].liquidity),
+            (Side::Sell, Liquidity::Maker)
+        );
+        assert!(FillView::of(&trade, "carol", None).is_empty());
+        let own = TradeRecord {
+            maker_account: "bob".into(),
+            ..trade
+        };
+        assert_eq!(
+            FillView::of(&own, "bob", None).len(),
+            2,
+            "a self-trade is two fills"
+        );
+    }
 
     #[test]
     fn decimal_strings_are_strict() {
