@@ -17,6 +17,7 @@ pub mod command;
 pub mod event;
 pub mod instrument;
 pub mod order;
+pub mod properties;
 pub mod reject;
 pub mod risk;
 pub mod types;

@@ -86,11 +86,13 @@ pub struct KafkaArgs {
         default_value = "oms"
     )]
     pub topic_prefix: String,
-    /// Extra client properties as key=value, comma separated (security.protocol, sasl.*, ssl.*).
+    /// Extra librdkafka properties (security.protocol, sasl.*, ssl.*): key=value, one per line
+    /// (as in the `kafka.properties` key of an OrderSystem's Kafka Secret), or several on one
+    /// line separated by commas; blank lines and `#` comments are ignored. Repeatable.
     #[arg(
         long = "kafka-property",
         env = "OMS_KAFKA_PROPERTIES",
-        value_delimiter = ','
+        hide_env_values = true
     )]
     pub properties: Vec<String>,
     /// Create the topics if missing (development; in Kubernetes the operator creates them).
@@ -113,17 +115,16 @@ pub struct KafkaArgs {
 }
 
 impl KafkaArgs {
-    /// The properties as pairs; `key=value` is required.
-    pub fn property_pairs(&self) -> Result<Vec<(String, String)>, String> {
-        self.properties
-            .iter()
-            .filter(|p| !p.is_empty())
-            .map(|p| {
-                p.split_once('=')
-                    .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-                    .ok_or_else(|| format!("--kafka-property {p:?} is not key=value"))
-            })
-            .collect()
+    /// The properties as pairs, parsed as the operator parses its Secret
+    /// ([`oms_core::properties`]).
+    pub fn property_pairs(
+        &self,
+    ) -> Result<Vec<(String, String)>, oms_core::properties::PropertiesError> {
+        let mut pairs = Vec::new();
+        for text in &self.properties {
+            pairs.extend(oms_core::properties::parse_properties(text)?);
+        }
+        Ok(pairs)
     }
 }
 
@@ -299,5 +300,43 @@ mod tests {
             .unwrap();
         assert!(matches!(cli.command, Some(Command::Keygen(ref k)) if k.accounts == ["a", "b"]));
         assert!(Cli::try_parse_from(["oms-runtime", "--node-id", "2000"]).is_err());
+    }
+
+    /// The Secret of the deployment example, as the operator hands it to a pod.
+    #[test]
+    fn kafka_properties_from_the_example_secret() {
+        let example = include_str!("../../examples/ordersystems/secrets.example.yaml");
+        let text = kafka_properties_of(example);
+        let cli = Cli::try_parse_from(["oms-runtime", "--kafka-property", &text]).unwrap();
+        let pairs = cli.serve.kafka.property_pairs().unwrap();
+        let keys: Vec<&str> = pairs.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "security.protocol",
+                "sasl.mechanisms",
+                "sasl.username",
+                "sasl.password"
+            ]
+        );
+        assert_eq!(pairs[0].1, "SASL_SSL");
+        let cli = Cli::try_parse_from(["oms-runtime", "--kafka-property", "a=1,b=2"]).unwrap();
+        assert_eq!(cli.serve.kafka.property_pairs().unwrap().len(), 2);
+        let cli =
+            Cli::try_parse_from(["oms-runtime", "--kafka-property", "a=1\nnot-a-pair"]).unwrap();
+        assert!(cli.serve.kafka.property_pairs().is_err());
+    }
+
+    /// The block under `kafka.properties: |` in a YAML text, unindented.
+    pub(crate) fn kafka_properties_of(yaml: &str) -> String {
+        let mut lines = yaml
+            .lines()
+            .skip_while(|l| !l.trim_start().starts_with("kafka.properties: |"));
+        let header = lines.next().expect("a kafka.properties block");
+        let indent = header.len() - header.trim_start().len();
+        lines
+            .take_while(|l| l.len() - l.trim_start().len() > indent && !l.trim().is_empty())
+            .map(|l| format!("{}\n", l.trim()))
+            .collect()
     }
 }

@@ -58,7 +58,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let kafka = KafkaConfig {
         bootstrap: args.kafka.bootstrap.clone().unwrap_or_default(),
         prefix: args.kafka.topic_prefix.clone(),
-        properties: args.kafka.property_pairs().map_err(anyhow::Error::msg)?,
+        properties: args
+            .kafka
+            .property_pairs()
+            .context("--kafka-property (OMS_KAFKA_PROPERTIES)")?,
         timeout,
     };
     let mongo_url = args

@@ -56,6 +56,9 @@ pub enum Error {
     /// Kafka failed.
     #[error(transparent)]
     Kafka(#[from] topics::Error),
+    /// The Kafka Secret named by the spec is missing, lacks its key or does not parse.
+    #[error("kafka secret: {0}")]
+    Secret(String),
     /// The object is missing what every object has.
     #[error("object without {0}")]
     Incomplete(&'static str),
@@ -67,6 +70,7 @@ impl Error {
         match self {
             Error::Kube(_) => "kubernetes",
             Error::Kafka(_) => "kafka",
+            Error::Secret(_) => "secret",
             Error::Incomplete(_) => "incomplete",
         }
     }
@@ -86,7 +90,7 @@ pub struct Context {
     pub kafka_timeout: Duration,
     /// Consecutive failures per object, for exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
-    /// Admin clients by bootstrap servers and properties.
+    /// Admin clients by a hash of bootstrap servers and properties.
     admins: Mutex<HashMap<String, Arc<Topics>>>,
 }
 
@@ -107,8 +111,32 @@ impl Context {
         }
     }
 
+    /// The cache key of an admin client: a hash, so that no password sits in the map or in a
+    /// debug dump of it.
+    fn admin_key(bootstrap: &str, properties: &[(String, String)]) -> String {
+        use sha2::Digest;
+        let mut hash = sha2::Sha256::new();
+        hash.update(bootstrap.as_bytes());
+        for (key, value) in properties {
+            hash.update([0]);
+            hash.update(key.as_bytes());
+            hash.update([0]);
+            hash.update(value.as_bytes());
+        }
+        hex::encode(hash.finalize())
+    }
+
+    /// Drops a cached admin client (a deleted system's); the next user connects again.
+    fn forget_admin(&self, bootstrap: &str, properties: &[(String, String)]) {
+        let key = Self::admin_key(bootstrap, properties);
+        self.admins
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&key);
+    }
+
     fn topics(&self, bootstrap: &str, properties: &[(String, String)]) -> Result<Arc<Topics>> {
-        let key = format!("{bootstrap}|{properties:?}");
+        let key = Self::admin_key(bootstrap, properties);
         let mut admins = self.admins.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(admin) = admins.get(&key) {
             return Ok(admin.clone());
@@ -237,7 +265,12 @@ async fn observe_pods(client: &Client, ns: &str, plan: &Plan) -> Result<((i32, i
     Ok((ingest, processor))
 }
 
-/// librdkafka properties from the Secret named by `kafka.secretRef` (key `kafka.properties`).
+/// The key of the Kafka Secret that holds the properties.
+pub const KAFKA_PROPERTIES_KEY: &str = "kafka.properties";
+
+/// librdkafka properties from the Secret named by `kafka.secretRef` (key `kafka.properties`),
+/// parsed as the runtime parses them. A Secret that is missing, lacks the key or does not parse
+/// is an error: connecting without the credentials would only fail later and less clearly.
 async fn kafka_properties(
     client: &Client,
     ns: &str,
@@ -247,17 +280,36 @@ async fn kafka_properties(
         return Ok(Vec::new());
     };
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
-    let found = secrets.get_opt(&secret.name).await?;
-    let text = found
-        .and_then(|s| s.data)
-        .and_then(|data| data.get("kafka.properties").cloned())
-        .map(|bytes| String::from_utf8_lossy(&bytes.0).into_owned())
-        .unwrap_or_default();
-    Ok(text
-        .split([',', '\n'])
-        .filter_map(|pair| pair.split_once('='))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect())
+    let found = secrets
+        .get_opt(&secret.name)
+        .await?
+        .ok_or_else(|| Error::Secret(format!("Secret {ns}/{} does not exist", secret.name)))?;
+    properties_of(&found, &secret.name)
+}
+
+/// The parsed `kafka.properties` of a Secret.
+pub fn properties_of(secret: &Secret, name: &str) -> Result<Vec<(String, String)>> {
+    let bytes = secret
+        .data
+        .as_ref()
+        .and_then(|data| data.get(KAFKA_PROPERTIES_KEY))
+        .map(|bytes| bytes.0.clone())
+        .or_else(|| {
+            // stringData only exists on objects not yet stored (tests, dry runs)
+            secret
+                .string_data
+                .as_ref()
+                .and_then(|data| data.get(KAFKA_PROPERTIES_KEY))
+                .map(|text| text.clone().into_bytes())
+        })
+        .ok_or_else(|| Error::Secret(format!("Secret {name} has no key {KAFKA_PROPERTIES_KEY}")))?;
+    let text = String::from_utf8(bytes).map_err(|_| {
+        Error::Secret(format!(
+            "Secret {name}: {KAFKA_PROPERTIES_KEY} is not UTF-8"
+        ))
+    })?;
+    oms_core::properties::parse_properties(&text)
+        .map_err(|error| Error::Secret(format!("Secret {name}: {error}")))
 }
 
 async fn patch_status(
@@ -321,9 +373,9 @@ async fn cleanup(system: &OrderSystem, ctx: &Context) -> Result<Action> {
         let ns = plan.namespace.clone();
         let deleted = async {
             let properties = kafka_properties(&ctx.client, &ns, system).await?;
-            ctx.topics(&system.spec.kafka.bootstrap_servers, &properties)?
-                .delete(&names)
-                .await?;
+            let bootstrap = &system.spec.kafka.bootstrap_servers;
+            ctx.topics(bootstrap, &properties)?.delete(&names).await?;
+            ctx.forget_admin(bootstrap, &properties);
             Ok::<(), Error>(())
         }
         .await;
@@ -448,6 +500,9 @@ pub async fn reconcile(system: Arc<OrderSystem>, ctx: Arc<Context>) -> Result<Ac
         system.spec.kafka.replication_factor,
         system.spec.kafka.min_in_sync_replicas,
     );
+    // The first failure of this reconcile, returned (and counted once, by the error policy)
+    // after the status is written.
+    let mut failure: Option<Error> = None;
     let reports = async {
         let properties = kafka_properties(&ctx.client, &ns, &system).await?;
         Ok::<_, Error>(
@@ -483,8 +538,11 @@ pub async fn reconcile(system: Arc<OrderSystem>, ctx: Arc<Context>) -> Result<Ac
                 .collect();
         }
         Err(error) => {
-            observed.topics_error = Some(error.to_string());
-            ctx.metrics.reconcile.failed(error.label());
+            match &error {
+                Error::Secret(_) => observed.secret_error = Some(error.to_string()),
+                _ => observed.topics_error = Some(error.to_string()),
+            }
+            failure = Some(error);
         }
     }
     if let Some(problem) = &observed.not_supported
@@ -507,17 +565,29 @@ pub async fn reconcile(system: Arc<OrderSystem>, ctx: Arc<Context>) -> Result<Ac
     let children = children::build(&system, &plan);
     if let Err(error) = apply_children(&ctx.client, &ns, &children, &plan).await {
         observed.apply_error = Some(error.to_string());
+        failure.get_or_insert(error);
     }
     let (ingest, shards) = observe_pods(&ctx.client, &ns, &plan).await?;
     observed.ingest = Some(ingest);
     observed.shards = Some(shards);
-    let failed = observed.topics_error.is_some() || observed.apply_error.is_some();
     let status = status::compute(&observed, system.status.as_ref(), now());
     let first_time = system.status.as_ref().and_then(|s| s.observed_generation) != Some(generation);
     if system.status.as_ref() != Some(&status) {
         patch_status(&ctx.client, &system, status.clone()).await?;
     }
-    if first_time && !failed {
+    if let Some(error) = failure {
+        ctx.event(
+            &system,
+            EventType::Warning,
+            "ReconcileFailed",
+            "Apply",
+            error.to_string(),
+        )
+        .await;
+        // the error policy counts it and applies the backoff
+        return Err(error);
+    }
+    if first_time {
         ctx.event(
             &system,
             EventType::Normal,
@@ -526,26 +596,6 @@ pub async fn reconcile(system: Arc<OrderSystem>, ctx: Arc<Context>) -> Result<Ac
             format!("generation {generation} applied"),
         )
         .await;
-    }
-    if failed {
-        let problem = observed
-            .topics_error
-            .clone()
-            .or_else(|| observed.apply_error.clone())
-            .unwrap_or_default();
-        ctx.event(
-            &system,
-            EventType::Warning,
-            "ReconcileFailed",
-            "Apply",
-            problem,
-        )
-        .await;
-        // the error policy's backoff applies
-        return Err(match (observed.topics_error, observed.apply_error) {
-            (Some(e), _) | (None, Some(e)) => Error::Kafka(topics::Error::Kafka(e)),
-            (None, None) => Error::Incomplete("error"),
-        });
     }
     ctx.failures
         .lock()
@@ -711,5 +761,38 @@ mod tests {
         for changed in [spec, paused, deleted, finalized] {
             assert_ne!(trigger(&before), trigger(&changed));
         }
+    }
+
+    /// The example Secret of the deployment guide gives the four pairs the runtime reads from
+    /// the same text (`oms-runtime`'s config test), and a broken one is an error, not nothing.
+    #[test]
+    fn kafka_properties_of_the_example_secret() {
+        use super::{Error, properties_of};
+        use k8s_openapi::api::core::v1::Secret;
+        use serde::Deserialize;
+        let text = include_str!("../../examples/ordersystems/secrets.example.yaml");
+        let secret = serde_yaml::Deserializer::from_str(text)
+            .map(|document| Secret::deserialize(document).unwrap())
+            .find(|s| s.metadata.name.as_deref() == Some("oms-prod-kafka"))
+            .unwrap();
+        let pairs = properties_of(&secret, "oms-prod-kafka").unwrap();
+        assert_eq!(
+            pairs,
+            [
+                ("security.protocol", "SASL_SSL"),
+                ("sasl.mechanisms", "SCRAM-SHA-512"),
+                ("sasl.username", "oms"),
+                ("sasl.password", "REPLACE_ME"),
+            ]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+        );
+        let mut broken = secret.clone();
+        broken.string_data = Some([("kafka.properties".into(), "a=1\nb".into())].into());
+        assert!(
+            matches!(properties_of(&broken, "x"), Err(Error::Secret(m)) if m.contains("line 2"))
+        );
+        let mut empty = secret;
+        empty.string_data = None;
+        assert!(matches!(properties_of(&empty, "x"), Err(Error::Secret(_))));
     }
 }

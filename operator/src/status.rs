@@ -7,7 +7,7 @@
 //! | `ProcessorsReady` | every shard's pod is ready |
 //! | `Ready` | all three, and not degraded |
 //! | `Progressing` | children or pods are still catching up with the spec |
-//! | `Degraded` | the spec is invalid, a topic cannot be made to match, or Kafka or the API failed |
+//! | `Degraded` | the spec is invalid, the Kafka Secret is missing or malformed, a topic cannot be made to match, or Kafka or the API failed |
 //! | `ReconciliationPaused` | the `oms.dev/paused: "true"` annotation is set; nothing is changed |
 //!
 //! Every condition carries the generation it describes; `lastTransitionTime` moves only when a
@@ -23,6 +23,8 @@ pub struct Observed {
     pub generation: i64,
     /// Why the spec cannot be run.
     pub invalid: Option<String>,
+    /// The Kafka Secret is missing, lacks its key or does not parse.
+    pub secret_error: Option<String>,
     /// Why the topics are not ready (Kafka failed).
     pub topics_error: Option<String>,
     /// A topic that does not match and will not be changed.
@@ -78,6 +80,7 @@ pub fn compute(
     let (ingest_ready, ingest_wanted) = observed.ingest.unwrap_or((0, 0));
     let (shards_ready, shards_wanted) = observed.shards.unwrap_or((0, 0));
     let topics_ok = observed.topics_error.is_none()
+        && observed.secret_error.is_none()
         && observed.not_supported.is_none()
         && observed.invalid.is_none();
     let ingest_ok = observed.ingest.is_some() && (ingest_ready >= 1 || ingest_wanted == 0);
@@ -85,11 +88,14 @@ pub fn compute(
     let problem = observed
         .invalid
         .clone()
+        .or_else(|| observed.secret_error.clone())
         .or_else(|| observed.not_supported.clone())
         .or_else(|| observed.topics_error.clone())
         .or_else(|| observed.apply_error.clone());
     let degraded_reason = if observed.invalid.is_some() {
         "InvalidSpec"
+    } else if observed.secret_error.is_some() {
+        "KafkaSecretInvalid"
     } else if observed.not_supported.is_some() {
         "NotSupported"
     } else if observed.topics_error.is_some() {
@@ -105,18 +111,21 @@ pub fn compute(
             "TopicsReady",
             topics_ok,
             match (
+                &observed.secret_error,
                 &observed.not_supported,
                 &observed.topics_error,
                 &observed.invalid,
             ) {
-                (Some(_), _, _) => "NotSupported",
-                (_, Some(_), _) => "KafkaUnavailable",
-                (_, _, Some(_)) => "InvalidSpec",
+                (Some(_), _, _, _) => "KafkaSecretInvalid",
+                (_, Some(_), _, _) => "NotSupported",
+                (_, _, Some(_), _) => "KafkaUnavailable",
+                (_, _, _, Some(_)) => "InvalidSpec",
                 _ => "TopicsMatch",
             },
             observed
-                .not_supported
+                .secret_error
                 .clone()
+                .or_else(|| observed.not_supported.clone())
                 .or_else(|| observed.topics_error.clone())
                 .unwrap_or_else(|| format!("{} topics match the spec", observed.topics.len())),
             g,
@@ -291,6 +300,13 @@ mod tests {
                     ..Observed::default()
                 },
                 "InvalidSpec",
+            ),
+            (
+                Observed {
+                    secret_error: Some("Secret kafka-auth does not exist".into()),
+                    ..Observed::default()
+                },
+                "KafkaSecretInvalid",
             ),
             (
                 Observed {
