@@ -7,7 +7,9 @@ use async_trait::async_trait;
 use axum::http::StatusCode;
 use common::{Call, OTHER, TRADER, order, start};
 use oms_runtime::api::write::fingerprint;
-use oms_runtime::store::{Journal, JournalEntry, LogPosition, Origin, Reservation, StoreError};
+use oms_runtime::store::{
+    Backend, Journal, JournalEntry, LogPosition, Origin, Reservation, StoreError,
+};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -479,7 +481,7 @@ impl Journal for BrokenJournal {
         if self.hang {
             tokio::time::sleep(Duration::from_secs(3600)).await;
         }
-        Err(StoreError::Database("disk on fire".into()))
+        Err(StoreError::unavailable(Backend::Embedded, "disk on fire"))
     }
 }
 
@@ -564,5 +566,98 @@ async fn openapi_and_instruments() {
     assert_eq!(instruments.json[0]["symbol"], "BTC-USDT");
     assert_eq!(instruments.json[0]["tick_size"], "0.01");
     assert_eq!(instruments.json[0]["status"], "trading");
+    h.runtime.stop().await;
+}
+
+/// A read projection that never answers (a MongoDB that accepts connections and then hangs).
+struct SilentStore;
+
+#[async_trait]
+impl oms_runtime::store::OrderStore for SilentStore {
+    async fn apply(&self, _: oms_runtime::store::ProjectionBatch) -> Result<(), StoreError> {
+        std::future::pending().await
+    }
+    async fn order(
+        &self,
+        _: oms_core::OrderId,
+    ) -> Result<Option<oms_core::OrderState>, StoreError> {
+        std::future::pending().await
+    }
+    async fn orders(
+        &self,
+        _: &oms_runtime::store::OrderQuery,
+    ) -> Result<oms_runtime::store::OrderPage, StoreError> {
+        std::future::pending().await
+    }
+    async fn trades(
+        &self,
+        _: &str,
+        _: Option<&str>,
+        _: usize,
+    ) -> Result<Vec<oms_runtime::store::TradeRecord>, StoreError> {
+        std::future::pending().await
+    }
+    async fn open_by_client_id(
+        &self,
+        _: &str,
+        _: &str,
+        _: &str,
+    ) -> Result<Option<oms_core::OrderId>, StoreError> {
+        std::future::pending().await
+    }
+    async fn snapshots(&self) -> Result<Vec<(u64, oms_core::BookSnapshot)>, StoreError> {
+        std::future::pending().await
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        std::future::pending().await
+    }
+}
+
+/// Every await on the request path is bounded: with a read store that never answers and no
+/// in-process notification (as in distributed mode), a write with `Prefer: wait=2` still
+/// answers, once durable, after about the wait plus the dependency timeout (0.5 s here); reads
+/// fail fast with 503.
+#[tokio::test]
+async fn a_silent_read_store_never_holds_a_request() {
+    let h = start().await;
+    let mut app = h.runtime.app.clone();
+    app.orders = Arc::new(SilentStore);
+    app.waiters = None;
+    let router = oms_runtime::api::router(app);
+    // a hang would be forever; anything that ends proves the bound
+    let bound = Duration::from_secs(2 + 10);
+    let placed = tokio::time::timeout(
+        bound,
+        Call::new("POST", "/v1/orders")
+            .idempotency("silent-1")
+            .prefer("wait=2")
+            .body(order("alice", "buy", "100.00", "1"))
+            .send(&router),
+    )
+    .await
+    .expect("the waited write answered");
+    assert_eq!(placed.status, StatusCode::ACCEPTED, "{}", placed.text);
+    let id = placed.json["order_id"].as_str().unwrap().to_string();
+    for (method, uri) in [
+        ("GET", format!("/v1/orders/{id}")),
+        ("GET", "/v1/orders?account=alice".to_string()),
+        ("GET", "/v1/trades?account=alice".to_string()),
+        ("DELETE", format!("/v1/orders/{id}")),
+    ] {
+        let reply = tokio::time::timeout(
+            bound,
+            Call::new(method, &uri)
+                .idempotency("silent-2")
+                .send(&router),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{method} {uri} hung"));
+        assert_eq!(
+            reply.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{method} {uri}"
+        );
+        assert_eq!(reply.headers["retry-after"], "1");
+    }
     h.runtime.stop().await;
 }

@@ -181,13 +181,15 @@ impl AppState {
         };
         let processed = match waiter {
             Some(waiter) => tokio::time::timeout(wait, waiter).await.is_ok(),
-            None => self.poll_version(order_id, version_before, wait).await,
+            None => tokio::time::timeout(wait, self.poll_version(order_id, version_before))
+                .await
+                .is_ok_and(|seen| seen),
         };
         if !processed {
             self.forget(&origin);
             return Ok(stored(&ack, false));
         }
-        let Some(state) = self.orders.order(order_id).await.ok().flatten() else {
+        let Ok(Some(state)) = self.guard("order store", self.orders.order(order_id)).await else {
             return Ok(stored(&ack, false));
         };
         let view = OrderView::new(&state, self.instrument(&state.order.symbol));
@@ -221,25 +223,31 @@ impl AppState {
         }
     }
 
+    /// The order's version before the command, or `u64::MAX` when the projection cannot say
+    /// (waiting would not see anything then).
     async fn current_version(&self, order_id: OrderId) -> u64 {
-        match self.orders.order(order_id).await {
+        match self.guard("order store", self.orders.order(order_id)).await {
             Ok(state) => state.map_or(0, |state| state.version),
-            Err(_) => u64::MAX, // the projection is down: waiting would not see anything
+            Err(_) => u64::MAX,
         }
     }
 
-    /// Polls the projection until the order's version moves past `before`, for at most `wait`.
-    async fn poll_version(&self, order_id: OrderId, before: u64, wait: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + wait;
-        while before != u64::MAX && tokio::time::Instant::now() < deadline {
-            if let Ok(Some(state)) = self.orders.order(order_id).await
+    /// Polls the projection until the order's version moves past `before`; each read is bounded
+    /// by the dependency timeout, the whole by the caller's wait. False if it cannot tell.
+    async fn poll_version(&self, order_id: OrderId, before: u64) -> bool {
+        if before == u64::MAX {
+            return false;
+        }
+        loop {
+            let read = self.orders.order(order_id);
+            if let Ok(Ok(Some(state))) =
+                tokio::time::timeout(self.settings.dependency_timeout, read).await
                 && state.version > before
             {
                 return true;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        false
     }
 
     /// Awaits a dependency within the configured timeout; a failure or timeout is a 503.
@@ -267,8 +275,12 @@ impl AppState {
     }
 
     async fn release(&self, origin: &Origin) {
-        if let Err(error) = self.idempotency.release(origin).await {
-            tracing::warn!(%error, "could not release an idempotency key");
+        // A key left reserved expires with its lease; the client's error is what matters here.
+        if let Err(error) = self
+            .guard("idempotency store", self.idempotency.release(origin))
+            .await
+        {
+            tracing::warn!(code = error.code(), "could not release an idempotency key");
         }
     }
 }
@@ -299,7 +311,7 @@ async fn append_and_store(
     );
     match journal.append(entry).await {
         Ok(position) => {
-            let response = Ack { position, ..ack }.response();
+            let response = Ack { position, ..ack }.response()?;
             if let Err(error) = idempotency.complete(&origin, &response).await {
                 // The command is durable; only the stored answer is missing. How a retry fares
                 // depends on the backend (the embedded one stored it with the append).

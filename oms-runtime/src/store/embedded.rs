@@ -23,9 +23,9 @@
 //! to a blocking thread.
 
 use super::{
-    Ack, Journal, JournalEntry, JournalReader, LogPosition, OrderPage, OrderQuery, OrderStore,
-    Origin, Position, ProjectionBatch, Reservation, Result, StoreError, StoredResponse,
-    TradeRecord,
+    Ack, Backend, Journal, JournalEntry, JournalReader, LogPosition, OrderPage, OrderQuery,
+    OrderStore, Origin, Position, ProjectionBatch, Reservation, Result, StoreError, StoredResponse,
+    TradeRecord, encode,
 };
 use crate::metrics::StoreMetrics;
 use async_trait::async_trait;
@@ -64,7 +64,7 @@ const MAX_BATCH: usize = 4096;
 const SWEEP_LIMIT: usize = 10_000;
 
 fn db_error(error: impl std::fmt::Display) -> StoreError {
-    StoreError::Database(error.to_string())
+    StoreError::unavailable(Backend::Embedded, error)
 }
 
 fn decode<T: for<'de> Deserialize<'de>>(table: &'static str, bytes: &[u8]) -> Result<T> {
@@ -72,13 +72,6 @@ fn decode<T: for<'de> Deserialize<'de>>(table: &'static str, bytes: &[u8]) -> Re
         table,
         message: error.to_string(),
     })
-}
-
-/// Records are stored with postcard: compact, so each commit dirties fewer pages. (It cannot
-/// skip fields, so stored types never use `skip_serializing_if`.)
-fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    // Our own plain data types always serialize.
-    postcard::to_allocvec(value).unwrap_or_default()
 }
 
 fn now_ms() -> u64 {
@@ -168,15 +161,15 @@ struct EncodedTrade {
 }
 
 impl EncodedBatch {
-    fn new(batch: &ProjectionBatch) -> EncodedBatch {
-        EncodedBatch {
+    fn new(batch: &ProjectionBatch) -> Result<EncodedBatch> {
+        Ok(EncodedBatch {
             orders: batch
                 .orders
                 .iter()
                 .map(|state| {
                     let mut value = state.seq.to_be_bytes().to_vec();
-                    value.extend_from_slice(&encode(state));
-                    EncodedOrder {
+                    value.extend_from_slice(&encode("order", state)?);
+                    Ok(EncodedOrder {
                         id: state.order.order_id.0,
                         seq: state.seq,
                         account: state.order.account.to_string(),
@@ -184,20 +177,22 @@ impl EncodedBatch {
                         client_order_id: state.order.client_order_id.to_string(),
                         open: state.status.is_open(),
                         value,
-                    }
+                    })
                 })
-                .collect(),
+                .collect::<Result<_>>()?,
             trades: batch
                 .trades
                 .iter()
-                .map(|trade| EncodedTrade {
-                    symbol: trade.symbol.clone(),
-                    seq: trade.seq,
-                    ts: trade.ts,
-                    accounts: [trade.taker_account.clone(), trade.maker_account.clone()],
-                    value: encode(trade),
+                .map(|trade| {
+                    Ok(EncodedTrade {
+                        symbol: trade.symbol.clone(),
+                        seq: trade.seq,
+                        ts: trade.ts,
+                        accounts: [trade.taker_account.clone(), trade.maker_account.clone()],
+                        value: encode("trade", trade)?,
+                    })
                 })
-                .collect(),
+                .collect::<Result<_>>()?,
             snapshots: batch
                 .snapshots
                 .iter()
@@ -206,10 +201,10 @@ impl EncodedBatch {
                         position: *position,
                         snapshot: snapshot.clone(),
                     };
-                    (snapshot.symbol.to_string(), encode(&stored))
+                    Ok((snapshot.symbol.to_string(), encode("snapshot", &stored)?))
                 })
-                .collect(),
-        }
+                .collect::<Result<_>>()?,
+        })
     }
 }
 
@@ -390,9 +385,29 @@ impl Embedded {
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
+    /// A read on the calling thread: for start-up, and for the point lookup of an idempotency
+    /// key that must stay under the in-flight lock.
     fn read<T>(&self, f: impl FnOnce(&redb::ReadTransaction) -> Result<T>) -> Result<T> {
         let txn = self.db.begin_read().map_err(db_error)?;
         f(&txn)
+    }
+
+    /// A read on the blocking pool, so that a scan (or a slow disk) never stalls the async
+    /// workers that serve requests.
+    async fn read_off<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&redb::ReadTransaction) -> Result<T> + Send + 'static,
+    {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || {
+            let txn = db.begin_read().map_err(db_error)?;
+            f(&txn)
+        })
+        .await
+        .map_err(|error| {
+            StoreError::unavailable(Backend::Embedded, format!("read task: {error}"))
+        })?
     }
 }
 
@@ -410,9 +425,10 @@ impl Journal for Embedded {
         let key = scoped(&entry.origin);
         let ack = Ack::new(&entry, local(0));
         let fingerprint = entry.origin.fingerprint.clone();
+        let bytes = encode("journal entry", &entry)?;
         let position = self
             .call(|reply| Op::Append {
-                bytes: encode(&entry),
+                bytes,
                 entry: Some(Box::new(entry)),
                 key: key.clone(),
                 fingerprint,
@@ -422,7 +438,7 @@ impl Journal for Embedded {
             .await?;
         let position = local(position);
         if let Some(in_flight) = self.in_flight.lock().map_err(db_error)?.get_mut(&key) {
-            in_flight.stored = Some(Ack { position, ..ack }.response());
+            in_flight.stored = Some(Ack { position, ..ack }.response()?);
         }
         Ok(position)
     }
@@ -451,7 +467,7 @@ impl JournalReader for Embedded {
                 return Ok(tail.iter().skip(skip).take(max).cloned().collect());
             }
         }
-        self.read(|txn| {
+        self.read_off(move |txn| {
             let journal = txn.open_table(JOURNAL).map_err(db_error)?;
             let mut out = Vec::new();
             for row in journal.range(from..).map_err(db_error)?.take(max) {
@@ -460,6 +476,7 @@ impl JournalReader for Embedded {
             }
             Ok(out)
         })
+        .await
     }
 }
 
@@ -544,16 +561,18 @@ impl super::IdempotencyStore for Embedded {
 #[async_trait]
 impl OrderStore for Embedded {
     async fn apply(&self, batch: ProjectionBatch) -> Result<()> {
-        let batch = EncodedBatch::new(&batch);
+        let batch = EncodedBatch::new(&batch)?;
         self.call(|reply| Op::Project { batch, reply }).await
     }
 
     async fn order(&self, order_id: OrderId) -> Result<Option<OrderState>> {
-        self.read(|txn| get_order(&txn.open_table(ORDERS).map_err(db_error)?, order_id))
+        self.read_off(move |txn| get_order(&txn.open_table(ORDERS).map_err(db_error)?, order_id))
+            .await
     }
 
     async fn orders(&self, query: &OrderQuery) -> Result<OrderPage> {
-        self.read(|txn| {
+        let query = query.clone();
+        self.read_off(move |txn| {
             let index = txn
                 .open_table(if query.open_only {
                     OPEN_ORDERS
@@ -592,6 +611,7 @@ impl OrderStore for Embedded {
             }
             Ok(OrderPage { orders: page, next })
         })
+        .await
     }
 
     async fn trades(
@@ -600,7 +620,9 @@ impl OrderStore for Embedded {
         symbol: Option<&str>,
         limit: usize,
     ) -> Result<Vec<TradeRecord>> {
-        self.read(|txn| {
+        let (account, symbol) = (account.to_string(), symbol.map(str::to_string));
+        self.read_off(move |txn| {
+            let (account, symbol) = (account.as_str(), symbol.as_deref());
             let index = txn.open_table(ACCOUNT_TRADES).map_err(db_error)?;
             let trades = txn.open_table(TRADES).map_err(db_error)?;
             let mut out = Vec::new();
@@ -622,6 +644,7 @@ impl OrderStore for Embedded {
             }
             Ok(out)
         })
+        .await
     }
 
     async fn open_by_client_id(
@@ -630,13 +653,19 @@ impl OrderStore for Embedded {
         symbol: &str,
         client_order_id: &str,
     ) -> Result<Option<OrderId>> {
-        self.read(|txn| {
+        let key = (
+            account.to_string(),
+            symbol.to_string(),
+            client_order_id.to_string(),
+        );
+        self.read_off(move |txn| {
             let table = txn.open_table(CLIENT_IDS).map_err(db_error)?;
             let found = table
-                .get((account, symbol, client_order_id))
+                .get((key.0.as_str(), key.1.as_str(), key.2.as_str()))
                 .map_err(db_error)?;
             Ok(found.map(|id| OrderId(id.value())))
         })
+        .await
     }
 
     async fn snapshots(&self) -> Result<Vec<(Position, BookSnapshot)>> {
@@ -656,13 +685,14 @@ impl OrderStore for Embedded {
         if self.writer.is_closed() {
             return Err(StoreError::Closed);
         }
-        self.read(|txn| {
+        self.read_off(|txn| {
             txn.open_table(ORDERS)
                 .map_err(db_error)?
                 .len()
                 .map_err(db_error)?;
             Ok(())
         })
+        .await
     }
 }
 
@@ -729,7 +759,7 @@ fn write_loop(
             Err(error) => {
                 tracing::error!(%error, operations = ops.len(), "store write failed");
                 for op in ops {
-                    reply(op, Err(StoreError::Database(error.to_string())));
+                    reply(op, Err(db_error(&error)));
                 }
             }
         }
@@ -901,7 +931,12 @@ fn write_batch(
                         position: local(position),
                         ..ack.clone()
                     };
-                    tables.put_response(key, fingerprint, &ack.response(), expires_ms)?;
+                    // Cannot fail for our plain type; if it did, the whole batch is refused
+                    // (a 503), never stored with an empty answer.
+                    let response = ack
+                        .response()
+                        .map_err(|error| redb::Error::Corrupted(error.to_string()))?;
+                    tables.put_response(key, fingerprint, &response, expires_ms)?;
                     Done::Position(position)
                 }
                 Op::Complete {

@@ -12,7 +12,7 @@
 //! that is, once every in-sync replica has the command. A broker that does not answer fails the
 //! append after `message.timeout.ms`, which is set to the dependency timeout.
 
-use super::{Journal, JournalEntry, LogPosition, Result, StoreError};
+use super::{Backend, Journal, JournalEntry, LogPosition, Result, StoreError};
 use async_trait::async_trait;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -76,7 +76,7 @@ pub fn partition_of(symbol: &str, partitions: u32) -> u32 {
 }
 
 fn error(error: impl std::fmt::Display) -> StoreError {
-    StoreError::Database(format!("kafka: {error}"))
+    StoreError::unavailable(Backend::Kafka, error)
 }
 
 /// Number of partitions of `topic` (blocking metadata call, bounded by the timeout).
@@ -93,9 +93,10 @@ pub async fn partitions(config: &KafkaConfig, topic: &str) -> Result<u32> {
             Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
                 Ok(t.partitions().len() as u32)
             }
-            _ => Err(StoreError::Database(format!(
-                "kafka: topic {topic} does not exist"
-            ))),
+            _ => Err(StoreError::unavailable(
+                Backend::Kafka,
+                format!("topic {topic} does not exist"),
+            )),
         }
     })
     .await

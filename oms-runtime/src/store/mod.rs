@@ -26,13 +26,60 @@ pub struct LogPosition {
     pub offset: u64,
 }
 
+/// The backend a storage failure came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// The single-node database (redb).
+    Embedded,
+    /// Redis (ElastiCache).
+    Redis,
+    /// MongoDB (DocumentDB).
+    Mongodb,
+    /// Kafka (MSK).
+    Kafka,
+}
+
+impl Backend {
+    /// A fixed label for metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            Backend::Embedded => "embedded",
+            Backend::Redis => "redis",
+            Backend::Mongodb => "mongodb",
+            Backend::Kafka => "kafka",
+        }
+    }
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Backend::Embedded => "embedded database",
+            other => other.label(),
+        })
+    }
+}
+
 /// A storage failure. Every variant means "the dependency failed", which the API turns into a
 /// 503; data never causes one.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The embedded database failed.
-    #[error("embedded database: {0}")]
-    Database(String),
+    /// A backend failed or did not answer in time.
+    #[error("{backend}: {message}")]
+    Unavailable {
+        /// Which one.
+        backend: Backend,
+        /// What it said.
+        message: String,
+    },
+    /// A value could not be encoded for storage (a bug, never input).
+    #[error("cannot encode {what}: {message}")]
+    Encode {
+        /// What.
+        what: &'static str,
+        /// What the encoder said.
+        message: String,
+    },
     /// Stored bytes could not be decoded.
     #[error("corrupt record in {table}: {message}")]
     Corrupt {
@@ -51,11 +98,36 @@ impl StoreError {
     /// A fixed label for this kind of failure.
     pub fn label(&self) -> &'static str {
         match self {
-            StoreError::Database(_) => "database",
+            StoreError::Unavailable { backend, .. } => backend.label(),
+            StoreError::Encode { .. } => "encode",
             StoreError::Corrupt { .. } => "corrupt",
             StoreError::Closed => "closed",
         }
     }
+
+    /// `backend` failed with `message`.
+    pub fn unavailable(backend: Backend, message: impl std::fmt::Display) -> StoreError {
+        StoreError::Unavailable {
+            backend,
+            message: message.to_string(),
+        }
+    }
+}
+
+/// postcard bytes of one of our records; an error names what could not be encoded.
+pub fn encode<T: Serialize>(what: &'static str, value: &T) -> Result<Vec<u8>> {
+    postcard::to_allocvec(value).map_err(|error| StoreError::Encode {
+        what,
+        message: error.to_string(),
+    })
+}
+
+/// JSON of one of our values; an error names what could not be encoded.
+pub fn encode_json<T: Serialize>(what: &'static str, value: &T) -> Result<String> {
+    serde_json::to_string(value).map_err(|error| StoreError::Encode {
+        what,
+        message: error.to_string(),
+    })
 }
 
 /// Result of storage operations.
@@ -133,11 +205,11 @@ impl Ack {
     }
 
     /// As a stored 202 response.
-    pub fn response(&self) -> StoredResponse {
-        StoredResponse {
+    pub fn response(&self) -> Result<StoredResponse> {
+        Ok(StoredResponse {
             status: 202,
-            body: serde_json::to_string(self).unwrap_or_default(),
-        }
+            body: encode_json("acknowledgement", self)?,
+        })
     }
 }
 
@@ -265,4 +337,46 @@ pub trait OrderStore: Send + Sync + 'static {
     async fn snapshots(&self) -> Result<Vec<(Position, BookSnapshot)>>;
     /// Whether the store answers; for readiness.
     async fn ping(&self) -> Result<()>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_name_their_backend() {
+        let redis = StoreError::unavailable(Backend::Redis, "connection refused");
+        assert_eq!(redis.to_string(), "redis: connection refused");
+        assert_eq!(redis.label(), "redis");
+        let embedded = StoreError::unavailable(Backend::Embedded, "disk full");
+        assert_eq!(embedded.to_string(), "embedded database: disk full");
+        let labels: std::collections::BTreeSet<&str> = [
+            Backend::Embedded,
+            Backend::Redis,
+            Backend::Mongodb,
+            Backend::Kafka,
+        ]
+        .into_iter()
+        .map(|backend| StoreError::unavailable(backend, "x").label())
+        .collect();
+        assert_eq!(labels.len(), 4, "one label per backend");
+    }
+
+    #[test]
+    fn an_encoding_failure_is_an_error_not_empty_bytes() {
+        // JSON maps need string keys: a map keyed by tuples cannot be encoded
+        let map: std::collections::BTreeMap<(u8, u8), u8> = [((1, 2), 3)].into();
+        let error = encode_json("test map", &map).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                StoreError::Encode {
+                    what: "test map",
+                    ..
+                }
+            ),
+            "{error}"
+        );
+        assert_eq!(error.label(), "encode");
+    }
 }

@@ -14,7 +14,10 @@
 //! key error of a lost race means a newer state is already there), and trades are inserted under
 //! their natural id, a duplicate being a no-op.
 
-use super::{OrderPage, OrderQuery, OrderStore, ProjectionBatch, Result, StoreError, TradeRecord};
+use super::{
+    Backend, OrderPage, OrderQuery, OrderStore, ProjectionBatch, Result, StoreError, TradeRecord,
+    encode,
+};
 use async_trait::async_trait;
 use futures::{StreamExt, TryStreamExt};
 use mongodb::bson::{Binary, Bson, Document, doc, spec::BinarySubtype};
@@ -28,7 +31,7 @@ use std::time::Duration;
 const CONCURRENT_WRITES: usize = 16;
 
 fn error(error: mongodb::error::Error) -> StoreError {
-    StoreError::Database(format!("mongodb: {error}"))
+    StoreError::unavailable(Backend::Mongodb, error)
 }
 
 fn is_duplicate(error: &mongodb::error::Error) -> bool {
@@ -94,10 +97,6 @@ fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T> {
     })
 }
 
-fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    postcard::to_allocvec(value).unwrap_or_default()
-}
-
 fn status_name(state: &OrderState) -> String {
     serde_json::to_value(state.status)
         .ok()
@@ -121,6 +120,25 @@ pub struct MongoStore {
     trades: Collection<Document>,
     snapshots: Collection<Document>,
     database: mongodb::Database,
+    /// Bound on every operation: the driver has none of its own here.
+    timeout: Duration,
+}
+
+impl MongoStore {
+    /// Runs one operation within the store's timeout.
+    async fn bounded<T>(
+        &self,
+        operation: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        tokio::time::timeout(self.timeout, operation)
+            .await
+            .unwrap_or_else(|_| {
+                Err(StoreError::unavailable(
+                    Backend::Mongodb,
+                    "operation timed out",
+                ))
+            })
+    }
 }
 
 impl MongoStore {
@@ -138,6 +156,7 @@ impl MongoStore {
             trades: database.collection("trades"),
             snapshots: database.collection("snapshots"),
             database,
+            timeout,
         };
         Ok(store)
     }
@@ -146,101 +165,113 @@ impl MongoStore {
     /// and left alone: asking to create an index that exists is not harmless everywhere (the
     /// test server fails on it), and a restarted projector must come up on its own database.
     pub async fn create_indexes(&self) -> Result<()> {
-        let index = |keys: Document, name: &str| {
-            IndexModel::builder()
-                .keys(keys)
-                .options(IndexOptions::builder().name(name.to_string()).build())
-                .build()
-        };
-        ensure_indexes(
-            &self.orders,
-            vec![
-                index(doc! {"account": 1, "_id": -1}, "account_newest"),
-                index(
-                    doc! {"account": 1, "open": 1, "_id": -1},
-                    "account_open_newest",
-                ),
-                index(
-                    doc! {"account": 1, "client_order_id": 1},
-                    "account_client_order_id",
-                ),
-            ],
-        )
-        .await?;
-        ensure_indexes(
-            &self.trades,
-            vec![index(doc! {"accounts": 1, "ts": -1}, "accounts_newest")],
-        )
+        self.bounded(async {
+            let index = |keys: Document, name: &str| {
+                IndexModel::builder()
+                    .keys(keys)
+                    .options(IndexOptions::builder().name(name.to_string()).build())
+                    .build()
+            };
+            ensure_indexes(
+                &self.orders,
+                vec![
+                    index(doc! {"account": 1, "_id": -1}, "account_newest"),
+                    index(
+                        doc! {"account": 1, "open": 1, "_id": -1},
+                        "account_open_newest",
+                    ),
+                    index(
+                        doc! {"account": 1, "client_order_id": 1},
+                        "account_client_order_id",
+                    ),
+                ],
+            )
+            .await?;
+            ensure_indexes(
+                &self.trades,
+                vec![index(doc! {"accounts": 1, "ts": -1}, "accounts_newest")],
+            )
+            .await
+        })
         .await
     }
 
     async fn put_order(&self, state: &OrderState) -> Result<()> {
-        let id = order_key(state.order.order_id.0);
-        let seq = state.seq as i64;
-        let fields = doc! {
-            "seq": seq,
-            "version": state.version as i64,
-            "account": state.order.account.as_str(),
-            "symbol": state.order.symbol.as_str(),
-            "client_order_id": state.order.client_order_id.as_str(),
-            "status": status_name(state),
-            "open": state.status.is_open(),
-            "created_at_ns": state.created_at.0 as i64,
-            "updated_at_ns": state.updated_at.0 as i64,
-            "state": binary(encode(state)),
-        };
-        // The first write of an order is an insert: constant cost on every backend (FerretDB's
-        // SQLite updates scan the collection). A duplicate key means it exists: update it only
-        // if this state is newer.
-        let mut document = fields.clone();
-        document.insert("_id", &id);
-        match self.orders.insert_one(document).await {
-            Ok(_) => return Ok(()),
-            Err(e) if is_duplicate(&e) => {}
-            Err(e) => return Err(error(e)),
-        }
-        let result = self
-            .orders
-            .update_one(
-                doc! {"_id": &id, "seq": {"$lt": seq}},
-                doc! {"$set": fields},
-            )
-            .upsert(true)
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            // The order exists with a sequence number at least as high: nothing to do.
-            Err(e) if is_duplicate(&e) => Ok(()),
-            Err(e) => Err(error(e)),
-        }
+        self.bounded(async {
+            let id = order_key(state.order.order_id.0);
+            let seq = state.seq as i64;
+            let fields = doc! {
+                "seq": seq,
+                "version": state.version as i64,
+                "account": state.order.account.as_str(),
+                "symbol": state.order.symbol.as_str(),
+                "client_order_id": state.order.client_order_id.as_str(),
+                "status": status_name(state),
+                "open": state.status.is_open(),
+                "created_at_ns": state.created_at.0 as i64,
+                "updated_at_ns": state.updated_at.0 as i64,
+                "state": binary(encode("order", state)?),
+            };
+            // The first write of an order is an insert: constant cost on every backend (FerretDB's
+            // SQLite updates scan the collection). A duplicate key means it exists: update it only
+            // if this state is newer.
+            let mut document = fields.clone();
+            document.insert("_id", &id);
+            match self.orders.insert_one(document).await {
+                Ok(_) => return Ok(()),
+                Err(e) if is_duplicate(&e) => {}
+                Err(e) => return Err(error(e)),
+            }
+            let result = self
+                .orders
+                .update_one(
+                    doc! {"_id": &id, "seq": {"$lt": seq}},
+                    doc! {"$set": fields},
+                )
+                .upsert(true)
+                .await;
+            match result {
+                Ok(_) => Ok(()),
+                // The order exists with a sequence number at least as high: nothing to do.
+                Err(e) if is_duplicate(&e) => Ok(()),
+                Err(e) => Err(error(e)),
+            }
+        })
+        .await
     }
 
     async fn put_trade(&self, trade: &TradeRecord) -> Result<()> {
-        let document = doc! {
-            "_id": format!("{}/{}", trade.symbol, trade.seq),
-            "symbol": trade.symbol.as_str(),
-            "seq": trade.seq as i64,
-            "ts": trade.ts as i64,
-            "accounts": [trade.taker_account.as_str(), trade.maker_account.as_str()],
-            "trade": binary(encode(trade)),
-        };
-        match self.trades.insert_one(document).await {
-            Ok(_) => Ok(()),
-            Err(e) if is_duplicate(&e) => Ok(()),
-            Err(e) => Err(error(e)),
-        }
+        self.bounded(async {
+            let document = doc! {
+                "_id": format!("{}/{}", trade.symbol, trade.seq),
+                "symbol": trade.symbol.as_str(),
+                "seq": trade.seq as i64,
+                "ts": trade.ts as i64,
+                "accounts": [trade.taker_account.as_str(), trade.maker_account.as_str()],
+                "trade": binary(encode("trade", trade)?),
+            };
+            match self.trades.insert_one(document).await {
+                Ok(_) => Ok(()),
+                Err(e) if is_duplicate(&e) => Ok(()),
+                Err(e) => Err(error(e)),
+            }
+        })
+        .await
     }
 
     /// The latest snapshot of a command-log partition.
     pub async fn partition_snapshot(&self, partition: u32) -> Result<Option<PartitionSnapshot>> {
-        let found = self
-            .snapshots
-            .find_one(doc! {"_id": partition.to_string()})
-            .await
-            .map_err(error)?;
-        found
-            .map(|document| decode(bytes_of(&document, "payload")?))
-            .transpose()
+        self.bounded(async {
+            let found = self
+                .snapshots
+                .find_one(doc! {"_id": partition.to_string()})
+                .await
+                .map_err(error)?;
+            found
+                .map(|document| decode(bytes_of(&document, "payload")?))
+                .transpose()
+        })
+        .await
     }
 
     /// Replaces a partition's snapshot, unless a newer one is stored.
@@ -249,20 +280,23 @@ impl MongoStore {
         partition: u32,
         snapshot: &PartitionSnapshot,
     ) -> Result<()> {
-        let offset = snapshot.offset as i64;
-        let result = self
-            .snapshots
-            .update_one(
-                doc! {"_id": partition.to_string(), "offset": {"$lt": offset}},
-                doc! {"$set": {"offset": offset, "payload": binary(encode(snapshot))}},
-            )
-            .upsert(true)
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e) if is_duplicate(&e) => Ok(()),
-            Err(e) => Err(error(e)),
-        }
+        self.bounded(async {
+            let offset = snapshot.offset as i64;
+            let result = self
+                .snapshots
+                .update_one(
+                    doc! {"_id": partition.to_string(), "offset": {"$lt": offset}},
+                    doc! {"$set": {"offset": offset, "payload": binary(encode("snapshot", snapshot)?)}},
+                )
+                .upsert(true)
+                .await;
+            match result {
+                Ok(_) => Ok(()),
+                Err(e) if is_duplicate(&e) => Ok(()),
+                Err(e) => Err(error(e)),
+            }
+        })
+        .await
     }
 }
 
@@ -290,52 +324,58 @@ impl OrderStore for MongoStore {
     }
 
     async fn order(&self, order_id: OrderId) -> Result<Option<OrderState>> {
-        let found = self
-            .orders
-            .find_one(doc! {"_id": order_key(order_id.0)})
-            .await
-            .map_err(error)?;
-        found
-            .map(|document| decode(bytes_of(&document, "state")?))
-            .transpose()
+        self.bounded(async {
+            let found = self
+                .orders
+                .find_one(doc! {"_id": order_key(order_id.0)})
+                .await
+                .map_err(error)?;
+            found
+                .map(|document| decode(bytes_of(&document, "state")?))
+                .transpose()
+        })
+        .await
     }
 
     async fn orders(&self, query: &OrderQuery) -> Result<OrderPage> {
-        let mut filter = doc! {"account": query.account.as_str()};
-        if let Some(symbol) = &query.symbol {
-            filter.insert("symbol", symbol.as_str());
-        }
-        if query.open_only {
-            filter.insert("open", true);
-        }
-        if let Some(status) = query.status {
-            let name = serde_json::to_value(status)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string));
-            filter.insert("status", name.unwrap_or_default());
-        }
-        if let Some(before) = query.before {
-            filter.insert("_id", doc! {"$lt": order_key(before.0)});
-        }
-        let mut cursor = self
-            .orders
-            .find(filter)
-            .sort(doc! {"_id": -1})
-            .limit(query.limit as i64 + 1)
-            .await
-            .map_err(error)?;
-        let mut orders = Vec::new();
-        while let Some(document) = cursor.try_next().await.map_err(error)? {
-            orders.push(decode::<OrderState>(bytes_of(&document, "state")?)?);
-        }
-        let next = (orders.len() > query.limit).then(|| {
-            orders.truncate(query.limit);
-            orders.last().map(|o| o.order.order_id)
-        });
-        Ok(OrderPage {
-            orders,
-            next: next.flatten(),
+        self.bounded(async {
+            let mut filter = doc! {"account": query.account.as_str()};
+            if let Some(symbol) = &query.symbol {
+                filter.insert("symbol", symbol.as_str());
+            }
+            if query.open_only {
+                filter.insert("open", true);
+            }
+            if let Some(status) = query.status {
+                let name = serde_json::to_value(status)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string));
+                filter.insert("status", name.unwrap_or_default());
+            }
+            if let Some(before) = query.before {
+                filter.insert("_id", doc! {"$lt": order_key(before.0)});
+            }
+            let mut cursor = self
+                .orders
+                .find(filter)
+                .sort(doc! {"_id": -1})
+                .limit(query.limit as i64 + 1)
+                .await
+                .map_err(error)?;
+            let mut orders = Vec::new();
+            while let Some(document) = cursor.try_next().await.map_err(error)? {
+                orders.push(decode::<OrderState>(bytes_of(&document, "state")?)?);
+            }
+            let next = (orders.len() > query.limit).then(|| {
+                orders.truncate(query.limit);
+                orders.last().map(|o| o.order.order_id)
+            });
+            Ok(OrderPage {
+                orders,
+                next: next.flatten(),
+            })
         })
+        .await
     }
 
     async fn trades(
@@ -344,22 +384,25 @@ impl OrderStore for MongoStore {
         symbol: Option<&str>,
         limit: usize,
     ) -> Result<Vec<TradeRecord>> {
-        let mut filter = doc! {"accounts": account};
-        if let Some(symbol) = symbol {
-            filter.insert("symbol", symbol);
-        }
-        let mut cursor = self
-            .trades
-            .find(filter)
-            .sort(doc! {"ts": -1, "seq": -1})
-            .limit(limit as i64)
-            .await
-            .map_err(error)?;
-        let mut trades = Vec::new();
-        while let Some(document) = cursor.try_next().await.map_err(error)? {
-            trades.push(decode(bytes_of(&document, "trade")?)?);
-        }
-        Ok(trades)
+        self.bounded(async {
+            let mut filter = doc! {"accounts": account};
+            if let Some(symbol) = symbol {
+                filter.insert("symbol", symbol);
+            }
+            let mut cursor = self
+                .trades
+                .find(filter)
+                .sort(doc! {"ts": -1, "seq": -1})
+                .limit(limit as i64)
+                .await
+                .map_err(error)?;
+            let mut trades = Vec::new();
+            while let Some(document) = cursor.try_next().await.map_err(error)? {
+                trades.push(decode(bytes_of(&document, "trade")?)?);
+            }
+            Ok(trades)
+        })
+        .await
     }
 
     /// Not answered from MongoDB: a query on a secondary index per request costs too much on
@@ -379,10 +422,13 @@ impl OrderStore for MongoStore {
     }
 
     async fn ping(&self) -> Result<()> {
-        self.database
-            .run_command(doc! {"ping": 1})
-            .await
-            .map_err(error)?;
-        Ok(())
+        self.bounded(async {
+            self.database
+                .run_command(doc! {"ping": 1})
+                .await
+                .map_err(error)?;
+            Ok(())
+        })
+        .await
     }
 }

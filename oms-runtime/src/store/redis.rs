@@ -19,7 +19,7 @@
 //! Every call is bounded by the dependency timeout; Redis unreachable is an error, never a
 //! silent pass: the API fails closed with 503.
 
-use super::{IdempotencyStore, Origin, Reservation, Result, StoreError, StoredResponse};
+use super::{Backend, IdempotencyStore, Origin, Reservation, Result, StoreError, StoredResponse};
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{IntoConnectionInfo, Script};
@@ -87,7 +87,7 @@ pub struct RedisStore {
 }
 
 fn error(error: redis::RedisError) -> StoreError {
-    StoreError::Database(format!("redis: {error}"))
+    StoreError::unavailable(Backend::Redis, error)
 }
 
 impl RedisStore {
@@ -108,7 +108,7 @@ impl RedisStore {
             ConnectionManager::new_with_config(client, manager),
         )
         .await
-        .map_err(|_| StoreError::Database("redis: connect timed out".into()))?
+        .map_err(|_| StoreError::unavailable(Backend::Redis, "connect timed out"))?
         .map_err(error)?;
         Ok(RedisStore {
             connection,
@@ -165,7 +165,7 @@ impl RedisStore {
     /// Publishes a book's depth (the processor does, after each committed batch).
     pub async fn publish_depth(&self, symbol: &str, depth: &oms_core::Depth) -> Result<()> {
         let mut connection = self.connection.clone();
-        let json = serde_json::to_string(depth).unwrap_or_default();
+        let json = super::encode_json("depth", depth)?;
         let _: () = redis::cmd("SET")
             .arg(self.depth_key(symbol))
             .arg(json)
