@@ -1,37 +1,28 @@
 //! The admin port: liveness, readiness and Prometheus metrics, apart from the API port.
+//!
+//! It is the first thing a process opens: `/healthz` answers at once, `/readyz` answers 503 and
+//! names what is missing until every part of the process is ready ([`crate::health`]).
 
+use crate::health::Health;
 use crate::metrics::Metrics;
-use crate::store::StoreError;
+use anyhow::Context;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use futures::future::BoxFuture;
 use serde_json::json;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
-
-/// A readiness probe of one dependency.
-pub type Probe = Arc<dyn Fn() -> BoxFuture<'static, Result<(), StoreError>> + Send + Sync>;
-
-/// A probe from anything that can be cloned into a ping.
-pub fn probe<T, F>(target: T, ping: F) -> Probe
-where
-    T: Clone + Send + Sync + 'static,
-    F: Fn(T) -> BoxFuture<'static, Result<(), StoreError>> + Send + Sync + 'static,
-{
-    Arc::new(move || ping(target.clone()))
-}
 
 /// What the admin endpoints look at.
 #[derive(Clone)]
 pub struct AdminState {
     /// Metrics to expose.
     pub metrics: Arc<Metrics>,
-    /// The dependencies this process needs, by name, checked on every `/readyz`.
-    pub checks: Vec<(&'static str, Probe)>,
+    /// The dependencies and roles of this process, checked on every `/readyz`.
+    pub health: Health,
     /// Set when shutdown starts: readiness fails so load balancers stop sending traffic.
     pub draining: Arc<AtomicBool>,
 }
@@ -46,20 +37,12 @@ pub fn router(state: AdminState) -> Router {
 }
 
 async fn readyz(State(state): State<AdminState>) -> Response {
-    let results = futures::future::join_all(state.checks.iter().map(|(name, probe)| async move {
-        let result = match tokio::time::timeout(Duration::from_secs(1), probe()).await {
-            Ok(Ok(())) => "ok".to_string(),
-            Ok(Err(error)) => error.to_string(),
-            Err(_) => "timed out".to_string(),
-        };
-        (name.to_string(), result)
-    }))
-    .await;
+    let report = state.health.report().await;
     let draining = state.draining.load(Ordering::Relaxed);
-    let ready = results.iter().all(|(_, result)| result == "ok") && !draining;
-    let checks: serde_json::Map<String, serde_json::Value> = results
+    let ready = !report.is_empty() && report.iter().all(|(_, r)| r.is_ok()) && !draining;
+    let checks: serde_json::Map<String, serde_json::Value> = report
         .into_iter()
-        .map(|(name, result)| (name, result.into()))
+        .map(|(name, result)| (name.to_string(), result.err().unwrap_or("ok".into()).into()))
         .collect();
     let status = if ready {
         StatusCode::OK
@@ -83,4 +66,38 @@ async fn metrics(State(state): State<AdminState>) -> Response {
         state.metrics.encode(),
     )
         .into_response()
+}
+
+/// The running admin server.
+pub struct AdminServer {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    /// Where it listens.
+    pub addr: SocketAddr,
+}
+
+impl AdminServer {
+    /// Binds `addr` and serves `state` until [`AdminServer::stop`].
+    pub async fn start(addr: SocketAddr, state: AdminState) -> anyhow::Result<AdminServer> {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        let addr = listener.local_addr()?;
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(async move {
+            axum::serve(listener, router(state))
+                .with_graceful_shutdown(async move {
+                    let _ = stopped.wait_for(|stop| *stop).await;
+                })
+                .await
+        });
+        tracing::info!(%addr, "admin port open");
+        Ok(AdminServer { stop, task, addr })
+    }
+
+    /// Stops serving, after the requests in flight.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
 }

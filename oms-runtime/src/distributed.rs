@@ -7,94 +7,176 @@
 //! | `projector` | Kafka, MongoDB | events into the read projection |
 //! | `all` | all three | all of the above in one process, as shard 0 of 1 |
 //!
-//! A dependency that is down at start is waited for (the process is not ready meanwhile); one
-//! that fails later makes requests fail fast with 503 as described in `docs/api.md`.
+//! # Start-up
+//! The admin port opens first: the process is live at once and `/readyz` names what it still
+//! waits for. Each dependency is then waited for (the process is not ready meanwhile), and the
+//! roles start. A SIGTERM while waiting ends the process cleanly.
+//!
+//! # Failure
+//! A dependency that fails later makes requests fail fast with 503 as described in
+//! `docs/api.md`. A role that fails is restarted with backoff ([`crate::health::supervise`]) and
+//! shows in readiness until it works again.
 
-use crate::admin::{self, AdminState, probe};
+use crate::admin::{AdminServer, AdminState};
 use crate::api::{self, AppState};
 use crate::config::{Role, ServeArgs};
+use crate::health::{Health, patiently, probe, supervise};
 use crate::ids::OrderIds;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, RoleLabels};
 use crate::processing::kafka::{ProcessorConfig, run_processor, run_projector};
 use crate::store::kafka::{KafkaConfig, KafkaJournal, create_topics};
 use crate::store::mongo::MongoStore;
 use crate::store::redis::{RedisConfig, RedisStore};
-use crate::store::{Journal, OrderStore, StoreError};
-use crate::{Servers, instrument_specs, markets, settings};
+use crate::store::{Journal, OrderStore};
+use crate::{instrument_specs, markets, serve_api, settings, shutdown_signal};
 use anyhow::Context;
-use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-/// Retries `connect` until it succeeds, logging while a dependency is not there yet.
-async fn patiently<T, F, Fut>(what: &str, mut connect: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, StoreError>>,
-{
-    let mut pause = Duration::from_millis(200);
-    loop {
-        match connect().await {
-            Ok(value) => return value,
-            Err(error) => {
-                tracing::warn!(%error, "waiting for {what}");
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(5));
-            }
-        }
-    }
+/// What runs once the dependencies answered: the API and the roles' tasks.
+struct Started {
+    api: Option<(std::net::SocketAddr, axum::Router)>,
+    processor: Option<std::thread::JoinHandle<()>>,
+    projector: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// Runs the roles of `args.role` until SIGTERM or Ctrl-C.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let role = args.role;
-    let (ingest, processor, projector) = (
-        matches!(role, Role::All | Role::Ingest),
-        matches!(role, Role::All | Role::Processor),
-        matches!(role, Role::All | Role::Projector),
-    );
-    let timeout = args.dependency_timeout;
-    let kafka = KafkaConfig {
-        bootstrap: args.kafka.bootstrap.clone().unwrap_or_default(),
-        prefix: args.kafka.topic_prefix.clone(),
-        properties: args
-            .kafka
-            .property_pairs()
-            .context("--kafka-property (OMS_KAFKA_PROPERTIES)")?,
-        timeout,
-    };
-    let mongo_url = args
-        .mongo
-        .url
-        .clone()
-        .context("distributed mode needs --mongo-url")?;
-    let redis_url = match (&args.redis.url, ingest || processor) {
-        (Some(url), _) => Some(url.clone()),
-        (None, false) => None,
-        (None, true) => anyhow::bail!("the {role:?} role needs --redis-url"),
-    };
-    let limits = args.risk.limits();
-    let markets = markets(instrument_specs(&args)?, &limits)?;
     let metrics = Arc::new(Metrics::new());
+    let health = Health::new(metrics.clone());
+    let draining = Arc::new(AtomicBool::new(false));
+    // Checked before the port opens: a bad flag is an exit with a message, not a pod that
+    // stays unready.
+    let plan = Plan::new(&args)?;
+    let admin = AdminServer::start(
+        args.admin_addr,
+        AdminState {
+            metrics: metrics.clone(),
+            health: health.clone(),
+            draining: draining.clone(),
+        },
+    )
+    .await?;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let started = tokio::select! {
+        started = start(&args, plan, &health, &metrics, stopped) => started?,
+        () = shutdown_signal() => {
+            tracing::info!("stopped while starting");
+            admin.stop().await;
+            return Ok(());
+        }
+    };
+    serve_api(started.api, draining).await?;
 
+    let _ = stop.send(true);
+    if let Some(task) = started.projector {
+        let _ = task.await;
+    }
+    if let Some(thread) = started.processor
+        && let Ok(Err(_)) = tokio::task::spawn_blocking(move || thread.join()).await
+    {
+        tracing::error!("processor panicked");
+    }
+    admin.stop().await;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+/// The flags, checked: everything that needs no dependency.
+struct Plan {
+    role: Role,
+    kafka: KafkaConfig,
+    mongo_url: String,
+    redis_url: Option<String>,
+    markets: std::collections::BTreeMap<oms_core::Symbol, api::Market>,
+    limits: oms_core::RiskLimits,
+}
+
+impl Plan {
+    fn new(args: &ServeArgs) -> anyhow::Result<Plan> {
+        let role = args.role;
+        let kafka = KafkaConfig {
+            bootstrap: args.kafka.bootstrap.clone().unwrap_or_default(),
+            prefix: args.kafka.topic_prefix.clone(),
+            properties: args
+                .kafka
+                .property_pairs()
+                .context("--kafka-property (OMS_KAFKA_PROPERTIES)")?,
+            timeout: args.dependency_timeout,
+        };
+        let mongo_url = args
+            .mongo
+            .url
+            .clone()
+            .context("distributed mode needs --mongo-url")?;
+        let redis_url = match (&args.redis.url, role == Role::Projector) {
+            (Some(url), _) => Some(url.clone()),
+            (None, true) => None,
+            (None, false) => anyhow::bail!("the {role:?} role needs --redis-url"),
+        };
+        if matches!(role, Role::All | Role::Ingest) && args.api_keys_file.is_none() {
+            anyhow::bail!("distributed mode needs --api-keys-file (see `oms-runtime keygen`)");
+        }
+        if role == Role::Processor {
+            let (shard, shards) = (args.sharding.shard(), args.sharding.shards);
+            anyhow::ensure!(
+                shard < shards,
+                "--shard {shard} is not below --shards {shards}"
+            );
+        }
+        let limits = args.risk.limits();
+        let markets = markets(instrument_specs(args)?, &limits)?;
+        Ok(Plan {
+            role,
+            kafka,
+            mongo_url,
+            redis_url,
+            markets,
+            limits,
+        })
+    }
+
+    fn runs(&self, role: Role) -> bool {
+        self.role == Role::All || self.role == role
+    }
+}
+
+/// Waits for the dependencies, then starts the roles.
+async fn start(
+    args: &ServeArgs,
+    plan: Plan,
+    health: &Health,
+    metrics: &Arc<Metrics>,
+    stopped: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<Started> {
+    let kafka = &plan.kafka;
+    let timeout = args.dependency_timeout;
     if args.kafka.create_topics {
         let (partitions, replication) = (args.kafka.partitions, args.kafka.replication_factor);
-        patiently("kafka (creating topics)", || {
-            create_topics(&kafka, partitions, replication)
+        patiently(health, "kafka", || {
+            create_topics(kafka, partitions, replication)
         })
         .await;
     }
-    let mongo = patiently("mongodb", || {
-        MongoStore::connect(&mongo_url, &args.mongo.database, timeout)
+    let mongo = patiently(health, "mongodb", || {
+        MongoStore::connect(&plan.mongo_url, &args.mongo.database, timeout)
     })
     .await;
-    if projector {
-        patiently("mongodb (indexes)", || mongo.create_indexes()).await;
+    if plan.runs(Role::Projector) {
+        patiently(health, "mongodb", || mongo.create_indexes()).await;
     }
-    let redis = match &redis_url {
-        Some(url) => Some(
-            patiently("redis", || {
+    // Registered after the last wait on it: a probe replaces the waiting state.
+    health.probe(
+        "mongodb",
+        probe(mongo.clone(), |m: MongoStore| {
+            Box::pin(async move { m.ping().await })
+        }),
+    );
+    let mut node = args.node_id;
+    let redis = match &plan.redis_url {
+        Some(url) => {
+            let redis = patiently(health, "redis", || {
                 RedisStore::connect(RedisConfig {
                     url: url.clone(),
                     password: args.redis.password.clone(),
@@ -103,114 +185,86 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                     timeout,
                 })
             })
-            .await,
-        ),
+            .await;
+            if plan.runs(Role::Ingest) && args.node_id == 0 {
+                node = patiently(health, "redis", || redis.next_node_id()).await;
+            }
+            // Registered after the last wait on it: a probe replaces the waiting state.
+            health.probe(
+                "redis",
+                probe(redis.clone(), |r: RedisStore| {
+                    Box::pin(async move { r.ping().await })
+                }),
+            );
+            Some(redis)
+        }
         None => None,
     };
 
-    let mut checks: Vec<(&'static str, admin::Probe)> = vec![(
-        "mongodb",
-        probe(mongo.clone(), |m: MongoStore| {
-            Box::pin(async move { m.ping().await })
-        }),
-    )];
-    if let Some(redis) = &redis {
-        checks.push((
-            "redis",
-            probe(redis.clone(), |r: RedisStore| {
-                Box::pin(async move { r.ping().await })
-            }),
-        ));
-    }
-
-    let stop = Arc::new(AtomicBool::new(false));
-    let processor_thread = match (processor, &redis) {
+    let processor = match (plan.runs(Role::Processor), &redis) {
         (true, Some(redis)) => {
+            let (shard, shards) = match plan.role {
+                Role::All => (0, 1),
+                _ => (args.sharding.shard(), args.sharding.shards),
+            };
             let config = ProcessorConfig {
                 kafka: kafka.clone(),
-                shard: if role == Role::All {
-                    0
-                } else {
-                    args.sharding.shard()
-                },
-                shards: if role == Role::All {
-                    1
-                } else {
-                    args.sharding.shards
-                },
+                shard,
+                shards,
                 snapshot_every: args.snapshot_every,
-                instruments: markets.values().map(|m| m.instrument.clone()).collect(),
-                limits: limits.clone(),
+                instruments: plan
+                    .markets
+                    .values()
+                    .map(|m| m.instrument.clone())
+                    .collect(),
+                limits: plan.limits.clone(),
                 mongo: mongo.clone(),
                 redis: redis.clone(),
                 metrics: metrics.clone(),
+                health: health.clone(),
+                faults: Arc::default(),
             };
-            anyhow::ensure!(
-                config.shard < config.shards,
-                "--shard {} is not below --shards {}",
-                config.shard,
-                config.shards
-            );
-            let (handle, stop) = (tokio::runtime::Handle::current(), stop.clone());
-            Some(
-                std::thread::Builder::new()
-                    .name("oms-processor".into())
-                    .spawn(move || {
-                        // Recovers from anything but a stop: a restart of the processing loop
-                        // rebuilds every partition from its snapshot and the committed offsets.
-                        while !stop.load(Ordering::Relaxed) {
-                            if let Err(error) = run_processor(&config, &handle, &stop) {
-                                tracing::error!(
-                                    error = format!("{error:#}"),
-                                    "processor failed; restarting"
-                                );
-                                std::thread::sleep(Duration::from_secs(1));
-                            }
-                        }
-                    })?,
-            )
+            Some(spawn_processor(config, stopped.clone())?)
         }
         _ => None,
     };
-    let (stop_projector, projector_stopped) = tokio::sync::oneshot::channel::<()>();
-    let projector_task = projector.then(|| {
-        let (kafka, store, metrics) = (
+    let projector = plan.runs(Role::Projector).then(|| {
+        let (kafka, store, metrics, health) = (
             kafka.clone(),
             Arc::new(mongo.clone()) as Arc<dyn OrderStore>,
             metrics.clone(),
+            health.clone(),
         );
-        tokio::spawn(async move {
-            let stopped = async {
-                let _ = projector_stopped.await;
-            };
-            if let Err(error) = run_projector(kafka, store, metrics, stopped).await {
-                tracing::error!(%error, "projector failed");
-            }
-        })
+        tokio::spawn(supervise(
+            health.clone(),
+            "projector",
+            stopped.clone(),
+            move || {
+                run_projector(
+                    kafka.clone(),
+                    store.clone(),
+                    metrics.clone(),
+                    health.clone(),
+                    stopped.clone(),
+                )
+            },
+        ))
     });
 
-    let api = match (ingest, &redis) {
+    let api = match (plan.runs(Role::Ingest), &redis) {
         (true, Some(redis)) => {
-            let journal = patiently("kafka", || KafkaJournal::connect(kafka.clone())).await;
+            let journal = patiently(health, "kafka", || KafkaJournal::connect(kafka.clone())).await;
             let journal: Arc<dyn Journal> = Arc::new(journal);
-            checks.push((
+            health.probe(
                 "kafka",
                 probe(journal.clone(), |j: Arc<dyn Journal>| {
                     Box::pin(async move { j.ping().await })
                 }),
-            ));
-            let node = match args.node_id {
-                0 => patiently("redis (node id)", || redis.next_node_id()).await,
-                node => node,
-            };
-            let keys = match &args.api_keys_file {
-                Some(path) => crate::auth::ApiKeys::load(path)?,
-                None => anyhow::bail!(
-                    "distributed mode needs --api-keys-file (see `oms-runtime keygen`)"
-                ),
-            };
+            );
+            let path = args.api_keys_file.as_ref().context("--api-keys-file")?;
+            let keys = crate::auth::ApiKeys::load(path)?;
             let app = AppState {
-                markets: Arc::new(markets),
+                markets: Arc::new(plan.markets),
                 keys: Arc::new(keys),
                 journal,
                 idempotency: Arc::new(redis.clone()),
@@ -219,39 +273,57 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 waiters: None,
                 ids: Arc::new(OrderIds::new(node, None)),
                 metrics: metrics.clone(),
-                settings: settings(&args),
+                settings: settings(args),
             };
             tracing::info!(node, "ingest order ids use node {node}");
             Some((args.api_addr, api::router(app)))
         }
         _ => None,
     };
-    tracing::info!(?role, prefix = %kafka.prefix, "oms-runtime starting (distributed)");
-    let draining = Arc::new(AtomicBool::new(false));
-    let servers = Servers {
+    tracing::info!(role = ?plan.role, prefix = %kafka.prefix, "oms-runtime started (distributed)");
+    Ok(Started {
         api,
-        admin: (
-            args.admin_addr,
-            admin::router(AdminState {
-                metrics,
-                checks,
-                draining: draining.clone(),
-            }),
-        ),
-        draining,
-    };
-    servers.run().await?;
+        processor,
+        projector,
+    })
+}
 
-    stop.store(true, Ordering::Relaxed);
-    let _ = stop_projector.send(());
-    if let Some(task) = projector_task {
-        let _ = task.await;
-    }
-    if let Some(thread) = processor_thread
-        && let Ok(Err(_)) = tokio::task::spawn_blocking(move || thread.join()).await
+/// The processor runs blocking Kafka calls on its own thread; it restarts the processing loop
+/// after any failure (rebuilding every partition from its snapshot and committed offsets) until
+/// the process stops.
+fn spawn_processor(
+    config: ProcessorConfig,
+    stopped: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<std::thread::JoinHandle<()>> {
+    let handle = tokio::runtime::Handle::current();
+    let stop = Arc::new(AtomicBool::new(false));
     {
-        tracing::error!("processor panicked");
+        // The loop polls an atomic; mirror the watch into it.
+        let (stop, mut stopped) = (stop.clone(), stopped.clone());
+        tokio::spawn(async move {
+            let _ = stopped.wait_for(|stopped| *stopped).await;
+            stop.store(true, Ordering::Relaxed);
+        });
     }
-    tracing::info!("stopped cleanly");
-    Ok(())
+    Ok(std::thread::Builder::new()
+        .name("oms-processor".into())
+        .spawn(move || {
+            let mut pause = Duration::from_millis(200);
+            while !stop.load(Ordering::Relaxed) {
+                config.health.starting("processor", "recovering partitions");
+                if let Err(error) = run_processor(&config, &handle, &stop) {
+                    let why = format!("{error:#}");
+                    tracing::error!(error = %why, "processor failed; restarting");
+                    config.health.failing("processor", why);
+                    config
+                        .metrics
+                        .roles
+                        .restarts
+                        .get_or_create(&RoleLabels { role: "processor" })
+                        .inc();
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_secs(30));
+                }
+            }
+        })?)
 }

@@ -8,6 +8,7 @@ pub mod api;
 pub mod auth;
 pub mod config;
 pub mod distributed;
+pub mod health;
 pub mod ids;
 pub mod metrics;
 pub mod processing;
@@ -155,14 +156,16 @@ impl Runtime {
             metrics: metrics.clone(),
             settings: config.settings,
         };
+        let health = health::Health::new(metrics.clone());
+        health.probe(
+            "store",
+            health::probe(orders, |orders: Arc<dyn store::OrderStore>| {
+                Box::pin(async move { orders.ping().await })
+            }),
+        );
         let admin = admin::AdminState {
             metrics,
-            checks: vec![(
-                "store",
-                admin::probe(orders, |orders: Arc<dyn store::OrderStore>| {
-                    Box::pin(async move { orders.ping().await })
-                }),
-            )],
+            health,
             draining: Arc::new(AtomicBool::new(false)),
         };
         let sweeping = store.clone();
@@ -251,12 +254,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         journal_head = runtime.store.head(),
         "oms-runtime starting (single-node)"
     );
-    let servers = Servers {
-        api: Some((args.api_addr, api::router(runtime.app.clone()))),
-        admin: (args.admin_addr, admin::router(runtime.admin.clone())),
-        draining: runtime.admin.draining.clone(),
-    };
-    servers.run().await?;
+    let admin = admin::AdminServer::start(args.admin_addr, runtime.admin.clone()).await?;
+    let api = Some((args.api_addr, api::router(runtime.app.clone())));
+    serve_api(api, runtime.admin.draining.clone()).await?;
+    admin.stop().await;
     runtime.stop().await;
     tracing::info!("stopped cleanly");
     Ok(())
@@ -278,66 +279,33 @@ pub fn settings(args: &ServeArgs) -> Settings {
     }
 }
 
-/// The API (if this process serves it) and admin servers, with graceful shutdown.
-pub struct Servers {
-    /// Address and router of the API, for processes that serve it.
-    pub api: Option<(std::net::SocketAddr, axum::Router)>,
-    /// Address and router of the admin port.
-    pub admin: (std::net::SocketAddr, axum::Router),
-    /// Set when shutdown starts, so readiness fails first.
-    pub draining: Arc<AtomicBool>,
+/// Serves the API, if this process has one, until SIGTERM or Ctrl-C; then sets `draining` (so
+/// readiness fails first) and finishes the requests in flight.
+pub async fn serve_api(
+    api: Option<(std::net::SocketAddr, axum::Router)>,
+    draining: Arc<AtomicBool>,
+) -> anyhow::Result<()> {
+    let signalled = async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: finishing in-flight requests");
+        draining.store(true, Ordering::Relaxed);
+    };
+    let Some((addr, router)) = api else {
+        signalled.await;
+        return Ok(());
+    };
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    tracing::info!(api = %listener.local_addr()?, "serving");
+    axum::serve(listener, router)
+        .with_graceful_shutdown(signalled)
+        .await
+        .context("API server failed")
 }
 
-impl Servers {
-    /// Serves until SIGTERM or Ctrl-C, then finishes in-flight requests and returns.
-    pub async fn run(self) -> anyhow::Result<()> {
-        let admin = tokio::net::TcpListener::bind(self.admin.0)
-            .await
-            .with_context(|| format!("cannot listen on {}", self.admin.0))?;
-        let api = match &self.api {
-            Some((addr, _)) => Some(
-                tokio::net::TcpListener::bind(addr)
-                    .await
-                    .with_context(|| format!("cannot listen on {addr}"))?,
-            ),
-            None => None,
-        };
-        tracing::info!(
-            api = ?api.as_ref().and_then(|l| l.local_addr().ok()),
-            admin = %admin.local_addr()?,
-            "serving"
-        );
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let admin_server = {
-            let mut stop = stop_rx.clone();
-            tokio::spawn(async move {
-                axum::serve(admin, self.admin.1)
-                    .with_graceful_shutdown(async move {
-                        let _ = stop.wait_for(|stop| *stop).await;
-                    })
-                    .await
-            })
-        };
-        let draining = self.draining.clone();
-        let signalled = async move {
-            shutdown_signal().await;
-            tracing::info!("shutting down: finishing in-flight requests");
-            draining.store(true, Ordering::Relaxed);
-        };
-        match (api, self.api) {
-            (Some(listener), Some((_, router))) => axum::serve(listener, router)
-                .with_graceful_shutdown(signalled)
-                .await
-                .context("API server failed")?,
-            _ => signalled.await,
-        }
-        let _ = stop_tx.send(true);
-        let _ = admin_server.await;
-        Ok(())
-    }
-}
-
-async fn shutdown_signal() {
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

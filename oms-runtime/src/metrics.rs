@@ -25,6 +25,13 @@ pub struct ConsumerLabels {
     pub consumer: &'static str,
 }
 
+/// Label naming a role of the process (processor, projector) or a dependency it waits for.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RoleLabels {
+    /// Which role.
+    pub role: &'static str,
+}
+
 /// Labels naming an outcome.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
@@ -84,6 +91,17 @@ pub struct ProcessingMetrics {
     pub consumer_lag: Family<ConsumerLabels, Gauge>,
     /// Failures retried.
     pub errors: Counter,
+    /// Log records that could not be decoded and were skipped (a version skew or corruption;
+    /// any increase needs a person).
+    pub undecodable: Counter,
+}
+
+/// Health of the roles this process runs (see [`crate::health`]).
+pub struct RoleMetrics {
+    /// 1 while the role works, 0 while it starts or fails.
+    pub up: Family<RoleLabels, Gauge>,
+    /// Restarts after a failure.
+    pub restarts: Family<RoleLabels, Counter>,
 }
 
 /// Every metric of the runtime, and the registry that exposes them.
@@ -98,6 +116,8 @@ pub struct Metrics {
     pub store: StoreMetrics,
     /// Processing.
     pub processing: ProcessingMetrics,
+    /// Role health.
+    pub roles: RoleMetrics,
 }
 
 impl Default for Metrics {
@@ -184,6 +204,7 @@ impl Metrics {
             read_position: Gauge::default(),
             consumer_lag: Family::default(),
             errors: Counter::default(),
+            undecodable: Counter::default(),
         };
         let sub = registry.sub_registry_with_prefix("processing");
         sub.register(
@@ -221,6 +242,27 @@ impl Metrics {
             "Processing failures that were retried",
             processing.errors.clone(),
         );
+        sub.register(
+            "undecodable_records",
+            "Command or event records that could not be decoded and were skipped",
+            processing.undecodable.clone(),
+        );
+
+        let roles = RoleMetrics {
+            up: Family::default(),
+            restarts: Family::default(),
+        };
+        let sub = registry.sub_registry_with_prefix("role");
+        sub.register(
+            "up",
+            "1 while a role (or a dependency being waited for) works, 0 while it starts or fails",
+            roles.up.clone(),
+        );
+        sub.register(
+            "restarts",
+            "Restarts of a role after a failure",
+            roles.restarts.clone(),
+        );
 
         Metrics {
             registry,
@@ -228,6 +270,7 @@ impl Metrics {
             ingest,
             store,
             processing,
+            roles,
         }
     }
 

@@ -138,7 +138,9 @@ async fn all_roles_in_one_process_round_trip() {
         .unwrap();
     assert_eq!(
         ready["checks"],
-        serde_json::json!({"mongodb": "ok", "redis": "ok", "kafka": "ok"})
+        serde_json::json!({
+            "kafka": "ok", "mongodb": "ok", "redis": "ok", "processor": "ok", "projector": "ok"
+        })
     );
     // librdkafka's statistics (every 5 s) give both consumers' lag, -1 until then. Caught up,
     // it is at most the transaction markers after the last record the consumer committed.
@@ -325,4 +327,172 @@ async fn topology_of_separate_processes_survives_resharding() {
         written, expected,
         "events differ from an uninterrupted run across resharding"
     );
+}
+
+/// Waits until the events topic holds every acknowledged order.
+async fn await_processed(acked: &[String], cluster: &Cluster) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let processed = fold(&events(cluster));
+        let missing = acked
+            .iter()
+            .filter(|id| !processed.contains_key(&OrderId(id.parse().unwrap())))
+            .count();
+        if missing == 0 {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{missing} acknowledged orders never processed"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The processor's recovery after a failed transaction, with one partition's recovery failing
+/// too: the events are exactly those of an uninterrupted run, every command position once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_once_across_a_failed_commit_and_a_failed_recovery() {
+    use oms_runtime::health::Health;
+    use oms_runtime::metrics::Metrics;
+    use oms_runtime::processing::kafka::{Faults, ProcessorConfig, run_processor};
+    use oms_runtime::store::kafka::KafkaConfig;
+    use oms_runtime::store::mongo::MongoStore;
+    use oms_runtime::store::redis::{RedisConfig, RedisStore};
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let Some(services) = services() else { return };
+    let cluster = Cluster::new(&services, "faults", 4);
+    let ingest = cluster.spawn("ingest", &[]).await;
+    let api = Api::new(&ingest);
+    let timeout = Duration::from_secs(2);
+    let metrics = Arc::new(Metrics::new());
+    // The start recovers all 4 partitions; after the third commit fails, the second partition
+    // recovered fails once, while the others recover.
+    let faults = Arc::new(Faults::default());
+    faults.commit.store(3, Ordering::SeqCst);
+    faults.recovery.store(4 + 2, Ordering::SeqCst);
+    let config = ProcessorConfig {
+        kafka: KafkaConfig {
+            bootstrap: services.kafka.clone(),
+            prefix: cluster.prefix.clone(),
+            properties: Vec::new(),
+            timeout,
+        },
+        shard: 0,
+        shards: 1,
+        snapshot_every: 50,
+        instruments: instruments(),
+        limits: oms_core::RiskLimits::default(),
+        mongo: MongoStore::connect(&services.mongo, &cluster.prefix, timeout)
+            .await
+            .unwrap(),
+        redis: RedisStore::connect(RedisConfig {
+            url: services.redis.clone(),
+            password: None,
+            prefix: cluster.prefix.clone(),
+            ttl: Duration::from_secs(600),
+            timeout,
+        })
+        .await
+        .unwrap(),
+        metrics: metrics.clone(),
+        health: Health::new(metrics.clone()),
+        faults: faults.clone(),
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let processor = {
+        let (stop, handle) = (stop.clone(), tokio::runtime::Handle::current());
+        std::thread::spawn(move || run_processor(&config, &handle, &stop))
+    };
+    // In rounds, each processed before the next is sent: one transaction or more per round.
+    let mut acked = Vec::new();
+    for round in 0..5 {
+        let range = round * 80..(round + 1) * 80;
+        acked.extend(send(std::slice::from_ref(&api), range, 8, "f").await);
+        await_processed(&acked, &cluster).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    tokio::task::spawn_blocking(move || processor.join().unwrap().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        faults.commit.load(Ordering::SeqCst),
+        0,
+        "the commit failure happened"
+    );
+    assert_eq!(
+        faults.recovery.load(Ordering::SeqCst),
+        0,
+        "the recovery failure happened"
+    );
+
+    let (written, expected) = (events(&cluster), expected_events(&cluster, &instruments()));
+    for (partition, processed) in &written {
+        let offsets: Vec<u64> = processed.iter().map(|p| p.position.offset).collect();
+        let contiguous: Vec<u64> = (0..offsets.len() as u64).collect();
+        assert_eq!(
+            offsets, contiguous,
+            "partition {partition}: a gap or a duplicate"
+        );
+    }
+    assert_eq!(written.values().map(Vec::len).sum::<usize>(), 400);
+    assert_eq!(written, expected, "events differ from an uninterrupted run");
+}
+
+/// Every role restarts on the state it left, after SIGTERM and after kill -9: no acknowledged
+/// order is lost, and the projector comes up again on its existing database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_role_restarts_on_existing_state() {
+    let Some(services) = services() else { return };
+    let cluster = Cluster::new(&services, "restart", 4);
+    let roles = || async {
+        vec![
+            cluster.spawn("ingest", &[]).await,
+            cluster
+                .spawn("processor", &["--shards", "1", "--shard", "0"])
+                .await,
+            cluster.spawn("projector", &[]).await,
+        ]
+    };
+    let mut nodes = roles().await;
+    let mut acked = send(&[Api::new(&nodes[0])], 0..200, 8, "r").await;
+    await_projected(&Api::new(&nodes[0]), &acked, &cluster).await;
+    for node in &mut nodes {
+        assert!(node.terminate().success(), "a clean exit on SIGTERM");
+    }
+    let mut nodes = roles().await;
+    acked.extend(send(&[Api::new(&nodes[0])], 200..400, 8, "r").await);
+    for node in &mut nodes {
+        node.kill9();
+    }
+    let nodes = roles().await;
+    let api = Api::new(&nodes[0]);
+    acked.extend(send(std::slice::from_ref(&api), 400..500, 8, "r").await);
+    await_projected(&api, &acked, &cluster).await;
+    let (written, expected) = (events(&cluster), expected_events(&cluster, &instruments()));
+    assert_eq!(written.values().map(Vec::len).sum::<usize>(), 500);
+    assert_eq!(written, expected, "events differ from an uninterrupted run");
+}
+
+/// The runtime reads `OMS_KAFKA_PROPERTIES` in the Secret's format (one per line, comments),
+/// as the operator hands it to pods, and applies them: a value that swallowed the next lines
+/// would be refused by librdkafka and the process would never be ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_properties_in_the_secret_format_reach_the_broker() {
+    let Some(services) = services() else { return };
+    let cluster = Cluster::new(&services, "properties", 2);
+    let properties = "# as in a Secret's kafka.properties\nsecurity.protocol=PLAINTEXT\n\nclient.id=oms-properties-test\nsocket.keepalive.enable=true\n";
+    let node = cluster.start("all", &[], &[("OMS_KAFKA_PROPERTIES", properties)]);
+    node.wait_ready(Duration::from_secs(60)).await;
+    let (status, placed) = Api::new(&node)
+        .post("p-1", &order("alice", "buy", "10.00", "1"), true)
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{placed}");
+    // a malformed text is refused at start with the line, not applied half
+    let mut bad = cluster.start("all", &[], &[("OMS_KAFKA_PROPERTIES", "a=1\nnot-a-pair\n")]);
+    let exit = tokio::task::spawn_blocking(move || bad.child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(!exit.success());
 }

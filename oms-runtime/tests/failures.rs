@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::cluster::{Api, Cluster, Node, services};
+use common::cluster::{Api, Cluster, services};
 use common::order;
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -39,16 +39,6 @@ impl Drop for Outage {
     }
 }
 
-async fn readiness(node: &Node) -> (StatusCode, Value) {
-    let response = reqwest::get(format!("{}/readyz", node.admin))
-        .await
-        .unwrap();
-    (
-        response.status(),
-        response.json().await.unwrap_or(Value::Null),
-    )
-}
-
 /// A request against a failed dependency: 503, Retry-After, and well inside the bound.
 async fn assert_fast_503(api: &Api, key: &str, body: &str) {
     let started = Instant::now();
@@ -73,6 +63,7 @@ async fn assert_fast_503(api: &Api, key: &str, body: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dependency_failures_fail_fast_and_recover() {
     let Some(services) = services() else { return };
+    down_at_start(&services).await;
     let cluster = Cluster::new(&services, "failures", 2);
     let node = cluster.spawn("all", &[]).await;
     let api = Api::new(&node);
@@ -89,7 +80,7 @@ async fn dependency_failures_fail_fast_and_recover() {
         assert_fast_503(&api, "f-redis", &body).await;
         let (status, _) = api.get(&format!("/v1/orders/{first_id}")).await;
         assert_eq!(status, StatusCode::OK);
-        let (status, ready) = readiness(&node).await;
+        let (status, ready) = node.readiness().await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{ready}");
         assert_ne!(ready["checks"]["redis"], "ok");
     }
@@ -148,10 +139,61 @@ async fn dependency_failures_fail_fast_and_recover() {
         let (status, error) = api.get(&format!("/v1/orders/{first_id}")).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{error}");
         assert!(started.elapsed() < Duration::from_secs(10));
+        // the projector cannot write the accepted order: it says so in readiness
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (status, ready) = node.readiness().await;
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{ready}");
+            let projector = ready["checks"]["projector"].as_str().unwrap_or_default();
+            if projector.starts_with("failing: projection") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "projector not failing: {ready}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
         accepted
     };
     node.wait_ready(Duration::from_secs(60)).await;
     let id = accepted["order_id"].as_str().unwrap();
     let caught_up = api.await_order(id, |order| order["status"] == "new").await;
     assert_eq!(caught_up["account"], "bob");
+    let (status, ready) = node.readiness().await;
+    assert_eq!(status, StatusCode::OK, "{ready}");
+    assert_eq!(ready["checks"]["projector"], "ok");
+}
+
+/// A dependency down at start: the process opens its admin port at once and stays live (so a
+/// liveness probe never restarts it), is not ready and says why, and becomes ready without a
+/// restart once the dependency is back.
+async fn down_at_start(services: &common::cluster::Services) {
+    let cluster = Cluster::new(services, "downatstart", 2);
+    let mut node = {
+        let _kafka = Outage::begin(&services.script, "kafka");
+        let mut node = cluster.start("all", &[], &[]);
+        let until = Instant::now() + Duration::from_secs(60);
+        let mut seen = 0;
+        while Instant::now() < until {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            assert!(node.alive(), "exited while Kafka was down");
+            let Ok(live) = reqwest::get(format!("{}/healthz", node.admin)).await else {
+                assert!(seen == 0, "admin port closed after it opened");
+                continue;
+            };
+            assert_eq!(live.status(), StatusCode::OK);
+            let (status, ready) = node.readiness().await;
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{ready}");
+            let kafka = ready["checks"]["kafka"].as_str().unwrap_or_default();
+            assert!(kafka.starts_with("starting: waiting for kafka"), "{ready}");
+            seen += 1;
+        }
+        assert!(seen >= 50, "admin port answered only {seen} times in 60 s");
+        node
+    };
+    node.wait_ready(Duration::from_secs(120)).await;
+    assert!(node.alive());
+    let api = Api::new(&node);
+    let (status, placed) = api
+        .post("late-1", &order("alice", "buy", "10.00", "1"), true)
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{placed}");
 }

@@ -216,7 +216,7 @@ fn env(system: &OrderSystem, plan: &Plan, role: &str) -> Vec<EnvVar> {
     env
 }
 
-fn http_probe(path: &str, period: i32) -> Probe {
+fn http_probe(path: &str, period: i32, failures: i32) -> Probe {
     Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.into()),
@@ -224,9 +224,16 @@ fn http_probe(path: &str, period: i32) -> Probe {
             ..HTTPGetAction::default()
         }),
         period_seconds: Some(period),
-        failure_threshold: Some(3),
+        failure_threshold: Some(failures),
         ..Probe::default()
     }
+}
+
+/// Liveness starts only after this probe passed once: up to 5 × 36 = 180 s for the process to
+/// open its admin port. The runtime opens it before it waits for any dependency, so a slow
+/// Kafka leaves a pod live and not ready rather than restarted.
+fn startup_probe() -> Probe {
+    http_probe("/healthz", 5, 36)
 }
 
 /// The pod of a role: restricted security settings, the config volume, probes on the admin port.
@@ -310,8 +317,9 @@ fn pod(
                 image: Some(system.spec.image.clone()),
                 env: Some(env(system, plan, role)),
                 ports: Some(ports),
-                readiness_probe: Some(http_probe("/readyz", 5)),
-                liveness_probe: Some(http_probe("/healthz", 10)),
+                startup_probe: Some(startup_probe()),
+                readiness_probe: Some(http_probe("/readyz", 5, 3)),
+                liveness_probe: Some(http_probe("/healthz", 10, 3)),
                 resources: resources.cloned(),
                 volume_mounts: Some(mounts),
                 security_context: Some(SecurityContext {
@@ -762,6 +770,27 @@ mod tests {
                 .as_deref(),
             Some("None")
         );
+    }
+
+    /// A dependency that is slow at start must not get a pod restarted: liveness waits for a
+    /// startup probe with a long allowance, readiness tells the Service.
+    #[test]
+    fn pods_have_a_startup_allowance_before_liveness() {
+        let c = built(&system());
+        for template in [
+            &c.ingest.spec.as_ref().unwrap().template,
+            &c.processor.spec.as_ref().unwrap().template,
+            &c.projector.spec.as_ref().unwrap().template,
+        ] {
+            let container = container(template);
+            let startup = container.startup_probe.as_ref().expect("a startup probe");
+            let path = |probe: &Probe| probe.http_get.as_ref().unwrap().path.clone().unwrap();
+            assert_eq!(path(startup), "/healthz");
+            let allowance = startup.period_seconds.unwrap() * startup.failure_threshold.unwrap();
+            assert!(allowance >= 120, "{allowance} s");
+            assert_eq!(path(container.readiness_probe.as_ref().unwrap()), "/readyz");
+            assert_eq!(path(container.liveness_probe.as_ref().unwrap()), "/healthz");
+        }
     }
 
     #[test]

@@ -27,6 +27,7 @@
 //! `offsets.retention.minutes` must be longer than any pause of a processor.
 
 use super::{Processed, Projection, unroutable};
+use crate::health::Health;
 use crate::metrics::{ConsumerLabels, Metrics};
 use crate::store::kafka::{KafkaConfig, partition_of, partitions};
 use crate::store::mongo::{MongoStore, PartitionSnapshot};
@@ -44,7 +45,7 @@ use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 use tokio::runtime::Handle;
 
@@ -76,6 +77,29 @@ pub struct ProcessorConfig {
     pub redis: RedisStore,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// Where the processor reports how it is doing.
+    pub health: Health,
+    /// Failures to inject (tests of recovery); none in production.
+    pub faults: Arc<Faults>,
+}
+
+/// Failures a test can inject into a processor, to prove that recovery loses and duplicates
+/// nothing. Each counter counts down; the call that takes it from 1 to 0 fails.
+#[derive(Debug, Default)]
+pub struct Faults {
+    /// Fails the n-th transaction commit from now (its transaction is aborted).
+    pub commit: AtomicU32,
+    /// Fails the n-th partition recovery from now.
+    pub recovery: AtomicU32,
+}
+
+impl Faults {
+    /// Whether the call counted by `counter` is the one to fail.
+    fn strike(counter: &AtomicU32) -> bool {
+        counter
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok_and(|before| before == 1)
+    }
 }
 
 fn decode<T: for<'de> serde::Deserialize<'de>>(payload: Option<&[u8]>) -> anyhow::Result<T> {
@@ -134,6 +158,9 @@ impl PartitionWorker {
         partitions: u32,
     ) -> anyhow::Result<PartitionWorker> {
         let kafka = &config.kafka;
+        if Faults::strike(&config.faults.recovery) {
+            bail!("injected recovery failure of partition {partition}");
+        }
         let producer: ThreadedProducer<DefaultProducerContext> = kafka
             .client()
             .set(
@@ -217,6 +244,7 @@ impl PartitionWorker {
                     Ok(entry) => entry,
                     Err(error) => {
                         tracing::error!(partition = self.partition, offset, %error, "undecodable command skipped");
+                        config.metrics.processing.undecodable.inc();
                         continue;
                     }
                 };
@@ -239,7 +267,7 @@ impl PartitionWorker {
                     .processing
                     .events
                     .inc_by(records.len() as u64);
-                acks.push((entry.origin.clone(), Ack::new(&entry, position).response()));
+                acks.push((entry.origin.clone(), Ack::new(&entry, position).response()?));
                 let processed = Processed {
                     position,
                     origin: entry.origin,
@@ -278,6 +306,9 @@ impl PartitionWorker {
                 .context("processor consumer has no group metadata")?;
             self.producer
                 .send_offsets_to_transaction(&offsets, &group, kafka.timeout * 5)?;
+            if Faults::strike(&config.faults.commit) {
+                bail!("injected commit failure");
+            }
             self.producer.commit_transaction(kafka.timeout * 5)?;
             Ok(last)
         })();
@@ -402,8 +433,7 @@ pub fn run_processor(
     stop: &AtomicBool,
 ) -> anyhow::Result<()> {
     let kafka = &config.kafka;
-    let commands = kafka.commands();
-    let count = handle.block_on(partitions(kafka, &commands))?;
+    let count = handle.block_on(partitions(kafka, &kafka.commands()))?;
     let owned: Vec<u32> = (0..count)
         .filter(|p| p % config.shards == config.shard)
         .collect();
@@ -422,24 +452,9 @@ pub fn run_processor(
         .set("fetch.wait.max.ms", "5")
         .set("statistics.interval.ms", STATISTICS_INTERVAL_MS)
         .create_with_context(Observed::new(&config.metrics, "processor"))?;
-    let mut workers = BTreeMap::new();
-    for &partition in &owned {
-        let worker = PartitionWorker::recover(config, handle, &consumer, partition, count)?;
-        workers.insert(partition, worker);
-    }
-    let assign = |workers: &BTreeMap<u32, PartitionWorker>| -> anyhow::Result<()> {
-        let mut assignment = TopicPartitionList::new();
-        for worker in workers.values() {
-            assignment.add_partition_offset(
-                &commands,
-                worker.partition as i32,
-                Offset::Offset(worker.next as i64),
-            )?;
-        }
-        consumer.assign(&assignment)?;
-        Ok(())
+    let Some(mut workers) = recover_all(config, handle, &consumer, &owned, count, stop)? else {
+        return Ok(());
     };
-    assign(&workers)?;
     while !stop.load(Ordering::Relaxed) {
         let mut batches: BTreeMap<u32, Vec<BorrowedMessage<'_>>> = BTreeMap::new();
         let mut wait = Duration::from_millis(100);
@@ -466,7 +481,7 @@ pub fn run_processor(
             let Some(worker) = workers.get_mut(partition) else {
                 continue;
             };
-            // Messages the worker already applied (a re-seek after a failure) are skipped.
+            // Messages the worker already applied (delivered again after a re-seek) are skipped.
             let fresh: Vec<&BorrowedMessage<'_>> = messages
                 .iter()
                 .filter(|m| m.offset() as u64 >= worker.next)
@@ -475,34 +490,89 @@ pub fn run_processor(
                 continue;
             }
             if let Err(error) = worker.process(config, handle, &consumer, &fresh) {
-                tracing::error!(partition, %error, "transaction failed; recovering the partition");
+                tracing::error!(
+                    partition,
+                    error = format!("{error:#}"),
+                    "transaction failed; recovering"
+                );
                 config.metrics.processing.errors.inc();
+                config
+                    .health
+                    .failing("processor", format!("partition {partition}: {error:#}"));
                 failed = true;
+                // The other partitions' batches wait for the recovery too: it re-seeks all.
+                break;
             }
         }
         drop(batches);
         if failed {
             std::thread::sleep(Duration::from_millis(500));
-            for partition in owned.iter().copied() {
-                match PartitionWorker::recover(config, handle, &consumer, partition, count) {
-                    Ok(worker) => {
-                        workers.insert(partition, worker);
-                    }
-                    Err(error) => {
-                        tracing::error!(partition, %error, "recovery failed; retrying");
-                        workers.remove(&partition);
-                    }
-                }
+            match recover_all(config, handle, &consumer, &owned, count, stop)? {
+                Some(recovered) => workers = recovered,
+                None => break,
             }
-            if workers.len() < owned.len() {
-                std::thread::sleep(Duration::from_secs(1));
-                continue;
-            }
-            assign(&workers)?;
         }
     }
     tracing::info!(shard = config.shard, "processor stopped");
     Ok(())
+}
+
+/// Recovers every owned partition from its snapshot and committed offset, retrying those that
+/// fail until all are back (or `stop` is set: `None`), then re-seeks the consumer so that each
+/// partition resumes exactly at its worker's next offset.
+///
+/// # Why all of them, and always the seek
+/// After a failed transaction the consumer's position is past what was committed; a partition
+/// whose worker starts at its committed offset must be read again from there, or the records in
+/// between would never be applied. So recovery is all-or-nothing: no partition is processed
+/// while another is missing, and processing resumes only after the assignment that sets every
+/// position to its worker's next offset.
+fn recover_all(
+    config: &ProcessorConfig,
+    handle: &Handle,
+    consumer: &BaseConsumer<Observed>,
+    owned: &[u32],
+    count: u32,
+    stop: &AtomicBool,
+) -> anyhow::Result<Option<BTreeMap<u32, PartitionWorker>>> {
+    let mut workers = BTreeMap::new();
+    let mut pause = Duration::from_millis(500);
+    loop {
+        for &partition in owned {
+            if workers.contains_key(&partition) {
+                continue;
+            }
+            match PartitionWorker::recover(config, handle, consumer, partition, count) {
+                Ok(worker) => {
+                    workers.insert(partition, worker);
+                }
+                Err(error) => {
+                    let why = format!("recovering partition {partition}: {error:#}");
+                    tracing::error!(error = %why, "recovery failed; retrying");
+                    config.health.failing("processor", why);
+                }
+            }
+        }
+        if workers.len() == owned.len() {
+            break;
+        }
+        if stop.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_secs(10));
+    }
+    let mut assignment = TopicPartitionList::new();
+    for worker in workers.values() {
+        assignment.add_partition_offset(
+            &config.kafka.commands(),
+            worker.partition as i32,
+            Offset::Offset(worker.next as i64),
+        )?;
+    }
+    consumer.assign(&assignment)?;
+    config.health.running("processor");
+    Ok(Some(workers))
 }
 
 /// Notes rebalances, so the projector drops cached states of partitions that may have moved.
@@ -548,12 +618,14 @@ impl ConsumerContext for Observed {
     }
 }
 
-/// Runs the projector until `stop` resolves.
+/// Runs the projector until `stopped` is set. While MongoDB fails it retries and reports
+/// `failing`; an error it cannot retry ends it (its supervisor restarts it).
 pub async fn run_projector(
     kafka: KafkaConfig,
     store: Arc<dyn OrderStore>,
     metrics: Arc<Metrics>,
-    stop: impl std::future::Future<Output = ()>,
+    health: Health,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let observed = Observed::new(&metrics, "projector");
     let moved = observed.moved.clone();
@@ -568,10 +640,10 @@ pub async fn run_projector(
         .create_with_context(observed)?;
     consumer.subscribe(&[&kafka.events()])?;
     let mut projection = Projection::new(store.clone());
-    tokio::pin!(stop);
+    health.running("projector");
     loop {
         let first = tokio::select! {
-            _ = &mut stop => break,
+            _ = stopped.wait_for(|stopped| *stopped) => break,
             message = consumer.recv() => message,
         };
         let mut messages = vec![first];
@@ -596,11 +668,12 @@ pub async fn run_projector(
             match decode::<Processed>(message.payload()) {
                 Ok(processed) => {
                     while let Err(error) = projection.fold(&processed.records).await {
-                        retry_pause(&metrics, "projection read", &error).await;
+                        retry_pause(&metrics, &health, "projection read", &error).await;
                     }
                 }
                 Err(error) => {
-                    tracing::error!(%error, offset = message.offset(), "undecodable event message skipped")
+                    tracing::error!(%error, offset = message.offset(), "undecodable event message skipped");
+                    metrics.processing.undecodable.inc();
                 }
             }
             offsets.add_partition_offset(
@@ -616,8 +689,9 @@ pub async fn run_projector(
             .inc_by(batch.orders.len() as u64);
         let started = Instant::now();
         while let Err(error) = store.apply(batch.clone()).await {
-            retry_pause(&metrics, "projection write", &error).await;
+            retry_pause(&metrics, &health, "projection write", &error).await;
         }
+        health.running("projector");
         metrics
             .processing
             .projection_seconds
@@ -629,8 +703,9 @@ pub async fn run_projector(
     Ok(())
 }
 
-async fn retry_pause(metrics: &Metrics, what: &str, error: &StoreError) {
+async fn retry_pause(metrics: &Metrics, health: &Health, what: &str, error: &StoreError) {
     tracing::warn!(%error, "{what} failed; retrying");
+    health.failing("projector", format!("{what} failed: {error}"));
     metrics.processing.errors.inc();
     tokio::time::sleep(Duration::from_millis(500)).await;
 }

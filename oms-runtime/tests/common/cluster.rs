@@ -91,6 +91,13 @@ impl Cluster {
 
     /// Starts a process of `role` with `extra` flags and waits until it is ready.
     pub async fn spawn(&self, role: &str, extra: &[&str]) -> Node {
+        let node = self.start(role, extra, &[]);
+        node.wait_ready(Duration::from_secs(60)).await;
+        node
+    }
+
+    /// Starts a process of `role` with `extra` flags and environment variables; does not wait.
+    pub fn start(&self, role: &str, extra: &[&str], env: &[(&str, &str)]) -> Node {
         let (api, admin) = (free_port(), free_port());
         let child = Command::new(env!("CARGO_BIN_EXE_oms-runtime"))
             .args(["--role", role])
@@ -112,6 +119,7 @@ impl Cluster {
             .args(["--admin-addr", &format!("127.0.0.1:{admin}")])
             .args(["--dependency-timeout", "2s", "--snapshot-every", "100"])
             .args(extra)
+            .envs(env.iter().copied())
             .env(
                 "OMS_LOG",
                 std::env::var("OMS_TEST_LOG").unwrap_or_else(|_| "warn".into()),
@@ -120,13 +128,11 @@ impl Cluster {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start oms-runtime");
-        let node = Node {
+        Node {
             child,
             api: format!("http://127.0.0.1:{api}"),
             admin: format!("http://127.0.0.1:{admin}"),
-        };
-        node.wait_ready(Duration::from_secs(60)).await;
-        node
+        }
     }
 }
 
@@ -145,6 +151,23 @@ impl Node {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// `/readyz`: its status and body.
+    pub async fn readiness(&self) -> (StatusCode, Value) {
+        let response = reqwest::get(format!("{}/readyz", self.admin)).await;
+        match response {
+            Ok(response) => (
+                response.status(),
+                response.json().await.unwrap_or(Value::Null),
+            ),
+            Err(error) => panic!("admin port of oms-runtime not answering: {error}"),
+        }
+    }
+
+    /// Whether the process still runs.
+    pub fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
     }
 
     pub fn kill9(&mut self) {
