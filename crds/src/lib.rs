@@ -371,8 +371,8 @@ pub struct OrderSystemStatus {
     /// The generation the status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// Ready, TopicsReady, IngestAvailable, ProcessorsReady, Progressing, Degraded,
-    /// ReconciliationPaused.
+    /// Ready, TopicsReady, IngestAvailable, ProcessorsReady, ProjectorReady, Progressing,
+    /// Degraded, ReconciliationPaused.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// Processor shards.
@@ -381,6 +381,9 @@ pub struct OrderSystemStatus {
     /// Ingest pods (the scale subresource reads `replicas`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ingest: Option<ReadyCount>,
+    /// Projector pods: each is ready only while it writes the read projection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub projector: Option<ReadyCount>,
     /// The topics and their partitions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub topics: Vec<TopicStatus>,

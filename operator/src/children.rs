@@ -74,6 +74,171 @@ pub struct Children {
     pub network_policy: NetworkPolicy,
 }
 
+/// One child of an OrderSystem, by kind: what rendering, applying and the orphan sweep go
+/// through, so that none of them can leave a child out.
+#[derive(Clone, Copy, Debug)]
+pub enum Child<'a> {
+    /// A ConfigMap.
+    ConfigMap(&'a ConfigMap),
+    /// A ServiceAccount.
+    ServiceAccount(&'a ServiceAccount),
+    /// A Service.
+    Service(&'a Service),
+    /// A Deployment.
+    Deployment(&'a Deployment),
+    /// A StatefulSet.
+    StatefulSet(&'a StatefulSet),
+    /// A HorizontalPodAutoscaler.
+    HorizontalPodAutoscaler(&'a HorizontalPodAutoscaler),
+    /// A PodDisruptionBudget.
+    PodDisruptionBudget(&'a PodDisruptionBudget),
+    /// A NetworkPolicy.
+    NetworkPolicy(&'a NetworkPolicy),
+}
+
+/// The kinds of children: what the controller watches, and sweeps for orphans.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// ConfigMap.
+    ConfigMap,
+    /// ServiceAccount.
+    ServiceAccount,
+    /// Service.
+    Service,
+    /// Deployment.
+    Deployment,
+    /// StatefulSet.
+    StatefulSet,
+    /// HorizontalPodAutoscaler.
+    HorizontalPodAutoscaler,
+    /// PodDisruptionBudget.
+    PodDisruptionBudget,
+    /// NetworkPolicy.
+    NetworkPolicy,
+}
+
+impl Kind {
+    /// Every kind (a test checks that none is missing).
+    pub const ALL: [Kind; 8] = [
+        Kind::ConfigMap,
+        Kind::ServiceAccount,
+        Kind::Service,
+        Kind::Deployment,
+        Kind::StatefulSet,
+        Kind::HorizontalPodAutoscaler,
+        Kind::PodDisruptionBudget,
+        Kind::NetworkPolicy,
+    ];
+}
+
+impl Child<'_> {
+    /// Its kind.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Child::ConfigMap(_) => Kind::ConfigMap,
+            Child::ServiceAccount(_) => Kind::ServiceAccount,
+            Child::Service(_) => Kind::Service,
+            Child::Deployment(_) => Kind::Deployment,
+            Child::StatefulSet(_) => Kind::StatefulSet,
+            Child::HorizontalPodAutoscaler(_) => Kind::HorizontalPodAutoscaler,
+            Child::PodDisruptionBudget(_) => Kind::PodDisruptionBudget,
+            Child::NetworkPolicy(_) => Kind::NetworkPolicy,
+        }
+    }
+
+    /// Its name.
+    pub fn name(&self) -> Option<&str> {
+        let meta = match self {
+            Child::ConfigMap(o) => &o.metadata,
+            Child::ServiceAccount(o) => &o.metadata,
+            Child::Service(o) => &o.metadata,
+            Child::Deployment(o) => &o.metadata,
+            Child::StatefulSet(o) => &o.metadata,
+            Child::HorizontalPodAutoscaler(o) => &o.metadata,
+            Child::PodDisruptionBudget(o) => &o.metadata,
+            Child::NetworkPolicy(o) => &o.metadata,
+        };
+        meta.name.as_deref()
+    }
+
+    /// As JSON with `apiVersion` and `kind`, as server-side apply and `render` need it.
+    pub fn to_value(&self) -> Result<serde_json::Value, serde_json::Error> {
+        fn typed<K: kube::Resource<DynamicType = ()> + serde::Serialize>(
+            object: &K,
+        ) -> Result<serde_json::Value, serde_json::Error> {
+            let mut value = serde_json::to_value(object)?;
+            value["apiVersion"] = K::api_version(&()).into();
+            value["kind"] = K::kind(&()).into();
+            if let Some(meta) = value.get_mut("metadata").and_then(|m| m.as_object_mut()) {
+                meta.remove("managedFields");
+            }
+            Ok(value)
+        }
+        match self {
+            Child::ConfigMap(o) => typed(*o),
+            Child::ServiceAccount(o) => typed(*o),
+            Child::Service(o) => typed(*o),
+            Child::Deployment(o) => typed(*o),
+            Child::StatefulSet(o) => typed(*o),
+            Child::HorizontalPodAutoscaler(o) => typed(*o),
+            Child::PodDisruptionBudget(o) => typed(*o),
+            Child::NetworkPolicy(o) => typed(*o),
+        }
+    }
+}
+
+impl Children {
+    /// Every child, in stages to apply in order: an object only refers to objects of earlier
+    /// stages (pods to their ServiceAccount and ConfigMap; budgets and autoscalers to their
+    /// workloads). The struct is destructured field by field, so a new child that is not
+    /// listed here does not compile.
+    pub fn stages(&self) -> [Vec<Child<'_>>; 4] {
+        let Children {
+            config_map,
+            service_account,
+            ingest,
+            ingest_service,
+            ingest_autoscaler,
+            processor,
+            processor_service,
+            projector,
+            disruption_budgets,
+            network_policy,
+        } = self;
+        [
+            vec![
+                Child::ServiceAccount(service_account),
+                Child::ConfigMap(config_map),
+            ],
+            vec![
+                Child::Service(ingest_service),
+                Child::Service(processor_service),
+                Child::NetworkPolicy(network_policy),
+            ],
+            vec![
+                Child::Deployment(ingest),
+                Child::StatefulSet(processor),
+                Child::Deployment(projector),
+            ],
+            disruption_budgets
+                .iter()
+                .map(Child::PodDisruptionBudget)
+                .chain(ingest_autoscaler.iter().map(Child::HorizontalPodAutoscaler))
+                .collect(),
+        ]
+    }
+
+    /// Every child, in apply order.
+    pub fn all(&self) -> Vec<Child<'_>> {
+        self.stages().into_iter().flatten().collect()
+    }
+}
+
+/// The label selector of every child of the system named `name`.
+pub fn children_selector(name: &str) -> String {
+    format!("app.kubernetes.io/instance={name},app.kubernetes.io/managed-by=oms-operator")
+}
+
 /// Name of the ingest Deployment and autoscaler.
 pub fn ingest_name(system: &str) -> String {
     format!("{system}-ingest")
@@ -368,11 +533,20 @@ fn budget(system: &OrderSystem, plan: &Plan, name: String, component: &str) -> P
 pub fn build(system: &OrderSystem, plan: &Plan) -> Children {
     let spec = &system.spec;
     let name = &plan.name;
-    let instruments = serde_json::to_string_pretty(&plan.instruments).unwrap_or_default();
-    let data = BTreeMap::from([("instruments.json".to_string(), instruments)]);
-    let config_hash = hex::encode(Sha256::digest(
-        serde_json::to_vec(&data).unwrap_or_default(),
-    ));
+    let data = BTreeMap::from([(
+        "instruments.json".to_string(),
+        plan.instruments_json.clone(),
+    )]);
+    let config_hash = {
+        let mut hash = Sha256::new();
+        for (key, value) in &data {
+            hash.update(key.as_bytes());
+            hash.update([0]);
+            hash.update(value.as_bytes());
+            hash.update([0]);
+        }
+        hex::encode(hash.finalize())
+    };
 
     let ingest = Deployment {
         metadata: meta(system, plan, ingest_name(name), Some("ingest")),
@@ -770,6 +944,58 @@ mod tests {
                 .as_deref(),
             Some("None")
         );
+    }
+
+    /// Every kind is in `Kind::ALL` once (a new kind fails to compile in `index` until it is
+    /// added there too), every child is in one stage, and nothing is applied before what it
+    /// refers to.
+    #[test]
+    fn every_child_and_kind_is_in_the_typed_set() {
+        fn index(kind: Kind) -> usize {
+            match kind {
+                Kind::ConfigMap => 0,
+                Kind::ServiceAccount => 1,
+                Kind::Service => 2,
+                Kind::Deployment => 3,
+                Kind::StatefulSet => 4,
+                Kind::HorizontalPodAutoscaler => 5,
+                Kind::PodDisruptionBudget => 6,
+                Kind::NetworkPolicy => 7,
+            }
+        }
+        let mut indexes: Vec<usize> = Kind::ALL.iter().map(|kind| index(*kind)).collect();
+        indexes.sort_unstable();
+        assert_eq!(indexes, (0..8).collect::<Vec<_>>());
+
+        let mut system = system();
+        system.spec.ingest.autoscaling = Some(crds::Autoscaling {
+            min_replicas: 2,
+            max_replicas: 4,
+            target_cpu_utilization: 70,
+        });
+        let c = built(&system);
+        let all = c.all();
+        let mut names: Vec<(Kind, &str)> =
+            all.iter().map(|c| (c.kind(), c.name().unwrap())).collect();
+        let count = names.len();
+        names.sort_by_key(|(kind, name)| (index(*kind), name.to_string()));
+        names.dedup();
+        assert_eq!(names.len(), count, "no child twice");
+        assert_eq!(count, 9 + c.disruption_budgets.len());
+        let stage_of = |kind: Kind| {
+            c.stages()
+                .iter()
+                .position(|stage| stage.iter().any(|child| child.kind() == kind))
+                .unwrap()
+        };
+        assert!(stage_of(Kind::ServiceAccount) < stage_of(Kind::Deployment));
+        assert!(stage_of(Kind::ConfigMap) < stage_of(Kind::StatefulSet));
+        assert!(stage_of(Kind::Deployment) < stage_of(Kind::HorizontalPodAutoscaler));
+        assert!(stage_of(Kind::StatefulSet) < stage_of(Kind::PodDisruptionBudget));
+        for child in &all {
+            let value = child.to_value().unwrap();
+            assert!(value["apiVersion"].is_string() && value["kind"].is_string());
+        }
     }
 
     /// A dependency that is slow at start must not get a pod restarted: liveness waits for a

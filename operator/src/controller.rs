@@ -11,7 +11,7 @@
 //! cleanup that cannot reach Kafka gives up after [`CLEANUP_DEADLINE`] with a Warning event
 //! rather than leave the namespace stuck.
 
-use crate::children::{self, Children};
+use crate::children::{self, Child, Children, Kind};
 use crate::metrics::Metrics;
 use crate::status::{self, Observed};
 use crate::topics::{self, Topics};
@@ -31,7 +31,6 @@ use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Client, Resource, ResourceExt};
-use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -59,6 +58,9 @@ pub enum Error {
     /// The Kafka Secret named by the spec is missing, lacks its key or does not parse.
     #[error("kafka secret: {0}")]
     Secret(String),
+    /// A child could not be encoded (a bug, never the spec).
+    #[error("cannot encode a child: {0}")]
+    Encode(#[from] serde_json::Error),
     /// The object is missing what every object has.
     #[error("object without {0}")]
     Incomplete(&'static str),
@@ -71,6 +73,7 @@ impl Error {
             Error::Kube(_) => "kubernetes",
             Error::Kafka(_) => "kafka",
             Error::Secret(_) => "secret",
+            Error::Encode(_) => "encode",
             Error::Incomplete(_) => "incomplete",
         }
     }
@@ -167,102 +170,186 @@ impl Context {
     }
 }
 
-/// Applies an object with the operator's field manager, taking ownership of its fields.
-async fn apply<K>(client: &Client, namespace: &str, object: &K) -> Result<()>
+/// Applies a child with the operator's field manager, taking ownership of its fields.
+async fn apply(client: &Client, namespace: &str, child: Child<'_>) -> Result<()> {
+    let name = child.name().ok_or(Error::Incomplete("name"))?.to_string();
+    let value = child.to_value()?;
+    let params = PatchParams::apply(MANAGER).force();
+    let patch = Patch::Apply(&value);
+    match child {
+        Child::ConfigMap(_) => {
+            patch_as::<ConfigMap>(client, namespace, &name, &params, &patch).await
+        }
+        Child::ServiceAccount(_) => {
+            patch_as::<ServiceAccount>(client, namespace, &name, &params, &patch).await
+        }
+        Child::Service(_) => patch_as::<Service>(client, namespace, &name, &params, &patch).await,
+        Child::Deployment(_) => {
+            patch_as::<Deployment>(client, namespace, &name, &params, &patch).await
+        }
+        Child::StatefulSet(_) => {
+            patch_as::<StatefulSet>(client, namespace, &name, &params, &patch).await
+        }
+        Child::HorizontalPodAutoscaler(_) => {
+            patch_as::<HorizontalPodAutoscaler>(client, namespace, &name, &params, &patch).await
+        }
+        Child::PodDisruptionBudget(_) => {
+            patch_as::<PodDisruptionBudget>(client, namespace, &name, &params, &patch).await
+        }
+        Child::NetworkPolicy(_) => {
+            patch_as::<NetworkPolicy>(client, namespace, &name, &params, &patch).await
+        }
+    }
+}
+
+async fn patch_as<K>(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    params: &PatchParams,
+    patch: &Patch<&serde_json::Value>,
+) -> Result<()>
 where
-    K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
-    K: Resource<Scope = kube::core::NamespaceResourceScope>,
+    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
 {
-    let name = object
-        .meta()
-        .name
-        .clone()
-        .ok_or(Error::Incomplete("name"))?;
     let api: Api<K> = Api::namespaced(client.clone(), namespace);
-    let mut object = object.clone();
-    // Server-side apply needs the type in the body.
-    let mut value =
-        serde_json::to_value(&object).map_err(|e| Error::Kube(kube::Error::SerdeError(e)))?;
-    value["apiVersion"] = K::api_version(&()).into();
-    value["kind"] = K::kind(&()).into();
-    object.meta_mut().managed_fields = None;
-    api.patch(
-        &name,
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(&value),
-    )
-    .await?;
+    api.patch(name, params, patch).await?;
     Ok(())
 }
 
-/// Deletes an object if it exists.
-async fn delete_if_present<K>(client: &Client, namespace: &str, name: String) -> Result<()>
-where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
-    K: Resource<Scope = kube::core::NamespaceResourceScope>,
-{
-    let api: Api<K> = Api::namespaced(client.clone(), namespace);
-    match api.delete(&name, &DeleteParams::default()).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-        Err(error) => Err(error.into()),
+/// Applies every child, stage after stage (the objects of one stage at once).
+async fn apply_children(client: &Client, ns: &str, children: &Children) -> Result<()> {
+    for stage in children.stages() {
+        futures::future::try_join_all(stage.into_iter().map(|child| apply(client, ns, child)))
+            .await?;
     }
-}
-
-async fn apply_children(client: &Client, ns: &str, children: &Children, plan: &Plan) -> Result<()> {
-    // Independent objects: applied at once, so one reconcile costs one round trip, not eleven.
-    let mut applies: Vec<futures::future::BoxFuture<'_, Result<()>>> = vec![
-        Box::pin(apply(client, ns, &children.config_map)),
-        Box::pin(apply(client, ns, &children.service_account)),
-        Box::pin(apply(client, ns, &children.ingest)),
-        Box::pin(apply(client, ns, &children.ingest_service)),
-        Box::pin(apply(client, ns, &children.processor)),
-        Box::pin(apply(client, ns, &children.processor_service)),
-        Box::pin(apply(client, ns, &children.projector)),
-        Box::pin(apply(client, ns, &children.network_policy)),
-    ];
-    for budget in &children.disruption_budgets {
-        applies.push(Box::pin(apply(client, ns, budget)));
-    }
-    match &children.ingest_autoscaler {
-        Some(autoscaler) => applies.push(Box::pin(apply(client, ns, autoscaler))),
-        None => applies.push(Box::pin(delete_if_present::<HorizontalPodAutoscaler>(
-            client,
-            ns,
-            children::ingest_name(&plan.name),
-        ))),
-    }
-    futures::future::try_join_all(applies).await?;
     Ok(())
 }
 
-/// `(ready, wanted)` pods of the ingest Deployment and the processor StatefulSet.
-async fn observe_pods(client: &Client, ns: &str, plan: &Plan) -> Result<((i32, i32), (i32, i32))> {
+/// Deletes the system's children, of every kind, that the spec no longer wants (an autoscaler
+/// after autoscaling was turned off, say): those with its labels and its owner reference whose
+/// name is not among the wanted ones.
+async fn delete_orphans(
+    client: &Client,
+    ns: &str,
+    system: &OrderSystem,
+    children: &Children,
+) -> Result<()> {
+    let uid = system.uid().ok_or(Error::Incomplete("uid"))?;
+    let selector = children::children_selector(&system.name_any());
+    let wanted: std::collections::HashSet<(Kind, String)> = children
+        .all()
+        .iter()
+        .filter_map(|child| Some((child.kind(), child.name()?.to_string())))
+        .collect();
+    let sweeps = Kind::ALL.map(|kind| {
+        let (selector, uid, wanted) = (&selector, &uid, &wanted);
+        async move {
+            let sweep = Sweep {
+                client,
+                ns,
+                selector,
+                uid,
+            };
+            let keep = |name: &str| wanted.contains(&(kind, name.to_string()));
+            match kind {
+                Kind::ConfigMap => sweep.run::<ConfigMap>(keep).await,
+                Kind::ServiceAccount => sweep.run::<ServiceAccount>(keep).await,
+                Kind::Service => sweep.run::<Service>(keep).await,
+                Kind::Deployment => sweep.run::<Deployment>(keep).await,
+                Kind::StatefulSet => sweep.run::<StatefulSet>(keep).await,
+                Kind::HorizontalPodAutoscaler => sweep.run::<HorizontalPodAutoscaler>(keep).await,
+                Kind::PodDisruptionBudget => sweep.run::<PodDisruptionBudget>(keep).await,
+                Kind::NetworkPolicy => sweep.run::<NetworkPolicy>(keep).await,
+            }
+        }
+    });
+    futures::future::try_join_all(sweeps).await?;
+    Ok(())
+}
+
+/// One kind's orphan sweep in one namespace.
+struct Sweep<'a> {
+    client: &'a Client,
+    ns: &'a str,
+    selector: &'a str,
+    uid: &'a str,
+}
+
+impl Sweep<'_> {
+    async fn run<K>(&self, keep: impl Fn(&str) -> bool) -> Result<()>
+    where
+        K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+            + Clone
+            + DeserializeOwned
+            + std::fmt::Debug,
+    {
+        let api: Api<K> = Api::namespaced(self.client.clone(), self.ns);
+        let found = api
+            .list_metadata(&kube::api::ListParams::default().labels(self.selector))
+            .await?;
+        for object in found.items {
+            let name = object.name_any();
+            let owned = object
+                .owner_references()
+                .iter()
+                .any(|owner| owner.uid == self.uid);
+            if !owned || keep(&name) {
+                continue;
+            }
+            tracing::info!(kind = K::kind(&()).as_ref(), %name, "deleting a child the spec no longer wants");
+            match api.delete(&name, &DeleteParams::default()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(status)) if status.code == 404 => {}
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `(ready, wanted)` pods of each workload.
+struct Pods {
+    ingest: (i32, i32),
+    processor: (i32, i32),
+    projector: (i32, i32),
+}
+
+/// Reads the ready and wanted pods of the ingest and projector Deployments and the processor
+/// StatefulSet.
+async fn observe_pods(client: &Client, ns: &str, plan: &Plan) -> Result<Pods> {
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
     let sets: Api<StatefulSet> = Api::namespaced(client.clone(), ns);
-    let ingest = deployments
-        .get_opt(&children::ingest_name(&plan.name))
-        .await?;
-    let processor = sets.get_opt(&children::processor_name(&plan.name)).await?;
-    let ingest = ingest.map_or((0, 0), |d| {
-        let wanted = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-        let ready = d
-            .status
-            .as_ref()
-            .and_then(|s| s.ready_replicas)
-            .unwrap_or(0);
-        (ready, wanted)
-    });
+    let names = (
+        children::ingest_name(&plan.name),
+        children::projector_name(&plan.name),
+        children::processor_name(&plan.name),
+    );
+    let (ingest, projector, processor) = futures::try_join!(
+        deployments.get_opt(&names.0),
+        deployments.get_opt(&names.1),
+        sets.get_opt(&names.2),
+    )?;
+    let deployment = |d: Option<Deployment>| {
+        d.map_or((0, 0), |d| {
+            let wanted = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+            let ready = d.status.and_then(|s| s.ready_replicas).unwrap_or(0);
+            (ready, wanted)
+        })
+    };
     let processor = processor.map_or((0, 0), |s| {
         let wanted = s.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-        let ready = s
-            .status
-            .as_ref()
-            .and_then(|s| s.ready_replicas)
-            .unwrap_or(0);
+        let ready = s.status.and_then(|s| s.ready_replicas).unwrap_or(0);
         (ready, wanted)
     });
-    Ok((ingest, processor))
+    Ok(Pods {
+        ingest: deployment(ingest),
+        processor,
+        projector: deployment(projector),
+    })
 }
 
 /// The key of the Kafka Secret that holds the properties.
@@ -563,13 +650,28 @@ pub async fn reconcile(system: Arc<OrderSystem>, ctx: Arc<Context>) -> Result<Ac
 
     // build, apply
     let children = children::build(&system, &plan);
-    if let Err(error) = apply_children(&ctx.client, &ns, &children, &plan).await {
+    let spec_changed = system
+        .status
+        .as_ref()
+        .and_then(|s| s.observed_generation)
+        .is_some_and(|observed| observed != generation);
+    let applied = async {
+        apply_children(&ctx.client, &ns, &children).await?;
+        // Only a changed spec can make a child unwanted; a new system has none to sweep.
+        if spec_changed {
+            delete_orphans(&ctx.client, &ns, &system, &children).await?;
+        }
+        Ok::<(), Error>(())
+    }
+    .await;
+    if let Err(error) = applied {
         observed.apply_error = Some(error.to_string());
         failure.get_or_insert(error);
     }
-    let (ingest, shards) = observe_pods(&ctx.client, &ns, &plan).await?;
-    observed.ingest = Some(ingest);
-    observed.shards = Some(shards);
+    let pods = observe_pods(&ctx.client, &ns, &plan).await?;
+    observed.ingest = Some(pods.ingest);
+    observed.shards = Some(pods.processor);
+    observed.projector = Some(pods.projector);
     let status = status::compute(&observed, system.status.as_ref(), now());
     let first_time = system.status.as_ref().and_then(|s| s.observed_generation) != Some(generation);
     if system.status.as_ref() != Some(&status) {
@@ -705,21 +807,38 @@ pub async fn run(
         .reflect(writer)
         .applied_objects()
         .predicate_filter(trigger, PredicateConfig::default());
-    Controller::for_stream(triggers, reader)
+    let controller = Controller::for_stream(triggers, reader)
         // Bounded, so hundreds of systems do not all hit Kafka's admin API at once.
         .with_config(
             ControllerConfig::default()
                 .concurrency(RECONCILE_CONCURRENCY)
                 .debounce(DEBOUNCE),
-        )
-        .owns_stream(children::<Deployment>(&client, namespace))
-        .owns_stream(children::<StatefulSet>(&client, namespace))
-        .owns_stream(children::<Service>(&client, namespace))
-        .owns_stream(children::<ConfigMap>(&client, namespace))
-        .owns_stream(children::<ServiceAccount>(&client, namespace))
-        .owns_stream(children::<PodDisruptionBudget>(&client, namespace))
-        .owns_stream(children::<NetworkPolicy>(&client, namespace))
-        .owns_stream(children::<HorizontalPodAutoscaler>(&client, namespace))
+        );
+    // Every kind of child is watched (metadata only); the match fails to compile for a new one.
+    let mut controller = controller;
+    for kind in Kind::ALL {
+        controller = match kind {
+            Kind::ConfigMap => controller.owns_stream(children::<ConfigMap>(&client, namespace)),
+            Kind::ServiceAccount => {
+                controller.owns_stream(children::<ServiceAccount>(&client, namespace))
+            }
+            Kind::Service => controller.owns_stream(children::<Service>(&client, namespace)),
+            Kind::Deployment => controller.owns_stream(children::<Deployment>(&client, namespace)),
+            Kind::StatefulSet => {
+                controller.owns_stream(children::<StatefulSet>(&client, namespace))
+            }
+            Kind::HorizontalPodAutoscaler => {
+                controller.owns_stream(children::<HorizontalPodAutoscaler>(&client, namespace))
+            }
+            Kind::PodDisruptionBudget => {
+                controller.owns_stream(children::<PodDisruptionBudget>(&client, namespace))
+            }
+            Kind::NetworkPolicy => {
+                controller.owns_stream(children::<NetworkPolicy>(&client, namespace))
+            }
+        };
+    }
+    controller
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {

@@ -16,6 +16,9 @@ use std::time::Duration;
 pub const DURATION: Duration = Duration::from_secs(15);
 /// How often the leader renews.
 pub const RENEW: Duration = Duration::from_secs(3);
+/// How long after its last renewal a leader gives up: shorter than [`DURATION`], so it has
+/// stopped before anyone else may lead.
+pub const RENEW_DEADLINE: Duration = Duration::from_secs(10);
 
 /// One replica's claim on the Lease.
 pub struct LeaderElection {
@@ -102,21 +105,51 @@ impl LeaderElection {
         }
     }
 
-    /// Renews while leading; returns when leadership is lost (not renewed within the duration).
+    /// Renews while leading; returns when leadership is lost, at the latest [`RENEW_DEADLINE`]
+    /// after the last renewal: before a standby may take the Lease over, even when a renewal
+    /// hangs (an API server that accepts the connection and never answers).
     pub async fn hold(&self) {
         let mut last = tokio::time::Instant::now();
         loop {
             tokio::time::sleep(RENEW).await;
-            match self.try_acquire().await {
-                Ok(true) => last = tokio::time::Instant::now(),
-                Ok(false) => return,
-                Err(error) => {
-                    tracing::warn!(%error, "lease renewal failed");
-                    if last.elapsed() >= DURATION - RENEW {
-                        return;
-                    }
-                }
+            let left = RENEW_DEADLINE.saturating_sub(last.elapsed());
+            match tokio::time::timeout(left, self.try_acquire()).await {
+                Ok(Ok(true)) => last = tokio::time::Instant::now(),
+                Ok(Ok(false)) => return,
+                Ok(Err(error)) => tracing::warn!(%error, "lease renewal failed"),
+                Err(_) => tracing::warn!("lease renewal timed out"),
+            }
+            if last.elapsed() >= RENEW_DEADLINE {
+                return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An API server that accepts connections and never answers: the leader must give up
+    /// before its Lease could pass to another replica.
+    #[tokio::test(start_paused = true)]
+    async fn a_hanging_renewal_gives_up_leadership_in_time() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let accepting = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        });
+        let config = kube::Config::new(url.parse().unwrap());
+        let client = Client::try_from(config).unwrap();
+        let election = LeaderElection::new(client, "default", "oms-operator", "me");
+        let started = tokio::time::Instant::now();
+        tokio::time::timeout(DURATION, election.hold())
+            .await
+            .expect("leadership given up before the lease expired");
+        assert!(started.elapsed() <= RENEW_DEADLINE + RENEW);
+        accepting.abort();
     }
 }

@@ -30,28 +30,9 @@ pub fn render(system: &OrderSystem) -> anyhow::Result<String> {
         documents.push(serde_yaml::to_string(&value)?);
         Ok(())
     };
-    fn typed<K: kube::Resource<DynamicType = ()> + serde::Serialize>(
-        object: &K,
-    ) -> serde_json::Value {
-        let mut value = serde_json::to_value(object).unwrap_or_default();
-        value["apiVersion"] = K::api_version(&()).into();
-        value["kind"] = K::kind(&()).into();
-        value
+    for child in children.all() {
+        push(child.to_value()?)?;
     }
-    push(typed(&children.config_map))?;
-    push(typed(&children.service_account))?;
-    push(typed(&children.ingest))?;
-    push(typed(&children.ingest_service))?;
-    if let Some(autoscaler) = &children.ingest_autoscaler {
-        push(typed(autoscaler))?;
-    }
-    push(typed(&children.processor))?;
-    push(typed(&children.processor_service))?;
-    push(typed(&children.projector))?;
-    for budget in &children.disruption_budgets {
-        push(typed(budget))?;
-    }
-    push(typed(&children.network_policy))?;
     for topic in topics::wanted(
         &plan.topic_prefix,
         plan.partitions,

@@ -5,7 +5,8 @@
 //! | `TopicsReady` | both topics exist and match the spec |
 //! | `IngestAvailable` | at least one ingest pod is ready (or none is wanted) |
 //! | `ProcessorsReady` | every shard's pod is ready |
-//! | `Ready` | all three, and not degraded |
+//! | `ProjectorReady` | a projector pod is ready (its readiness says it writes the projection) |
+//! | `Ready` | all four, and not degraded |
 //! | `Progressing` | children or pods are still catching up with the spec |
 //! | `Degraded` | the spec is invalid, the Kafka Secret is missing or malformed, a topic cannot be made to match, or Kafka or the API failed |
 //! | `ReconciliationPaused` | the `oms.dev/paused: "true"` annotation is set; nothing is changed |
@@ -37,6 +38,8 @@ pub struct Observed {
     pub ingest: Option<(i32, i32)>,
     /// `(ready, wanted)` processor pods.
     pub shards: Option<(i32, i32)>,
+    /// `(ready, wanted)` projector pods.
+    pub projector: Option<(i32, i32)>,
     /// The API endpoint.
     pub endpoint: Option<String>,
 }
@@ -85,6 +88,8 @@ pub fn compute(
         && observed.invalid.is_none();
     let ingest_ok = observed.ingest.is_some() && (ingest_ready >= 1 || ingest_wanted == 0);
     let shards_ok = observed.shards.is_some() && shards_wanted > 0 && shards_ready >= shards_wanted;
+    let (projector_ready, projector_wanted) = observed.projector.unwrap_or((0, 0));
+    let projector_ok = observed.projector.is_some() && projector_wanted > 0 && projector_ready >= 1;
     let problem = observed
         .invalid
         .clone()
@@ -105,7 +110,10 @@ pub fn compute(
     } else {
         "AsExpected"
     };
-    let converged = problem.is_none() && ingest_ready >= ingest_wanted && shards_ok;
+    let converged = problem.is_none()
+        && ingest_ready >= ingest_wanted
+        && shards_ok
+        && projector_ready >= projector_wanted;
     let mut conditions = vec![
         condition(
             "TopicsReady",
@@ -153,6 +161,17 @@ pub fn compute(
             g,
         ),
         condition(
+            "ProjectorReady",
+            projector_ok,
+            if projector_ok {
+                "ProjectorWriting"
+            } else {
+                "NoReadyProjector"
+            },
+            format!("{projector_ready}/{projector_wanted} projector pods ready"),
+            g,
+        ),
+        condition(
             "Progressing",
             !converged && problem.is_none(),
             if converged {
@@ -184,7 +203,7 @@ pub fn compute(
             g,
         ),
     ];
-    let ready = topics_ok && ingest_ok && shards_ok && problem.is_none();
+    let ready = topics_ok && ingest_ok && shards_ok && projector_ok && problem.is_none();
     conditions.insert(
         0,
         condition(
@@ -192,7 +211,7 @@ pub fn compute(
             ready,
             if ready { "AllReady" } else { "NotReady" },
             if ready {
-                "topics match, ingest available, every shard ready".into()
+                "topics match, ingest available, every shard ready, projector writing".into()
             } else {
                 problem.unwrap_or_else(|| "waiting for pods".into())
             },
@@ -208,6 +227,7 @@ pub fn compute(
         conditions,
         shards: observed.shards.map(count),
         ingest: observed.ingest.map(count),
+        projector: observed.projector.map(count),
         topics: observed.topics.clone(),
         endpoint: observed.endpoint.clone(),
     }
@@ -259,11 +279,24 @@ mod tests {
             generation: 3,
             ingest: Some((2, 2)),
             shards: Some((2, 2)),
+            projector: Some((1, 1)),
             ..Observed::default()
         };
         let status = compute(&observed, None, now(10));
         assert_eq!(status.observed_generation, Some(3));
         assert_eq!(get(&status, "Ready").status, "True");
+        assert_eq!(get(&status, "ProjectorReady").status, "True");
+        assert_eq!(status.projector.as_ref().unwrap().summary, "1/1");
+        // a projector that stops writing (its pod unready) makes the system unready
+        let stalled = Observed {
+            projector: Some((0, 1)),
+            ..observed.clone()
+        };
+        let status = compute(&stalled, None, now(10));
+        assert_eq!(get(&status, "Ready").status, "False");
+        assert_eq!(get(&status, "ProjectorReady").reason, "NoReadyProjector");
+        assert_eq!(get(&status, "Progressing").status, "True");
+        let status = compute(&observed, None, now(10));
         assert_eq!(get(&status, "Progressing").status, "False");
         assert_eq!(get(&status, "Degraded").status, "False");
         assert!(
@@ -344,6 +377,7 @@ mod tests {
             generation: 1,
             ingest: Some((0, 1)),
             shards: Some((0, 1)),
+            projector: Some((0, 1)),
             ..Observed::default()
         };
         let first = compute(&waiting, None, now(10));
@@ -352,6 +386,7 @@ mod tests {
         let ready = Observed {
             ingest: Some((1, 1)),
             shards: Some((1, 1)),
+            projector: Some((1, 1)),
             ..waiting
         };
         let later = compute(&ready, Some(&again), now(30));
@@ -365,6 +400,7 @@ mod tests {
             generation: 1,
             ingest: Some((1, 1)),
             shards: Some((1, 1)),
+            projector: Some((1, 1)),
             ..Observed::default()
         };
         let before = compute(&observed, None, now(10));

@@ -27,6 +27,8 @@ pub struct Plan {
     pub database: String,
     /// The instruments, as the runtime reads them.
     pub instruments: Vec<InstrumentSpec>,
+    /// The same as the JSON file the runtime reads (`instruments.json` in the ConfigMap).
+    pub instruments_json: String,
     /// Risk limits, as the runtime reads them.
     pub limits: RiskLimits,
     /// Topic partitions.
@@ -113,7 +115,10 @@ pub fn validate(system: &OrderSystem) -> Result<Plan, InvalidSpec> {
         Checks::new(&instrument, &limits).map_err(|e| InvalidSpec(format!("risk: {e}")))?;
         instruments.push(runtime);
     }
+    let instruments_json = serde_json::to_string_pretty(&instruments)
+        .map_err(|error| InvalidSpec(format!("instruments cannot be encoded: {error}")))?;
     Ok(Plan {
+        instruments_json,
         topic_prefix: spec
             .kafka
             .topic_prefix

@@ -225,6 +225,31 @@ async fn scaling_and_configuration_changes() {
     })
     .await;
 
+    // A child the spec no longer wants, of any kind, goes with the next spec change (here a
+    // ConfigMap an earlier version made); one with the labels but another owner stays.
+    let system = systems(&client, &ns).get("desk").await.unwrap();
+    let configs: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    let labelled = |name: &str, owned: bool| {
+        let mut meta = json!({
+            "name": name,
+            "labels": {"app.kubernetes.io/instance": "desk",
+                       "app.kubernetes.io/managed-by": "oms-operator"},
+        });
+        if owned {
+            meta["ownerReferences"] = json!([{
+                "apiVersion": "oms.dev/v1alpha1", "kind": "OrderSystem", "name": "desk",
+                "uid": system.metadata.uid.clone().unwrap(), "controller": true,
+            }]);
+        }
+        serde_json::from_value::<ConfigMap>(json!({"metadata": meta})).unwrap()
+    };
+    for (name, owned) in [("desk-old-config", true), ("desk-someone-elses", false)] {
+        configs
+            .create(&Default::default(), &labelled(name, owned))
+            .await
+            .unwrap();
+    }
+
     // autoscaling on: an HPA appears and owns the replica count; off: it goes away
     let patch = json!({"spec": {"ingest": {"autoscaling": {"minReplicas": 2, "maxReplicas": 5}}}});
     systems(&client, &ns)
@@ -251,6 +276,24 @@ async fn scaling_and_configuration_changes() {
             .then_some(())
     })
     .await;
+    wait(WAIT, "the orphaned ConfigMap to go", || async {
+        configs
+            .get_opt("desk-old-config")
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    assert!(
+        configs
+            .get_opt("desk-someone-elses")
+            .await
+            .unwrap()
+            .is_some(),
+        "an object the system does not own is never deleted"
+    );
+    assert!(configs.get_opt("desk-config").await.unwrap().is_some());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -584,4 +627,59 @@ async fn two_replicas_elect_one_leader_and_fail_over() {
         condition(&client, &ns, "two", "TopicsReady")
     })
     .await;
+}
+
+/// The Kafka Secret an OrderSystem names: missing is `Degraded` with its reason (not "no
+/// properties"); once it exists in the Secret format of the deployment guide (one property per
+/// line, a comment), the operator reaches Kafka with it and the topics are made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_kafka_secret_is_degraded_until_it_exists() {
+    let Some(env) = env() else { return };
+    let client = client(&env).await;
+    install_crd(&client).await;
+    let ns = namespace(&client, "secret").await;
+    let _operator = Operator::start(&env, &ns);
+    let mut system = manifest(&env, "sasl", 2, 1);
+    system["spec"]["kafka"]["secretRef"] = json!({"name": "kafka-auth"});
+    create(&client, &ns, &system).await;
+    let degraded = wait(WAIT, "Degraded for the missing Secret", || async {
+        let degraded = condition(&client, &ns, "sasl", "Degraded").await?;
+        (degraded.0 == "True").then_some(degraded)
+    })
+    .await;
+    assert_eq!(degraded.1, "KafkaSecretInvalid", "{degraded:?}");
+    assert!(degraded.2.contains("kafka-auth"), "{degraded:?}");
+    assert_eq!(
+        condition(&client, &ns, "sasl", "TopicsReady")
+            .await
+            .unwrap()
+            .0,
+        "False"
+    );
+
+    let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+        "metadata": {"name": "kafka-auth"},
+        "stringData": {"kafka.properties":
+            "# the test broker has no SASL\nsecurity.protocol=PLAINTEXT\nclient.id=oms-operator-test\n"}
+    }))
+    .unwrap();
+    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), &ns)
+        .create(&Default::default(), &secret)
+        .await
+        .unwrap();
+    // the failure's backoff (or the Secret's arrival) brings the next reconcile
+    let topics = wait(
+        Duration::from_secs(120),
+        "topics with the Secret's properties",
+        || async {
+            let topics = condition(&client, &ns, "sasl", "TopicsReady").await?;
+            (topics.0 == "True").then_some(topics)
+        },
+    )
+    .await;
+    assert_eq!(topics.1, "TopicsMatch");
+    assert_eq!(
+        condition(&client, &ns, "sasl", "Degraded").await.unwrap().0,
+        "False"
+    );
 }
