@@ -8,9 +8,9 @@ pub mod write;
 
 use crate::auth::{ApiKeys, Principal};
 use crate::ids::OrderIds;
-use crate::metrics::{Metrics, RouteLabels};
+use crate::metrics::{Metrics, OutcomeLabels, RouteLabels};
 use crate::processing::{DepthSource, Waiters};
-use crate::store::{IdempotencyStore, Journal, OrderStore};
+use crate::store::{IdempotencyStore, Journal, OrderStore, StoreError};
 use axum::extract::{DefaultBodyLimit, FromRequestParts, MatchedPath, Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
@@ -21,6 +21,7 @@ use axum::{Json, Router};
 use error::ApiError;
 use oms_core::{Checks, Instrument, Symbol};
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -74,6 +75,34 @@ impl AppState {
     /// A configured instrument.
     pub fn instrument(&self, symbol: &str) -> Option<&Instrument> {
         self.markets.get(symbol).map(|market| &market.instrument)
+    }
+
+    /// Awaits a dependency within the configured timeout; a failure or timeout is a 503.
+    pub async fn guard<T>(
+        &self,
+        dependency: &'static str,
+        call: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, ApiError> {
+        match tokio::time::timeout(self.settings.dependency_timeout, call).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(error)) => Err(self.unavailable(dependency, error)),
+            Err(_) => Err(self.unavailable(dependency, "timed out")),
+        }
+    }
+
+    pub(crate) fn unavailable(
+        &self,
+        dependency: &'static str,
+        cause: impl std::fmt::Display,
+    ) -> ApiError {
+        self.metrics
+            .ingest
+            .unavailable
+            .get_or_create(&OutcomeLabels {
+                outcome: dependency,
+            })
+            .inc();
+        ApiError::unavailable(dependency, cause)
     }
 }
 

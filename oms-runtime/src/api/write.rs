@@ -7,9 +7,10 @@
 //!      ├─ in flight: 409                                             processing, answer 201/200
 //!      └─ other body: 422                                            with the order
 //! ```
-//! Once a key is reserved, the append and the storing (or releasing) of the key run in their
-//! own task: a client that hangs up, or a request that times out with a 503, can never leave a
-//! key reserved forever or half-written.
+//! Every await on a dependency is bounded by the dependency timeout ([`AppState::guard`], a 503
+//! after it; the waits of `Prefer: wait` by the wait). Once a key is reserved, the append and the
+//! storing (or releasing) of the key run in their own task: a client that hangs up, or a request
+//! that times out with a 503, can never leave a key reserved forever or half-written.
 
 use super::AppState;
 use super::error::ApiError;
@@ -248,30 +249,6 @@ impl AppState {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-    }
-
-    /// Awaits a dependency within the configured timeout; a failure or timeout is a 503.
-    pub async fn guard<T>(
-        &self,
-        dependency: &'static str,
-        call: impl Future<Output = Result<T, StoreError>>,
-    ) -> Result<T, ApiError> {
-        match tokio::time::timeout(self.settings.dependency_timeout, call).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(error)) => Err(self.unavailable(dependency, error)),
-            Err(_) => Err(self.unavailable(dependency, "timed out")),
-        }
-    }
-
-    fn unavailable(&self, dependency: &'static str, cause: impl std::fmt::Display) -> ApiError {
-        self.metrics
-            .ingest
-            .unavailable
-            .get_or_create(&OutcomeLabels {
-                outcome: dependency,
-            })
-            .inc();
-        ApiError::unavailable(dependency, cause)
     }
 
     async fn release(&self, origin: &Origin) {
