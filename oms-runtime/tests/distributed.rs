@@ -75,22 +75,7 @@ async fn send(
 /// Waits until every acknowledged order is in the events topic, then until the projection has
 /// each in the state the events give it.
 async fn await_projected(api: &Api, acked: &[String], cluster: &Cluster) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    let expected = loop {
-        let expected = fold(&events(cluster));
-        let missing = acked
-            .iter()
-            .filter(|id| !expected.contains_key(&OrderId(id.parse().unwrap())))
-            .count();
-        if missing == 0 {
-            break expected;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{missing} acknowledged orders never processed"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    };
+    let expected = await_processed(acked, cluster).await;
     for id in acked {
         let version = expected[&OrderId(id.parse().unwrap())].version;
         api.await_order(id, |order| order["version"].as_u64() >= Some(version))
@@ -329,8 +314,11 @@ async fn topology_of_separate_processes_survives_resharding() {
     );
 }
 
-/// Waits until the events topic holds every acknowledged order.
-async fn await_processed(acked: &[String], cluster: &Cluster) {
+/// Waits until the events topic holds every acknowledged order; gives every order's state.
+async fn await_processed(
+    acked: &[String],
+    cluster: &Cluster,
+) -> std::collections::HashMap<OrderId, oms_core::OrderState> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     loop {
         let processed = fold(&events(cluster));
@@ -339,7 +327,7 @@ async fn await_processed(acked: &[String], cluster: &Cluster) {
             .filter(|id| !processed.contains_key(&OrderId(id.parse().unwrap())))
             .count();
         if missing == 0 {
-            return;
+            return processed;
         }
         assert!(
             tokio::time::Instant::now() < deadline,

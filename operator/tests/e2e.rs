@@ -638,7 +638,7 @@ async fn a_missing_kafka_secret_is_degraded_until_it_exists() {
     let client = client(&env).await;
     install_crd(&client).await;
     let ns = namespace(&client, "secret").await;
-    let _operator = Operator::start(&env, &ns);
+    let operator = Operator::start(&env, &ns);
     let mut system = manifest(&env, "sasl", 2, 1);
     system["spec"]["kafka"]["secretRef"] = json!({"name": "kafka-auth"});
     create(&client, &ns, &system).await;
@@ -656,6 +656,18 @@ async fn a_missing_kafka_secret_is_degraded_until_it_exists() {
             .0,
         "False"
     );
+    // each failed reconcile is counted once, under its own label, not as a Kafka failure
+    // (failures first: a failure is counted after its reconcile started)
+    let failures = operator
+        .metric("oms_operator_reconcile_failures_total{error=\"secret\"}")
+        .await;
+    let runs = operator.metric("oms_operator_reconciles_total").await;
+    assert!(
+        failures >= 1.0 && failures <= runs,
+        "{failures} failures in {runs} reconciles"
+    );
+    let kafka = "oms_operator_reconcile_failures_total{error=\"kafka\"}";
+    assert_eq!(operator.metric(kafka).await, 0.0);
 
     let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
         "metadata": {"name": "kafka-auth"},

@@ -43,6 +43,16 @@ fn is_duplicate(error: &mongodb::error::Error) -> bool {
     }
 }
 
+/// A write whose duplicate-key error means "already there" (an insert under a natural id, or an
+/// upsert that lost to a newer state): done either way.
+fn ignoring_duplicate<T>(result: std::result::Result<T, mongodb::error::Error>) -> Result<()> {
+    match result {
+        Ok(_) => Ok(()),
+        Err(e) if is_duplicate(&e) => Ok(()),
+        Err(e) => Err(error(e)),
+    }
+}
+
 /// Creates the `wanted` indexes of `collection` that it does not have yet (by name).
 async fn ensure_indexes(collection: &Collection<Document>, wanted: Vec<IndexModel>) -> Result<()> {
     let existing = match collection.list_index_names().await {
@@ -230,12 +240,8 @@ impl MongoStore {
                 )
                 .upsert(true)
                 .await;
-            match result {
-                Ok(_) => Ok(()),
-                // The order exists with a sequence number at least as high: nothing to do.
-                Err(e) if is_duplicate(&e) => Ok(()),
-                Err(e) => Err(error(e)),
-            }
+            // A duplicate: the order exists with a sequence number at least as high.
+            ignoring_duplicate(result)
         })
         .await
     }
@@ -250,11 +256,7 @@ impl MongoStore {
                 "accounts": [trade.taker_account.as_str(), trade.maker_account.as_str()],
                 "trade": binary(encode("trade", trade)?),
             };
-            match self.trades.insert_one(document).await {
-                Ok(_) => Ok(()),
-                Err(e) if is_duplicate(&e) => Ok(()),
-                Err(e) => Err(error(e)),
-            }
+            ignoring_duplicate(self.trades.insert_one(document).await)
         })
         .await
     }
@@ -290,11 +292,7 @@ impl MongoStore {
                 )
                 .upsert(true)
                 .await;
-            match result {
-                Ok(_) => Ok(()),
-                Err(e) if is_duplicate(&e) => Ok(()),
-                Err(e) => Err(error(e)),
-            }
+            ignoring_duplicate(result)
         })
         .await
     }

@@ -165,6 +165,19 @@ impl Operator {
             .any(|line| line.trim() == "oms_operator_leader 1")
     }
 
+    /// The value of one sample of its metrics (`name{labels}` as printed), 0 if absent.
+    pub async fn metric(&self, sample: &str) -> f64 {
+        let text = reqwest::get(&self.metrics)
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|line| line.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or(0.0)
+    }
+
     /// Peak resident memory in MiB.
     pub fn peak_rss_mib(&self) -> Option<f64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
