@@ -484,3 +484,114 @@ async fn kafka_properties_in_the_secret_format_reach_the_broker() {
         .unwrap();
     assert!(!exit.success());
 }
+
+/// Produces raw records to the commands partition of BTC-USDT, as a foreign or newer writer
+/// would.
+async fn produce_raw(cluster: &Cluster, payloads: &[Vec<u8>]) {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &cluster.services.kafka)
+        .create()
+        .unwrap();
+    let partition = oms_runtime::store::kafka::partition_of("BTC-USDT", cluster.partitions) as i32;
+    let topic = format!("{}.commands", cluster.prefix);
+    for payload in payloads {
+        producer
+            .send(
+                FutureRecord::to(&topic)
+                    .partition(partition)
+                    .key("BTC-USDT")
+                    .payload(payload),
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap();
+    }
+}
+
+/// A command record the processor cannot read is rejected, not skipped: an event says so, its
+/// request learns it on a retry (422), a metric counts it, and the partition goes on. A record
+/// that is no command at all is counted and skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_command_is_rejected_and_answered() {
+    use oms_runtime::store::Origin;
+    use oms_runtime::store::kafka::COMMAND_FORMAT;
+    let Some(services) = services() else { return };
+    let cluster = Cluster::new(&services, "unreadable", 2);
+    let node = cluster.spawn("all", &[]).await;
+    let api = Api::new(&node);
+    let body = order("alice", "buy", "10.00", "1");
+    let origin = Origin {
+        principal: "trader".into(),
+        key: "bad-1".into(),
+        fingerprint: oms_runtime::api::write::fingerprint("POST", "/v1/orders", body.as_bytes()),
+    };
+    let mut unreadable = vec![COMMAND_FORMAT];
+    unreadable.extend(postcard::to_allocvec(&origin).unwrap());
+    unreadable.extend([0xff, 0xff, 0xff]);
+    produce_raw(&cluster, &[unreadable, vec![0, 1, 2]]).await;
+    // the partition goes on after both
+    let (status, placed) = api.post("good-1", &body, true).await;
+    assert_eq!(status, StatusCode::CREATED, "{placed}");
+
+    let (status, answer) = api.post("bad-1", &body, false).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
+    assert_eq!(answer["error"]["code"], "command_unreadable");
+    let (written, expected) = (events(&cluster), expected_events(&cluster, &instruments()));
+    assert_eq!(written, expected);
+    let rejected: Vec<_> = written
+        .values()
+        .flatten()
+        .filter(|p| p.rejected.is_some())
+        .collect();
+    assert_eq!(rejected.len(), 1, "one rejection event");
+    assert_eq!(rejected[0].origin, origin);
+    let metrics = reqwest::get(format!("{}/metrics", node.admin))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("oms_processing_undecodable_records_total 2"),
+        "{metrics}"
+    );
+}
+
+/// A record of a newer format is never skipped: the processor waits for an upgrade, says so in
+/// readiness, and applies nothing after it on that partition meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_command_format_halts_its_partition_visibly() {
+    use oms_runtime::store::kafka::COMMAND_FORMAT;
+    let Some(services) = services() else { return };
+    let cluster = Cluster::new(&services, "newer", 2);
+    let node = cluster.spawn("all", &[]).await;
+    let api = Api::new(&node);
+    produce_raw(&cluster, &[vec![COMMAND_FORMAT + 1, 1, 2, 3]]).await;
+    let (status, accepted) = api
+        .post("after-newer", &order("alice", "buy", "10.00", "1"), false)
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, ready) = node.readiness().await;
+        let processor = ready["checks"]["processor"].as_str().unwrap_or_default();
+        if status == StatusCode::SERVICE_UNAVAILABLE && processor.contains("upgrade the processors")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no visible halt: {ready}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let id = accepted["order_id"].as_str().unwrap();
+    let (status, _) = api.get(&format!("/v1/orders/{id}")).await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "nothing after the newer record is applied"
+    );
+    assert!(
+        events(&cluster).values().all(Vec::is_empty),
+        "no event past the newer record"
+    );
+}

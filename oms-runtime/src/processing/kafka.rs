@@ -29,10 +29,14 @@
 use super::{Processed, Projection, unroutable};
 use crate::health::Health;
 use crate::metrics::{ConsumerLabels, Metrics};
-use crate::store::kafka::{KafkaConfig, partition_of, partitions};
+use crate::store::kafka::{
+    COMMAND_FORMAT, DecodedCommand, KafkaConfig, decode_command, partition_of, partitions,
+};
 use crate::store::mongo::{MongoStore, PartitionSnapshot};
 use crate::store::redis::RedisStore;
-use crate::store::{Ack, JournalEntry, LogPosition, OrderStore, StoreError};
+use crate::store::{
+    Ack, IdempotencyStore, LogPosition, OrderStore, Origin, StoreError, StoredResponse,
+};
 use anyhow::{Context, bail};
 use oms_core::{Book, EventRecord, Instrument, RiskLimits, Symbol};
 use prometheus_client::metrics::gauge::Gauge;
@@ -104,6 +108,45 @@ impl Faults {
 
 fn decode<T: for<'de> serde::Deserialize<'de>>(payload: Option<&[u8]>) -> anyhow::Result<T> {
     Ok(postcard::from_bytes(payload.unwrap_or_default())?)
+}
+
+/// The answer stored under a processed command's idempotency key after the commit.
+enum Answer {
+    /// Applied: the 202, unless a response is stored already.
+    Applied(Origin, StoredResponse),
+    /// Rejected as unreadable: an error that replaces what is stored.
+    Rejected(Origin, StoredResponse),
+}
+
+/// The 422 a request whose command could not be read gets on a retry.
+fn unreadable_response(reason: &str) -> StoredResponse {
+    let mut error = serde_json::Map::new();
+    error.insert("code".into(), "command_unreadable".into());
+    error.insert(
+        "message".into(),
+        format!("the processor could not read this command ({reason}); nothing was done").into(),
+    );
+    let mut body = serde_json::Map::new();
+    body.insert("error".into(), error.into());
+    StoredResponse {
+        status: 422,
+        body: serde_json::Value::Object(body).to_string(),
+    }
+}
+
+/// A command record of a newer format than this processor reads.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "command at partition {partition} offset {offset} has format {version}; this processor reads \
+     {COMMAND_FORMAT}: upgrade the processors (before the ingest)"
+)]
+pub struct NewerFormat {
+    /// Partition.
+    pub partition: u32,
+    /// Offset.
+    pub offset: u64,
+    /// The record's format.
+    pub version: u8,
 }
 
 /// One owned partition: its books and its transactional producer.
@@ -240,43 +283,75 @@ impl PartitionWorker {
             for message in messages {
                 let offset = message.offset() as u64;
                 last = offset;
-                let entry: JournalEntry = match decode(message.payload()) {
-                    Ok(entry) => entry,
-                    Err(error) => {
-                        tracing::error!(partition = self.partition, offset, %error, "undecodable command skipped");
-                        config.metrics.processing.undecodable.inc();
-                        continue;
-                    }
-                };
                 let position = LogPosition {
                     partition: self.partition,
                     offset,
                 };
-                let symbol = entry.command.action.symbol().clone();
-                let mut records: Vec<EventRecord> = Vec::new();
-                match self.books.get_mut(&symbol) {
-                    Some(book) => {
-                        book.apply(&entry.command, &mut records);
-                        touched.push(symbol.clone());
+                let (processed, key) = match decode_command(message.payload().unwrap_or_default()) {
+                    DecodedCommand::Entry(entry) => {
+                        let symbol = entry.command.action.symbol().clone();
+                        let mut records: Vec<EventRecord> = Vec::new();
+                        match self.books.get_mut(&symbol) {
+                            Some(book) => {
+                                book.apply(&entry.command, &mut records);
+                                touched.push(symbol.clone());
+                            }
+                            None => records = unroutable(&entry),
+                        }
+                        config.metrics.processing.commands.inc();
+                        config
+                            .metrics
+                            .processing
+                            .events
+                            .inc_by(records.len() as u64);
+                        let ack = Ack::new(&entry, position).response()?;
+                        acks.push(Answer::Applied(entry.origin.clone(), ack));
+                        let processed = Processed {
+                            position,
+                            origin: entry.origin,
+                            records,
+                            rejected: None,
+                        };
+                        (processed, symbol.to_string())
                     }
-                    None => records = unroutable(&entry),
-                }
-                config.metrics.processing.commands.inc();
-                config
-                    .metrics
-                    .processing
-                    .events
-                    .inc_by(records.len() as u64);
-                acks.push((entry.origin.clone(), Ack::new(&entry, position).response()?));
-                let processed = Processed {
-                    position,
-                    origin: entry.origin,
-                    records,
+                    DecodedCommand::Newer { version } => {
+                        // Never skipped: the command waits for a processor that can read it.
+                        return Err(NewerFormat {
+                            partition: self.partition,
+                            offset,
+                            version,
+                        }
+                        .into());
+                    }
+                    DecodedCommand::Unreadable { origin, reason } => {
+                        tracing::error!(partition = self.partition, offset, %reason, "unreadable command rejected");
+                        config.metrics.processing.undecodable.inc();
+                        acks.push(Answer::Rejected(
+                            origin.clone(),
+                            unreadable_response(&reason),
+                        ));
+                        let processed = Processed {
+                            position,
+                            origin,
+                            records: Vec::new(),
+                            rejected: Some(format!("unreadable command: {reason}")),
+                        };
+                        let key = message
+                            .key()
+                            .map(String::from_utf8_lossy)
+                            .unwrap_or_default();
+                        (processed, key.into_owned())
+                    }
+                    DecodedCommand::Foreign { reason } => {
+                        tracing::error!(partition = self.partition, offset, %reason, "a record that is no command skipped");
+                        config.metrics.processing.undecodable.inc();
+                        continue;
+                    }
                 };
                 let payload = postcard::to_allocvec(&processed)?;
                 let mut record = BaseRecord::to(&events_topic)
                     .partition(self.partition as i32)
-                    .key(symbol.as_str())
+                    .key(key.as_str())
                     .payload(&payload);
                 // A full local queue only means "wait for the broker": retry until it drains.
                 loop {
@@ -334,14 +409,20 @@ impl PartitionWorker {
     async fn after_commit(
         &mut self,
         config: &ProcessorConfig,
-        acks: Vec<(crate::store::Origin, crate::store::StoredResponse)>,
+        acks: Vec<Answer>,
         touched: &[Symbol],
         last: u64,
     ) {
         let redis = &config.redis;
-        let completions = acks
-            .iter()
-            .map(|(origin, response)| redis.complete_if_absent(origin, response));
+        let completions = acks.iter().map(|answer| async move {
+            match answer {
+                Answer::Applied(origin, response) => {
+                    redis.complete_if_absent(origin, response).await
+                }
+                // replaces the 202 the ingest stored: a retry learns that the command failed
+                Answer::Rejected(origin, response) => redis.complete(origin, response).await,
+            }
+        });
         for result in futures::future::join_all(completions).await {
             if let Err(error) = result {
                 tracing::warn!(%error, "could not record an applied command's idempotency key");
@@ -413,9 +494,11 @@ fn replay(
             break;
         }
         next = offset + 1;
-        let entry: JournalEntry = match decode(message.payload()) {
-            Ok(entry) => entry,
-            Err(_) => continue,
+        // Only what processing applied changes the books: rejected and foreign records do not,
+        // and a newer format never reached a commit.
+        let DecodedCommand::Entry(entry) = decode_command(message.payload().unwrap_or_default())
+        else {
+            continue;
         };
         if let Some(book) = books.get_mut(entry.command.action.symbol()) {
             events.clear();
@@ -476,7 +559,7 @@ pub fn run_processor(
                 None => break,
             }
         }
-        let mut failed = false;
+        let (mut failed, mut newer) = (false, false);
         for (partition, messages) in &batches {
             let Some(worker) = workers.get_mut(partition) else {
                 continue;
@@ -490,6 +573,7 @@ pub fn run_processor(
                 continue;
             }
             if let Err(error) = worker.process(config, handle, &consumer, &fresh) {
+                newer = error.downcast_ref::<NewerFormat>().is_some();
                 tracing::error!(
                     partition,
                     error = format!("{error:#}"),
@@ -505,8 +589,18 @@ pub fn run_processor(
             }
         }
         drop(batches);
+        if !failed {
+            // Running means a pass went through, so a partition that fails again right after
+            // its recovery (a newer format) never looks healthy in between.
+            config.health.running("processor");
+        }
         if failed {
-            std::thread::sleep(Duration::from_millis(500));
+            // A newer format waits for an upgrade: no point in retrying every half second.
+            std::thread::sleep(if newer {
+                Duration::from_secs(10)
+            } else {
+                Duration::from_millis(500)
+            });
             match recover_all(config, handle, &consumer, &owned, count, stop)? {
                 Some(recovered) => workers = recovered,
                 None => break,
@@ -571,7 +665,6 @@ fn recover_all(
         )?;
     }
     consumer.assign(&assignment)?;
-    config.health.running("processor");
     Ok(Some(workers))
 }
 

@@ -62,6 +62,9 @@ pub struct Processed {
     pub origin: Origin,
     /// The events, in order.
     pub records: Vec<EventRecord>,
+    /// Why the command was rejected without being applied (it could not be read); its
+    /// `records` are empty then.
+    pub rejected: Option<String>,
 }
 
 /// What a command for an instrument that is not configured (any more) decides: a new order is

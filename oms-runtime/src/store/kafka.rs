@@ -7,13 +7,21 @@
 //! processors decided, partition for partition, written in Kafka transactions together with the
 //! command offsets they consumed.
 //!
+//! # Record format
+//! A command record is a format version byte ([`COMMAND_FORMAT`]), then the request's
+//! [`Origin`], then the [`Command`] (postcard). The origin comes first so that a command a
+//! processor cannot read can still be answered to the request that sent it, and the version
+//! lets a processor tell a newer format (wait for the upgrade: never skip an acknowledged
+//! command) from a record it will never read (reject it). See [`decode_command`].
+//!
 //! # Durability
 //! The producer is idempotent with `acks=all`: an append returns only after the delivery report,
 //! that is, once every in-sync replica has the command. A broker that does not answer fails the
 //! append after `message.timeout.ms`, which is set to the dependency timeout.
 
-use super::{Backend, Journal, JournalEntry, LogPosition, Result, StoreError};
+use super::{Backend, Journal, JournalEntry, LogPosition, Origin, Result, StoreError, encode};
 use async_trait::async_trait;
+use oms_core::Command;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -136,6 +144,78 @@ pub async fn create_topics(config: &KafkaConfig, partitions: u32, replication: u
     Ok(())
 }
 
+/// The format version of command records this build writes and reads.
+pub const COMMAND_FORMAT: u8 = 1;
+
+/// A journal entry as a command record (see the module doc).
+pub fn encode_command(entry: &JournalEntry) -> Result<Vec<u8>> {
+    let mut bytes = vec![COMMAND_FORMAT];
+    bytes.extend(encode("command origin", &entry.origin)?);
+    bytes.extend(encode("command", &entry.command)?);
+    Ok(bytes)
+}
+
+/// What a command record holds, as far as this build can read it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum DecodedCommand {
+    /// A command to apply.
+    Entry(JournalEntry),
+    /// A newer format: a newer ingest wrote it, and only a newer processor may apply it.
+    Newer {
+        /// Its format version.
+        version: u8,
+    },
+    /// A record of this format whose command cannot be read: it is rejected, and its request
+    /// is told so.
+    Unreadable {
+        /// The request that wrote it.
+        origin: Origin,
+        /// Why it cannot be read.
+        reason: String,
+    },
+    /// Not a command record at all (no origin can be read): nothing to answer.
+    Foreign {
+        /// Why it cannot be read.
+        reason: String,
+    },
+}
+
+/// Reads a command record.
+pub fn decode_command(bytes: &[u8]) -> DecodedCommand {
+    let Some((&version, rest)) = bytes.split_first() else {
+        return DecodedCommand::Foreign {
+            reason: "empty record".into(),
+        };
+    };
+    if version > COMMAND_FORMAT {
+        return DecodedCommand::Newer { version };
+    }
+    if version < COMMAND_FORMAT {
+        return DecodedCommand::Foreign {
+            reason: format!("unknown format {version}"),
+        };
+    }
+    let (origin, rest) = match postcard::take_from_bytes::<Origin>(rest) {
+        Ok(decoded) => decoded,
+        Err(error) => {
+            return DecodedCommand::Foreign {
+                reason: format!("origin: {error}"),
+            };
+        }
+    };
+    match postcard::take_from_bytes::<Command>(rest) {
+        Ok((command, [])) => DecodedCommand::Entry(JournalEntry { command, origin }),
+        Ok((_, trailing)) => DecodedCommand::Unreadable {
+            origin,
+            reason: format!("{} bytes after the command", trailing.len()),
+        },
+        Err(error) => DecodedCommand::Unreadable {
+            origin,
+            reason: error.to_string(),
+        },
+    }
+}
+
 /// The ingest's journal: an idempotent producer to the commands topic.
 pub struct KafkaJournal {
     producer: FutureProducer,
@@ -177,7 +257,7 @@ impl Journal for KafkaJournal {
     async fn append(&self, entry: JournalEntry) -> Result<LogPosition> {
         let symbol = entry.command.action.symbol().to_string();
         let partition = partition_of(&symbol, self.partitions);
-        let payload = postcard::to_allocvec(&entry).map_err(error)?;
+        let payload = encode_command(&entry)?;
         let record = FutureRecord::to(&self.topic)
             .partition(partition as i32)
             .key(&symbol)
@@ -201,6 +281,56 @@ impl Journal for KafkaJournal {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn entry() -> JournalEntry {
+        JournalEntry {
+            command: Command {
+                ts: oms_core::Timestamp(7),
+                action: oms_core::Action::Cancel(oms_core::CancelOrder {
+                    order_id: oms_core::OrderId(42),
+                    account: "alice".into(),
+                    symbol: "BTC-USDT".into(),
+                }),
+            },
+            origin: Origin {
+                principal: "desk".into(),
+                key: "k-1".into(),
+                fingerprint: "f".into(),
+            },
+        }
+    }
+
+    #[test]
+    fn command_records_round_trip_and_say_what_they_cannot_read() {
+        let entry = entry();
+        let bytes = encode_command(&entry).unwrap();
+        assert_eq!(decode_command(&bytes), DecodedCommand::Entry(entry.clone()));
+        let mut newer = bytes.clone();
+        newer[0] = COMMAND_FORMAT + 1;
+        assert_eq!(
+            decode_command(&newer),
+            DecodedCommand::Newer {
+                version: COMMAND_FORMAT + 1
+            }
+        );
+        // the origin is readable, the command is not (cut short, or with bytes after it)
+        let origin_len = encode("o", &entry.origin).unwrap().len();
+        for broken in [
+            bytes[..1 + origin_len + 2].to_vec(),
+            [bytes.as_slice(), &[0xff]].concat(),
+        ] {
+            assert!(matches!(
+                decode_command(&broken),
+                DecodedCommand::Unreadable { origin, .. } if origin == entry.origin
+            ));
+        }
+        for foreign in [&[][..], &[0u8, 1, 2][..], &[COMMAND_FORMAT, 0xff][..]] {
+            assert!(matches!(
+                decode_command(foreign),
+                DecodedCommand::Foreign { .. }
+            ));
+        }
+    }
 
     #[test]
     fn a_symbol_always_lands_in_the_same_partition() {

@@ -3,8 +3,8 @@
 use super::cluster::Cluster;
 use oms_core::{Book, Instrument, OrderId, OrderState, RiskLimits, Symbol};
 use oms_runtime::processing::{Processed, unroutable};
-use oms_runtime::store::kafka::partition_of;
-use oms_runtime::store::{JournalEntry, LogPosition};
+use oms_runtime::store::LogPosition;
+use oms_runtime::store::kafka::{DecodedCommand, decode_command, partition_of};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
@@ -86,7 +86,22 @@ pub fn expected_events(
     for (partition, messages) in commands {
         let mut processed = Vec::new();
         for (offset, payload) in messages {
-            let entry: JournalEntry = postcard::from_bytes(&payload).expect("command message");
+            let position = LogPosition { partition, offset };
+            let entry = match decode_command(&payload) {
+                DecodedCommand::Entry(entry) => entry,
+                // rejected without touching a book; a foreign record leaves no event
+                DecodedCommand::Unreadable { origin, reason } => {
+                    processed.push(Processed {
+                        position,
+                        origin,
+                        records: Vec::new(),
+                        rejected: Some(format!("unreadable command: {reason}")),
+                    });
+                    continue;
+                }
+                DecodedCommand::Foreign { .. } => continue,
+                DecodedCommand::Newer { version } => panic!("a format {version} record"),
+            };
             let symbol = entry.command.action.symbol().clone();
             assert_eq!(
                 partition_of(&symbol, cluster.partitions),
@@ -99,9 +114,10 @@ pub fn expected_events(
                 None => records = unroutable(&entry),
             }
             processed.push(Processed {
-                position: LogPosition { partition, offset },
+                position,
                 origin: entry.origin,
                 records,
+                rejected: None,
             });
         }
         out.insert(partition, processed);
