@@ -43,6 +43,8 @@ pub const MANAGER: &str = "oms-operator";
 pub const FINALIZER: &str = "oms.dev/topics";
 /// The annotation that pauses reconciliation.
 pub const PAUSED: &str = "oms.dev/paused";
+/// How long a cached Kafka admin client may go unused (ready systems are requeued every 300 s).
+pub const ADMIN_IDLE: Duration = Duration::from_secs(900);
 /// How long a topic cleanup may fail before the finalizer is removed anyway.
 pub const CLEANUP_DEADLINE: Duration = Duration::from_secs(300);
 
@@ -93,8 +95,8 @@ pub struct Context {
     pub kafka_timeout: Duration,
     /// Consecutive failures per object, for exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
-    /// Admin clients by a hash of bootstrap servers and properties.
-    admins: Mutex<HashMap<String, Arc<Topics>>>,
+    /// Admin clients by a hash of bootstrap servers and properties, with their last use.
+    admins: Mutex<HashMap<String, (Arc<Topics>, tokio::time::Instant)>>,
 }
 
 impl Context {
@@ -138,14 +140,20 @@ impl Context {
             .remove(&key);
     }
 
+    /// The admin client for these servers and properties. Clients unused for [`ADMIN_IDLE`]
+    /// are dropped: every live system is reconciled more often than that, and a system deleted
+    /// without a finalizer is never seen again.
     fn topics(&self, bootstrap: &str, properties: &[(String, String)]) -> Result<Arc<Topics>> {
         let key = Self::admin_key(bootstrap, properties);
+        let now = tokio::time::Instant::now();
         let mut admins = self.admins.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(admin) = admins.get(&key) {
+        admins.retain(|_, (_, used)| now.duration_since(*used) < ADMIN_IDLE);
+        if let Some((admin, used)) = admins.get_mut(&key) {
+            *used = now;
             return Ok(admin.clone());
         }
         let admin = Arc::new(Topics::connect(bootstrap, properties, self.kafka_timeout)?);
-        admins.insert(key, admin.clone());
+        admins.insert(key, (admin.clone(), now));
         Ok(admin)
     }
 
@@ -880,6 +888,33 @@ mod tests {
         for changed in [spec, paused, deleted, finalized] {
             assert_ne!(trigger(&before), trigger(&changed));
         }
+    }
+
+    /// Admin clients are cached by a hash (no password in the key) and dropped when unused.
+    #[tokio::test(start_paused = true)]
+    async fn admin_clients_are_cached_by_hash_and_dropped_when_idle() {
+        use super::{ADMIN_IDLE, Context};
+        let config = kube::Config::new("http://127.0.0.1:1".parse().unwrap());
+        let client = kube::Client::try_from(config).unwrap();
+        let ctx = Context::new(
+            client,
+            std::sync::Arc::new(crate::metrics::Metrics::new()),
+            std::time::Duration::from_secs(1),
+        );
+        let secret = [("sasl.password".to_string(), "hunter2".to_string())];
+        let first = ctx.topics("127.0.0.1:1", &secret).unwrap();
+        let again = ctx.topics("127.0.0.1:1", &secret).unwrap();
+        assert!(std::sync::Arc::ptr_eq(&first, &again), "cached");
+        let keys: Vec<String> = ctx.admins.lock().unwrap().keys().cloned().collect();
+        assert_eq!(keys.len(), 1);
+        assert!(!keys[0].contains("hunter2") && keys[0].len() == 64);
+        tokio::time::advance(ADMIN_IDLE).await;
+        ctx.topics("127.0.0.1:2", &[]).unwrap();
+        assert_eq!(
+            ctx.admins.lock().unwrap().len(),
+            1,
+            "the idle client is gone"
+        );
     }
 
     /// The example Secret of the deployment guide gives the four pairs the runtime reads from
