@@ -15,6 +15,15 @@
 //! between the snapshot and the committed offset (their events are already in the events topic),
 //! then processes from the committed offset on. Snapshots are saved after the commit of the
 //! transaction they include, so a snapshot never runs ahead of the committed offsets.
+//! Recovery is all or nothing ([`recover_all`]): after a failed transaction no partition is
+//! processed until every owned one is back, and the consumer is then re-seeked to each one's
+//! next offset, so the records between a committed offset and the consumer's position are
+//! always read again.
+//!
+//! # Records it cannot read
+//! A record of a newer format stops its partition until a newer processor runs (never skipped);
+//! a command that cannot be read is rejected with an event and an answer under its key; a record
+//! that is no command is counted and skipped ([`crate::store::kafka::decode_command`]).
 //!
 //! # Projector
 //! A consumer group on `<prefix>.events` (read committed) folds the events into the MongoDB
