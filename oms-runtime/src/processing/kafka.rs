@@ -15,7 +15,7 @@
 //! between the snapshot and the committed offset (their events are already in the events topic),
 //! then processes from the committed offset on. Snapshots are saved after the commit of the
 //! transaction they include, so a snapshot never runs ahead of the committed offsets.
-//! Recovery is all or nothing ([`recover_all`]): after a failed transaction no partition is
+//! Recovery is all or nothing (`recover_all`): after a failed transaction no partition is
 //! processed until every owned one is back, and the consumer is then re-seeked to each one's
 //! next offset, so the records between a committed offset and the consumer's position are
 //! always read again.
