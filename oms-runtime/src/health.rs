@@ -5,6 +5,11 @@
 //! Parts are registered as the process starts, so `/readyz` can answer 503 naming what is still
 //! missing from the first second on, while `/healthz` already says the process is alive.
 //!
+//! # Stalls
+//! A working role reports progress (the processor on every poll pass, the projector on every
+//! batch and every 5 s while idle); one silent for [`STALLED_AFTER`] reads `stalled: …`, so a
+//! hung role makes the process unready, not only a crashed one.
+//!
 //! # Supervision
 //! A role that fails is restarted with exponential backoff by [`supervise`]; while it is down its
 //! part reads `failing: <why>`, `/readyz` answers 503 and `oms_role_up{role}` is 0, and
@@ -18,6 +23,8 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// A working role that has not reported progress for this long is stalled (hung).
+pub const STALLED_AFTER: Duration = Duration::from_secs(30);
 /// How long one probe may take on `/readyz`.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 /// First and longest pause between restarts of a failed role.
@@ -49,7 +56,13 @@ pub enum State {
 }
 
 enum Part {
-    Role(State),
+    /// A role (or a dependency waited for): its state since `since`; a role that beats must
+    /// call [`Health::running`] again within [`STALLED_AFTER`] or it counts as stalled.
+    Role {
+        state: State,
+        since: tokio::time::Instant,
+        beats: bool,
+    },
     Probe(Probe),
 }
 
@@ -73,30 +86,42 @@ impl Health {
         self.parts.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Sets a role's state.
-    pub fn set(&self, role: &'static str, state: State) {
+    fn set(&self, role: &'static str, state: State, beats: bool) {
         let up = i64::from(state == State::Running);
         self.metrics
             .roles
             .up
             .get_or_create(&RoleLabels { role })
             .set(up);
-        self.parts().insert(role, Part::Role(state));
+        let since = tokio::time::Instant::now();
+        self.parts().insert(
+            role,
+            Part::Role {
+                state,
+                since,
+                beats,
+            },
+        );
     }
 
     /// The role is waiting for something.
     pub fn starting(&self, role: &'static str, what: impl Into<String>) {
-        self.set(role, State::Starting(what.into()));
+        self.set(role, State::Starting(what.into()), false);
     }
 
-    /// The role works.
+    /// The role works, as of now: a heartbeat, to be repeated within [`STALLED_AFTER`].
     pub fn running(&self, role: &'static str) {
-        self.set(role, State::Running);
+        self.set(role, State::Running, true);
+    }
+
+    /// A dependency being waited for answered.
+    pub fn connected(&self, dependency: &'static str) {
+        self.set(dependency, State::Running, false);
     }
 
     /// The role failed.
     pub fn failing(&self, role: &'static str, why: impl std::fmt::Display) {
-        self.set(role, State::Failing(why.to_string()));
+        self.set(role, State::Failing(why.to_string()), false);
     }
 
     /// A dependency that answered once; from now on `/readyz` pings it.
@@ -106,32 +131,21 @@ impl Health {
 
     /// Each part with `ok` or what is wrong with it.
     pub async fn report(&self) -> Vec<(&'static str, Result<(), String>)> {
-        let (states, probes): (Vec<_>, Vec<_>) = {
-            let parts = self.parts();
-            parts
-                .iter()
-                .map(|(name, part)| match part {
-                    Part::Role(state) => (*name, Ok(state.clone())),
-                    Part::Probe(probe) => (*name, Err(probe.clone())),
-                })
-                .partition(|(_, part)| part.is_ok())
-        };
-        let mut report: Vec<(&'static str, Result<(), String>)> = states
-            .into_iter()
-            .map(|(name, state)| {
-                let result = match state {
-                    Ok(State::Running) => Ok(()),
-                    Ok(State::Starting(what)) => Err(format!("starting: {what}")),
-                    Ok(State::Failing(why)) => Err(format!("failing: {why}")),
-                    Err(_) => unreachable!("partitioned above"),
-                };
-                (name, result)
-            })
-            .collect();
+        let mut report = Vec::new();
+        let mut probes = Vec::new();
+        for (name, part) in self.parts().iter() {
+            match part {
+                Part::Role {
+                    state,
+                    since,
+                    beats,
+                } => {
+                    report.push((*name, judge(state, since.elapsed(), *beats)));
+                }
+                Part::Probe(probe) => probes.push((*name, probe.clone())),
+            }
+        }
         let pinged = probes.into_iter().map(|(name, probe)| async move {
-            let Err(probe) = probe else {
-                unreachable!("partitioned above")
-            };
             let result = match tokio::time::timeout(PROBE_TIMEOUT, probe()).await {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(error)) => Err(error.to_string()),
@@ -142,6 +156,18 @@ impl Health {
         report.extend(futures::future::join_all(pinged).await);
         report.sort_by_key(|(name, _)| *name);
         report
+    }
+}
+
+/// `ok`, or what is wrong with a role in `state` for `age`.
+fn judge(state: &State, age: Duration, beats: bool) -> Result<(), String> {
+    match state {
+        State::Running if beats && age > STALLED_AFTER => {
+            Err(format!("stalled: no progress for {} s", age.as_secs()))
+        }
+        State::Running => Ok(()),
+        State::Starting(what) => Err(format!("starting: {what}")),
+        State::Failing(why) => Err(format!("failing: {why}")),
     }
 }
 
@@ -156,7 +182,7 @@ where
     loop {
         match connect().await {
             Ok(value) => {
-                health.running(dependency);
+                health.connected(dependency);
                 return value;
             }
             Err(error) => {
@@ -253,5 +279,24 @@ mod tests {
         assert!(text.contains("oms_role_up{role=\"projector\"} 1"), "{text}");
         stop.send(true).unwrap();
         task.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_role_without_progress_is_stalled_a_dependency_is_not() {
+        let health = Health::new(Arc::new(Metrics::new()));
+        health.running("processor");
+        health.connected("kafka");
+        tokio::time::advance(STALLED_AFTER + Duration::from_secs(1)).await;
+        let report = health.report().await;
+        assert_eq!(report[0], ("kafka", Ok(())));
+        assert_eq!(
+            report[1],
+            (
+                "processor",
+                Err("stalled: no progress for 31 s".to_string())
+            )
+        );
+        health.running("processor");
+        assert_eq!(health.report().await[1], ("processor", Ok(())));
     }
 }

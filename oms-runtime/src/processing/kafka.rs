@@ -66,6 +66,8 @@ use tokio::runtime::Handle;
 const BATCH: usize = 500;
 /// How often librdkafka reports statistics, consumer lag among them.
 const STATISTICS_INTERVAL_MS: &str = "5000";
+/// How often an idle projector says it is alive (well within `health::STALLED_AFTER`).
+const HEARTBEAT: Duration = Duration::from_secs(5);
 /// How long a transaction may stay open on the broker.
 const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -747,6 +749,12 @@ pub async fn run_projector(
         let first = tokio::select! {
             _ = stopped.wait_for(|stopped| *stopped) => break,
             message = consumer.recv() => message,
+            // Idle is not hung: a heartbeat while no event arrives (`recv` is cancel-safe; the
+            // batching below relies on that too).
+            () = tokio::time::sleep(HEARTBEAT) => {
+                health.running("projector");
+                continue;
+            }
         };
         let mut messages = vec![first];
         while messages.len() < BATCH {
