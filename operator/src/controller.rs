@@ -95,6 +95,9 @@ pub struct Context {
     pub kafka_timeout: Duration,
     /// Consecutive failures per object, for exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
+    /// The generation each object (by uid) was last swept for orphans at: one small entry per
+    /// OrderSystem this process has reconciled.
+    swept: Mutex<HashMap<String, i64>>,
     /// Admin clients by a hash of bootstrap servers and properties, with their last use.
     admins: Mutex<HashMap<String, (Arc<Topics>, tokio::time::Instant)>>,
 }
@@ -112,8 +115,19 @@ impl Context {
             metrics,
             kafka_timeout,
             failures: Mutex::default(),
+            swept: Mutex::default(),
             admins: Mutex::default(),
         }
+    }
+
+    fn swept_generation(&self, uid: &str) -> Option<i64> {
+        let swept = self.swept.lock().unwrap_or_else(|e| e.into_inner());
+        swept.get(uid).copied()
+    }
+
+    fn swept(&self, uid: &str, generation: i64) {
+        let mut swept = self.swept.lock().unwrap_or_else(|e| e.into_inner());
+        swept.insert(uid.to_string(), generation);
     }
 
     /// The cache key of an admin client: a hash, so that no password sits in the map or in a
@@ -658,17 +672,22 @@ pub async fn reconcile(system: Arc<OrderSystem>, ctx: Arc<Context>) -> Result<Ac
 
     // build, apply
     let children = children::build(&system, &plan);
-    let spec_changed = system
+    // Only a spec this operator has not swept for can have left unwanted children: a new
+    // system has none, and after a restart every existing one is swept once.
+    let uid = system.uid().unwrap_or_default();
+    let new_system = system
         .status
         .as_ref()
         .and_then(|s| s.observed_generation)
-        .is_some_and(|observed| observed != generation);
+        .is_none();
+    let sweep = !new_system && ctx.swept_generation(&uid) != Some(generation);
     let applied = async {
         apply_children(&ctx.client, &ns, &children).await?;
-        // Only a changed spec can make a child unwanted; a new system has none to sweep.
-        if spec_changed {
+        if sweep {
             delete_orphans(&ctx.client, &ns, &system, &children).await?;
         }
+        // A failed apply or sweep is tried again: the generation is recorded only now.
+        ctx.swept(&uid, generation);
         Ok::<(), Error>(())
     }
     .await;
