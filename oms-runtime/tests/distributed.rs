@@ -131,12 +131,7 @@ async fn all_roles_in_one_process_round_trip() {
     // it is at most the transaction markers after the last record the consumer committed.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let metrics = reqwest::get(format!("{}/metrics", node.admin))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = node.metrics().await;
         let lag = |consumer: &str| -> i64 {
             let prefix = format!("oms_processing_consumer_lag{{consumer=\"{consumer}\"}} ");
             let line = metrics.lines().find(|line| line.starts_with(&prefix));
@@ -546,12 +541,7 @@ async fn an_unreadable_command_is_rejected_and_answered() {
         .collect();
     assert_eq!(rejected.len(), 1, "one rejection event");
     assert_eq!(rejected[0].origin, origin);
-    let metrics = reqwest::get(format!("{}/metrics", node.admin))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = node.metrics().await;
     assert!(
         metrics.contains("oms_processing_undecodable_records_total 2"),
         "{metrics}"

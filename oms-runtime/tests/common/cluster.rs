@@ -165,6 +165,14 @@ impl Node {
         }
     }
 
+    /// `/metrics` as text.
+    pub async fn metrics(&self) -> String {
+        let response = reqwest::get(format!("{}/metrics", self.admin))
+            .await
+            .unwrap();
+        response.text().await.unwrap()
+    }
+
     /// Whether the process still runs.
     pub fn alive(&mut self) -> bool {
         self.child.try_wait().unwrap().is_none()
