@@ -22,7 +22,7 @@ use crate::api::{self, AppState};
 use crate::config::{Role, ServeArgs};
 use crate::health::{Health, patiently, probe, supervise};
 use crate::ids::OrderIds;
-use crate::metrics::{Metrics, RoleLabels};
+use crate::metrics::Metrics;
 use crate::processing::kafka::{ProcessorConfig, run_processor, run_projector};
 use crate::store::kafka::{KafkaConfig, KafkaJournal, create_topics};
 use crate::store::mongo::MongoStore;
@@ -32,12 +32,11 @@ use crate::{instrument_specs, markets, serve_api, settings, shutdown_signal};
 use anyhow::Context;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 /// What runs once the dependencies answered: the API and the roles' tasks.
 struct Started {
     api: Option<(std::net::SocketAddr, axum::Router)>,
-    processor: Option<std::thread::JoinHandle<()>>,
+    processor: Option<tokio::task::JoinHandle<()>>,
     projector: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -70,13 +69,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     serve_api(started.api, draining).await?;
 
     let _ = stop.send(true);
-    if let Some(task) = started.projector {
+    // The supervisors end once their role has stopped.
+    for task in [started.projector, started.processor].into_iter().flatten() {
         let _ = task.await;
-    }
-    if let Some(thread) = started.processor
-        && let Ok(Err(_)) = tokio::task::spawn_blocking(move || thread.join()).await
-    {
-        tracing::error!("processor panicked");
     }
     admin.stop().await;
     tracing::info!("stopped cleanly");
@@ -224,7 +219,7 @@ async fn start(
                 health: health.clone(),
                 faults: Arc::default(),
             };
-            Some(spawn_processor(config, stopped.clone())?)
+            Some(spawn_processor(config, stopped.clone()))
         }
         _ => None,
     };
@@ -288,14 +283,13 @@ async fn start(
     })
 }
 
-/// The processor runs blocking Kafka calls on its own thread; it restarts the processing loop
-/// after any failure (rebuilding every partition from its snapshot and committed offsets) until
-/// the process stops.
+/// The processor runs blocking Kafka calls on the blocking pool, under the same supervisor as
+/// the projector: after any failure (a panic included) the processing loop restarts with
+/// backoff, rebuilding every partition from its snapshot and committed offsets.
 fn spawn_processor(
     config: ProcessorConfig,
     stopped: tokio::sync::watch::Receiver<bool>,
-) -> anyhow::Result<std::thread::JoinHandle<()>> {
-    let handle = tokio::runtime::Handle::current();
+) -> tokio::task::JoinHandle<()> {
     let stop = Arc::new(AtomicBool::new(false));
     {
         // The loop polls an atomic; mirror the watch into it.
@@ -305,25 +299,14 @@ fn spawn_processor(
             stop.store(true, Ordering::Relaxed);
         });
     }
-    Ok(std::thread::Builder::new()
-        .name("oms-processor".into())
-        .spawn(move || {
-            let mut pause = Duration::from_millis(200);
-            while !stop.load(Ordering::Relaxed) {
-                config.health.starting("processor", "recovering partitions");
-                if let Err(error) = run_processor(&config, &handle, &stop) {
-                    let why = format!("{error:#}");
-                    tracing::error!(error = %why, "processor failed; restarting");
-                    config.health.failing("processor", why);
-                    config
-                        .metrics
-                        .roles
-                        .restarts
-                        .get_or_create(&RoleLabels { role: "processor" })
-                        .inc();
-                    std::thread::sleep(pause);
-                    pause = (pause * 2).min(Duration::from_secs(30));
-                }
-            }
-        })?)
+    let config = Arc::new(config);
+    let health = config.health.clone();
+    tokio::spawn(supervise(health, "processor", stopped, move || {
+        let (config, stop) = (config.clone(), stop.clone());
+        async move {
+            config.health.starting("processor", "recovering partitions");
+            let handle = tokio::runtime::Handle::current();
+            tokio::task::spawn_blocking(move || run_processor(&config, &handle, &stop)).await?
+        }
+    }))
 }

@@ -66,17 +66,7 @@ async fn converge_500_order_systems() {
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
-    let metrics = reqwest::get(&operator.metrics)
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let reconciles = metrics
-        .lines()
-        .find_map(|line| line.strip_prefix("oms_operator_reconciles_total "))
-        .unwrap_or("?")
-        .to_string();
+    let reconciles = operator.metric("oms_operator_reconciles_total").await;
     println!(
         "operator benchmark: {SYSTEMS} OrderSystems (2 topics and 11 children each) created in {:.1} s, \
          all converged after {:.1} s ({reconciles} reconciles); operator peak memory {:.0} MiB",
