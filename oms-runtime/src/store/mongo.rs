@@ -135,6 +135,22 @@ pub struct MongoStore {
 }
 
 impl MongoStore {
+    /// The postcard value in `field` of the document `id` of `collection`, if there is one.
+    async fn find_by_id<T: for<'de> Deserialize<'de>>(
+        &self,
+        collection: &Collection<Document>,
+        id: String,
+        field: &'static str,
+    ) -> Result<Option<T>> {
+        self.bounded(async {
+            let found = collection.find_one(doc! {"_id": id}).await.map_err(error)?;
+            found
+                .map(|document| decode(bytes_of(&document, field)?))
+                .transpose()
+        })
+        .await
+    }
+
     /// Runs one operation within the store's timeout.
     async fn bounded<T>(
         &self,
@@ -263,17 +279,8 @@ impl MongoStore {
 
     /// The latest snapshot of a command-log partition.
     pub async fn partition_snapshot(&self, partition: u32) -> Result<Option<PartitionSnapshot>> {
-        self.bounded(async {
-            let found = self
-                .snapshots
-                .find_one(doc! {"_id": partition.to_string()})
-                .await
-                .map_err(error)?;
-            found
-                .map(|document| decode(bytes_of(&document, "payload")?))
-                .transpose()
-        })
-        .await
+        self.find_by_id(&self.snapshots, partition.to_string(), "payload")
+            .await
     }
 
     /// Replaces a partition's snapshot, unless a newer one is stored.
@@ -322,17 +329,8 @@ impl OrderStore for MongoStore {
     }
 
     async fn order(&self, order_id: OrderId) -> Result<Option<OrderState>> {
-        self.bounded(async {
-            let found = self
-                .orders
-                .find_one(doc! {"_id": order_key(order_id.0)})
-                .await
-                .map_err(error)?;
-            found
-                .map(|document| decode(bytes_of(&document, "state")?))
-                .transpose()
-        })
-        .await
+        self.find_by_id(&self.orders, order_key(order_id.0), "state")
+            .await
     }
 
     async fn orders(&self, query: &OrderQuery) -> Result<OrderPage> {
