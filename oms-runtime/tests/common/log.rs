@@ -52,6 +52,21 @@ pub fn read_topic(cluster: &Cluster, topic: &str) -> BTreeMap<u32, Vec<(u64, Vec
     out
 }
 
+/// Whether the broker has `topic`.
+pub fn topic_exists(cluster: &Cluster, topic: &str) -> bool {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &cluster.services.kafka)
+        .create()
+        .unwrap();
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
+    metadata
+        .topics()
+        .iter()
+        .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
+}
+
 /// The events topic, decoded.
 pub fn events(cluster: &Cluster) -> BTreeMap<u32, Vec<Processed>> {
     read_topic(cluster, &format!("{}.events", cluster.prefix))
