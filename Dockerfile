@@ -20,7 +20,9 @@ COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked -p oms-runtime -p operator \
-    && cp target/release/oms-runtime target/release/oms-operator /usr/local/bin/
+    && cp target/release/oms-runtime target/release/oms-operator /usr/local/bin/ \
+    && strip --strip-debug /usr/local/bin/oms-runtime /usr/local/bin/oms-operator
+# (The line tables go, a fifth of the size stays: backtraces still name every function.)
 
 FROM ${DEBIAN_IMAGE} AS base
 RUN apt-get update && apt-get install -y --no-install-recommends \
