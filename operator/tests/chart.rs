@@ -287,7 +287,7 @@ async fn installed_chart_runs_an_operator_that_reconciles_the_example() {
     let prefix = format!("{apps_ns}.{name}");
     assert_eq!(partitions(&env, &format!("{prefix}.commands")), Some(6));
 
-    // Argo CD's view of the real status: no kubelet runs, so pods never become ready.
+    // Argo CD's view of the real status: the image is not served, so pods never become ready.
     let live = || async {
         serde_json::to_value(systems(&client, &apps_ns).get(&name).await.unwrap()).unwrap()
     };

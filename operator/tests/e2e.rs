@@ -1,5 +1,6 @@
-//! The operator end to end: a real API server (with garbage collection), real Kafka topics.
-//! No kubelet runs, so pods never start: readiness conditions stay False by design.
+//! The operator as a process against the real cluster of `scripts/services`, real Kafka topics.
+//! Its OrderSystems name an image no registry serves here, so their pods never start and
+//! readiness conditions stay False by design; `oms-runtime/tests/kubernetes.rs` runs real pods.
 
 mod common;
 
@@ -91,7 +92,7 @@ async fn apply_yields_every_child_topics_and_status() {
     let prefix = format!("{ns}.desk");
     assert_eq!(partitions(&env, &format!("{prefix}.commands")), Some(4));
     assert_eq!(partitions(&env, &format!("{prefix}.events")), Some(4));
-    // status for this generation: topics ready, waiting for pods (no kubelet here)
+    // status for this generation: topics ready, waiting for pods (their image is not served)
     let topics = wait(WAIT, "TopicsReady", || {
         condition(&client, &ns, "desk", "TopicsReady")
     })
