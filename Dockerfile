@@ -1,3 +1,4 @@
+# syntax=docker/dockerfile:1
 # Images of the two binaries.
 #   docker build --target oms-runtime -t <registry>/oms-runtime:<tag> .
 #   docker build --target oms-operator -t <registry>/oms-operator:<tag> .
