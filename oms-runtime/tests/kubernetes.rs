@@ -8,7 +8,7 @@
 mod argocd;
 mod common;
 
-use common::cluster::{Cluster, services};
+use common::cluster::{Api, Cluster, services};
 use common::log::{events, expected_events, fold};
 use oms_core::{Instrument, InstrumentSpec, OrderId};
 use reqwest::StatusCode;
@@ -56,32 +56,34 @@ impl Kube {
         }
     }
 
-    fn try_kubectl(&self, args: &[&str]) -> Result<String, String> {
-        let output = Command::new(&self.kubectl)
-            .args([
-                "--kubeconfig",
-                &self.kubeconfig,
-                "--namespace",
-                &self.namespace,
-            ])
+    /// Runs kubectl or helm (both take these two flags) in the test's namespace.
+    fn run(&self, program: &str, args: &[&str]) -> Result<String, String> {
+        let output = Command::new(program)
+            .args(["--kubeconfig", &self.kubeconfig])
+            .args(["--namespace", &self.namespace])
             .args(args)
             .output()
-            .expect("run kubectl");
+            .unwrap_or_else(|error| panic!("run {program}: {error}"));
         let text = String::from_utf8_lossy(&output.stdout).into_owned();
         if output.status.success() {
             Ok(text)
         } else {
-            Err(format!(
-                "kubectl {}: {}{}",
-                args.join(" "),
-                text,
-                String::from_utf8_lossy(&output.stderr)
-            ))
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            Err(format!("{program} {}: {text}{stderr}", args.join(" ")))
         }
+    }
+
+    fn try_kubectl(&self, args: &[&str]) -> Result<String, String> {
+        self.run(&self.kubectl, args)
     }
 
     fn kubectl(&self, args: &[&str]) -> String {
         self.try_kubectl(args)
+            .unwrap_or_else(|error| panic!("{error}"))
+    }
+
+    fn helm(&self, args: &[&str]) -> String {
+        self.run(&self.helm, args)
             .unwrap_or_else(|error| panic!("{error}"))
     }
 
@@ -95,26 +97,6 @@ impl Kube {
 
     fn get(&self, args: &[&str]) -> Value {
         self.try_get(args).unwrap_or_else(|error| panic!("{error}"))
-    }
-
-    fn helm(&self, args: &[&str]) -> String {
-        let output = Command::new(&self.helm)
-            .args([
-                "--kubeconfig",
-                &self.kubeconfig,
-                "--namespace",
-                &self.namespace,
-            ])
-            .args(args)
-            .output()
-            .expect("run helm");
-        assert!(
-            output.status.success(),
-            "helm {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
     /// The pods of one component of OrderSystem `local`.
@@ -131,15 +113,7 @@ impl Drop for Kube {
         // Whatever the outcome, leave no pods running: the OrderSystem first, while its
         // operator still runs to finish it, then the operator, then the rest.
         let _ = self.try_kubectl(&["delete", "ordersystems", "--all", "--timeout=60s"]);
-        let _ = Command::new(&self.helm)
-            .args([
-                "--kubeconfig",
-                &self.kubeconfig,
-                "--namespace",
-                &self.namespace,
-            ])
-            .args(["uninstall", "oms-operator", "--wait"])
-            .output();
+        let _ = self.run(&self.helm, &["uninstall", "oms-operator", "--wait"]);
         let _ = self.try_kubectl(&["delete", "namespace", &self.namespace, "--wait=false"]);
     }
 }
@@ -212,63 +186,15 @@ async fn system_ready(kube: &Kube) -> Value {
     .await
 }
 
-/// An HTTP client for one API base URL with the example's key.
-#[derive(Clone)]
-struct Client {
-    http: reqwest::Client,
-    base: String,
-}
-
-impl Client {
-    fn new(base: String) -> Client {
-        Client {
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(20))
-                .build()
-                .unwrap(),
-            base,
-        }
-    }
-
-    async fn place(&self, idempotency_key: &str, order: &Value, wait: bool) -> (StatusCode, Value) {
-        let mut request = self
-            .http
-            .post(format!("{}/v1/orders", self.base))
-            .bearer_auth(KEY)
-            .header("idempotency-key", idempotency_key)
-            .json(order);
-        if wait {
-            request = request.header("prefer", "wait=10");
-        }
-        let response = request.send().await.expect("POST /v1/orders");
-        (
-            response.status(),
-            response.json().await.unwrap_or(Value::Null),
-        )
-    }
-
-    async fn get(&self, path: &str) -> (StatusCode, Value) {
-        let response = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .bearer_auth(KEY)
-            .send()
-            .await
-            .expect("GET");
-        (
-            response.status(),
-            response.json().await.unwrap_or(Value::Null),
-        )
-    }
-}
-
-fn limit(account: &str, side: &str, price: &str, quantity: &str) -> Value {
+/// The body of a BTC-USDT limit order.
+fn limit(account: &str, side: &str, price: &str, quantity: &str) -> String {
     json!({"account": account, "symbol": "BTC-USDT", "side": side, "type": "limit",
            "price": price, "quantity": quantity})
+    .to_string()
 }
 
 /// Order `n` of a stream where about half trade.
-fn nth_order(n: usize) -> Value {
+fn nth_order(n: usize) -> String {
     let side = if n.is_multiple_of(2) { "buy" } else { "sell" };
     let account = if n % 4 < 2 { "alice" } else { "bob" };
     let price = format!("{}.{:02}", 100 + (n * 7) % 3, (n * 13) % 100);
@@ -278,7 +204,7 @@ fn nth_order(n: usize) -> Value {
 /// Sends orders `range` through `client` from four concurrent senders, each retrying a failed
 /// request under the same idempotency key (a pod may go away mid-request); returns the
 /// acknowledged order ids.
-async fn stream(client: &Client, range: std::ops::Range<usize>) -> Vec<String> {
+async fn stream(client: &Api, range: std::ops::Range<usize>) -> Vec<String> {
     let next = Arc::new(AtomicUsize::new(range.start));
     let mut tasks = Vec::new();
     for _ in 0..4 {
@@ -293,7 +219,7 @@ async fn stream(client: &Client, range: std::ops::Range<usize>) -> Vec<String> {
                 let mut attempts = 0;
                 loop {
                     let (status, answer) =
-                        client.place(&format!("s-{n}"), &nth_order(n), false).await;
+                        client.post(&format!("s-{n}"), &nth_order(n), false).await;
                     if status == StatusCode::ACCEPTED {
                         acked.push(answer["order_id"].as_str().unwrap().to_string());
                         break;
@@ -310,6 +236,23 @@ async fn stream(client: &Client, range: std::ops::Range<usize>) -> Vec<String> {
         acked.extend(task.await.unwrap());
     }
     acked
+}
+
+/// Streams orders `range` and runs `kubectl args` once the stream is under way; returns the
+/// acknowledged order ids.
+async fn while_streaming(
+    api: &Api,
+    range: std::ops::Range<usize>,
+    kube: &Kube,
+    args: &[&str],
+) -> Vec<String> {
+    let sender = {
+        let api = api.clone();
+        tokio::spawn(async move { stream(&api, range).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    kube.kubectl(args);
+    sender.await.unwrap()
 }
 
 /// Preflight: the node runs and holds both images (scripts/images load).
@@ -414,22 +357,20 @@ async fn an_order_system_runs_on_a_real_node() {
 
     step("an order through the ingest Service, filled against a second one");
     let service = kube.get(&["service", "local"]);
-    let api = Client::new(format!(
-        "http://{}:80",
-        service["spec"]["clusterIP"].as_str().unwrap()
-    ));
+    let service_ip = service["spec"]["clusterIP"].as_str().unwrap();
+    let api = Api::at(&format!("http://{service_ip}:80"), KEY);
     let (status, resting) = api
-        .place("first", &limit("alice", "sell", "100.00", "0.10000"), true)
+        .post("first", &limit("alice", "sell", "100.00", "0.10000"), true)
         .await;
     assert_eq!(status, StatusCode::CREATED, "{resting}");
     assert_eq!(resting["status"], "new");
     let (status, taker) = api
-        .place("second", &limit("bob", "buy", "100.00", "0.10000"), true)
+        .post("second", &limit("bob", "buy", "100.00", "0.10000"), true)
         .await;
     assert_eq!(status, StatusCode::CREATED, "{taker}");
     assert_eq!(taker["status"], "filled", "{taker}");
     let id = resting["order_id"].as_str().unwrap();
-    let (_, maker) = wait_for_order(&api, id, |o| o["status"] == "filled").await;
+    let maker = api.await_order(id, |o| o["status"] == "filled").await;
     assert_eq!(maker["filled_quantity"], "0.10000");
 
     step("kubectl scale adds an ingest pod that serves");
@@ -440,12 +381,10 @@ async fn an_order_system_runs_on_a_real_node() {
         .iter()
         .find(|p| !before.contains(&name(p)))
         .expect("a new ingest pod");
-    let direct = Client::new(format!(
-        "http://{}:8080",
-        added["status"]["podIP"].as_str().unwrap()
-    ));
+    let pod_ip = added["status"]["podIP"].as_str().unwrap();
+    let direct = Api::at(&format!("http://{pod_ip}:8080"), KEY);
     let (status, order) = direct
-        .place(
+        .post(
             "via-new-pod",
             &limit("alice", "buy", "99.00", "0.10000"),
             true,
@@ -455,36 +394,21 @@ async fn an_order_system_runs_on_a_real_node() {
     let mut acked = vec![order["order_id"].as_str().unwrap().to_string()];
 
     step("resharding 2 -> 3 processors while orders stream in");
-    let sender = {
-        let api = api.clone();
-        tokio::spawn(async move { stream(&api, 0..400).await })
-    };
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    kube.kubectl(&[
-        "patch",
-        "ordersystem/local",
-        "--type=merge",
-        "-p",
-        r#"{"spec":{"processor":{"shards":3}}}"#,
-    ]);
-    acked.extend(sender.await.unwrap());
+    let patch = r#"{"spec":{"processor":{"shards":3}}}"#;
+    let args = ["patch", "ordersystem/local", "--type=merge", "-p", patch];
+    acked.extend(while_streaming(&api, 0..400, &kube, &args).await);
     ready_pods(&kube, "processor", 3).await;
     system_ready(&kube).await;
 
     step("a processor pod deleted while orders stream in");
-    let sender = {
-        let api = api.clone();
-        tokio::spawn(async move { stream(&api, 400..800).await })
-    };
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    kube.kubectl(&[
+    let args = [
         "delete",
         "pod",
         "local-processor-1",
         "--grace-period=0",
         "--force",
-    ]);
-    acked.extend(sender.await.unwrap());
+    ];
+    acked.extend(while_streaming(&api, 400..800, &kube, &args).await);
     ready_pods(&kube, "processor", 3).await;
 
     step("nothing lost, nothing twice: the events are those of one uninterrupted run");
@@ -517,7 +441,8 @@ async fn an_order_system_runs_on_a_real_node() {
     let states = fold(&written);
     for id in &acked {
         let version = states[&OrderId(id.parse().unwrap())].version;
-        wait_for_order(&api, id, |o| o["version"].as_u64() >= Some(version)).await;
+        api.await_order(id, |o| o["version"].as_u64() >= Some(version))
+            .await;
     }
 
     step("a config change rolls every pod");
@@ -579,20 +504,4 @@ async fn an_order_system_runs_on_a_real_node() {
     })
     .await;
     step("done");
-}
-
-async fn wait_for_order(
-    api: &Client,
-    id: &str,
-    done: impl Fn(&Value) -> bool,
-) -> (StatusCode, Value) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let (status, order) = api.get(&format!("/v1/orders/{id}")).await;
-        if status == StatusCode::OK && done(&order) {
-            return (status, order);
-        }
-        assert!(Instant::now() < deadline, "order {id}: {status} {order}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }

@@ -204,16 +204,24 @@ impl Drop for Node {
 pub struct Api {
     pub client: reqwest::Client,
     pub base: String,
+    pub key: String,
 }
 
 impl Api {
+    /// The API of `node`, as the test key `TRADER`.
     pub fn new(node: &Node) -> Api {
+        Api::at(&node.api, TRADER)
+    }
+
+    /// The API at `base` (`http://host:port`), as `key`.
+    pub fn at(base: &str, key: &str) -> Api {
         Api {
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(20))
                 .build()
                 .unwrap(),
-            base: node.api.clone(),
+            base: base.to_string(),
+            key: key.to_string(),
         }
     }
 
@@ -221,7 +229,7 @@ impl Api {
         let mut request = self
             .client
             .post(format!("{}/v1/orders", self.base))
-            .bearer_auth(TRADER)
+            .bearer_auth(&self.key)
             .header("idempotency-key", key)
             .header("content-type", "application/json")
             .body(body.to_string());
@@ -239,7 +247,7 @@ impl Api {
         let mut request = self
             .client
             .delete(format!("{}/v1/orders/{order_id}", self.base))
-            .bearer_auth(TRADER)
+            .bearer_auth(&self.key)
             .header("idempotency-key", key);
         if wait {
             request = request.header("prefer", "wait=10");
@@ -255,7 +263,7 @@ impl Api {
         let response = self
             .client
             .get(format!("{}{path}", self.base))
-            .bearer_auth(TRADER)
+            .bearer_auth(&self.key)
             .send()
             .await
             .expect("request");
