@@ -6,7 +6,9 @@
 //! while it builds the stream, so cancels and amendments name orders that are open at that point.
 //!
 //! Run: `cargo bench -p oms-core --bench matching` (add `-- --report-only` to skip criterion).
-//! It prints commands/s over the whole stream and per-command latency percentiles by kind.
+//! It prints commands/s over the whole stream, per-command latency percentiles by kind, events
+//! and heap allocations per command (a counting global allocator, `stats_alloc`; its atomic
+//! counters are in every figure).
 
 #![allow(
     clippy::disallowed_methods,
@@ -23,12 +25,22 @@ use oms_core::{
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use rust_decimal::Decimal;
+use stats_alloc::{INSTRUMENTED_SYSTEM, StatsAlloc};
+use std::alloc::System;
 use std::hint::black_box;
 use std::time::Instant;
 
-const STREAM: usize = 1_000_000;
-const ACCOUNTS: usize = 200;
 const SEED: u64 = 0x0B5_2026;
+
+/// The system allocator, counting.
+#[global_allocator]
+static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
+
+/// Allocations so far, reallocations (which may move) included.
+fn allocations() -> u64 {
+    let stats = GLOBAL.stats();
+    (stats.allocations + stats.reallocations) as u64
+}
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -36,13 +48,15 @@ enum Kind {
     Cancel,
     Amend,
     Aggressive,
+    Cross,
 }
 
-const KINDS: [(Kind, &str); 4] = [
+const KINDS: [(Kind, &str); 5] = [
     (Kind::Place, "place (passive)"),
     (Kind::Cancel, "cancel"),
     (Kind::Amend, "amend"),
     (Kind::Aggressive, "aggressive"),
+    (Kind::Cross, "crossing gtc"),
 ];
 
 fn instrument() -> Instrument {
@@ -74,33 +88,71 @@ fn book() -> Book {
     Book::new(instrument(), &limits()).expect("valid limits")
 }
 
-/// A stream's mix: the percentage of passive placements; cancels fill the gap to 80%, then
-/// amendments and aggressive orders take 10% each.
+/// A stream's shape. Each command's kind is drawn by percentage, in the order place, cancel,
+/// amend, aggressive (IOC or market), crossing GTC; a cancel or amend with too few open orders,
+/// or a placement beyond `max_resting`, becomes the other.
 #[derive(Clone, Copy)]
 struct Scenario {
     name: &'static str,
-    place_percent: u32,
+    len: usize,
+    accounts: usize,
+    place: u32,
+    cancel: u32,
+    amend: u32,
+    aggressive: u32,
+    /// Of the aggressive orders, the share that are market orders (the rest are IOC limits).
+    market_share: f64,
+    max_resting: usize,
 }
 
-const SCENARIOS: [Scenario; 2] = [
+const SCENARIOS: [Scenario; 3] = [
     // Placements and removals balance: the book stays a few thousand orders deep.
     Scenario {
         name: "steady book",
-        place_percent: 45,
+        len: 1_000_000,
+        accounts: 200,
+        place: 45,
+        cancel: 35,
+        amend: 10,
+        aggressive: 10,
+        market_share: 0.3,
+        max_resting: usize::MAX,
     },
     // Placements outrun removals: the book grows to about 100k resting orders, most far from
     // the touch, which stresses the id index and the slab's cache footprint.
     Scenario {
         name: "deep book",
-        place_percent: 50,
+        len: 1_000_000,
+        accounts: 200,
+        place: 50,
+        cancel: 30,
+        amend: 10,
+        aggressive: 10,
+        market_share: 0.3,
+        max_resting: usize::MAX,
+    },
+    // The shape exchange-core's own benchmarks use (and issue 12 compares with): passive GTC
+    // limits near the touch, cancels, price moves and size reductions, IOC orders across the
+    // spread, a few GTC limits that cross; about 5,000 orders resting, 3,000 accounts.
+    Scenario {
+        name: "exchange-core shape",
+        len: 3_000_000,
+        accounts: 3_000,
+        place: 44,
+        cancel: 32,
+        amend: 12,
+        aggressive: 10,
+        market_share: 0.0,
+        max_resting: 5_000,
     },
 ];
 
 /// Builds the stream by driving a book, so that cancels and amendments target open orders.
-fn stream(len: usize, scenario: Scenario) -> Vec<(Kind, Command)> {
+fn stream(scenario: Scenario) -> Vec<(Kind, Command)> {
+    let len = scenario.len;
     let mut rng = SmallRng::seed_from_u64(SEED);
     let mut book = book();
-    let accounts: Vec<oms_core::AccountId> = (0..ACCOUNTS)
+    let accounts: Vec<oms_core::AccountId> = (0..scenario.accounts)
         .map(|i| format!("acct-{i:04}").into())
         .collect();
     let mut open: Vec<(OrderId, usize)> = Vec::new();
@@ -113,18 +165,25 @@ fn stream(len: usize, scenario: Scenario) -> Vec<(Kind, Command)> {
             mid = mid + rng.random_range(0..=20) - 10;
         }
         let roll = rng.random_range(0..100);
-        let kind = if open.len() < 200 || roll < scenario.place_percent {
-            Kind::Place
-        } else if roll < 80 {
+        let s = scenario;
+        let kind = if open.len() < 200 || roll < s.place {
+            if open.len() >= s.max_resting {
+                Kind::Cancel
+            } else {
+                Kind::Place
+            }
+        } else if roll < s.place + s.cancel {
             Kind::Cancel
-        } else if roll < 90 {
+        } else if roll < s.place + s.cancel + s.amend {
             Kind::Amend
-        } else {
+        } else if roll < s.place + s.cancel + s.amend + s.aggressive {
             Kind::Aggressive
+        } else {
+            Kind::Cross
         };
-        let account = rng.random_range(0..ACCOUNTS);
+        let account = rng.random_range(0..s.accounts);
         let action = match kind {
-            Kind::Place | Kind::Aggressive => {
+            Kind::Place | Kind::Aggressive | Kind::Cross => {
                 next_id += 1;
                 let side = if rng.random_bool(0.5) {
                     Side::Buy
@@ -142,7 +201,7 @@ fn stream(len: usize, scenario: Scenario) -> Vec<(Kind, Command)> {
                         Side::Sell => best + away,
                     };
                     (OrderType::Limit, TimeInForce::Gtc, Some(Price(price)))
-                } else if rng.random_bool(0.3) {
+                } else if kind == Kind::Aggressive && rng.random_bool(s.market_share) {
                     (OrderType::Market, TimeInForce::Ioc, None)
                 } else {
                     let reach = rng.random_range(0..3);
@@ -150,7 +209,12 @@ fn stream(len: usize, scenario: Scenario) -> Vec<(Kind, Command)> {
                         Side::Buy => book.best_ask().map_or(mid, |p| p.0) + reach,
                         Side::Sell => book.best_bid().map_or(mid, |p| p.0) - reach,
                     };
-                    (OrderType::Limit, TimeInForce::Ioc, Some(Price(price)))
+                    let tif = if kind == Kind::Cross {
+                        TimeInForce::Gtc
+                    } else {
+                        TimeInForce::Ioc
+                    };
+                    (OrderType::Limit, tif, Some(Price(price)))
                 };
                 Action::New(NewOrder {
                     order_id: OrderId(next_id),
@@ -228,11 +292,12 @@ fn run(book: &mut Book, stream: &[(Kind, Command)]) -> usize {
 
 fn report(scenario: Scenario, stream: &[(Kind, Command)]) {
     println!(
-        "\n== {}: {} commands, one book, one thread",
+        "\n== {}: {} commands, one book, one thread, {} accounts",
         scenario.name,
-        stream.len()
+        stream.len(),
+        scenario.accounts
     );
-    let mut per_kind = [0usize; 4];
+    let mut per_kind = [0usize; 5];
     for (kind, _) in stream {
         per_kind[KINDS.iter().position(|(k, _)| k == kind).unwrap_or(0)] += 1;
     }
@@ -269,40 +334,51 @@ fn report(scenario: Scenario, stream: &[(Kind, Command)]) {
         let start = Instant::now();
         timer.record(start.elapsed().as_nanos() as u64).ok();
     }
-    let mut histograms: Vec<Histogram<u64>> = (0..4)
+    let mut histograms: Vec<Histogram<u64>> = (0..KINDS.len())
         .map(|_| Histogram::new(3).expect("histogram"))
         .collect();
     let mut all = Histogram::<u64>::new(3).expect("histogram");
+    // Allocations and events per kind, from the same pass.
+    let mut allocated = [0u64; KINDS.len() + 1];
+    let mut emitted = [0u64; KINDS.len() + 1];
     let mut book = book();
     let mut events = Vec::with_capacity(64);
     for (kind, command) in stream {
         events.clear();
+        let before = allocations();
         let start = Instant::now();
         book.apply(command, &mut events);
         let nanos = start.elapsed().as_nanos() as u64;
         let slot = KINDS.iter().position(|(k, _)| k == kind).unwrap_or(0);
+        for slot in [slot, KINDS.len()] {
+            allocated[slot] += allocations() - before;
+            emitted[slot] += events.len() as u64;
+        }
         histograms[slot].record(nanos).ok();
         all.record(nanos).ok();
     }
     println!(
-        "latency per command in ns (timer overhead p50 {} ns, included):",
+        "latency per command in ns (timer overhead p50 {} ns, included); events and heap allocations per command:",
         timer.value_at_quantile(0.5)
     );
     println!(
-        "{:<18} {:>9} {:>7} {:>7} {:>7} {:>8} {:>8}",
-        "kind", "count", "p50", "p90", "p99", "p99.9", "max"
+        "{:<18} {:>9} {:>7} {:>7} {:>7} {:>8} {:>8} {:>7} {:>7}",
+        "kind", "count", "p50", "p90", "p99", "p99.9", "max", "events", "allocs"
     );
     let rows = KINDS.iter().map(|(_, name)| *name).zip(histograms.iter());
-    for (name, h) in rows.chain(std::iter::once(("all", &all))) {
+    for (slot, (name, h)) in rows.chain(std::iter::once(("all", &all))).enumerate() {
+        let per = |total: u64| total as f64 / h.len().max(1) as f64;
         println!(
-            "{:<18} {:>9} {:>7} {:>7} {:>7} {:>8} {:>8}",
+            "{:<18} {:>9} {:>7} {:>7} {:>7} {:>8} {:>8} {:>7.2} {:>7.2}",
             name,
             h.len(),
             h.value_at_quantile(0.5),
             h.value_at_quantile(0.9),
             h.value_at_quantile(0.99),
             h.value_at_quantile(0.999),
-            h.max()
+            h.max(),
+            per(emitted[slot]),
+            per(allocated[slot])
         );
     }
 }
@@ -310,7 +386,7 @@ fn report(scenario: Scenario, stream: &[(Kind, Command)]) {
 fn main() {
     let streams: Vec<_> = SCENARIOS
         .iter()
-        .map(|scenario| (*scenario, stream(STREAM, *scenario)))
+        .map(|scenario| (*scenario, stream(*scenario)))
         .collect();
     for (scenario, stream) in &streams {
         report(*scenario, stream);

@@ -10,15 +10,18 @@
 //!   the moment an amended order is re-matched (detached, then re-linked or removed).
 //! - `Level::total` is the sum of `leaves` of its orders, `Level::count` their number, and
 //!   no level is empty.
-//! - `open[account][client_order_id]` names exactly the account's orders in the slab, so its
-//!   length is the account's open-order count; no account's map is empty.
+//! - `client_ids` holds the slab key of every order, found by `(account, client_order_id)`;
+//!   the strings live in the slab only, so placing and removing an order allocates nothing
+//!   for this index. `open[account]` is the account's number of orders in the slab, never 0.
 
 use crate::types::{AccountId, ClientOrderId, OrderId, Price, Quantity, SelfTradePrevention, Side};
-use rustc_hash::FxHashMap;
+use hashbrown::HashTable;
+use rustc_hash::{FxBuildHasher, FxHashMap};
 use serde::{Deserialize, Serialize};
 use slab::Slab;
 use std::collections::BTreeMap;
 use std::collections::btree_map::OccupiedEntry;
+use std::hash::{BuildHasher, Hasher};
 
 pub(super) const NIL: usize = usize::MAX;
 
@@ -127,12 +130,27 @@ impl Levels {
     }
 }
 
-/// The resting orders, their id index and the per-account open-order counts.
+/// The resting orders, their id and client-id indexes and the per-account open-order counts.
 #[derive(Default)]
 pub(super) struct Orders {
     slab: Slab<Node>,
     index: FxHashMap<OrderId, usize>,
-    open: FxHashMap<AccountId, FxHashMap<ClientOrderId, OrderId>>,
+    client_ids: HashTable<usize>,
+    open: FxHashMap<AccountId, u32>,
+}
+
+/// The client-id index's hash of `(account, client_order_id)`, as `(&str, &str)` hashes.
+fn client_hash(account: &str, client_order_id: &str) -> u64 {
+    let mut hasher = FxBuildHasher.build_hasher();
+    hasher.write(account.as_bytes());
+    hasher.write_u8(0xff);
+    hasher.write(client_order_id.as_bytes());
+    hasher.write_u8(0xff);
+    hasher.finish()
+}
+
+fn client_hash_of(order: &RestingOrder) -> u64 {
+    client_hash(&order.account, &order.client_order_id)
 }
 
 impl Orders {
@@ -154,13 +172,17 @@ impl Orders {
 
     /// The open order of `account` with this client order id.
     pub fn find_client_id(&self, account: &str, client_order_id: &str) -> Option<OrderId> {
-        self.open.get(account)?.get(client_order_id).copied()
+        let slab = &self.slab;
+        self.client_ids
+            .find(client_hash(account, client_order_id), |&key| {
+                let order = &slab[key].order;
+                order.account == account && order.client_order_id == client_order_id
+            })
+            .map(|&key| slab[key].order.order_id)
     }
 
     pub fn open_count(&self, account: &str) -> u32 {
-        self.open
-            .get(account)
-            .map_or(0, |orders| orders.len() as u32)
+        self.open.get(account).copied().unwrap_or(0)
     }
 
     pub fn len(&self) -> usize {
@@ -170,33 +192,39 @@ impl Orders {
     /// Stores an order that is about to rest; link it with [`Orders::push_back`].
     pub fn insert(&mut self, order: RestingOrder) -> usize {
         let order_id = order.order_id;
-        let client_id = order.client_order_id.clone();
-        match self.open.get_mut(&order.account) {
-            Some(orders) => {
-                orders.insert(client_id, order_id);
-            }
+        match self.open.get_mut(order.account.as_str()) {
+            Some(count) => *count += 1,
             None => {
-                let orders = FxHashMap::from_iter([(client_id, order_id)]);
-                self.open.insert(order.account.clone(), orders);
+                self.open.insert(order.account.clone(), 1);
             }
         }
+        let hash = client_hash_of(&order);
         let key = self.slab.insert(Node {
             order,
             prev: NIL,
             next: NIL,
         });
+        let slab = &self.slab;
+        self.client_ids
+            .insert_unique(hash, key, |&key| client_hash_of(&slab[key].order));
         self.index.insert(order_id, key);
         key
     }
 
     /// Forgets an order that is no longer linked into any level.
     pub fn remove(&mut self, key: usize) -> RestingOrder {
+        if let Ok(entry) = self
+            .client_ids
+            .find_entry(client_hash_of(&self.slab[key].order), |&k| k == key)
+        {
+            entry.remove();
+        }
         let node = self.slab.remove(key);
         self.index.remove(&node.order.order_id);
-        if let Some(orders) = self.open.get_mut(&node.order.account) {
-            orders.remove(&node.order.client_order_id);
-            if orders.is_empty() {
-                self.open.remove(&node.order.account);
+        if let Some(count) = self.open.get_mut(node.order.account.as_str()) {
+            *count -= 1;
+            if *count == 0 {
+                self.open.remove(node.order.account.as_str());
             }
         }
         node.order
@@ -274,16 +302,13 @@ impl Orders {
             }
         }
         assert_eq!(linked, self.slab.len());
-        for (account, orders) in &self.open {
-            assert!(!orders.is_empty(), "empty client id map of {account}");
-            for (client_id, order_id) in orders {
-                let order = self.get(self.index[order_id]);
-                assert_eq!(
-                    (&order.account, &order.client_order_id),
-                    (account, client_id)
-                );
-            }
+        assert_eq!(self.client_ids.len(), self.slab.len());
+        for (key, node) in &self.slab {
+            let order = &node.order;
+            let found = self.find_client_id(&order.account, &order.client_order_id);
+            assert_eq!(found, Some(order.order_id), "client id index of slot {key}");
         }
+        assert!(self.open.values().all(|count| *count > 0));
         assert_eq!(self.index.len(), self.slab.len());
         assert_eq!(open.len(), self.open.len());
         for (account, count) in open {
