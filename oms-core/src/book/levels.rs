@@ -136,21 +136,37 @@ pub(super) struct Orders {
     slab: Slab<Node>,
     index: FxHashMap<OrderId, usize>,
     client_ids: HashTable<usize>,
-    open: FxHashMap<AccountId, u32>,
+    open: HashTable<(AccountId, u32)>,
 }
 
-/// The client-id index's hash of `(account, client_order_id)`, as `(&str, &str)` hashes.
-fn client_hash(account: &str, client_order_id: &str) -> u64 {
+/// The hashes of an order's account and of its `(account, client order id)`: computed once
+/// per command, used by every index lookup and insertion of that command.
+#[derive(Clone, Copy)]
+pub(super) struct Owner {
+    account: u64,
+    client: u64,
+}
+
+impl Owner {
+    pub fn new(account: &str, client_order_id: &str) -> Owner {
+        let account = hash_str(0, account);
+        Owner {
+            account,
+            client: hash_str(account, client_order_id),
+        }
+    }
+
+    pub fn of(order: &RestingOrder) -> Owner {
+        Owner::new(&order.account, &order.client_order_id)
+    }
+}
+
+fn hash_str(seed: u64, text: &str) -> u64 {
     let mut hasher = FxBuildHasher.build_hasher();
-    hasher.write(account.as_bytes());
-    hasher.write_u8(0xff);
-    hasher.write(client_order_id.as_bytes());
+    hasher.write_u64(seed);
+    hasher.write(text.as_bytes());
     hasher.write_u8(0xff);
     hasher.finish()
-}
-
-fn client_hash_of(order: &RestingOrder) -> u64 {
-    client_hash(&order.account, &order.client_order_id)
 }
 
 impl Orders {
@@ -170,35 +186,50 @@ impl Orders {
         self.index.get(&order_id).copied()
     }
 
-    /// The open order of `account` with this client order id.
-    pub fn find_client_id(&self, account: &str, client_order_id: &str) -> Option<OrderId> {
+    /// The open order of `account` with this client order id (`owner` hashes the two).
+    pub fn find_client_id(
+        &self,
+        owner: Owner,
+        account: &str,
+        client_order_id: &str,
+    ) -> Option<OrderId> {
         let slab = &self.slab;
         self.client_ids
-            .find(client_hash(account, client_order_id), |&key| {
+            .find(owner.client, |&key| {
                 let order = &slab[key].order;
                 order.account == account && order.client_order_id == client_order_id
             })
             .map(|&key| slab[key].order.order_id)
     }
 
-    pub fn open_count(&self, account: &str) -> u32 {
-        self.open.get(account).copied().unwrap_or(0)
+    /// The number of open orders of `account` (`owner` hashes it).
+    pub fn open_count(&self, owner: Owner, account: &str) -> u32 {
+        self.open
+            .find(owner.account, |(open, _)| open == account)
+            .map_or(0, |(_, count)| *count)
     }
 
     pub fn len(&self) -> usize {
         self.slab.len()
     }
 
-    /// Stores an order that is about to rest; link it with [`Orders::push_back`].
-    pub fn insert(&mut self, order: RestingOrder) -> usize {
+    /// Stores an order that is about to rest (`owner` hashes its account and client order id);
+    /// link it with [`Orders::push_back`].
+    pub fn insert(&mut self, order: RestingOrder, owner: Owner) -> usize {
         let order_id = order.order_id;
-        match self.open.get_mut(order.account.as_str()) {
-            Some(count) => *count += 1,
+        let account = order.account.as_str();
+        match self
+            .open
+            .find_mut(owner.account, |(open, _)| open == account)
+        {
+            Some((_, count)) => *count += 1,
             None => {
-                self.open.insert(order.account.clone(), 1);
+                self.open
+                    .insert_unique(owner.account, (order.account.clone(), 1), |(open, _)| {
+                        hash_str(0, open)
+                    });
             }
         }
-        let hash = client_hash_of(&order);
         let key = self.slab.insert(Node {
             order,
             prev: NIL,
@@ -206,25 +237,27 @@ impl Orders {
         });
         let slab = &self.slab;
         self.client_ids
-            .insert_unique(hash, key, |&key| client_hash_of(&slab[key].order));
+            .insert_unique(owner.client, key, |&key| Owner::of(&slab[key].order).client);
         self.index.insert(order_id, key);
         key
     }
 
     /// Forgets an order that is no longer linked into any level.
     pub fn remove(&mut self, key: usize) -> RestingOrder {
-        if let Ok(entry) = self
-            .client_ids
-            .find_entry(client_hash_of(&self.slab[key].order), |&k| k == key)
-        {
+        let owner = Owner::of(&self.slab[key].order);
+        if let Ok(entry) = self.client_ids.find_entry(owner.client, |&k| k == key) {
             entry.remove();
         }
         let node = self.slab.remove(key);
         self.index.remove(&node.order.order_id);
-        if let Some(count) = self.open.get_mut(node.order.account.as_str()) {
-            *count -= 1;
-            if *count == 0 {
-                self.open.remove(node.order.account.as_str());
+        let account = node.order.account.as_str();
+        if let Ok(mut entry) = self
+            .open
+            .find_entry(owner.account, |(open, _)| open == account)
+        {
+            entry.get_mut().1 -= 1;
+            if entry.get().1 == 0 {
+                entry.remove();
             }
         }
         node.order
@@ -305,14 +338,20 @@ impl Orders {
         assert_eq!(self.client_ids.len(), self.slab.len());
         for (key, node) in &self.slab {
             let order = &node.order;
-            let found = self.find_client_id(&order.account, &order.client_order_id);
+            let owner = Owner::of(order);
+            let found = self.find_client_id(owner, &order.account, &order.client_order_id);
             assert_eq!(found, Some(order.order_id), "client id index of slot {key}");
         }
-        assert!(self.open.values().all(|count| *count > 0));
+        assert!(self.open.iter().all(|(_, count)| *count > 0));
         assert_eq!(self.index.len(), self.slab.len());
         assert_eq!(open.len(), self.open.len());
         for (account, count) in open {
-            assert_eq!(self.open_count(account), count, "open count of {account}");
+            let owner = Owner::new(account, "");
+            assert_eq!(
+                self.open_count(owner, account),
+                count,
+                "open count of {account}"
+            );
         }
     }
 }

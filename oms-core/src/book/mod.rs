@@ -41,7 +41,7 @@ use crate::types::{
     AccountId, OrderId, OrderType, Price, Quantity, SelfTradePrevention, Side, Symbol, TimeInForce,
     Timestamp,
 };
-use levels::{Levels, NIL, Orders};
+use levels::{Levels, NIL, Orders, Owner};
 use serde::{Deserialize, Serialize};
 
 /// Aggregated top levels of a book.
@@ -152,7 +152,7 @@ impl Book {
 
     /// Number of resting orders of one account.
     pub fn open_orders_of(&self, account: &str) -> u32 {
-        self.orders.open_count(account)
+        self.orders.open_count(Owner::new(account, ""), account)
     }
 
     /// A resting order by id.
@@ -205,13 +205,16 @@ impl Book {
             symbol: instrument.symbol(),
             events,
         };
-        if let Err(reject) = admitted {
-            out.push(Event::Rejected {
-                order: order.clone(),
-                reject,
-            });
-            return;
-        }
+        let owner = match admitted {
+            Ok(owner) => owner,
+            Err(reject) => {
+                out.push(Event::Rejected {
+                    order: order.clone(),
+                    reject,
+                });
+                return;
+            }
+        };
         out.push(Event::Accepted {
             order: order.clone(),
         });
@@ -244,7 +247,7 @@ impl Book {
         match (order.order_type, order.time_in_force) {
             (OrderType::Limit, TimeInForce::Gtc) => {
                 let price = order.price.unwrap_or(Price(0));
-                let key = orders.insert(RestingOrder {
+                let resting = RestingOrder {
                     order_id: order.order_id,
                     account: taker.account,
                     client_order_id: order.client_order_id.clone(),
@@ -254,7 +257,8 @@ impl Book {
                     leaves: taker.leaves,
                     post_only: order.post_only,
                     self_trade_prevention: order.self_trade_prevention,
-                });
+                };
+                let key = orders.insert(resting, owner);
                 orders.push_back(own.level_mut(price), key);
             }
             (OrderType::Market, _) => expire(&mut out, &taker, ExpireReason::NoLiquidity),
@@ -268,7 +272,8 @@ impl Book {
     }
 
     /// Every pre-trade check, in a fixed order so the same order always gets the same reason.
-    fn admit(&self, order: &NewOrder, reference: Option<Price>) -> Result<(), Reject> {
+    /// An admitted order's account and client order id come back hashed, for its insertion.
+    fn admit(&self, order: &NewOrder, reference: Option<Price>) -> Result<Owner, Reject> {
         self.checks.new_order(order, reference)?;
         if let Some(price) = order.price {
             self.checks.band(price, reference)?;
@@ -279,9 +284,10 @@ impl Book {
                 Field::OrderId,
             ));
         }
+        let owner = Owner::new(&order.account, &order.client_order_id);
         if self
             .orders
-            .find_client_id(&order.account, &order.client_order_id)
+            .find_client_id(owner, &order.account, &order.client_order_id)
             .is_some()
         {
             return Err(Reject::field(
@@ -291,7 +297,7 @@ impl Book {
         }
         if order.order_type == OrderType::Limit && order.time_in_force == TimeInForce::Gtc {
             self.checks
-                .open_orders(self.orders.open_count(&order.account))?;
+                .open_orders(self.orders.open_count(owner, &order.account))?;
         }
         if order.post_only
             && let Some(price) = order.price
@@ -299,7 +305,7 @@ impl Book {
         {
             return Err(Reject::new(RejectReason::PostOnlyWouldTake));
         }
-        Ok(())
+        Ok(owner)
     }
 
     fn would_take(&self, side: Side, price: Price) -> bool {

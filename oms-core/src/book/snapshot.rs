@@ -4,7 +4,7 @@
 //! it is restored, so limits may change across a restart. Tick and lot size may not (they give
 //! the scaled integers their meaning), so the snapshot records them and a restore checks them.
 
-use super::levels::RestingOrder;
+use super::levels::{Owner, RestingOrder};
 use super::{Book, Levels};
 use crate::instrument::Instrument;
 use crate::risk::{RiskError, RiskLimits};
@@ -133,7 +133,8 @@ impl Book {
                     Side::Buy => &mut book.bids,
                     Side::Sell => &mut book.asks,
                 };
-                let key = book.orders.insert(order);
+                let owner = Owner::of(&order);
+                let key = book.orders.insert(order, owner);
                 book.orders.push_back(levels.level_mut(price), key);
             }
         }
