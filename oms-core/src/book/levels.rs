@@ -20,7 +20,7 @@ use rustc_hash::{FxBuildHasher, FxHashMap};
 use serde::{Deserialize, Serialize};
 use slab::Slab;
 use std::collections::BTreeMap;
-use std::collections::btree_map::OccupiedEntry;
+use std::collections::btree_map::{Entry, OccupiedEntry};
 use std::hash::{BuildHasher, Hasher};
 
 pub(super) const NIL: usize = usize::MAX;
@@ -122,10 +122,14 @@ impl Levels {
         self.map.entry(price).or_insert_with(Level::empty)
     }
 
-    /// Drops the level at `price` if no order is left in it.
-    pub fn prune(&mut self, price: Price) {
-        if self.map.get(&price).is_some_and(|level| level.count == 0) {
-            self.map.remove(&price);
+    /// Unlinks order `key` from its level at `price` and drops the level if that emptied it,
+    /// in one lookup; the order stays stored.
+    pub fn unlink(&mut self, orders: &mut Orders, price: Price, key: usize) {
+        if let Entry::Occupied(mut entry) = self.map.entry(price) {
+            orders.unlink(entry.get_mut(), key);
+            if entry.get().count == 0 {
+                entry.remove();
+            }
         }
     }
 }

@@ -345,8 +345,7 @@ impl Book {
             Side::Sell => &mut self.asks,
         };
         let price = order.price;
-        self.orders.unlink(levels.level_mut(price), key);
-        levels.prune(price);
+        levels.unlink(&mut self.orders, price, key);
         let order = self.orders.remove(key);
         out.push(Event::Canceled {
             order_id: order.order_id,
@@ -392,16 +391,15 @@ impl Book {
         let old_price = order.price;
         let leaves = quantity - (order.quantity - order.leaves);
         let priority_kept = price == old_price && quantity <= order.quantity;
-        let level = own.level_mut(old_price);
         if priority_kept {
             // Shrinking in place keeps the queue position; only the aggregate moves.
+            let level = own.level_mut(old_price);
             let order = orders.get_mut(key);
             level.total -= order.leaves - leaves;
             order.quantity = quantity;
             order.leaves = leaves;
         } else {
-            orders.unlink(level, key);
-            own.prune(old_price);
+            own.unlink(orders, old_price, key);
             let order = orders.get_mut(key);
             order.price = price;
             order.quantity = quantity;
