@@ -6,7 +6,8 @@
 //! every order (filled + open + canceled/expired = ordered); every trade is within both orders'
 //! limits; the book agrees with the order states folded from the events. Separately, a book
 //! restored from a snapshot taken anywhere in a stream continues with exactly the events of an
-//! uninterrupted run.
+//! uninterrupted run. Both properties run on a uniform mix of every kind of command and on the
+//! shape of the matching benchmark's "exchange-core shape" stream.
 
 use super::*;
 use crate::OrderStatus;
@@ -92,6 +93,65 @@ fn op() -> impl Strategy<Value = Op> {
             quantity,
         });
     prop_oneof![6 => new, 2 => cancel, 2 => amend]
+}
+
+/// The benchmark's "exchange-core shape": 44% passive GTC limits, 32% cancels, 12% price moves
+/// and size changes, 10% IOC limits across the range, 2% GTC limits that cross.
+fn shaped_op() -> impl Strategy<Value = Op> {
+    let side = prop_oneof![Just(Side::Buy), Just(Side::Sell)];
+    let limit = |tif: TimeInForce, prices: std::ops::RangeInclusive<u64>| {
+        let side = prop_oneof![Just(Side::Buy), Just(Side::Sell)];
+        (
+            0..ACCOUNTS.len(),
+            side,
+            prices,
+            1u64..=20,
+            prop::bool::weighted(0.2),
+        )
+            .prop_map(move |(account, side, price, quantity, post_only)| Op::New {
+                account,
+                side,
+                market: false,
+                tif,
+                price,
+                quantity,
+                post_only: post_only && tif == TimeInForce::Gtc,
+                stp: SelfTradePrevention::ExpireTaker,
+            })
+    };
+    // Across the whole range: a buy at the top and a sell at the bottom take what rests.
+    let crossing = |tif: TimeInForce| {
+        (0..ACCOUNTS.len(), side.clone(), 1u64..=30).prop_map(move |(account, side, quantity)| {
+            Op::New {
+                account,
+                side,
+                market: false,
+                tif,
+                price: if side == Side::Buy { 105 } else { 95 },
+                quantity,
+                post_only: false,
+                stp: SelfTradePrevention::ExpireTaker,
+            }
+        })
+    };
+    let cancel = any::<usize>().prop_map(|pick| Op::Cancel {
+        pick,
+        account: None,
+    });
+    let amend = (any::<usize>(), prop::bool::ANY, 95u64..=105, 1u64..=20).prop_map(
+        |(pick, move_price, price, quantity)| Op::Amend {
+            pick,
+            price: move_price.then_some(price),
+            quantity: (!move_price).then_some(quantity),
+        },
+    );
+    prop_oneof![
+        44 => limit(TimeInForce::Gtc, 95..=105),
+        32 => cancel,
+        12 => amend,
+        10 => crossing(TimeInForce::Ioc),
+        2 => crossing(TimeInForce::Gtc),
+    ]
 }
 
 fn limits() -> impl Strategy<Value = RiskLimits> {
@@ -262,6 +322,37 @@ fn run_all(book: &mut Book, commands: &[Command]) -> Vec<EventRecord> {
     events
 }
 
+fn invariants_hold(limits: &RiskLimits, ops: &[Op]) {
+    let mut book = new_book(limits);
+    let mut states = BTreeMap::new();
+    for command in commands(ops) {
+        step(&mut book, &mut states, &command);
+    }
+}
+
+fn replay_equals_run(
+    limits: &RiskLimits,
+    ops: &[Op],
+    split: prop::sample::Index,
+) -> Result<(), TestCaseError> {
+    let commands = commands(ops);
+    let split = split.index(commands.len() + 1);
+    let mut whole = new_book(limits);
+    let expected = run_all(&mut whole, &commands);
+
+    let mut first = new_book(limits);
+    let mut events = run_all(&mut first, &commands[..split]);
+    let bytes = serde_json::to_vec(&first.snapshot()).unwrap();
+    drop(first);
+    let snapshot: BookSnapshot = serde_json::from_slice(&bytes).unwrap();
+    let mut restored = Book::restore(Instrument::new(btc()).unwrap(), limits, snapshot).unwrap();
+    events.extend(run_all(&mut restored, &commands[split..]));
+
+    prop_assert_eq!(events, expected);
+    prop_assert_eq!(restored.snapshot(), whole.snapshot());
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
@@ -270,11 +361,15 @@ proptest! {
         limits in limits(),
         ops in prop::collection::vec(op(), 1..300),
     ) {
-        let mut book = new_book(&limits);
-        let mut states = BTreeMap::new();
-        for command in commands(&ops) {
-            step(&mut book, &mut states, &command);
-        }
+        invariants_hold(&limits, &ops);
+    }
+
+    #[test]
+    fn invariants_hold_on_the_benchmark_shape(
+        limits in limits(),
+        ops in prop::collection::vec(shaped_op(), 1..300),
+    ) {
+        invariants_hold(&limits, &ops);
     }
 
     #[test]
@@ -283,20 +378,15 @@ proptest! {
         ops in prop::collection::vec(op(), 1..300),
         split in any::<prop::sample::Index>(),
     ) {
-        let commands = commands(&ops);
-        let split = split.index(commands.len() + 1);
-        let mut whole = new_book(&limits);
-        let expected = run_all(&mut whole, &commands);
+        replay_equals_run(&limits, &ops, split)?;
+    }
 
-        let mut first = new_book(&limits);
-        let mut events = run_all(&mut first, &commands[..split]);
-        let bytes = serde_json::to_vec(&first.snapshot()).unwrap();
-        drop(first);
-        let snapshot: BookSnapshot = serde_json::from_slice(&bytes).unwrap();
-        let mut restored = Book::restore(Instrument::new(btc()).unwrap(), &limits, snapshot).unwrap();
-        events.extend(run_all(&mut restored, &commands[split..]));
-
-        prop_assert_eq!(events, expected);
-        prop_assert_eq!(restored.snapshot(), whole.snapshot());
+    #[test]
+    fn snapshot_and_replay_on_the_benchmark_shape(
+        limits in limits(),
+        ops in prop::collection::vec(shaped_op(), 1..300),
+        split in any::<prop::sample::Index>(),
+    ) {
+        replay_equals_run(&limits, &ops, split)?;
     }
 }
