@@ -103,9 +103,11 @@ struct Scenario {
     /// Of the aggressive orders, the share that are market orders (the rest are IOC limits).
     market_share: f64,
     max_resting: usize,
+    /// Client order ids as long as a UUID's text (36 characters) instead of `c<n>`.
+    uuid_client_ids: bool,
 }
 
-const SCENARIOS: [Scenario; 3] = [
+const SCENARIOS: [Scenario; 4] = [
     // Placements and removals balance: the book stays a few thousand orders deep.
     Scenario {
         name: "steady book",
@@ -117,6 +119,7 @@ const SCENARIOS: [Scenario; 3] = [
         aggressive: 10,
         market_share: 0.3,
         max_resting: usize::MAX,
+        uuid_client_ids: false,
     },
     // Placements outrun removals: the book grows to about 100k resting orders, most far from
     // the touch, which stresses the id index and the slab's cache footprint.
@@ -130,6 +133,7 @@ const SCENARIOS: [Scenario; 3] = [
         aggressive: 10,
         market_share: 0.3,
         max_resting: usize::MAX,
+        uuid_client_ids: false,
     },
     // The shape exchange-core's own benchmarks use (and issue 12 compares with): passive GTC
     // limits near the touch, cancels, price moves and size reductions, IOC orders across the
@@ -144,6 +148,21 @@ const SCENARIOS: [Scenario; 3] = [
         aggressive: 10,
         market_share: 0.0,
         max_resting: 5_000,
+        uuid_client_ids: false,
+    },
+    // The same with client order ids as long as UUIDs, as many bots send: longer than any
+    // string stored inline, so every copy of one is a heap string.
+    Scenario {
+        name: "exchange-core shape, UUID client ids",
+        len: 1_000_000,
+        accounts: 3_000,
+        place: 44,
+        cancel: 32,
+        amend: 12,
+        aggressive: 10,
+        market_share: 0.0,
+        max_resting: 5_000,
+        uuid_client_ids: true,
     },
 ];
 
@@ -218,7 +237,11 @@ fn stream(scenario: Scenario) -> Vec<(Kind, Command)> {
                 };
                 Action::New(NewOrder {
                     order_id: OrderId(next_id),
-                    client_order_id: format!("c{next_id}").into(),
+                    client_order_id: if s.uuid_client_ids {
+                        format!("00000000-0000-4000-8000-{next_id:012}").into()
+                    } else {
+                        format!("c{next_id}").into()
+                    },
                     account: accounts[account].clone(),
                     symbol: "BTC-USDT".into(),
                     side,

@@ -12,10 +12,10 @@
 
 use crate::reject::{Field, Reject, RejectReason};
 use crate::types::{Price, Quantity, Symbol};
-use compact_str::CompactString;
 use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
 use serde::{Deserialize, Serialize};
+use smol_str::SmolStr;
 
 /// The largest quantity, in lots, an instrument may allow in one order. It keeps the sum of a
 /// price level's quantities far from `u64::MAX` (2^24 maximal orders on one level still fit).
@@ -45,10 +45,10 @@ pub struct InstrumentSpec {
     pub symbol: Symbol,
     /// The asset bought or sold.
     #[cfg_attr(feature = "utoipa", schema(value_type = String))]
-    pub base: CompactString,
+    pub base: SmolStr,
     /// The asset prices are quoted in.
     #[cfg_attr(feature = "utoipa", schema(value_type = String))]
-    pub quote: CompactString,
+    pub quote: SmolStr,
     /// Every price is a multiple of this.
     #[cfg_attr(feature = "utoipa", schema(value_type = String, example = "0.01"))]
     pub tick_size: Decimal,

@@ -5,8 +5,8 @@
 //! quantity off the lot cannot be represented, so the matching code never sees one; conversion
 //! from and to decimals happens once, at the edge, in [`crate::Instrument`].
 
-use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
+use smol_str::SmolStr;
 use std::fmt;
 
 /// An order's identifier, assigned before the order reaches the core (by the ingest role).
@@ -21,11 +21,11 @@ impl fmt::Display for OrderId {
 }
 
 /// A trading account; self-trade prevention and open-order limits are per account.
-pub type AccountId = CompactString;
+pub type AccountId = SmolStr;
 /// An instrument symbol such as `BTC-USDT`.
-pub type Symbol = CompactString;
+pub type Symbol = SmolStr;
 /// The client's own reference for an order, echoed back on every event about it.
-pub type ClientOrderId = CompactString;
+pub type ClientOrderId = SmolStr;
 
 /// Nanoseconds since the Unix epoch, stamped on a command before it reaches the core.
 #[derive(

@@ -300,6 +300,60 @@ mod tests {
         }
     }
 
+    /// Records written while the core's string ids were `compact_str` strings encode and read
+    /// byte for byte the same now that they are `smol_str` strings (both are plain strings to
+    /// serde); the expected bytes were printed by the earlier code.
+    #[test]
+    fn string_ids_keep_their_wire_format() {
+        use oms_core::{Action, Event, EventRecord, NewOrder, OrderId, Price, Quantity};
+        let order = NewOrder {
+            order_id: OrderId(7),
+            client_order_id: "0123456789abcdef0123456789abcdef0123".into(),
+            account: "an-account-with-a-long-name-0001".into(),
+            symbol: "BTC-USDT".into(),
+            side: oms_core::Side::Buy,
+            order_type: oms_core::OrderType::Limit,
+            time_in_force: oms_core::TimeInForce::Gtc,
+            price: Some(Price(100)),
+            quantity: Quantity(5),
+            post_only: false,
+            self_trade_prevention: oms_core::SelfTradePrevention::None,
+        };
+        let command = JournalEntry {
+            command: Command {
+                ts: oms_core::Timestamp(1),
+                action: Action::New(order.clone()),
+            },
+            origin: entry().origin,
+        };
+        let event = EventRecord {
+            seq: 1,
+            ts: oms_core::Timestamp(1),
+            symbol: "BTC-USDT".into(),
+            event: Event::Accepted { order },
+        };
+        let bytes = [
+            encode_command(&command).unwrap(),
+            postcard::to_allocvec(&event).unwrap(),
+        ]
+        .concat();
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex, GOLDEN, "{hex}");
+        let written = postcard::to_allocvec(&event).unwrap();
+        assert_eq!(
+            postcard::from_bytes::<EventRecord>(&written).unwrap(),
+            event
+        );
+    }
+
+    const GOLDEN: &str = concat!(
+        "01046465736b036b2d3101660100072430313233343536373839616263646566303132333435363738396162",
+        "636465663031323320616e2d6163636f756e742d776974682d612d6c6f6e672d6e616d652d30303031084254",
+        "432d5553445400000001640500000101084254432d5553445400072430313233343536373839616263646566",
+        "303132333435363738396162636465663031323320616e2d6163636f756e742d776974682d612d6c6f6e672d",
+        "6e616d652d30303031084254432d555344540000000164050000",
+    );
+
     #[test]
     fn command_records_round_trip_and_say_what_they_cannot_read() {
         let entry = entry();
