@@ -5,7 +5,8 @@
 //! IOC limits and market orders) that take one to a few levels. A seeded generator drives a book
 //! while it builds the stream, so cancels and amendments name orders that are open at that point.
 //!
-//! Run: `cargo bench -p oms-core --bench matching` (add `-- --report-only` to skip criterion).
+//! Run: `cargo bench -p oms-core --bench matching` (add `-- --report-only` to skip criterion,
+//! `--scenario <part of a name>` to run only the scenarios whose name contains it).
 //! It prints commands/s over the whole stream, per-command latency percentiles by kind, events
 //! and heap allocations per command (a counting global allocator, `stats_alloc`; its atomic
 //! counters are in every figure).
@@ -139,7 +140,7 @@ const SCENARIOS: [Scenario; 4] = [
     // limits near the touch, cancels, price moves and size reductions, IOC orders across the
     // spread, a few GTC limits that cross; about 5,000 orders resting, 3,000 accounts.
     Scenario {
-        name: "exchange-core shape",
+        name: "exchange-core shape, short client ids",
         len: 3_000_000,
         accounts: 3_000,
         place: 44,
@@ -407,8 +408,14 @@ fn report(scenario: Scenario, stream: &[(Kind, Command)]) {
 }
 
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let only = args
+        .iter()
+        .position(|arg| arg == "--scenario")
+        .and_then(|at| args.get(at + 1));
     let streams: Vec<_> = SCENARIOS
         .iter()
+        .filter(|scenario| only.is_none_or(|only| scenario.name.contains(only.as_str())))
         .map(|scenario| (*scenario, stream(*scenario)))
         .collect();
     for (scenario, stream) in &streams {
