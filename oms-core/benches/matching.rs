@@ -108,62 +108,54 @@ struct Scenario {
     uuid_client_ids: bool,
 }
 
+// Placements and removals balance: the book stays a few thousand orders deep.
+const STEADY: Scenario = Scenario {
+    name: "steady book",
+    len: 1_000_000,
+    accounts: 200,
+    place: 45,
+    cancel: 35,
+    amend: 10,
+    aggressive: 10,
+    market_share: 0.3,
+    max_resting: usize::MAX,
+    uuid_client_ids: false,
+};
+
+// The shape exchange-core's own benchmarks use (and issue 12 compares with): passive GTC
+// limits near the touch, cancels, price moves and size reductions, IOC orders across the
+// spread, a few GTC limits that cross; about 5,000 orders resting, 3,000 accounts.
+const EXCHANGE_CORE: Scenario = Scenario {
+    name: "exchange-core shape, short client ids",
+    len: 3_000_000,
+    accounts: 3_000,
+    place: 44,
+    cancel: 32,
+    amend: 12,
+    aggressive: 10,
+    market_share: 0.0,
+    max_resting: 5_000,
+    uuid_client_ids: false,
+};
+
 const SCENARIOS: [Scenario; 4] = [
-    // Placements and removals balance: the book stays a few thousand orders deep.
-    Scenario {
-        name: "steady book",
-        len: 1_000_000,
-        accounts: 200,
-        place: 45,
-        cancel: 35,
-        amend: 10,
-        aggressive: 10,
-        market_share: 0.3,
-        max_resting: usize::MAX,
-        uuid_client_ids: false,
-    },
+    STEADY,
     // Placements outrun removals: the book grows to about 100k resting orders, most far from
     // the touch, which stresses the id index and the slab's cache footprint.
     Scenario {
         name: "deep book",
-        len: 1_000_000,
-        accounts: 200,
         place: 50,
         cancel: 30,
-        amend: 10,
-        aggressive: 10,
-        market_share: 0.3,
-        max_resting: usize::MAX,
-        uuid_client_ids: false,
+        ..STEADY
     },
-    // The shape exchange-core's own benchmarks use (and issue 12 compares with): passive GTC
-    // limits near the touch, cancels, price moves and size reductions, IOC orders across the
-    // spread, a few GTC limits that cross; about 5,000 orders resting, 3,000 accounts.
-    Scenario {
-        name: "exchange-core shape, short client ids",
-        len: 3_000_000,
-        accounts: 3_000,
-        place: 44,
-        cancel: 32,
-        amend: 12,
-        aggressive: 10,
-        market_share: 0.0,
-        max_resting: 5_000,
-        uuid_client_ids: false,
-    },
+    EXCHANGE_CORE,
     // The same with client order ids as long as UUIDs, as many bots send: longer than any
     // string stored inline, so every copy of one is a heap string.
     Scenario {
         name: "exchange-core shape, UUID client ids",
         len: 1_000_000,
-        accounts: 3_000,
-        place: 44,
-        cancel: 32,
-        amend: 12,
-        aggressive: 10,
-        market_share: 0.0,
-        max_resting: 5_000,
         uuid_client_ids: true,
+        ..EXCHANGE_CORE
     },
 ];
 
