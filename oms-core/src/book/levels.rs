@@ -50,6 +50,8 @@ pub struct RestingOrder {
 
 pub(super) struct Node {
     pub order: RestingOrder,
+    /// The order's hashes, kept so that removing it hashes no string.
+    owner: Owner,
     prev: usize,
     next: usize,
 }
@@ -236,19 +238,20 @@ impl Orders {
         }
         let key = self.slab.insert(Node {
             order,
+            owner,
             prev: NIL,
             next: NIL,
         });
         let slab = &self.slab;
         self.client_ids
-            .insert_unique(owner.client, key, |&key| Owner::of(&slab[key].order).client);
+            .insert_unique(owner.client, key, |&key| slab[key].owner.client);
         self.index.insert(order_id, key);
         key
     }
 
     /// Forgets an order that is no longer linked into any level.
     pub fn remove(&mut self, key: usize) -> RestingOrder {
-        let owner = Owner::of(&self.slab[key].order);
+        let owner = self.slab[key].owner;
         if let Ok(entry) = self.client_ids.find_entry(owner.client, |&k| k == key) {
             entry.remove();
         }
