@@ -10,12 +10,22 @@ use prometheus_client::registry::Registry;
 /// Labels of an HTTP request.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabels {
-    /// HTTP method.
-    pub method: String,
+    /// HTTP method, one of [`method_label`]'s.
+    pub method: &'static str,
     /// The route template, such as `/v1/orders/{order_id}`.
     pub route: String,
     /// Status code.
     pub status: u16,
+}
+
+/// A method as a label value: the standard ones by name, anything a client made up as `other`,
+/// so that no client can add series.
+pub fn method_label(method: &axum::http::Method) -> &'static str {
+    const KNOWN: [&str; 7] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
+    KNOWN
+        .into_iter()
+        .find(|known| *known == method.as_str())
+        .unwrap_or("other")
 }
 
 /// Label naming a consumer group.

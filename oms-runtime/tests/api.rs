@@ -661,3 +661,30 @@ async fn a_silent_read_store_never_holds_a_request() {
     }
     h.runtime.stop().await;
 }
+
+/// Metric labels come from a closed set: made-up methods all count as `other`, so a client
+/// cannot grow `/metrics` without bound (issue 20).
+#[tokio::test]
+async fn made_up_methods_do_not_grow_the_metrics() {
+    let harness = start().await;
+    let router = harness.router();
+    Call::new("GET", "/v1/instruments").send(&router).await;
+    let before = harness.runtime.app.metrics.encode().len();
+    for n in 0..200 {
+        let method = format!("BREW{n}");
+        let reply = Call::new(&method, "/v1/orders").send(&router).await;
+        assert_eq!(reply.status, StatusCode::METHOD_NOT_ALLOWED);
+    }
+    let text = harness.runtime.app.metrics.encode();
+    assert!(
+        !text.contains("BREW"),
+        "a made-up method became a label value"
+    );
+    assert!(text.contains(r#"method="other""#));
+    // one new series (method="other" on that route and status) per metric, not 200
+    assert!(
+        text.len() < before + 4_000,
+        "metrics grew from {before} to {} bytes",
+        text.len()
+    );
+}

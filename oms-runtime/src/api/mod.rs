@@ -151,7 +151,7 @@ pub fn router(app: AppState) -> Router {
 /// Records every request's route, status and latency.
 async fn observe(State(app): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = request.method().to_string();
+    let method = crate::metrics::method_label(request.method());
     let route = request
         .extensions()
         .get::<MatchedPath>()
