@@ -688,3 +688,67 @@ async fn made_up_methods_do_not_grow_the_metrics() {
         text.len()
     );
 }
+
+/// Every 4xx the server sends is the JSON error shape, echoes at most a short prefix of what the
+/// caller sent, and a body that says it is not JSON is refused with 415 (issue 20).
+#[tokio::test]
+async fn hostile_input_gets_short_json_errors() {
+    let harness = start().await;
+    let router = harness.router();
+
+    // a path that is not valid UTF-8 once decoded
+    for uri in ["/v1/orders/%ff", "/v1/book/%ff%fe"] {
+        let reply = Call::new("GET", uri).send(&router).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::BAD_REQUEST,
+            "{uri}: {}",
+            reply.text
+        );
+        assert_eq!(reply.code(), "invalid_path", "{uri}: {}", reply.text);
+    }
+
+    // a 10 KB account name (the body limit is 16 KB) is not echoed back in full
+    let huge = "x".repeat(10_000);
+    let reply = Call::new("POST", "/v1/orders")
+        .idempotency("huge-account")
+        .body(order(&huge, "buy", "100.00", "0.10000"))
+        .send(&router)
+        .await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN, "{}", reply.code());
+    assert!(reply.text.len() < 400, "{} bytes echoed", reply.text.len());
+    // nor is a huge unknown field name or value
+    let reply = Call::new("POST", "/v1/orders")
+        .idempotency("huge-field")
+        .body(format!(r#"{{"{huge}": 1}}"#))
+        .send(&router)
+        .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert!(reply.text.len() < 400, "{} bytes echoed", reply.text.len());
+
+    // a body that is not JSON by its own account
+    for content_type in ["text/plain", "application/x-www-form-urlencoded"] {
+        let reply = Call::new("POST", "/v1/orders")
+            .idempotency(content_type)
+            .content_type(content_type)
+            .body(order("alice", "buy", "100.00", "0.10000"))
+            .send(&router)
+            .await;
+        assert_eq!(
+            reply.status,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "{}",
+            reply.text
+        );
+        assert_eq!(reply.code(), "unsupported_media_type");
+    }
+    assert_eq!(harness.head(), 0, "nothing was journaled");
+    // JSON with parameters is JSON
+    let reply = Call::new("POST", "/v1/orders")
+        .idempotency("charset")
+        .content_type("application/json; charset=utf-8")
+        .body(order("alice", "buy", "100.00", "0.10000"))
+        .send(&router)
+        .await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.text);
+}

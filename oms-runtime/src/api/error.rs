@@ -14,6 +14,19 @@ use utoipa::ToSchema;
 /// Seconds a client should wait before retrying after a 503.
 const RETRY_AFTER_SECONDS: u32 = 1;
 
+/// Messages and field names may quote what the caller sent; they are cut to this many
+/// characters so that an answer never echoes a large input back.
+const MAX_MESSAGE_CHARS: usize = 200;
+const MAX_FIELD_CHARS: usize = 64;
+
+/// `text`, cut to `max` characters with an ellipsis.
+fn cut(text: String, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text,
+    }
+}
+
 /// An error answer.
 #[derive(Debug)]
 pub struct ApiError {
@@ -47,15 +60,24 @@ impl ApiError {
         ApiError {
             status,
             code,
-            message: message.into(),
+            message: cut(message.into(), MAX_MESSAGE_CHARS),
             field: None,
         }
     }
 
     /// Names the field at fault.
     pub fn with_field(mut self, field: impl Into<String>) -> ApiError {
-        self.field = Some(field.into());
+        self.field = Some(cut(field.into(), MAX_FIELD_CHARS));
         self
+    }
+
+    /// 415: the body is not JSON.
+    pub fn unsupported_media_type() -> ApiError {
+        ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "the body must be JSON (Content-Type: application/json)",
+        )
     }
 
     /// 400 with a code of its own.

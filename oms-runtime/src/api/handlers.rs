@@ -7,9 +7,9 @@ use super::{AppState, MAX_BODY_BYTES, json};
 use crate::auth::Principal;
 use crate::store::{Ack, OrderQuery, Origin};
 use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use oms_core::{Action, CancelOrder, Command, InstrumentSpec, OrderId, OrderStatus, Timestamp};
 use serde::Deserialize;
@@ -34,6 +34,29 @@ fn body_error(rejection: BytesRejection) -> ApiError {
 
 fn query_error(rejection: QueryRejection) -> ApiError {
     ApiError::bad_request("invalid_query", rejection.body_text())
+}
+
+fn path_error(rejection: PathRejection) -> ApiError {
+    ApiError::bad_request("invalid_path", rejection.body_text())
+}
+
+/// A body must be JSON: a `Content-Type` naming anything else is refused (none means JSON).
+fn json_content(headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return Ok(());
+    };
+    let essence = value
+        .to_str()
+        .unwrap_or_default()
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim();
+    if essence.eq_ignore_ascii_case("application/json") {
+        Ok(())
+    } else {
+        Err(ApiError::unsupported_media_type())
+    }
 }
 
 /// Parses a JSON object body; errors name the field at fault.
@@ -109,6 +132,7 @@ pub async fn place_order(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let key = idempotency_key(&headers)?;
+    json_content(&headers)?;
     let body = body.map_err(body_error)?;
     let request: OrderRequest = parse(&body)?;
     let market = app.markets.get(request.symbol.as_str()).ok_or_else(|| {
@@ -193,8 +217,9 @@ pub async fn cancel_order(
     State(app): State<AppState>,
     principal: Principal,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
+    let Path(id) = path.map_err(path_error)?;
     let key = idempotency_key(&headers)?;
     let order_id = order_id(&id)?;
     let origin = Origin {
@@ -251,8 +276,9 @@ pub async fn cancel_order(
 pub async fn get_order(
     State(app): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
+    path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
+    let Path(id) = path.map_err(path_error)?;
     let order_id = order_id(&id)?;
     let state = app
         .guard("order store", app.orders.order(order_id))
@@ -447,9 +473,10 @@ pub struct BookQuery {
 )]
 pub async fn book(
     State(app): State<AppState>,
-    Path(symbol): Path<String>,
+    path: Result<Path<String>, PathRejection>,
     query: Result<Query<BookQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
+    let Path(symbol) = path.map_err(path_error)?;
     let Query(query) = query.map_err(query_error)?;
     let levels = match query.depth.unwrap_or(20) {
         depth @ 1..=1000 => depth,

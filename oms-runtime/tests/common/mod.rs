@@ -93,6 +93,8 @@ pub struct Call<'a> {
     pub idempotency: Option<&'a str>,
     pub prefer: Option<&'a str>,
     pub body: Option<String>,
+    /// The body's `Content-Type`; `application/json` unless set.
+    pub content_type: &'a str,
 }
 
 impl<'a> Call<'a> {
@@ -104,6 +106,7 @@ impl<'a> Call<'a> {
             idempotency: None,
             prefer: None,
             body: None,
+            content_type: "application/json",
         }
     }
 
@@ -127,6 +130,11 @@ impl<'a> Call<'a> {
         self
     }
 
+    pub fn content_type(mut self, content_type: &'a str) -> Self {
+        self.content_type = content_type;
+        self
+    }
+
     pub async fn send(self, router: &Router) -> Reply {
         let mut request = Request::builder().method(self.method).uri(self.uri);
         if let Some(key) = self.key {
@@ -140,7 +148,7 @@ impl<'a> Call<'a> {
         }
         let body = match self.body {
             Some(body) => {
-                request = request.header("content-type", "application/json");
+                request = request.header("content-type", self.content_type);
                 Body::from(body)
             }
             None => Body::empty(),
