@@ -120,6 +120,7 @@ fn order_id(text: &str) -> Result<OrderId, ApiError> {
         (status = 403, description = "The key may not trade this account", body = ErrorBody),
         (status = 409, description = "Same key still in flight, or client_order_id already open", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "The body is not JSON (Content-Type)", body = ErrorBody),
         (status = 422, description = "Same key used for a different request", body = ErrorBody),
         (status = 503, description = "A dependency is unavailable; retry after Retry-After", body = ErrorBody),
     ),
