@@ -222,6 +222,7 @@ fn api_keys(args: &ServeArgs) -> anyhow::Result<auth::ApiKeys> {
 
 /// Runs the OMS until SIGTERM or Ctrl-C: single-node without Kafka, else the roles chosen.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    raise_open_files_limit();
     if args.kafka.bootstrap.is_some() {
         return distributed::serve(args).await;
     }
@@ -276,6 +277,15 @@ pub fn settings(args: &ServeArgs) -> Settings {
     Settings {
         max_wait: args.max_wait,
         dependency_timeout: args.dependency_timeout,
+    }
+}
+
+/// Sockets are files: at a common soft limit of 1,024, a client holding idle connections could
+/// exhaust them and starve the probes. The hard limit is what the platform allows.
+fn raise_open_files_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::info!(limit, "open-files limit"),
+        Err(error) => tracing::warn!(%error, "could not raise the open-files limit"),
     }
 }
 

@@ -29,8 +29,13 @@ fn free_port() -> u16 {
 
 impl Server {
     async fn start(dir: &Path) -> Server {
+        Server::start_with(dir, Command::new(env!("CARGO_BIN_EXE_oms-runtime"))).await
+    }
+
+    /// Starts the binary through `command` (the binary itself, or a shell that execs it).
+    async fn start_with(dir: &Path, mut command: Command) -> Server {
         let (api_port, admin_port) = (free_port(), free_port());
-        let child = Command::new(env!("CARGO_BIN_EXE_oms-runtime"))
+        let child = command
             .args(["--api-addr", &format!("127.0.0.1:{api_port}")])
             .args(["--admin-addr", &format!("127.0.0.1:{admin_port}")])
             .args(["--data-dir", dir.to_str().unwrap()])
@@ -356,4 +361,26 @@ async fn kill_9_under_load_loses_no_acknowledged_order() {
     let again = server.settled().await;
     assert_eq!(depth(&server).await, before);
     assert_eq!(again, states, "order states survive a restart unchanged");
+}
+
+/// Sockets are files: the process raises its open-files soft limit to the hard limit at start,
+/// so a common default of 1,024 does not cap its connections (issue 20).
+#[tokio::test]
+async fn the_open_files_soft_limit_is_raised_to_the_hard_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut shell = Command::new("sh");
+    shell.args([
+        "-c",
+        r#"ulimit -Sn 256 && exec "$0" "$@""#,
+        env!("CARGO_BIN_EXE_oms-runtime"),
+    ]);
+    let server = Server::start_with(dir.path(), shell).await;
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", server.child.id())).unwrap();
+    let line = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))
+        .unwrap();
+    let numbers: Vec<&str> = line.split_whitespace().skip(3).take(2).collect();
+    assert_eq!(numbers[0], numbers[1], "soft limit not raised: {line}");
+    assert_ne!(numbers[0], "256", "{line}");
 }
