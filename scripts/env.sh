@@ -5,3 +5,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$OMS_CACHE/target}"
 mkdir -p "$OMS_CACHE"
 
 step() { printf '\n==> %s\n' "$*"; }
+
+# The local node's pod sandbox image: scripts/images builds it, scripts/services configures
+# containerd with it.
+PAUSE_IMAGE=localhost/oms-pause:1
