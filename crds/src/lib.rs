@@ -119,6 +119,10 @@ pub struct InstrumentSpec {
     #[serde(default = "zero")]
     #[schemars(regex(pattern = r"^[0-9]+(\.[0-9]+)?$"))]
     pub min_notional: String,
+    /// Highest price an order may have (a fat-finger guard); no limit when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9]+(\.[0-9]+)?$"))]
+    pub max_price: Option<String>,
     /// Band around the last trade that prices must fall in, in percent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[0-9]+(\.[0-9]+)?$"))]
@@ -328,19 +332,21 @@ impl Default for ProjectorSpec {
     }
 }
 
-/// Pre-trade risk limits (decimals as strings).
+/// Pre-trade risk limits (decimals as strings). Unset, each takes the runtime's default (see
+/// `oms-runtime --help`): they are fat-finger guards, loosened by setting larger values.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct RiskSpec {
-    /// Largest price × quantity of one order, in the quote asset.
+    /// Largest price × quantity of one order, in the quote asset (default 1000000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[0-9]+(\.[0-9]+)?$"))]
     pub max_order_notional: Option<String>,
-    /// Band around the last trade, percent.
+    /// Band around the last trade that prices must fall in and market orders trade within,
+    /// percent (default 10).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[0-9]+(\.[0-9]+)?$"))]
     pub price_band_percent: Option<String>,
-    /// Most open orders of one account on one instrument.
+    /// Most open orders of one account on one instrument (default 1000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub max_open_orders: Option<i32>,

@@ -71,6 +71,7 @@ fn instrument() -> Instrument {
         max_quantity: Decimal::from(100),
         min_notional: Decimal::from(5),
         price_band_percent: None,
+        max_price: None,
         reference_price: None,
         status: InstrumentStatus::Trading,
     })

@@ -70,6 +70,10 @@ pub struct InstrumentSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "utoipa", schema(value_type = Option<String>))]
     pub price_band_percent: Option<Decimal>,
+    /// Highest price an order may have: a fat-finger guard that needs no market data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "utoipa", schema(value_type = Option<String>, example = "1000000"))]
+    pub max_price: Option<Decimal>,
     /// Reference price for the price band until the first trade sets one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "utoipa", schema(value_type = Option<String>))]
@@ -117,6 +121,7 @@ pub struct Instrument {
     min_quantity: Quantity,
     max_quantity: Quantity,
     min_notional: u128,
+    max_price: Option<Price>,
     reference_price: Option<Price>,
 }
 
@@ -187,12 +192,22 @@ impl Instrument {
             min_quantity,
             max_quantity,
             min_notional,
+            max_price: None,
             reference_price: None,
         };
+        if let Some(max) = instrument.spec.max_price {
+            let price = instrument
+                .price(max)
+                .map_err(|reject| invalid(format!("max_price: {}", reject)))?;
+            instrument.max_price = Some(price);
+        }
         if let Some(reference) = instrument.spec.reference_price {
             let price = instrument
                 .price(reference)
                 .map_err(|reject| invalid(format!("reference_price: {}", reject)))?;
+            if instrument.max_price.is_some_and(|max| price > max) {
+                return Err(invalid("reference_price is above max_price".into()));
+            }
             instrument.reference_price = Some(price);
         }
         Ok(instrument)
@@ -226,6 +241,11 @@ impl Instrument {
     /// Smallest notional of one order, in `tick × lot` units.
     pub fn min_notional_units(&self) -> u128 {
         self.min_notional
+    }
+
+    /// Highest price an order may have, in ticks.
+    pub fn max_price(&self) -> Option<Price> {
+        self.max_price
     }
 
     /// Configured reference price for the band before the first trade.

@@ -56,6 +56,8 @@ pub enum RejectReason {
     QuantityBelowFilled,
     /// An amendment that changes nothing.
     NoChange,
+    /// Above the instrument's maximum price. (Last: reasons are journaled by position.)
+    PriceAboveMax,
 }
 
 impl RejectReason {
@@ -83,6 +85,7 @@ impl RejectReason {
             RejectReason::UnknownOrder => "unknown_order",
             RejectReason::QuantityBelowFilled => "quantity_below_filled",
             RejectReason::NoChange => "no_change",
+            RejectReason::PriceAboveMax => "price_above_max",
         }
     }
 
@@ -119,6 +122,7 @@ impl RejectReason {
             RejectReason::UnknownOrder => "order is not open or does not exist",
             RejectReason::QuantityBelowFilled => "new quantity is not above the filled quantity",
             RejectReason::NoChange => "the amendment changes nothing",
+            RejectReason::PriceAboveMax => "price is above the instrument maximum",
         }
     }
 }

@@ -54,6 +54,7 @@ pub struct Checks {
     trading: bool,
     min_quantity: Quantity,
     max_quantity: Quantity,
+    max_price: Option<Price>,
     min_notional: u128,
     max_notional: Option<u128>,
     band_ppm: Option<u64>,
@@ -84,6 +85,7 @@ impl Checks {
             trading: instrument.is_trading(),
             min_quantity: instrument.min_quantity(),
             max_quantity: instrument.max_quantity(),
+            max_price: instrument.max_price(),
             min_notional: instrument.min_notional_units(),
             max_notional,
             band_ppm,
@@ -92,14 +94,18 @@ impl Checks {
     }
 
     /// Everything that can be judged from the order alone: instrument status, the shape of the
-    /// order (type, time in force, post-only, price presence), quantity and notional limits.
+    /// order (type, time in force, post-only, price presence), price, quantity and notional
+    /// limits.
     /// `reference` is the book's reference price when known; it prices market orders.
     pub fn new_order(&self, order: &NewOrder, reference: Option<Price>) -> Result<()> {
         self.trading()?;
         shape(order)?;
         self.quantity(order.quantity)?;
         match order.price {
-            Some(price) => self.notional(price, order.quantity),
+            Some(price) => {
+                self.price(price)?;
+                self.notional(price, order.quantity)
+            }
             None => match reference {
                 Some(reference) => self.notional(reference, order.quantity),
                 None => Ok(()),
@@ -113,6 +119,16 @@ impl Checks {
             Ok(())
         } else {
             Err(Reject::field(RejectReason::InstrumentHalted, Field::Symbol))
+        }
+    }
+
+    /// The instrument's maximum price.
+    pub fn price(&self, price: Price) -> Result<()> {
+        match self.max_price {
+            Some(max) if price > max => {
+                Err(Reject::field(RejectReason::PriceAboveMax, Field::Price))
+            }
+            _ => Ok(()),
         }
     }
 
@@ -288,6 +304,32 @@ mod tests {
             reason(c.new_order(&o, Some(Price(5_000_000)))),
             Some(RejectReason::NotionalBelowMin)
         );
+    }
+
+    #[test]
+    fn max_price() {
+        let spec = InstrumentSpec {
+            max_price: Some(Decimal::from(1_000)),
+            ..btc()
+        };
+        let c = Checks::new(&Instrument::new(spec).unwrap(), &RiskLimits::default()).unwrap();
+        // 1_000.00 at a tick of 0.01 is 100_000 ticks
+        assert_eq!(c.price(Price(100_000)), Ok(()));
+        assert_eq!(
+            c.new_order(&limit(1, "a", Side::Buy, 100_001, 1_000), None),
+            Err(Reject::field(RejectReason::PriceAboveMax, Field::Price))
+        );
+        let bad = InstrumentSpec {
+            max_price: Some(Decimal::new(1, 3)),
+            ..btc()
+        };
+        assert!(Instrument::new(bad).is_err(), "a max price off the tick");
+        let bad = InstrumentSpec {
+            max_price: Some(Decimal::from(10)),
+            reference_price: Some(Decimal::from(20)),
+            ..btc()
+        };
+        assert!(Instrument::new(bad).is_err(), "a reference above the max");
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub fn btc() -> InstrumentSpec {
         max_quantity: Decimal::from(100),
         min_notional: Decimal::ZERO,
         price_band_percent: None,
+        max_price: None,
         reference_price: None,
         status: InstrumentStatus::Trading,
     }

@@ -21,6 +21,7 @@ pub fn system() -> OrderSystem {
                 max_quantity: "100".into(),
                 min_notional: "5".into(),
                 price_band_percent: Some("10".into()),
+                max_price: None,
                 reference_price: None,
                 status: InstrumentStatus::Trading,
             }],

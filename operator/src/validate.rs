@@ -104,6 +104,7 @@ pub fn validate(system: &OrderSystem) -> Result<Plan, InvalidSpec> {
             max_quantity: decimal(&at("maxQuantity"), &item.max_quantity)?,
             min_notional: decimal(&at("minNotional"), &item.min_notional)?,
             price_band_percent: optional(&at("priceBandPercent"), &item.price_band_percent)?,
+            max_price: optional(&at("maxPrice"), &item.max_price)?,
             reference_price: optional(&at("referencePrice"), &item.reference_price)?,
             status: match item.status {
                 InstrumentStatus::Trading => oms_core::InstrumentStatus::Trading,

@@ -462,6 +462,7 @@ impl Book {
         self.checks.quantity(quantity)?;
         self.checks.notional(price, quantity)?;
         if price != order.price {
+            self.checks.price(price)?;
             self.checks.band(price, self.reference_price())?;
             if order.post_only && self.would_take(order.side, price) {
                 return Err(Reject::new(RejectReason::PostOnlyWouldTake));

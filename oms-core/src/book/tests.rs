@@ -161,6 +161,7 @@ fn market_order_stops_at_the_price_band() {
 #[test]
 fn configured_reference_price_bands_before_the_first_trade() {
     let spec = InstrumentSpec {
+        max_price: None,
         reference_price: Some(Decimal::from(10)),
         price_band_percent: Some(Decimal::from(10)),
         ..btc()
