@@ -5,6 +5,7 @@
 
 use crate::health::Health;
 use crate::metrics::Metrics;
+use crate::server::{self, Limits};
 use anyhow::Context;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -71,26 +72,35 @@ async fn metrics(State(state): State<AdminState>) -> Response {
 /// The running admin server.
 pub struct AdminServer {
     stop: tokio::sync::watch::Sender<bool>,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    task: tokio::task::JoinHandle<()>,
     /// Where it listens.
     pub addr: SocketAddr,
 }
 
 impl AdminServer {
-    /// Binds `addr` and serves `state` until [`AdminServer::stop`].
-    pub async fn start(addr: SocketAddr, state: AdminState) -> anyhow::Result<AdminServer> {
+    /// Binds `addr` and serves `state` under `limits` until [`AdminServer::stop`].
+    pub async fn start(
+        addr: SocketAddr,
+        state: AdminState,
+        limits: Limits,
+    ) -> anyhow::Result<AdminServer> {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on {addr}"))?;
         let addr = listener.local_addr()?;
         let (stop, mut stopped) = tokio::sync::watch::channel(false);
-        let task = tokio::spawn(async move {
-            axum::serve(listener, router(state))
-                .with_graceful_shutdown(async move {
-                    let _ = stopped.wait_for(|stop| *stop).await;
-                })
-                .await
-        });
+        let metrics = state.metrics.http.connections.clone();
+        let stopped = async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        };
+        let task = tokio::spawn(server::serve(
+            listener,
+            router(state),
+            limits,
+            "admin",
+            metrics,
+            stopped,
+        ));
         tracing::info!(%addr, "admin port open");
         Ok(AdminServer { stop, task, addr })
     }

@@ -235,6 +235,9 @@ pub struct ServeArgs {
     /// Pre-trade risk limits.
     #[command(flatten)]
     pub risk: RiskArgs,
+    /// Connection limits and timeouts.
+    #[command(flatten)]
+    pub connections: ConnectionArgs,
     /// How long idempotency keys and their responses are kept.
     #[arg(long, env = "OMS_IDEMPOTENCY_TTL", default_value = "24h", value_parser = humantime::parse_duration)]
     pub idempotency_ttl: Duration,
@@ -255,27 +258,96 @@ pub struct ServeArgs {
     pub log_format: LogFormat,
 }
 
-/// Pre-trade risk limits, for every instrument.
+/// Pre-trade risk limits, for every instrument. They are on by default, as fat-finger guards;
+/// each can be loosened, or turned off with `none`.
 #[derive(Args, Debug, Clone)]
 pub struct RiskArgs {
-    /// Largest price × quantity of one order, in the quote asset.
-    #[arg(long, env = "OMS_MAX_ORDER_NOTIONAL")]
-    pub max_order_notional: Option<Decimal>,
-    /// Prices must be within this percentage of the last trade (instruments may override).
-    #[arg(long, env = "OMS_PRICE_BAND_PERCENT")]
-    pub price_band_percent: Option<Decimal>,
-    /// Most open orders of one account on one instrument.
-    #[arg(long, env = "OMS_MAX_OPEN_ORDERS")]
-    pub max_open_orders: Option<u32>,
+    /// Largest price × quantity of one order, in the quote asset, or `none`.
+    #[arg(long, env = "OMS_MAX_ORDER_NOTIONAL", default_value = "1000000")]
+    pub max_order_notional: Limit<Decimal>,
+    /// Prices must be within this percentage of the last trade, and market orders trade no
+    /// further from it (instruments may set their own), or `none`.
+    #[arg(long, env = "OMS_PRICE_BAND_PERCENT", default_value = "10")]
+    pub price_band_percent: Limit<Decimal>,
+    /// Most open orders of one account on one instrument, or `none`.
+    #[arg(long, env = "OMS_MAX_OPEN_ORDERS", default_value = "1000")]
+    pub max_open_orders: Limit<u32>,
 }
 
 impl RiskArgs {
     /// As core limits.
     pub fn limits(&self) -> oms_core::RiskLimits {
         oms_core::RiskLimits {
-            max_order_notional: self.max_order_notional,
-            price_band_percent: self.price_band_percent,
-            max_open_orders: self.max_open_orders,
+            max_order_notional: self.max_order_notional.0,
+            price_band_percent: self.price_band_percent.0,
+            max_open_orders: self.max_open_orders.0,
+        }
+    }
+}
+
+/// A limit that can be turned off: a value, or `none`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limit<T>(pub Option<T>);
+
+impl<T: std::str::FromStr> std::str::FromStr for Limit<T> {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        if text.eq_ignore_ascii_case("none") {
+            return Ok(Limit(None));
+        }
+        text.parse()
+            .map(|value| Limit(Some(value)))
+            .map_err(|_| format!("{text:?} is neither a number nor `none`"))
+    }
+}
+
+/// How the API port treats connections (the admin port has the same timeouts and a cap of
+/// its own, so that probes answer while the API is full).
+#[derive(Args, Debug, Clone)]
+pub struct ConnectionArgs {
+    /// Most open connections to the API; more are answered 503 and closed. Lowered at start
+    /// to fit the open-files limit.
+    #[arg(long, env = "OMS_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+    /// Longest time from the first byte of a request head to its end.
+    #[arg(long, env = "OMS_HEADER_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub header_timeout: Duration,
+    /// Longest time to receive a request body; a slower one gets 408.
+    #[arg(long, env = "OMS_BODY_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub body_timeout: Duration,
+    /// A kept-alive connection without a request for this long is closed, as is one whose
+    /// client does not read its response. Longer than a load balancer's idle timeout (60 s on
+    /// an AWS ALB), so that the balancer closes first.
+    #[arg(long, env = "OMS_IDLE_TIMEOUT", default_value = "75s", value_parser = humantime::parse_duration)]
+    pub idle_timeout: Duration,
+    /// At SIGTERM, how long requests in flight may finish before their connections are
+    /// closed. Keep it below the pod's termination grace period (30 s).
+    #[arg(long, env = "OMS_DRAIN_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]
+    pub drain_timeout: Duration,
+}
+
+impl ConnectionArgs {
+    /// The API port's limits, the cap lowered to fit `open_files`.
+    pub fn limits(&self, open_files: Option<u64>) -> crate::server::Limits {
+        let configured = self.max_connections as usize;
+        let max_connections = match open_files {
+            Some(open_files) => crate::server::connection_cap(configured, open_files),
+            None => configured,
+        };
+        if max_connections < configured {
+            tracing::warn!(
+                configured,
+                max_connections,
+                open_files,
+                "--max-connections lowered to fit the open-files limit"
+            );
+        }
+        crate::server::Limits {
+            max_connections,
+            header_timeout: self.header_timeout,
+            idle_timeout: self.idle_timeout,
+            drain_timeout: self.drain_timeout,
         }
     }
 }
@@ -300,6 +372,36 @@ mod tests {
             .unwrap();
         assert!(matches!(cli.command, Some(Command::Keygen(ref k)) if k.accounts == ["a", "b"]));
         assert!(Cli::try_parse_from(["oms-runtime", "--node-id", "2000"]).is_err());
+        let limits = cli_limits(&[]);
+        assert_eq!(limits.max_order_notional, Some(Decimal::from(1_000_000)));
+        assert_eq!(limits.price_band_percent, Some(Decimal::from(10)));
+        assert_eq!(limits.max_open_orders, Some(1000));
+    }
+
+    fn cli_limits(args: &[&str]) -> oms_core::RiskLimits {
+        let cli = Cli::try_parse_from(std::iter::once("oms-runtime").chain(args.iter().copied()))
+            .unwrap();
+        cli.serve.risk.limits()
+    }
+
+    #[test]
+    fn risk_limits_can_be_loosened_or_turned_off() {
+        let limits = cli_limits(&[
+            "--max-order-notional",
+            "none",
+            "--price-band-percent",
+            "50",
+            "--max-open-orders",
+            "NONE",
+        ]);
+        assert_eq!(limits.max_order_notional, None);
+        assert_eq!(limits.price_band_percent, Some(Decimal::from(50)));
+        assert_eq!(limits.max_open_orders, None);
+        let error = Cli::try_parse_from(["oms-runtime", "--max-open-orders", "lots"]).unwrap_err();
+        assert!(
+            error.to_string().contains("neither a number nor `none`"),
+            "{error}"
+        );
     }
 
     /// The Secret of the deployment example, as the operator hands it to a pod.

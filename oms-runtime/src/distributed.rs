@@ -24,6 +24,7 @@ use crate::health::{Health, patiently, probe, supervise};
 use crate::ids::OrderIds;
 use crate::metrics::Metrics;
 use crate::processing::kafka::{ProcessorConfig, run_processor, run_projector};
+use crate::server::Limits;
 use crate::store::kafka::{KafkaConfig, KafkaJournal, create_topics};
 use crate::store::mongo::MongoStore;
 use crate::store::redis::{RedisConfig, RedisStore};
@@ -41,22 +42,20 @@ struct Started {
 }
 
 /// Runs the roles of `args.role` until SIGTERM or Ctrl-C.
-pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+pub async fn serve(args: ServeArgs, limits: Limits) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
     let health = Health::new(metrics.clone());
     let draining = Arc::new(AtomicBool::new(false));
     // Checked before the port opens: a bad flag is an exit with a message, not a pod that
     // stays unready.
     let plan = Plan::new(&args)?;
-    let admin = AdminServer::start(
-        args.admin_addr,
-        AdminState {
-            metrics: metrics.clone(),
-            health: health.clone(),
-            draining: draining.clone(),
-        },
-    )
-    .await?;
+    let admin_state = AdminState {
+        metrics: metrics.clone(),
+        health: health.clone(),
+        draining,
+    };
+    let admin =
+        AdminServer::start(args.admin_addr, admin_state.clone(), Limits::admin(&limits)).await?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let started = tokio::select! {
         started = start(&args, plan, &health, &metrics, stopped) => started?,
@@ -66,7 +65,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             return Ok(());
         }
     };
-    serve_api(started.api, draining).await?;
+    serve_api(started.api, &admin_state, &limits).await?;
 
     let _ = stop.send(true);
     // The supervisors end once their role has stopped.

@@ -12,6 +12,7 @@ pub mod health;
 pub mod ids;
 pub mod metrics;
 pub mod processing;
+pub mod server;
 pub mod store;
 
 use anyhow::Context;
@@ -32,7 +33,7 @@ const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 /// The instruments of the quick start.
 pub fn default_instruments() -> Vec<InstrumentSpec> {
-    let spec = |symbol: &str, base: &str, lot: Decimal, max: i64| InstrumentSpec {
+    let spec = |symbol: &str, base: &str, lot: Decimal, max: i64, max_price: i64| InstrumentSpec {
         symbol: symbol.into(),
         base: base.into(),
         quote: "USDT".into(),
@@ -42,12 +43,13 @@ pub fn default_instruments() -> Vec<InstrumentSpec> {
         max_quantity: Decimal::from(max),
         min_notional: Decimal::from(5),
         price_band_percent: None,
+        max_price: Some(Decimal::from(max_price)),
         reference_price: None,
         status: oms_core::InstrumentStatus::Trading,
     };
     vec![
-        spec("BTC-USDT", "BTC", Decimal::new(1, 5), 100),
-        spec("ETH-USDT", "ETH", Decimal::new(1, 4), 1000),
+        spec("BTC-USDT", "BTC", Decimal::new(1, 5), 100, 10_000_000),
+        spec("ETH-USDT", "ETH", Decimal::new(1, 4), 1000, 1_000_000),
     ]
 }
 
@@ -223,8 +225,9 @@ fn api_keys(args: &ServeArgs) -> anyhow::Result<auth::ApiKeys> {
 /// Runs the OMS until SIGTERM or Ctrl-C: single-node without Kafka, else the roles chosen.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     raise_open_files_limit();
+    let connections = args.connections.limits(server::open_files_limit());
     if args.kafka.bootstrap.is_some() {
-        return distributed::serve(args).await;
+        return distributed::serve(args, connections).await;
     }
     anyhow::ensure!(
         args.role == config::Role::All,
@@ -255,9 +258,14 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         journal_head = runtime.store.head(),
         "oms-runtime starting (single-node)"
     );
-    let admin = admin::AdminServer::start(args.admin_addr, runtime.admin.clone()).await?;
+    let admin = admin::AdminServer::start(
+        args.admin_addr,
+        runtime.admin.clone(),
+        server::Limits::admin(&connections),
+    )
+    .await?;
     let api = Some((args.api_addr, api::router(runtime.app.clone())));
-    serve_api(api, runtime.admin.draining.clone()).await?;
+    serve_api(api, &runtime.admin, &connections).await?;
     admin.stop().await;
     runtime.stop().await;
     tracing::info!("stopped cleanly");
@@ -277,6 +285,7 @@ pub fn settings(args: &ServeArgs) -> Settings {
     Settings {
         max_wait: args.max_wait,
         dependency_timeout: args.dependency_timeout,
+        body_timeout: args.connections.body_timeout,
     }
 }
 
@@ -290,11 +299,13 @@ fn raise_open_files_limit() {
 }
 
 /// Serves the API, if this process has one, until SIGTERM or Ctrl-C; then sets `draining` (so
-/// readiness fails first) and finishes the requests in flight.
+/// readiness fails first) and drains the connections within the limits' deadline.
 pub async fn serve_api(
     api: Option<(std::net::SocketAddr, axum::Router)>,
-    draining: Arc<AtomicBool>,
+    admin: &admin::AdminState,
+    limits: &server::Limits,
 ) -> anyhow::Result<()> {
+    let draining = admin.draining.clone();
     let signalled = async move {
         shutdown_signal().await;
         tracing::info!("shutting down: finishing in-flight requests");
@@ -307,11 +318,14 @@ pub async fn serve_api(
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
-    tracing::info!(api = %listener.local_addr()?, "serving");
-    axum::serve(listener, router)
-        .with_graceful_shutdown(signalled)
-        .await
-        .context("API server failed")
+    tracing::info!(
+        api = %listener.local_addr()?,
+        max_connections = limits.max_connections,
+        "serving"
+    );
+    let metrics = admin.metrics.http.connections.clone();
+    server::serve(listener, router, limits.clone(), "api", metrics, signalled).await;
+    Ok(())
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

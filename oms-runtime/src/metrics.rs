@@ -28,6 +28,24 @@ pub fn method_label(method: &axum::http::Method) -> &'static str {
         .unwrap_or("other")
 }
 
+/// Label naming a listening port: `api` or `admin`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConnectionLabels {
+    /// Which port.
+    pub port: &'static str,
+}
+
+/// Connections of the listening ports (see [`crate::server`]).
+#[derive(Clone, Default)]
+pub struct ConnectionMetrics {
+    /// Open connections.
+    pub open: Family<ConnectionLabels, Gauge>,
+    /// Connections answered 503 and closed because the port was at its cap.
+    pub refused: Family<ConnectionLabels, Counter>,
+    /// Connections closed by a header, idle or write timeout.
+    pub timed_out: Family<ConnectionLabels, Counter>,
+}
+
 /// Label naming a consumer group.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ConsumerLabels {
@@ -60,6 +78,8 @@ pub struct HttpMetrics {
     pub requests: Family<RouteLabels, Counter>,
     /// Latency by route and status.
     pub seconds: Family<RouteLabels, Histogram>,
+    /// Connections.
+    pub connections: ConnectionMetrics,
 }
 
 /// Journal and idempotency metrics of the write path.
@@ -143,6 +163,7 @@ impl Metrics {
         let http = HttpMetrics {
             requests: Family::default(),
             seconds: Family::new_with_constructor(seconds),
+            connections: ConnectionMetrics::default(),
         };
         let sub = registry.sub_registry_with_prefix("http");
         sub.register(
@@ -154,6 +175,21 @@ impl Metrics {
             "request_duration_seconds",
             "HTTP request latency",
             http.seconds.clone(),
+        );
+        sub.register(
+            "connections_open",
+            "Open connections, by port",
+            http.connections.open.clone(),
+        );
+        sub.register(
+            "connections_refused",
+            "Connections answered 503 and closed at the port's connection cap",
+            http.connections.refused.clone(),
+        );
+        sub.register(
+            "connections_timed_out",
+            "Connections closed by a header, idle or write timeout",
+            http.connections.timed_out.clone(),
         );
 
         let ingest = IngestMetrics {

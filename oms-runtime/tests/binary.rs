@@ -384,3 +384,383 @@ async fn the_open_files_soft_limit_is_raised_to_the_hard_limit() {
     assert_eq!(numbers[0], numbers[1], "soft limit not raised: {line}");
     assert_ne!(numbers[0], "256", "{line}");
 }
+
+/// Starts the binary with the open-files limit (soft and hard) at `files`, and `args`.
+async fn start_limited(dir: &Path, files: u32, args: &[&str]) -> Server {
+    let mut shell = Command::new("sh");
+    shell
+        .args([
+            "-c",
+            &format!(r#"ulimit -n {files} && exec "$0" "$@""#),
+            env!("CARGO_BIN_EXE_oms-runtime"),
+        ])
+        .args(args);
+    Server::start_with(dir, shell).await
+}
+
+impl Server {
+    /// The value of one series of `/metrics`, such as `oms_http_connections_open{port="api"}`.
+    async fn metric(&self, series: &str) -> f64 {
+        let text = self
+            .client
+            .get(format!("{}/metrics", self.admin))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    /// Polls `series` until `done` holds, for at most `limit`.
+    async fn metric_until(&self, series: &str, limit: Duration, done: impl Fn(f64) -> bool) -> f64 {
+        let deadline = Instant::now() + limit;
+        loop {
+            let value = self.metric(series).await;
+            if done(value) || Instant::now() > deadline {
+                return value;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn port(&self) -> String {
+        self.api.trim_start_matches("http://").to_string()
+    }
+}
+
+/// Reads until the peer closes or `limit` passes; gives what was read and whether it closed.
+async fn read_to_close(stream: &mut tokio::net::TcpStream, limit: Duration) -> (String, bool) {
+    use tokio::io::AsyncReadExt;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return (String::from_utf8_lossy(&out).into(), true),
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+            Err(_) => return (String::from_utf8_lossy(&out).into(), false),
+        }
+    }
+}
+
+/// One unauthenticated client holding idle connections took the service down: every API call
+/// and the probes timed out once the process ran out of file descriptors (issue 20). Now the
+/// API port has a cap below the open-files limit, clients over it get a 503 at once, the admin
+/// port answers, and idle connections are closed after the idle timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_over_the_cap_neither_starve_the_api_nor_the_probes() {
+    let _ = rlimit::increase_nofile_limit(4096);
+    let dir = tempfile::tempdir().unwrap();
+    // 512 files leave room for 512 - 256 - 64 = 192 API connections of the 1,000 asked for.
+    let server = start_limited(
+        dir.path(),
+        512,
+        &["--max-connections", "1000", "--idle-timeout", "10s"],
+    )
+    .await;
+    let open = r#"oms_http_connections_open{port="api"}"#;
+    let mut idle = Vec::new();
+    for _ in 0..400 {
+        idle.push(tokio::net::TcpStream::connect(server.port()).await.unwrap());
+    }
+    let cap = server
+        .metric_until(open, Duration::from_secs(20), |n| n >= 192.0)
+        .await;
+    assert_eq!(cap, 192.0, "the cap is lowered to fit the open-files limit");
+    assert!(
+        server
+            .metric(r#"oms_http_connections_refused_total{port="api"}"#)
+            .await
+            > 0.0
+    );
+    // The connections over the cap opened above hold the few refusal slots for a second
+    // (clients that flood get a closed socket); a client after them gets the 503.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let refused = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+        .get(format!("{}/v1/instruments", server.api))
+        .send()
+        .await
+        .expect("a client over the cap is answered, not left waiting");
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(refused.headers()["retry-after"], "1");
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "too_many_connections");
+    for probe in ["/healthz", "/readyz"] {
+        let response = server
+            .client
+            .get(format!("{}{probe}", server.admin))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{probe}");
+    }
+
+    // Idle connections are closed after the idle timeout, and the API answers again.
+    let closed = futures::future::join_all(
+        idle.iter_mut()
+            .map(|stream| read_to_close(stream, Duration::from_secs(60))),
+    )
+    .await;
+    assert!(
+        closed.iter().all(|(_, closed)| *closed),
+        "idle connections left open"
+    );
+    assert!(
+        server
+            .metric(r#"oms_http_connections_timed_out_total{port="api"}"#)
+            .await
+            >= 192.0
+    );
+    let (status, _) = server.get(TRADER, "/v1/instruments").await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+/// 200 connections sending one header line every 3 s were never cut off, nor a body sent at
+/// 1 byte/s (issue 20). Now a head must be complete within the header timeout of its first
+/// byte, and a body within the body timeout (a 408).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_headers_and_slow_bodies_are_cut_off() {
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(dir.path(), {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_oms-runtime"));
+        command.args(["--header-timeout", "2s", "--body-timeout", "2s"]);
+        command
+    })
+    .await;
+
+    // A head trickling in, one header line every 500 ms, for up to 30 s.
+    let mut slow = tokio::net::TcpStream::connect(server.port()).await.unwrap();
+    slow.write_all(b"GET /v1/instruments HTTP/1.1\r\nhost: oms\r\n")
+        .await
+        .unwrap();
+    let mut cut_after = None;
+    for line in 0..60 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if slow
+            .write_all(format!("x-slow-{line}: 1\r\n").as_bytes())
+            .await
+            .is_err()
+        {
+            cut_after = Some(line);
+            break;
+        }
+        let (_, closed) = read_to_close(&mut slow, Duration::from_millis(1)).await;
+        if closed {
+            cut_after = Some(line);
+            break;
+        }
+    }
+    assert!(cut_after.is_some(), "a slow head was never cut off");
+
+    // A body trickling in, one byte every 500 ms: a 408 in the one error shape.
+    let mut slow = tokio::net::TcpStream::connect(server.port()).await.unwrap();
+    slow.write_all(
+        format!(
+            "POST /v1/orders HTTP/1.1\r\nhost: oms\r\nauthorization: Bearer {TRADER}\r\n\
+             idempotency-key: slow-body\r\ncontent-type: application/json\r\n\
+             content-length: 100\r\n\r\n{{"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    // Read while writing: a write after the server closed would reset the connection and
+    // could discard the answer before it is read.
+    let (mut read, mut write) = slow.into_split();
+    let trickle = tokio::spawn(async move {
+        for _ in 0..60 {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            if write.write_all(b" ").await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut answer = Vec::new();
+    let closed = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::io::AsyncReadExt::read_to_end(&mut read, &mut answer),
+    )
+    .await
+    .is_ok();
+    trickle.abort();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(closed, "the connection of a slow body stays open");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains(r#""code":"body_timeout""#), "{answer}");
+    assert!(
+        server
+            .metric(r#"oms_http_connections_timed_out_total{port="api"}"#)
+            .await
+            >= 1.0
+    );
+    // Nothing was journaled for the half-sent order.
+    assert!(server.all_orders("alice").await.is_empty());
+}
+
+/// With 50 half-sent requests open, SIGTERM did not finish until they closed: one client could
+/// stall a rollout until the kubelet's SIGKILL (issue 20). Now idle connections close at once,
+/// and whatever is still stalled at the drain deadline is dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_stalled_requests_exits_after_the_drain_deadline() {
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_oms-runtime"));
+    // Timeouts far beyond the test, so that only the drain deadline can end the requests.
+    command.args([
+        "--header-timeout",
+        "1h",
+        "--body-timeout",
+        "1h",
+        "--idle-timeout",
+        "1h",
+        "--drain-timeout",
+        "2s",
+    ]);
+    let server = Server::start_with(dir.path(), command).await;
+    let mut stalled = Vec::new();
+    for n in 0..50 {
+        let mut stream = tokio::net::TcpStream::connect(server.port()).await.unwrap();
+        let request: &[u8] = if n % 2 == 0 {
+            b"GET /v1/instruments HTTP/1.1\r\nhost: oms\r\n"
+        } else {
+            b"POST /v1/orders HTTP/1.1\r\nhost: oms\r\ncontent-length: 100\r\n\r\n{"
+        };
+        stream.write_all(request).await.unwrap();
+        stalled.push(stream);
+    }
+    for _ in 0..10 {
+        stalled.push(tokio::net::TcpStream::connect(server.port()).await.unwrap());
+    }
+    server
+        .metric_until(
+            r#"oms_http_connections_open{port="api"}"#,
+            Duration::from_secs(10),
+            |n| n >= 60.0,
+        )
+        .await;
+    for stream in &mut stalled {
+        let (_, closed) = read_to_close(stream, Duration::from_millis(1)).await;
+        assert!(!closed, "a stalled connection was closed before SIGTERM");
+    }
+    let mut server = server;
+    let pid = server.child.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    // A hang guard far beyond the 2 s deadline, not a measurement: without the deadline the
+    // process waits for the stalled clients, which never finish.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            break None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        status.is_some_and(|status| status.success()),
+        "SIGTERM did not end the process while requests stalled: {status:?}"
+    );
+}
+
+/// Without any risk flag, a buy of 100 BTC at 184467440737095516.15 was accepted and filled,
+/// and one account could open orders without end (issue 20). The defaults now refuse them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_limits_refuse_fat_fingers() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path()).await;
+    let refused = |body: &Value, code: &str, field: Option<&str>| {
+        assert_eq!(body["error"]["code"], code, "{body}");
+        assert_eq!(body["error"]["field"].as_str(), field, "{body}");
+    };
+    let (status, body) = server
+        .post(
+            TRADER,
+            "absurd-price",
+            &order("alice", "buy", "184467440737095516.15", "100"),
+            false,
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    refused(&body, "price_above_max", Some("price"));
+    let (status, body) = server
+        .post(
+            TRADER,
+            "absurd-size",
+            &order("alice", "buy", "100.00", "100000"),
+            false,
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    refused(&body, "quantity_above_max", Some("quantity"));
+    // 50 BTC at 50,000 is 2,500,000 USDT, over the default 1,000,000
+    let (status, body) = server
+        .post(
+            TRADER,
+            "big-notional",
+            &order("alice", "buy", "50000.00", "50"),
+            false,
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    refused(&body, "notional_above_max", None);
+
+    // A trade at 100 sets the reference: a price 50% away is outside the default 10% band.
+    server
+        .post(
+            TRADER,
+            "maker",
+            &order("bob", "sell", "100.00", "0.1"),
+            true,
+        )
+        .await;
+    let (_, taker) = server
+        .post(
+            TRADER,
+            "taker",
+            &order("alice", "buy", "100.00", "0.1"),
+            true,
+        )
+        .await;
+    assert_eq!(taker["status"], "filled", "{taker}");
+    let (_, far) = server
+        .post(TRADER, "far", &order("alice", "buy", "150.00", "0.1"), true)
+        .await;
+    assert_eq!(far["status"], "rejected", "{far}");
+    assert_eq!(far["reject_reason"], "price_outside_band", "{far}");
+
+    // 1,000 open orders on one instrument are the default most for one account.
+    let server = Arc::new(server);
+    for chunk in 0..50 {
+        let posts = (0..20).map(|n| {
+            let server = server.clone();
+            async move {
+                let id = format!("rest-{chunk}-{n}");
+                let (status, _) = server
+                    .post(TRADER, &id, &order("alice", "buy", "95.00", "0.1"), false)
+                    .await;
+                assert_eq!(status, StatusCode::ACCEPTED);
+            }
+        });
+        futures::future::join_all(posts).await;
+    }
+    let (_, over) = server
+        .post(
+            TRADER,
+            "one-too-many",
+            &order("alice", "buy", "95.00", "0.1"),
+            true,
+        )
+        .await;
+    assert_eq!(over["status"], "rejected", "{over}");
+    assert_eq!(over["reject_reason"], "too_many_open_orders", "{over}");
+}

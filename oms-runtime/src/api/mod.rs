@@ -35,6 +35,8 @@ pub struct Settings {
     pub max_wait: Duration,
     /// How long a dependency may take before the request gets a 503.
     pub dependency_timeout: Duration,
+    /// How long a request body may take to arrive before the request gets a 408.
+    pub body_timeout: Duration,
 }
 
 /// An instrument with its scaled limits.
@@ -141,6 +143,7 @@ pub fn router(app: AppState) -> Router {
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn_with_state(app.clone(), read_body))
         .layer(middleware::from_fn_with_state(app.clone(), observe))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
             ApiError::internal("handler panicked").into_response()
@@ -169,6 +172,58 @@ async fn observe(State(app): State<AppState>, request: Request, next: Next) -> R
         .seconds
         .get_or_create(&labels)
         .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+/// Reads the whole body, at most [`MAX_BODY_BYTES`], within the body timeout, before anything
+/// else looks at the request: a client sending a byte a second is answered 408 and its
+/// connection closed, instead of holding it for as long as it likes.
+async fn read_body(State(app): State<AppState>, request: Request, next: Next) -> Response {
+    let (parts, body) = request.into_parts();
+    let limit = app.settings.body_timeout;
+    let bytes = match tokio::time::timeout(limit, collect(body)).await {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(Unread::TooLarge)) => return close(ApiError::too_large(MAX_BODY_BYTES)),
+        Ok(Err(Unread::Broken)) => {
+            return close(ApiError::bad_request(
+                "unreadable_body",
+                "the request body could not be read",
+            ));
+        }
+        Err(_) => return close(ApiError::body_timeout(limit)),
+    };
+    next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+        .await
+}
+
+/// Why a body was not read.
+enum Unread {
+    TooLarge,
+    Broken,
+}
+
+/// The body, if it is at most [`MAX_BODY_BYTES`] long.
+async fn collect(body: axum::body::Body) -> Result<bytes::Bytes, Unread> {
+    use futures::StreamExt;
+    let mut chunks = body.into_data_stream();
+    let mut out = bytes::BytesMut::new();
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.map_err(|_| Unread::Broken)?;
+        if out.len() + chunk.len() > MAX_BODY_BYTES {
+            return Err(Unread::TooLarge);
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out.freeze())
+}
+
+/// An error after which the connection is closed: the rest of the body is not worth reading.
+fn close(error: ApiError) -> Response {
+    let mut response = error.into_response();
+    response.headers_mut().insert(
+        axum::http::header::CONNECTION,
+        axum::http::HeaderValue::from_static("close"),
+    );
     response
 }
 

@@ -289,6 +289,9 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         .args(["--admin-addr", &format!("127.0.0.1:{admin}")])
         .args(["--data-dir", &dir.path().display().to_string()])
         .args(["--api-keys-file", &keys.display().to_string()])
+        // The bench measures the write path; its two accounts rest tens of thousands of
+        // orders, far over the default open-order limit.
+        .args(["--max-open-orders", "none"])
         .env("OMS_LOG", "warn")
         .stdout(Stdio::null());
     let services = args.distributed.then(Services::from_env).transpose()?;

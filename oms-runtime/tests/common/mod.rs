@@ -62,6 +62,7 @@ pub async fn start_in(dir: tempfile::TempDir) -> Harness {
         settings: Settings {
             max_wait: Duration::from_secs(5),
             dependency_timeout: Duration::from_millis(500),
+            body_timeout: Duration::from_secs(5),
         },
         snapshot_every: 3,
         node_id: 1,
