@@ -42,6 +42,11 @@ pub const ADMIN_MAX_CONNECTIONS: usize = 64;
 /// in [`RESERVED_FILES`].
 const REFUSING_AT_ONCE: usize = 32;
 
+/// A connection's read buffer at most, so the longest request head: hyper's default of about
+/// 400 KiB times the connection cap would be gigabytes an attacker could make us hold. A
+/// longer head gets hyper's `431`.
+const MAX_BUFFER_BYTES: usize = 64 * 1024;
+
 /// How long a refused client has to send its request and read the 503.
 const REFUSAL_WAIT: Duration = Duration::from_secs(1);
 
@@ -114,7 +119,8 @@ pub async fn serve(
     let mut connections = tokio::task::JoinSet::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
-        .header_read_timeout(limits.idle_timeout);
+        .header_read_timeout(limits.idle_timeout)
+        .max_buf_size(MAX_BUFFER_BYTES);
     tokio::pin!(shutdown);
     loop {
         let accepted = tokio::select! {
