@@ -73,6 +73,8 @@ fn instrument() -> Instrument {
         price_band_percent: None,
         max_price: None,
         reference_price: None,
+        maker_fee_bps: 0,
+        taker_fee_bps: 0,
         status: InstrumentStatus::Trading,
     })
     .expect("valid instrument")

@@ -78,10 +78,23 @@ pub struct InstrumentSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "utoipa", schema(value_type = Option<String>))]
     pub reference_price: Option<Decimal>,
+    /// Fee of the resting side of a trade, in basis points of what it receives.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub maker_fee_bps: u32,
+    /// Fee of the incoming side of a trade, in basis points of what it receives.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub taker_fee_bps: u32,
     /// Trading or halted.
     #[serde(default)]
     pub status: InstrumentStatus,
 }
+
+fn is_zero(bps: &u32) -> bool {
+    *bps == 0
+}
+
+/// The most a fee rate may be: all of what a side receives.
+pub const MAX_FEE_BPS: u32 = 10_000;
 
 /// A configuration error in an instrument spec.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -183,6 +196,14 @@ impl Instrument {
             .checked_div(unit)
             .and_then(|units| units.ceil().to_u128())
             .ok_or_else(|| invalid("min_notional is too large".into()))?;
+        if spec.maker_fee_bps > MAX_FEE_BPS || spec.taker_fee_bps > MAX_FEE_BPS {
+            return Err(invalid(format!(
+                "fee rates must be at most {MAX_FEE_BPS} basis points"
+            )));
+        }
+        if spec.base == spec.quote {
+            return Err(invalid("base and quote must be different assets".into()));
+        }
         if let Some(band) = spec.price_band_percent {
             band_ppm(band)
                 .ok_or_else(|| invalid("price_band_percent must be in (0, 100]".into()))?;

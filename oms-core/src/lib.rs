@@ -14,7 +14,9 @@
 
 pub mod book;
 pub mod command;
+pub mod engine;
 pub mod event;
+pub mod funds;
 pub mod instrument;
 pub mod order;
 pub mod properties;
@@ -27,7 +29,9 @@ pub(crate) mod test_support;
 
 pub use book::{Book, BookSnapshot, Depth, RestingOrder, RestoreError};
 pub use command::{Action, AmendOrder, CancelOrder, Command, NewOrder};
+pub use engine::{Engine, EngineError, EngineSnapshot, Output};
 pub use event::{Event, EventRecord, ExpireReason, Fill, Trade};
+pub use funds::{Amount, Asset, Balance, EntryKind, FEE_ACCOUNT, Funds, LedgerEntry, Transfer};
 pub use instrument::{Instrument, InstrumentSpec, InstrumentStatus, SpecError};
 pub use order::OrderState;
 pub use reject::{Field, Reject, RejectReason};

@@ -56,8 +56,18 @@ pub enum RejectReason {
     QuantityBelowFilled,
     /// An amendment that changes nothing.
     NoChange,
-    /// Above the instrument's maximum price. (Last: reasons are journaled by position.)
+    /// Above the instrument's maximum price. (New reasons go last: they are journaled by
+    /// position.)
     PriceAboveMax,
+    /// The account's available balance does not cover what the order or withdrawal needs.
+    InsufficientFunds,
+    /// The asset names no asset of the configured instruments.
+    UnknownAsset,
+    /// An amount has more decimals than its asset.
+    TooPrecise,
+    /// A market buy by quantity needs a price to hold against (the price band's edge around
+    /// the last trade), and there is none yet.
+    NoReferencePrice,
 }
 
 impl RejectReason {
@@ -86,6 +96,10 @@ impl RejectReason {
             RejectReason::QuantityBelowFilled => "quantity_below_filled",
             RejectReason::NoChange => "no_change",
             RejectReason::PriceAboveMax => "price_above_max",
+            RejectReason::InsufficientFunds => "insufficient_funds",
+            RejectReason::UnknownAsset => "unknown_asset",
+            RejectReason::TooPrecise => "too_precise",
+            RejectReason::NoReferencePrice => "no_reference_price",
         }
     }
 
@@ -123,6 +137,12 @@ impl RejectReason {
             RejectReason::QuantityBelowFilled => "new quantity is not above the filled quantity",
             RejectReason::NoChange => "the amendment changes nothing",
             RejectReason::PriceAboveMax => "price is above the instrument maximum",
+            RejectReason::InsufficientFunds => "the available balance does not cover it",
+            RejectReason::UnknownAsset => "unknown asset",
+            RejectReason::TooPrecise => "more decimals than the asset has",
+            RejectReason::NoReferencePrice => {
+                "a market buy needs a last trade (or a reference price) to hold funds against"
+            }
         }
     }
 }
@@ -150,6 +170,10 @@ pub enum Field {
     OrderId,
     /// `client_order_id`
     ClientOrderId,
+    /// `asset`
+    Asset,
+    /// `amount`
+    Amount,
 }
 
 impl Field {
@@ -162,6 +186,8 @@ impl Field {
             Field::TimeInForce => "time_in_force",
             Field::OrderId => "order_id",
             Field::ClientOrderId => "client_order_id",
+            Field::Asset => "asset",
+            Field::Amount => "amount",
         }
     }
 }

@@ -23,6 +23,8 @@ pub fn btc() -> InstrumentSpec {
         price_band_percent: None,
         max_price: None,
         reference_price: None,
+        maker_fee_bps: 0,
+        taker_fee_bps: 0,
         status: InstrumentStatus::Trading,
     }
 }

@@ -45,6 +45,8 @@ pub fn default_instruments() -> Vec<InstrumentSpec> {
         price_band_percent: None,
         max_price: Some(Decimal::from(max_price)),
         reference_price: None,
+        maker_fee_bps: 0,
+        taker_fee_bps: 0,
         status: oms_core::InstrumentStatus::Trading,
     };
     vec![

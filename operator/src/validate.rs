@@ -106,6 +106,9 @@ pub fn validate(system: &OrderSystem) -> Result<Plan, InvalidSpec> {
             price_band_percent: optional(&at("priceBandPercent"), &item.price_band_percent)?,
             max_price: optional(&at("maxPrice"), &item.max_price)?,
             reference_price: optional(&at("referencePrice"), &item.reference_price)?,
+            // Fees come to the CRD with the distributed funds pipeline (issue 15).
+            maker_fee_bps: 0,
+            taker_fee_bps: 0,
             status: match item.status {
                 InstrumentStatus::Trading => oms_core::InstrumentStatus::Trading,
                 InstrumentStatus::Halted => oms_core::InstrumentStatus::Halted,

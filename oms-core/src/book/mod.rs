@@ -25,7 +25,7 @@ mod levels;
 mod snapshot;
 
 #[cfg(test)]
-mod proptests;
+pub(crate) mod proptests;
 #[cfg(test)]
 mod tests;
 
@@ -187,17 +187,68 @@ impl Book {
         }
     }
 
+    /// Records that `order` was refused before it reached the book (by funds): the book is
+    /// the one writer of its orders' events, so the refusal takes its place in the sequence.
+    pub fn reject(
+        &mut self,
+        ts: Timestamp,
+        order: &NewOrder,
+        reject: Reject,
+        events: &mut Vec<EventRecord>,
+    ) {
+        self.out(ts, events).push(Event::Rejected {
+            order: order.clone(),
+            reject,
+        });
+    }
+
+    /// Records that `amend` was refused before it reached the book (by funds).
+    pub fn reject_amend(
+        &mut self,
+        ts: Timestamp,
+        amend: &AmendOrder,
+        reject: Reject,
+        events: &mut Vec<EventRecord>,
+    ) {
+        self.out(ts, events).push(Event::AmendRejected {
+            order_id: amend.order_id,
+            account: amend.account.clone(),
+            reject,
+        });
+    }
+
+    fn out<'a>(&'a mut self, ts: Timestamp, events: &'a mut Vec<EventRecord>) -> Out<'a> {
+        Out {
+            seq: &mut self.seq,
+            ts,
+            symbol: self.instrument.symbol(),
+            events,
+        }
+    }
+
+    /// The price a market order on `side` may trade up to now: the price band's edge around
+    /// the reference, else the instrument's maximum price (for a buy), else none.
+    pub fn market_limit(&self, side: Side) -> Option<Price> {
+        self.checks
+            .market_limit(side, self.reference_price())
+            .or(match side {
+                Side::Buy => self.instrument.max_price(),
+                Side::Sell => None,
+            })
+    }
+
     fn new_order(&mut self, ts: Timestamp, order: &NewOrder, events: &mut Vec<EventRecord>) {
         let reference = self.reference_price();
         let admitted = self.admit(order, reference);
+        let market_limit = self.market_limit(order.side);
         let Book {
             instrument,
-            checks,
             bids,
             asks,
             orders,
             last_trade,
             seq,
+            ..
         } = self;
         let mut out = Out {
             seq,
@@ -218,9 +269,7 @@ impl Book {
         out.push(Event::Accepted {
             order: order.clone(),
         });
-        let limit = order
-            .price
-            .or_else(|| checks.market_limit(order.side, reference));
+        let limit = order.price.or(market_limit);
         let (own, opposite) = match order.side {
             Side::Buy => (bids, asks),
             Side::Sell => (asks, bids),

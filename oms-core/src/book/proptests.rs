@@ -17,10 +17,10 @@ use proptest::prelude::*;
 use rust_decimal::Decimal;
 use std::collections::BTreeMap;
 
-const ACCOUNTS: [&str; 3] = ["a", "b", "c"];
+pub(crate) const ACCOUNTS: [&str; 3] = ["a", "b", "c"];
 
 #[derive(Clone, Debug)]
-enum Op {
+pub(crate) enum Op {
     New {
         account: usize,
         side: Side,
@@ -42,7 +42,7 @@ enum Op {
     },
 }
 
-fn op() -> impl Strategy<Value = Op> {
+pub(crate) fn op() -> impl Strategy<Value = Op> {
     let side = prop_oneof![Just(Side::Buy), Just(Side::Sell)];
     let tif = prop_oneof![
         6 => Just(TimeInForce::Gtc),
@@ -97,7 +97,7 @@ fn op() -> impl Strategy<Value = Op> {
 
 /// The benchmark's "exchange-core shape": 44% passive GTC limits, 32% cancels, 12% price moves
 /// and size changes, 10% IOC limits across the range, 2% GTC limits that cross.
-fn shaped_op() -> impl Strategy<Value = Op> {
+pub(crate) fn shaped_op() -> impl Strategy<Value = Op> {
     let side = prop_oneof![Just(Side::Buy), Just(Side::Sell)];
     let limit = |tif: TimeInForce, prices: std::ops::RangeInclusive<u64>| {
         let side = prop_oneof![Just(Side::Buy), Just(Side::Sell)];
@@ -154,7 +154,7 @@ fn shaped_op() -> impl Strategy<Value = Op> {
     ]
 }
 
-fn limits() -> impl Strategy<Value = RiskLimits> {
+pub(crate) fn limits() -> impl Strategy<Value = RiskLimits> {
     prop_oneof![
         Just(RiskLimits::default()),
         Just(RiskLimits {
@@ -168,7 +168,7 @@ fn limits() -> impl Strategy<Value = RiskLimits> {
 
 /// Turns ops into commands. Cancels and amendments pick among every order id placed so far,
 /// open or not, so they also hit closed and unknown orders.
-fn commands(ops: &[Op]) -> Vec<Command> {
+pub(crate) fn commands(ops: &[Op]) -> Vec<Command> {
     let mut placed: Vec<(u64, usize)> = Vec::new();
     let mut out = Vec::new();
     for (i, op) in ops.iter().enumerate() {

@@ -1,0 +1,200 @@
+//! The trading pipeline of one process: funds and every book, one command at a time.
+//!
+//! ```text
+//! new order ─▶ Funds::hold_order ─ok─▶ Book::apply ─▶ Funds::settle (each event)
+//!                     └─refused─▶ Book::reject (the order ends `rejected`, insufficient_funds)
+//! amendment ─▶ Funds::hold_amend ─ok─▶ Book::apply ─▶ Funds::settle
+//! cancel ────────────────────────────▶ Book::apply ─▶ Funds::settle
+//! deposit, withdrawal ─▶ Funds
+//! ```
+//! Each command is finished, settlement included, before the next begins, so the state after
+//! a journal is a function of the journal: a restart is a snapshot plus a replay.
+
+use crate::book::{Book, BookSnapshot, RestoreError};
+use crate::command::{Action, Command};
+use crate::event::EventRecord;
+use crate::funds::{Funds, FundsError, FundsSnapshot, LedgerEntry, Transfer};
+use crate::instrument::Instrument;
+use crate::reject::Reject;
+use crate::risk::{RiskError, RiskLimits};
+use crate::types::{OrderType, Side, Symbol, Timestamp};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// What one command did: book events and ledger entries, in the order they happened.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Output {
+    /// Order events of the books.
+    pub events: Vec<EventRecord>,
+    /// Balance changes.
+    pub ledger: Vec<LedgerEntry>,
+}
+
+impl Output {
+    /// Empties both, keeping their memory.
+    pub fn clear(&mut self) {
+        self.events.clear();
+        self.ledger.clear();
+    }
+}
+
+/// Why an engine cannot be built or restored.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EngineError {
+    /// The risk limits do not apply to an instrument.
+    #[error(transparent)]
+    Risk(#[from] RiskError),
+    /// Funds cannot count an asset, or their snapshot does not fit.
+    #[error(transparent)]
+    Funds(#[from] FundsError),
+    /// A book snapshot does not fit.
+    #[error(transparent)]
+    Restore(#[from] RestoreError),
+    /// A snapshot lacks a configured instrument or has one that is not configured.
+    #[error("snapshot books {found:?} do not match the instruments {expected:?}")]
+    Books {
+        /// Configured.
+        expected: Vec<Symbol>,
+        /// In the snapshot.
+        found: Vec<Symbol>,
+    },
+}
+
+/// The whole state of an engine.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EngineSnapshot {
+    /// Balances and holds.
+    pub funds: FundsSnapshot,
+    /// Every book, by symbol.
+    pub books: Vec<BookSnapshot>,
+}
+
+/// Funds and books of every configured instrument.
+pub struct Engine {
+    funds: Funds,
+    books: BTreeMap<Symbol, Book>,
+}
+
+impl Engine {
+    /// Empty books and no money.
+    pub fn new(instruments: &[Instrument], limits: &RiskLimits) -> Result<Engine, EngineError> {
+        let funds = Funds::new(instruments)?;
+        let mut books = BTreeMap::new();
+        for instrument in instruments {
+            books.insert(
+                instrument.symbol().clone(),
+                Book::new(instrument.clone(), limits)?,
+            );
+        }
+        Ok(Engine { funds, books })
+    }
+
+    /// Balances and holds.
+    pub fn funds(&self) -> &Funds {
+        &self.funds
+    }
+
+    /// One book.
+    pub fn book(&self, symbol: &str) -> Option<&Book> {
+        self.books.get(symbol)
+    }
+
+    /// Every book.
+    pub fn books(&self) -> impl Iterator<Item = &Book> {
+        self.books.values()
+    }
+
+    /// Applies an order command. A command for an instrument that is not configured changes
+    /// nothing (the edge refuses those; a journal may hold some after a configuration change).
+    pub fn apply(&mut self, command: &Command, out: &mut Output) {
+        let Engine { funds, books } = self;
+        let Some(book) = books.get_mut(command.action.symbol()) else {
+            return;
+        };
+        let ts = command.ts;
+        let funded = match &command.action {
+            Action::New(order) => {
+                let hold_price = (order.order_type == OrderType::Market && order.side == Side::Buy)
+                    .then(|| book.market_limit(Side::Buy))
+                    .flatten();
+                funds
+                    .hold_order(ts, order, hold_price, &mut out.ledger)
+                    .map_err(|reject| book.reject(ts, order, reject, &mut out.events))
+            }
+            Action::Amend(amend) => funds
+                .hold_amend(ts, amend, &mut out.ledger)
+                .map_err(|reject| book.reject_amend(ts, amend, reject, &mut out.events)),
+            Action::Cancel(_) => Ok(()),
+        };
+        if funded.is_err() {
+            return;
+        }
+        let first = out.events.len();
+        book.apply(command, &mut out.events);
+        for record in &out.events[first..] {
+            funds.settle(record, &mut out.ledger);
+        }
+    }
+
+    /// Credits a deposit.
+    pub fn deposit(
+        &mut self,
+        ts: Timestamp,
+        transfer: &Transfer,
+        out: &mut Output,
+    ) -> Result<(), Reject> {
+        self.funds.deposit(ts, transfer, &mut out.ledger)
+    }
+
+    /// Debits a withdrawal, at most what is available.
+    pub fn withdraw(
+        &mut self,
+        ts: Timestamp,
+        transfer: &Transfer,
+        out: &mut Output,
+    ) -> Result<(), Reject> {
+        self.funds.withdraw(ts, transfer, &mut out.ledger)
+    }
+
+    /// The state as data.
+    pub fn snapshot(&self) -> EngineSnapshot {
+        EngineSnapshot {
+            funds: self.funds.snapshot(),
+            books: self.books.values().map(Book::snapshot).collect(),
+        }
+    }
+
+    /// An engine for `instruments` under `limits` in the state of `snapshot`.
+    pub fn restore(
+        instruments: &[Instrument],
+        limits: &RiskLimits,
+        snapshot: &EngineSnapshot,
+    ) -> Result<Engine, EngineError> {
+        let expected: Vec<Symbol> = instruments.iter().map(|i| i.symbol().clone()).collect();
+        let mut found: Vec<Symbol> = snapshot.books.iter().map(|b| b.symbol.clone()).collect();
+        found.sort();
+        let mut sorted = expected.clone();
+        sorted.sort();
+        if sorted != found {
+            return Err(EngineError::Books { expected, found });
+        }
+        let funds = Funds::restore(instruments, &snapshot.funds)?;
+        let mut books = BTreeMap::new();
+        for instrument in instruments {
+            let book = snapshot
+                .books
+                .iter()
+                .find(|book| &book.symbol == instrument.symbol())
+                .cloned()
+                .ok_or_else(|| EngineError::Books {
+                    expected: expected.clone(),
+                    found: found.clone(),
+                })?;
+            books.insert(
+                instrument.symbol().clone(),
+                Book::restore(instrument.clone(), limits, book)?,
+            );
+        }
+        Ok(Engine { funds, books })
+    }
+}

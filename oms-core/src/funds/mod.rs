@@ -1,0 +1,756 @@
+//! Money: balances per account and asset, holds for open orders, settlement of trades, fees,
+//! and a ledger entry for every change.
+//!
+//! [`Funds`] is the account-owned half of the trading pipeline; books are the symbol-owned half:
+//!
+//! ```text
+//! command ─▶ Funds::hold_order / hold_amend ─▶ Book::apply ─▶ Funds::settle(each event)
+//!            (account-owned: enough available?)  (symbol-owned)  (account-owned: pay, receive,
+//!                                                                 release)
+//! ```
+//! Funds only ever reads its own state and what the command or event carries, so the same
+//! code runs in one process ([`crate::Engine`]) and, account-sharded, across a log.
+//!
+//! # Rules
+//! - A balance is `available` and `held`; the total is both, and neither is ever negative.
+//! - A buy holds `leaves × limit price` of the quote asset (a market buy: at its hold price, the
+//!   edge of the price band); a sell holds `leaves` of the base asset. Fees need no hold: they
+//!   are charged in the asset received, out of what is received.
+//! - A trade moves the traded amounts out of the holds; a buy that trades below its limit gets
+//!   the difference released. What an order still holds is released when it ends (canceled,
+//!   expired, rejected by the book, filled).
+//! - An amendment that needs more is held before the book sees it (refused with
+//!   `insufficient_funds` otherwise); the book's answer settles the difference.
+//! - Fees: the maker's or taker's rate of the instrument, in basis points of what the side
+//!   receives, rounded up to a whole unit, credited to [`FEE_ACCOUNT`].
+//! - Conservation: per asset, the totals of all accounts (the fee account included) add up to
+//!   deposits minus withdrawals.
+
+mod assets;
+mod snapshot;
+
+#[cfg(test)]
+mod proptests;
+#[cfg(test)]
+mod tests;
+
+pub use assets::{Amount, Asset, Assets, MAX_SCALE, Market, ScaleError, fee};
+pub use snapshot::{FundsSnapshot, OrderHold};
+
+use crate::command::{AmendOrder, NewOrder};
+use crate::event::{Event, EventRecord, Fill, Trade};
+use crate::instrument::Instrument;
+use crate::reject::{Field, Reject, RejectReason};
+use crate::types::{AccountId, OrderId, Price, Quantity, Side, Symbol, Timestamp};
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+
+/// The account that receives every fee.
+pub const FEE_ACCOUNT: &str = "fees";
+
+/// One account's amount of one asset.
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Balance {
+    /// Free to hold or withdraw.
+    pub available: Amount,
+    /// Held for open orders.
+    pub held: Amount,
+}
+
+impl Balance {
+    /// Available and held.
+    pub fn total(&self) -> Amount {
+        self.available + self.held
+    }
+}
+
+/// A deposit or a withdrawal, with its id assigned upstream.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transfer {
+    /// Unique id.
+    pub transfer_id: u64,
+    /// The account.
+    pub account: AccountId,
+    /// The asset.
+    pub asset: Asset,
+    /// How much, in the asset's units; positive.
+    pub amount: Amount,
+}
+
+/// What kind of change a ledger entry records.
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntryKind {
+    /// Money in.
+    Deposit,
+    /// Money out.
+    Withdrawal,
+    /// Available to held, for an order.
+    Hold,
+    /// Held back to available: an order ended, shrank or traded below its limit.
+    Release,
+    /// Paid or received in a trade.
+    Trade,
+    /// A fee charged, or (for the fee account) collected.
+    Fee,
+}
+
+/// What caused a ledger entry.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Cause {
+    /// A deposit or withdrawal.
+    Transfer(u64),
+    /// An order's hold or release.
+    Order(OrderId),
+    /// A trade: the book's sequence number of the trade is its id.
+    Trade {
+        /// The instrument.
+        symbol: Symbol,
+        /// The trade id.
+        trade_id: u64,
+        /// The order of this account in the trade.
+        order_id: OrderId,
+    },
+}
+
+/// One change of one balance, with the balance after it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LedgerEntry {
+    /// Position in the ledger, from 1.
+    pub seq: u64,
+    /// The timestamp of the command that caused it.
+    pub ts: Timestamp,
+    /// The account.
+    pub account: AccountId,
+    /// The asset.
+    pub asset: Asset,
+    /// What happened.
+    pub kind: EntryKind,
+    /// Why.
+    pub cause: Cause,
+    /// Change of `available`.
+    pub available_change: i128,
+    /// Change of `held`.
+    pub held_change: i128,
+    /// The balance after the change.
+    pub balance: Balance,
+}
+
+/// Why funds cannot be set up.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FundsError {
+    /// An asset needs too many decimals.
+    #[error(transparent)]
+    Scale(#[from] ScaleError),
+    /// A snapshot does not fit the configuration.
+    #[error("funds snapshot does not fit the configuration: {0}")]
+    Snapshot(String),
+}
+
+/// The open order state funds needs: enough to know what the order still holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Open {
+    account: AccountId,
+    symbol: Symbol,
+    side: Side,
+    /// The price a buy holds at per lot (its limit, or a market buy's hold price).
+    price: Price,
+    /// Total quantity, filled included.
+    quantity: Quantity,
+    /// Open quantity.
+    leaves: Quantity,
+    /// What it holds now, in the quote (buy) or base (sell) asset.
+    held: Amount,
+}
+
+/// Balances, holds and the ledger's position.
+#[derive(Clone, Debug)]
+pub struct Funds {
+    assets: Assets,
+    markets: FxHashMap<Symbol, Market>,
+    balances: FxHashMap<(AccountId, Asset), Balance>,
+    orders: FxHashMap<OrderId, Open>,
+    seq: u64,
+}
+
+/// Where ledger entries go: stamps each with the next sequence number.
+struct Ledger<'a> {
+    seq: &'a mut u64,
+    ts: Timestamp,
+    entries: &'a mut Vec<LedgerEntry>,
+}
+
+impl Funds {
+    /// Empty funds for `instruments`.
+    pub fn new<'a>(
+        instruments: impl IntoIterator<Item = &'a Instrument> + Clone,
+    ) -> Result<Funds, FundsError> {
+        let assets = Assets::new(instruments.clone())?;
+        let markets = instruments
+            .into_iter()
+            .filter_map(|instrument| {
+                let market = assets.market(instrument)?;
+                Some((market.symbol.clone(), market))
+            })
+            .collect();
+        Ok(Funds {
+            assets,
+            markets,
+            balances: FxHashMap::default(),
+            orders: FxHashMap::default(),
+            seq: 0,
+        })
+    }
+
+    /// The assets and their scales.
+    pub fn assets(&self) -> &Assets {
+        &self.assets
+    }
+
+    /// An instrument's conversions.
+    pub fn market(&self, symbol: &str) -> Option<&Market> {
+        self.markets.get(symbol)
+    }
+
+    /// The sequence number of the last ledger entry, 0 before any.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// One balance (zero if the account never had the asset).
+    pub fn balance(&self, account: &str, asset: &str) -> Balance {
+        self.balances
+            .get(&(account.into(), asset.into()))
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// Every balance of `account`, by asset.
+    pub fn balances_of(&self, account: &str) -> Vec<(Asset, Balance)> {
+        let mut out: Vec<(Asset, Balance)> = self
+            .balances
+            .iter()
+            .filter(|((owner, _), _)| owner == account)
+            .map(|((_, asset), balance)| (asset.clone(), *balance))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// The sum of every account's total of each asset.
+    pub fn totals(&self) -> std::collections::BTreeMap<Asset, Amount> {
+        let mut totals = std::collections::BTreeMap::new();
+        for ((_, asset), balance) in &self.balances {
+            *totals.entry(asset.clone()).or_insert(0) += balance.total();
+        }
+        totals
+    }
+
+    /// What the open orders hold, per account and asset: always equal to the `held` balances.
+    pub fn held_by_orders(&self) -> std::collections::BTreeMap<(AccountId, Asset), Amount> {
+        let mut held = std::collections::BTreeMap::new();
+        for open in self.orders.values() {
+            let market = &self.markets[&open.symbol];
+            let asset = match open.side {
+                Side::Buy => market.quote.clone(),
+                Side::Sell => market.base.clone(),
+            };
+            *held.entry((open.account.clone(), asset)).or_insert(0) += open.held;
+        }
+        held.retain(|_, amount| *amount > 0);
+        held
+    }
+
+    /// What an open order holds, if it holds anything.
+    pub fn order_held(&self, order_id: OrderId) -> Option<Amount> {
+        self.orders.get(&order_id).map(|open| open.held)
+    }
+
+    /// Credits a deposit.
+    pub fn deposit(
+        &mut self,
+        ts: Timestamp,
+        transfer: &Transfer,
+        entries: &mut Vec<LedgerEntry>,
+    ) -> Result<(), Reject> {
+        self.transfer_checks(transfer)?;
+        let Funds { balances, seq, .. } = self;
+        let mut ledger = Ledger { seq, ts, entries };
+        let balance = balances
+            .entry((transfer.account.clone(), transfer.asset.clone()))
+            .or_default();
+        let Some(available) = balance.available.checked_add(transfer.amount) else {
+            return Err(Reject::field(RejectReason::TooLarge, Field::Amount));
+        };
+        balance.available = available;
+        ledger.push(
+            &transfer.account,
+            &transfer.asset,
+            EntryKind::Deposit,
+            Cause::Transfer(transfer.transfer_id),
+            signed(transfer.amount),
+            0,
+            *balance,
+        );
+        Ok(())
+    }
+
+    /// Debits a withdrawal: at most what is available.
+    pub fn withdraw(
+        &mut self,
+        ts: Timestamp,
+        transfer: &Transfer,
+        entries: &mut Vec<LedgerEntry>,
+    ) -> Result<(), Reject> {
+        self.transfer_checks(transfer)?;
+        let key = (transfer.account.clone(), transfer.asset.clone());
+        let available = self.balances.get(&key).map_or(0, |b| b.available);
+        if available < transfer.amount {
+            return Err(Reject::new(RejectReason::InsufficientFunds));
+        }
+        let Funds { balances, seq, .. } = self;
+        let mut ledger = Ledger { seq, ts, entries };
+        let balance = balances.entry(key).or_default();
+        balance.available -= transfer.amount;
+        ledger.push(
+            &transfer.account,
+            &transfer.asset,
+            EntryKind::Withdrawal,
+            Cause::Transfer(transfer.transfer_id),
+            -signed(transfer.amount),
+            0,
+            *balance,
+        );
+        Ok(())
+    }
+
+    fn transfer_checks(&self, transfer: &Transfer) -> Result<(), Reject> {
+        if self.assets.scale(&transfer.asset).is_none() {
+            return Err(Reject::field(RejectReason::UnknownAsset, Field::Asset));
+        }
+        if transfer.amount == 0 {
+            return Err(Reject::field(RejectReason::NotPositive, Field::Amount));
+        }
+        Ok(())
+    }
+
+    /// Holds what a new order needs, or refuses it and holds nothing. `hold_price` prices a
+    /// market buy (the edge of the price band); without one a market buy cannot be held.
+    pub fn hold_order(
+        &mut self,
+        ts: Timestamp,
+        order: &NewOrder,
+        hold_price: Option<Price>,
+        entries: &mut Vec<LedgerEntry>,
+    ) -> Result<(), Reject> {
+        let Some(market) = self.markets.get(&order.symbol) else {
+            return Err(Reject::field(RejectReason::UnknownSymbol, Field::Symbol));
+        };
+        if self.orders.contains_key(&order.order_id) {
+            return Err(Reject::field(
+                RejectReason::DuplicateOrderId,
+                Field::OrderId,
+            ));
+        }
+        let (asset, price, amount) = match order.side {
+            Side::Buy => {
+                let price = order
+                    .price
+                    .or(hold_price)
+                    .ok_or(Reject::new(RejectReason::NoReferencePrice))?;
+                let amount = market
+                    .quote(price, order.quantity)
+                    .ok_or(Reject::new(RejectReason::InsufficientFunds))?;
+                (market.quote.clone(), price, amount)
+            }
+            Side::Sell => {
+                let amount = market
+                    .base(order.quantity)
+                    .ok_or(Reject::new(RejectReason::InsufficientFunds))?;
+                (market.base.clone(), order.price.unwrap_or(Price(0)), amount)
+            }
+        };
+        self.hold(
+            ts,
+            &order.account,
+            &asset,
+            amount,
+            Cause::Order(order.order_id),
+            entries,
+        )?;
+        self.orders.insert(
+            order.order_id,
+            Open {
+                account: order.account.clone(),
+                symbol: order.symbol.clone(),
+                side: order.side,
+                price,
+                quantity: order.quantity,
+                leaves: order.quantity,
+                held: amount,
+            },
+        );
+        Ok(())
+    }
+
+    /// Holds what an amendment needs beyond what the order holds, or refuses it. An amendment
+    /// funds does not know (another account's order, a finished one) passes: the book refuses
+    /// it with the right reason, and nothing was held.
+    pub fn hold_amend(
+        &mut self,
+        ts: Timestamp,
+        amend: &AmendOrder,
+        entries: &mut Vec<LedgerEntry>,
+    ) -> Result<(), Reject> {
+        let Some(open) = self.orders.get(&amend.order_id) else {
+            return Ok(());
+        };
+        if open.account != amend.account {
+            return Ok(());
+        }
+        let filled = open.quantity - open.leaves;
+        let quantity = amend.quantity.unwrap_or(open.quantity);
+        if quantity <= filled {
+            return Ok(());
+        }
+        let price = match open.side {
+            Side::Buy => amend.price.unwrap_or(open.price),
+            Side::Sell => open.price,
+        };
+        let Some(needed) = self.needs(open, price, quantity - filled) else {
+            return Err(Reject::new(RejectReason::InsufficientFunds));
+        };
+        let extra = needed.saturating_sub(open.held);
+        if extra == 0 {
+            return Ok(());
+        }
+        let (account, asset) = (open.account.clone(), self.held_asset(open).clone());
+        self.hold(
+            ts,
+            &account,
+            &asset,
+            extra,
+            Cause::Order(amend.order_id),
+            entries,
+        )?;
+        if let Some(open) = self.orders.get_mut(&amend.order_id) {
+            open.held += extra;
+        }
+        Ok(())
+    }
+
+    /// Settles one event of a book: trades pay and receive, ended orders release their holds,
+    /// amendments settle what was held for them.
+    pub fn settle(&mut self, record: &EventRecord, entries: &mut Vec<LedgerEntry>) {
+        let ts = record.ts;
+        match &record.event {
+            Event::Accepted { .. } | Event::CancelRejected { .. } => {}
+            Event::Rejected { order, .. } => self.end(ts, order.order_id, entries),
+            Event::Canceled { order_id, .. } | Event::Expired { order_id, .. } => {
+                self.end(ts, *order_id, entries)
+            }
+            Event::Trade(trade) => {
+                for (fill, maker) in [(&trade.taker, false), (&trade.maker, true)] {
+                    self.fill(ts, &record.symbol, record.seq, trade, fill, maker, entries);
+                }
+            }
+            Event::Amended {
+                order_id,
+                price,
+                quantity,
+                leaves,
+                ..
+            } => {
+                if let Some(open) = self.orders.get_mut(order_id) {
+                    if open.side == Side::Buy {
+                        open.price = *price;
+                    }
+                    open.quantity = *quantity;
+                    open.leaves = *leaves;
+                }
+                self.release_excess(ts, *order_id, entries);
+            }
+            Event::AmendRejected { order_id, .. } => self.release_excess(ts, *order_id, entries),
+        }
+    }
+
+    /// What `open` must hold for `leaves` at `price`.
+    fn needs(&self, open: &Open, price: Price, leaves: Quantity) -> Option<Amount> {
+        let market = &self.markets[&open.symbol];
+        match open.side {
+            Side::Buy => market.quote(price, leaves),
+            Side::Sell => market.base(leaves),
+        }
+    }
+
+    fn held_asset(&self, open: &Open) -> &Asset {
+        let market = &self.markets[&open.symbol];
+        match open.side {
+            Side::Buy => &market.quote,
+            Side::Sell => &market.base,
+        }
+    }
+
+    /// Moves `amount` from available to held, or refuses with `insufficient_funds`.
+    fn hold(
+        &mut self,
+        ts: Timestamp,
+        account: &AccountId,
+        asset: &Asset,
+        amount: Amount,
+        cause: Cause,
+        entries: &mut Vec<LedgerEntry>,
+    ) -> Result<(), Reject> {
+        let key = (account.clone(), asset.clone());
+        let available = self.balances.get(&key).map_or(0, |b| b.available);
+        if available < amount {
+            return Err(Reject::new(RejectReason::InsufficientFunds));
+        }
+        let Funds { balances, seq, .. } = self;
+        let balance = balances.entry(key).or_default();
+        balance.available -= amount;
+        balance.held += amount;
+        Ledger { seq, ts, entries }.push(
+            account,
+            asset,
+            EntryKind::Hold,
+            cause,
+            -signed(amount),
+            signed(amount),
+            *balance,
+        );
+        Ok(())
+    }
+
+    /// Releases `amount` of `account`'s held `asset` back to available.
+    fn release(
+        &mut self,
+        ts: Timestamp,
+        account: &AccountId,
+        asset: &Asset,
+        amount: Amount,
+        cause: Cause,
+        entries: &mut Vec<LedgerEntry>,
+    ) {
+        if amount == 0 {
+            return;
+        }
+        let Funds { balances, seq, .. } = self;
+        let balance = balances
+            .entry((account.clone(), asset.clone()))
+            .or_default();
+        debug_assert!(balance.held >= amount, "release beyond held");
+        let amount = amount.min(balance.held);
+        balance.held -= amount;
+        balance.available += amount;
+        Ledger { seq, ts, entries }.push(
+            account,
+            asset,
+            EntryKind::Release,
+            cause,
+            signed(amount),
+            -signed(amount),
+            *balance,
+        );
+    }
+
+    /// An order ended: everything it still holds goes back.
+    fn end(&mut self, ts: Timestamp, order_id: OrderId, entries: &mut Vec<LedgerEntry>) {
+        let Some(open) = self.orders.remove(&order_id) else {
+            return;
+        };
+        let asset = self.held_asset(&open).clone();
+        self.release(
+            ts,
+            &open.account,
+            &asset,
+            open.held,
+            Cause::Order(order_id),
+            entries,
+        );
+    }
+
+    /// After an amendment was decided: release what the order holds beyond its needs.
+    fn release_excess(&mut self, ts: Timestamp, order_id: OrderId, entries: &mut Vec<LedgerEntry>) {
+        let Some(open) = self.orders.get(&order_id) else {
+            return;
+        };
+        let needed = self
+            .needs(open, open.price, open.leaves)
+            .unwrap_or(open.held);
+        let excess = open.held.saturating_sub(needed);
+        if excess == 0 {
+            return;
+        }
+        let (account, asset) = (open.account.clone(), self.held_asset(open).clone());
+        if let Some(open) = self.orders.get_mut(&order_id) {
+            open.held -= excess;
+        }
+        self.release(
+            ts,
+            &account,
+            &asset,
+            excess,
+            Cause::Order(order_id),
+            entries,
+        );
+    }
+
+    /// One side of a trade: pay out of the hold, receive less the fee, release what a buy
+    /// held above the trade price, and everything left once the order is filled.
+    #[allow(clippy::too_many_arguments)]
+    fn fill(
+        &mut self,
+        ts: Timestamp,
+        symbol: &Symbol,
+        trade_id: u64,
+        trade: &Trade,
+        fill: &Fill,
+        maker: bool,
+        entries: &mut Vec<LedgerEntry>,
+    ) {
+        let Some(market) = self.markets.get(symbol).cloned() else {
+            return;
+        };
+        let Some(open) = self.orders.get(&fill.order_id) else {
+            debug_assert!(
+                false,
+                "a fill of order {} that holds nothing",
+                fill.order_id
+            );
+            return;
+        };
+        let (hold_price, account) = (open.price, open.account.clone());
+        let cause = Cause::Trade {
+            symbol: symbol.clone(),
+            trade_id,
+            order_id: fill.order_id,
+        };
+        let bps = if maker {
+            market.maker_fee_bps
+        } else {
+            market.taker_fee_bps
+        };
+        // Cannot overflow: both amounts are at most what the order held.
+        let base = market.base(trade.quantity).unwrap_or(0);
+        let quote = market.quote(trade.price, trade.quantity).unwrap_or(0);
+        let (paid_asset, paid, received_asset, received, held_part) = match fill.side {
+            Side::Buy => {
+                let held_part = market.quote(hold_price, trade.quantity).unwrap_or(quote);
+                (&market.quote, quote, &market.base, base, held_part)
+            }
+            Side::Sell => (&market.base, base, &market.quote, quote, base),
+        };
+        let held_part = held_part.min(open.held);
+        let fee = fee(received, bps);
+        {
+            let Funds { balances, seq, .. } = self;
+            let mut ledger = Ledger { seq, ts, entries };
+            let payer = balances
+                .entry((account.clone(), paid_asset.clone()))
+                .or_default();
+            debug_assert!(payer.held >= paid, "a trade paid beyond the hold");
+            payer.held = payer.held.saturating_sub(paid);
+            ledger.push(
+                &account,
+                paid_asset,
+                EntryKind::Trade,
+                cause.clone(),
+                0,
+                -signed(paid),
+                *payer,
+            );
+            let receiver = balances
+                .entry((account.clone(), received_asset.clone()))
+                .or_default();
+            receiver.available += received;
+            ledger.push(
+                &account,
+                received_asset,
+                EntryKind::Trade,
+                cause.clone(),
+                signed(received),
+                0,
+                *receiver,
+            );
+            if fee > 0 {
+                receiver.available -= fee;
+                let receipt = *receiver;
+                ledger.push(
+                    &account,
+                    received_asset,
+                    EntryKind::Fee,
+                    cause.clone(),
+                    -signed(fee),
+                    0,
+                    receipt,
+                );
+                let venue = balances
+                    .entry((FEE_ACCOUNT.into(), received_asset.clone()))
+                    .or_default();
+                venue.available += fee;
+                ledger.push(
+                    &FEE_ACCOUNT.into(),
+                    received_asset,
+                    EntryKind::Fee,
+                    cause,
+                    signed(fee),
+                    0,
+                    *venue,
+                );
+            }
+        }
+        let refund = held_part.saturating_sub(paid);
+        let Some(open) = self.orders.get_mut(&fill.order_id) else {
+            return;
+        };
+        open.held -= held_part;
+        open.leaves = fill.leaves;
+        self.release(
+            ts,
+            &account,
+            paid_asset,
+            refund,
+            Cause::Order(fill.order_id),
+            entries,
+        );
+        if fill.leaves.is_zero() {
+            self.end(ts, fill.order_id, entries);
+        }
+    }
+}
+
+impl Ledger<'_> {
+    #[allow(clippy::too_many_arguments)]
+    fn push(
+        &mut self,
+        account: &AccountId,
+        asset: &Asset,
+        kind: EntryKind,
+        cause: Cause,
+        available_change: i128,
+        held_change: i128,
+        balance: Balance,
+    ) {
+        *self.seq += 1;
+        self.entries.push(LedgerEntry {
+            seq: *self.seq,
+            ts: self.ts,
+            account: account.clone(),
+            asset: asset.clone(),
+            kind,
+            cause,
+            available_change,
+            held_change,
+            balance,
+        });
+    }
+}
+
+/// An amount as a signed change. Amounts stay below 2^127 (see [`MAX_SCALE`]).
+fn signed(amount: Amount) -> i128 {
+    i128::try_from(amount).unwrap_or(i128::MAX)
+}

@@ -1,0 +1,125 @@
+//! Funds snapshots: balances and open holds as plain, serializable data.
+
+use super::{Amount, Asset, Balance, Funds, FundsError, Open};
+use crate::instrument::Instrument;
+use crate::types::{AccountId, OrderId, Price, Quantity, Side, Symbol};
+use serde::{Deserialize, Serialize};
+
+/// The whole state of [`Funds`], comparable and serializable; sorted, so equal states give
+/// equal snapshots.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FundsSnapshot {
+    /// The sequence number of the last ledger entry.
+    pub seq: u64,
+    /// Every balance that was ever touched, by account and asset.
+    pub balances: Vec<(AccountId, Asset, Balance)>,
+    /// Every open order that holds funds, by order id.
+    pub orders: Vec<OrderHold>,
+}
+
+/// An open order's hold.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderHold {
+    /// The order.
+    pub order_id: OrderId,
+    /// Its account.
+    pub account: AccountId,
+    /// Its instrument.
+    pub symbol: Symbol,
+    /// Its side.
+    pub side: Side,
+    /// The price a buy holds at, per lot.
+    pub price: Price,
+    /// Total quantity.
+    pub quantity: Quantity,
+    /// Open quantity.
+    pub leaves: Quantity,
+    /// What it holds.
+    pub held: Amount,
+}
+
+impl Funds {
+    /// The state as data.
+    pub fn snapshot(&self) -> FundsSnapshot {
+        let mut balances: Vec<(AccountId, Asset, Balance)> = self
+            .balances
+            .iter()
+            .map(|((account, asset), balance)| (account.clone(), asset.clone(), *balance))
+            .collect();
+        balances.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        let mut orders: Vec<OrderHold> = self
+            .orders
+            .iter()
+            .map(|(order_id, open)| OrderHold {
+                order_id: *order_id,
+                account: open.account.clone(),
+                symbol: open.symbol.clone(),
+                side: open.side,
+                price: open.price,
+                quantity: open.quantity,
+                leaves: open.leaves,
+                held: open.held,
+            })
+            .collect();
+        orders.sort_by_key(|order| order.order_id);
+        FundsSnapshot {
+            seq: self.seq,
+            balances,
+            orders,
+        }
+    }
+
+    /// Funds for `instruments` in the state of `snapshot`.
+    pub fn restore<'a>(
+        instruments: impl IntoIterator<Item = &'a Instrument> + Clone,
+        snapshot: &FundsSnapshot,
+    ) -> Result<Funds, FundsError> {
+        let mut funds = Funds::new(instruments)?;
+        funds.seq = snapshot.seq;
+        for (account, asset, balance) in &snapshot.balances {
+            if funds.assets.scale(asset).is_none() {
+                return Err(FundsError::Snapshot(format!(
+                    "asset {asset} is no asset of the configured instruments"
+                )));
+            }
+            funds
+                .balances
+                .insert((account.clone(), asset.clone()), *balance);
+        }
+        for hold in &snapshot.orders {
+            if !funds.markets.contains_key(&hold.symbol) {
+                return Err(FundsError::Snapshot(format!(
+                    "order {} is on {}, which is not configured",
+                    hold.order_id, hold.symbol
+                )));
+            }
+            funds.orders.insert(
+                hold.order_id,
+                Open {
+                    account: hold.account.clone(),
+                    symbol: hold.symbol.clone(),
+                    side: hold.side,
+                    price: hold.price,
+                    quantity: hold.quantity,
+                    leaves: hold.leaves,
+                    held: hold.held,
+                },
+            );
+        }
+        if funds.held_by_orders() != funds.held_balances() {
+            return Err(FundsError::Snapshot(
+                "held balances differ from what the open orders hold".into(),
+            ));
+        }
+        Ok(funds)
+    }
+
+    /// Every non-zero held balance.
+    pub fn held_balances(&self) -> std::collections::BTreeMap<(AccountId, Asset), Amount> {
+        self.balances
+            .iter()
+            .filter(|(_, balance)| balance.held > 0)
+            .map(|(key, balance)| (key.clone(), balance.held))
+            .collect()
+    }
+}
