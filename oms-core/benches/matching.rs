@@ -5,8 +5,13 @@
 //! IOC limits and market orders) that take one to a few levels. A seeded generator drives a book
 //! while it builds the stream, so cancels and amendments name orders that are open at that point.
 //!
+//! Each scenario runs twice: through the book alone, and through funds and the book (the
+//! [`Engine`] of single-node mode: holds, settlement, fees at 10/20 bps, the ledger), every
+//! account funded far beyond what it spends.
+//!
 //! Run: `cargo bench -p oms-core --bench matching` (add `-- --report-only` to skip criterion,
-//! `--scenario <part of a name>` to run only the scenarios whose name contains it).
+//! `--scenario <part of a name>` to run only the scenarios whose name contains it, `--funds` to
+//! run only the funds + matching half).
 //! It prints commands/s over the whole stream, per-command latency percentiles by kind, events
 //! and heap allocations per command (a counting global allocator, `stats_alloc`; its atomic
 //! counters are in every figure).
@@ -19,9 +24,9 @@
 use criterion::{BatchSize, Criterion, Throughput};
 use hdrhistogram::Histogram;
 use oms_core::{
-    Action, AmendOrder, Book, CancelOrder, Command, Event, EventRecord, Instrument, InstrumentSpec,
-    InstrumentStatus, NewOrder, OrderId, OrderType, Price, Quantity, RiskLimits,
-    SelfTradePrevention, Side, TimeInForce, Timestamp,
+    Action, AmendOrder, Book, CancelOrder, Command, Engine, Event, EventRecord, Instrument,
+    InstrumentSpec, InstrumentStatus, NewOrder, OrderId, OrderType, Output, Price, Quantity,
+    RiskLimits, SelfTradePrevention, Side, TimeInForce, Timestamp, Transfer,
 };
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -73,8 +78,8 @@ fn instrument() -> Instrument {
         price_band_percent: None,
         max_price: None,
         reference_price: None,
-        maker_fee_bps: 0,
-        taker_fee_bps: 0,
+        maker_fee_bps: 10,
+        taker_fee_bps: 20,
         status: InstrumentStatus::Trading,
     })
     .expect("valid instrument")
@@ -162,14 +167,18 @@ const SCENARIOS: [Scenario; 4] = [
     },
 ];
 
+fn accounts(scenario: &Scenario) -> Vec<oms_core::AccountId> {
+    (0..scenario.accounts)
+        .map(|i| format!("acct-{i:04}").into())
+        .collect()
+}
+
 /// Builds the stream by driving a book, so that cancels and amendments target open orders.
 fn stream(scenario: Scenario) -> Vec<(Kind, Command)> {
     let len = scenario.len;
     let mut rng = SmallRng::seed_from_u64(SEED);
     let mut book = book();
-    let accounts: Vec<oms_core::AccountId> = (0..scenario.accounts)
-        .map(|i| format!("acct-{i:04}").into())
-        .collect();
+    let accounts = accounts(&scenario);
     let mut open: Vec<(OrderId, usize)> = Vec::new();
     let mut next_id = 0u64;
     let mut mid: u64 = 6_500_000; // 65_000.00
@@ -298,21 +307,98 @@ fn stream(scenario: Scenario) -> Vec<(Kind, Command)> {
     out
 }
 
-fn run(book: &mut Book, stream: &[(Kind, Command)]) -> usize {
-    let mut events = Vec::with_capacity(64);
-    let mut total = 0;
-    for (_, command) in stream {
-        events.clear();
-        book.apply(command, &mut events);
-        total += events.len();
-    }
-    total
+/// What the stream runs through: a book alone, or funds and the book (the engine).
+trait Target {
+    /// What the report calls it.
+    const NAME: &'static str;
+    /// Fresh, with every account of `scenario` funded.
+    fn new(scenario: &Scenario) -> Self;
+    /// Applies a command; gives the events and ledger entries it made.
+    fn apply(&mut self, command: &Command) -> usize;
+    /// Orders resting.
+    fn resting(&self) -> usize;
 }
 
-fn report(scenario: Scenario, stream: &[(Kind, Command)]) {
+/// Matching alone.
+struct Matching {
+    book: Book,
+    events: Vec<EventRecord>,
+}
+
+impl Target for Matching {
+    const NAME: &'static str = "matching";
+
+    fn new(_: &Scenario) -> Self {
+        Matching {
+            book: book(),
+            events: Vec::with_capacity(64),
+        }
+    }
+
+    fn apply(&mut self, command: &Command) -> usize {
+        self.events.clear();
+        self.book.apply(command, &mut self.events);
+        self.events.len()
+    }
+
+    fn resting(&self) -> usize {
+        self.book.open_orders()
+    }
+}
+
+/// Funds (hold, settle, fees, ledger) and matching, as single-node mode runs them. Every
+/// account has far more than it can spend, so the stream trades exactly as on a bare book.
+struct WithFunds {
+    engine: Engine,
+    out: Output,
+}
+
+impl Target for WithFunds {
+    const NAME: &'static str = "funds + matching";
+
+    fn new(scenario: &Scenario) -> Self {
+        let mut engine = Engine::new(&[instrument()], &limits()).expect("valid limits");
+        let mut out = Output::default();
+        for (i, account) in accounts(scenario).into_iter().enumerate() {
+            for (asset, amount) in [("BTC", 10u128.pow(15)), ("USDT", 10u128.pow(22))] {
+                let transfer = Transfer {
+                    transfer_id: i as u64,
+                    account: account.clone(),
+                    asset: asset.into(),
+                    amount,
+                };
+                engine
+                    .deposit(Timestamp(0), &transfer, &mut out)
+                    .expect("deposit");
+            }
+        }
+        out.clear();
+        WithFunds { engine, out }
+    }
+
+    fn apply(&mut self, command: &Command) -> usize {
+        self.out.clear();
+        self.engine.apply(command, &mut self.out);
+        self.out.events.len() + self.out.ledger.len()
+    }
+
+    fn resting(&self) -> usize {
+        self.engine.books().map(Book::open_orders).sum()
+    }
+}
+
+fn run<T: Target>(target: &mut T, stream: &[(Kind, Command)]) -> usize {
+    stream
+        .iter()
+        .map(|(_, command)| target.apply(command))
+        .sum()
+}
+
+fn report<T: Target>(scenario: Scenario, stream: &[(Kind, Command)]) {
     println!(
-        "\n== {}: {} commands, one book, one thread, {} accounts",
+        "\n== {}, {}: {} commands, one book, one thread, {} accounts",
         scenario.name,
+        T::NAME,
         stream.len(),
         scenario.accounts
     );
@@ -332,16 +418,16 @@ fn report(scenario: Scenario, stream: &[(Kind, Command)]) {
     let mut events = 0;
     let mut resting = 0;
     for _ in 0..7 {
-        let mut book = book();
+        let mut target = T::new(&scenario);
         let start = Instant::now();
-        events = black_box(run(&mut book, stream));
+        events = black_box(run(&mut target, stream));
         let elapsed = start.elapsed();
-        resting = book.open_orders();
+        resting = target.resting();
         rates.push(stream.len() as f64 / elapsed.as_secs_f64());
     }
     rates.sort_by(f64::total_cmp);
     println!(
-        "throughput: {:.2} M commands/s median (min {:.2}, max {:.2}); {events} events; {resting} orders resting at the end",
+        "throughput: {:.2} M commands/s median (min {:.2}, max {:.2}); {events} events and ledger entries; {resting} orders resting at the end",
         rates[3] / 1e6,
         rates[0] / 1e6,
         rates[6] / 1e6
@@ -360,24 +446,22 @@ fn report(scenario: Scenario, stream: &[(Kind, Command)]) {
     // Allocations and events per kind, from the same pass.
     let mut allocated = [0u64; KINDS.len() + 1];
     let mut emitted = [0u64; KINDS.len() + 1];
-    let mut book = book();
-    let mut events = Vec::with_capacity(64);
+    let mut target = T::new(&scenario);
     for (kind, command) in stream {
-        events.clear();
         let before = allocations();
         let start = Instant::now();
-        book.apply(command, &mut events);
+        let made = target.apply(command);
         let nanos = start.elapsed().as_nanos() as u64;
         let slot = KINDS.iter().position(|(k, _)| k == kind).unwrap_or(0);
         for slot in [slot, KINDS.len()] {
             allocated[slot] += allocations() - before;
-            emitted[slot] += events.len() as u64;
+            emitted[slot] += made as u64;
         }
         histograms[slot].record(nanos).ok();
         all.record(nanos).ok();
     }
     println!(
-        "latency per command in ns (timer overhead p50 {} ns, included); events and heap allocations per command:",
+        "latency per command in ns (timer overhead p50 {} ns, included); events (and ledger entries) and heap allocations per command:",
         timer.value_at_quantile(0.5)
     );
     println!(
@@ -413,8 +497,12 @@ fn main() {
         .filter(|scenario| only.is_none_or(|only| scenario.name.contains(only.as_str())))
         .map(|scenario| (*scenario, stream(*scenario)))
         .collect();
+    let funds_only = args.iter().any(|arg| arg == "--funds");
     for (scenario, stream) in &streams {
-        report(*scenario, stream);
+        if !funds_only {
+            report::<Matching>(*scenario, stream);
+        }
+        report::<WithFunds>(*scenario, stream);
     }
     if std::env::args().any(|arg| arg == "--report-only") {
         return;
@@ -427,7 +515,18 @@ fn main() {
     for (scenario, stream) in &streams {
         group.throughput(Throughput::Elements(stream.len() as u64));
         group.bench_function(scenario.name, |b| {
-            b.iter_batched_ref(book, |book| run(book, stream), BatchSize::LargeInput)
+            b.iter_batched_ref(
+                || Matching::new(scenario),
+                |target| run(target, stream),
+                BatchSize::LargeInput,
+            )
+        });
+        group.bench_function(format!("{} + funds", scenario.name), |b| {
+            b.iter_batched_ref(
+                || WithFunds::new(scenario),
+                |target| run(target, stream),
+                BatchSize::LargeInput,
+            )
         });
     }
     group.finish();

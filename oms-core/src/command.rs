@@ -3,6 +3,7 @@
 //! A command carries its own timestamp, stamped when it entered the system, so applying it reads
 //! no clock and the same log always gives the same events.
 
+use crate::funds::Transfer;
 use crate::types::{
     AccountId, ClientOrderId, OrderId, OrderType, Price, Quantity, SelfTradePrevention, Side,
     Symbol, TimeInForce, Timestamp,
@@ -18,7 +19,9 @@ pub struct Command {
     pub action: Action,
 }
 
-/// The three things one can ask of a book.
+/// What one can ask: of a book (orders), or of funds (money in and out).
+///
+/// New variants go last: commands are journaled with the variant's position.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
@@ -28,15 +31,30 @@ pub enum Action {
     Cancel(CancelOrder),
     /// Change an open order's price or quantity.
     Amend(AmendOrder),
+    /// Credit an account.
+    Deposit(Transfer),
+    /// Debit an account, at most what is available.
+    Withdraw(Transfer),
 }
 
 impl Action {
-    /// The instrument the command is for.
-    pub fn symbol(&self) -> &Symbol {
+    /// The instrument an order command is for; none for deposits and withdrawals.
+    pub fn symbol(&self) -> Option<&Symbol> {
         match self {
-            Action::New(order) => &order.symbol,
-            Action::Cancel(cancel) => &cancel.symbol,
-            Action::Amend(amend) => &amend.symbol,
+            Action::New(order) => Some(&order.symbol),
+            Action::Cancel(cancel) => Some(&cancel.symbol),
+            Action::Amend(amend) => Some(&amend.symbol),
+            Action::Deposit(_) | Action::Withdraw(_) => None,
+        }
+    }
+
+    /// The account the command acts for.
+    pub fn account(&self) -> &AccountId {
+        match self {
+            Action::New(order) => &order.account,
+            Action::Cancel(cancel) => &cancel.account,
+            Action::Amend(amend) => &amend.account,
+            Action::Deposit(transfer) | Action::Withdraw(transfer) => &transfer.account,
         }
     }
 }

@@ -21,21 +21,49 @@ use crate::types::{OrderType, Side, Symbol, Timestamp};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-/// What one command did: book events and ledger entries, in the order they happened.
+/// What one command did: book events, ledger entries and transfer outcomes, each in the
+/// order they happened.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Output {
     /// Order events of the books.
     pub events: Vec<EventRecord>,
     /// Balance changes.
     pub ledger: Vec<LedgerEntry>,
+    /// Deposits and withdrawals, done or refused.
+    pub transfers: Vec<TransferOutcome>,
 }
 
 impl Output {
-    /// Empties both, keeping their memory.
+    /// Empties all, keeping their memory.
     pub fn clear(&mut self) {
         self.events.clear();
         self.ledger.clear();
+        self.transfers.clear();
     }
+}
+
+/// Whether a transfer is a deposit or a withdrawal.
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TransferKind {
+    /// Money in.
+    Deposit,
+    /// Money out.
+    Withdrawal,
+}
+
+/// A deposit or withdrawal as decided: done, or refused with a reason.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferOutcome {
+    /// The timestamp of the command.
+    pub ts: Timestamp,
+    /// Deposit or withdrawal.
+    pub kind: TransferKind,
+    /// What was asked.
+    pub transfer: Transfer,
+    /// Why it was refused; none if it was done.
+    pub reject: Option<Reject>,
 }
 
 /// Why an engine cannot be built or restored.
@@ -107,8 +135,33 @@ impl Engine {
     /// Applies an order command. A command for an instrument that is not configured changes
     /// nothing (the edge refuses those; a journal may hold some after a configuration change).
     pub fn apply(&mut self, command: &Command, out: &mut Output) {
+        let ts = command.ts;
+        let (kind, transfer) = match &command.action {
+            Action::Deposit(transfer) => (TransferKind::Deposit, transfer),
+            Action::Withdraw(transfer) => (TransferKind::Withdrawal, transfer),
+            Action::New(_) | Action::Cancel(_) | Action::Amend(_) => {
+                return self.apply_order(command, out);
+            }
+        };
+        let done = match kind {
+            TransferKind::Deposit => self.funds.deposit(ts, transfer, &mut out.ledger),
+            TransferKind::Withdrawal => self.funds.withdraw(ts, transfer, &mut out.ledger),
+        };
+        out.transfers.push(TransferOutcome {
+            ts,
+            kind,
+            transfer: transfer.clone(),
+            reject: done.err(),
+        });
+    }
+
+    fn apply_order(&mut self, command: &Command, out: &mut Output) {
         let Engine { funds, books } = self;
-        let Some(book) = books.get_mut(command.action.symbol()) else {
+        let Some(book) = command
+            .action
+            .symbol()
+            .and_then(|symbol| books.get_mut(symbol))
+        else {
             return;
         };
         let ts = command.ts;
@@ -124,7 +177,7 @@ impl Engine {
             Action::Amend(amend) => funds
                 .hold_amend(ts, amend, &mut out.ledger)
                 .map_err(|reject| book.reject_amend(ts, amend, reject, &mut out.events)),
-            Action::Cancel(_) => Ok(()),
+            Action::Cancel(_) | Action::Deposit(_) | Action::Withdraw(_) => Ok(()),
         };
         if funded.is_err() {
             return;

@@ -29,7 +29,7 @@ pub(crate) mod test_support;
 
 pub use book::{Book, BookSnapshot, Depth, RestingOrder, RestoreError};
 pub use command::{Action, AmendOrder, CancelOrder, Command, NewOrder};
-pub use engine::{Engine, EngineError, EngineSnapshot, Output};
+pub use engine::{Engine, EngineError, EngineSnapshot, Output, TransferKind, TransferOutcome};
 pub use event::{Event, EventRecord, ExpireReason, Fill, Trade};
 pub use funds::{Amount, Asset, Balance, EntryKind, FEE_ACCOUNT, Funds, LedgerEntry, Transfer};
 pub use instrument::{Instrument, InstrumentSpec, InstrumentStatus, SpecError};

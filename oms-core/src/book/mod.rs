@@ -179,11 +179,13 @@ impl Book {
     ///
     /// The caller routes commands by symbol; a command for another symbol is a caller bug.
     pub fn apply(&mut self, command: &Command, events: &mut Vec<EventRecord>) {
-        debug_assert_eq!(command.action.symbol(), self.instrument.symbol());
+        debug_assert_eq!(command.action.symbol(), Some(self.instrument.symbol()));
         match &command.action {
             Action::New(order) => self.new_order(command.ts, order, events),
             Action::Cancel(cancel) => self.cancel(command.ts, cancel, events),
             Action::Amend(amend) => self.amend(command.ts, amend, events),
+            // Not book commands; the caller routes them to funds.
+            Action::Deposit(_) | Action::Withdraw(_) => {}
         }
     }
 

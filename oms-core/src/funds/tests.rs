@@ -497,3 +497,41 @@ fn snapshots_restore_the_same_state() {
     bad.funds.balances[0].2.held += 1;
     assert!(Engine::restore(&instruments, &RiskLimits::default(), &bad).is_err());
 }
+
+#[test]
+fn transfer_commands_report_their_outcome() {
+    use crate::command::{Action, Command};
+    use crate::engine::TransferKind;
+    let mut e = engine();
+    let mut out = Output::default();
+    let command = |action| Command {
+        ts: Timestamp(7),
+        action,
+    };
+    e.apply(
+        &command(Action::Deposit(transfer(1, "a", "USDT", 50))),
+        &mut out,
+    );
+    e.apply(
+        &command(Action::Withdraw(transfer(2, "a", "USDT", 80))),
+        &mut out,
+    );
+    let outcomes: Vec<(TransferKind, u64, Option<RejectReason>)> = out
+        .transfers
+        .iter()
+        .map(|t| (t.kind, t.transfer.transfer_id, t.reject.map(|r| r.reason)))
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            (TransferKind::Deposit, 1, None),
+            (
+                TransferKind::Withdrawal,
+                2,
+                Some(RejectReason::InsufficientFunds)
+            )
+        ]
+    );
+    assert_eq!(out.ledger.len(), 1);
+    assert_eq!(balance(&e, "a", "USDT"), (50, 0));
+}

@@ -142,7 +142,12 @@ impl AppState {
                 return Err(error);
             }
         };
-        let order_id = command_order_id(&command);
+        let Some(order_id) = command_order_id(&command) else {
+            self.release(&origin).await;
+            return Err(ApiError::internal(
+                "a funds command on the order write path",
+            ));
+        };
         let entry = JournalEntry {
             command,
             origin: origin.clone(),
@@ -262,11 +267,13 @@ impl AppState {
     }
 }
 
-fn command_order_id(command: &Command) -> OrderId {
+/// The order an order command is about; none for funds commands.
+fn command_order_id(command: &Command) -> Option<OrderId> {
     match &command.action {
-        oms_core::Action::New(order) => order.order_id,
-        oms_core::Action::Cancel(cancel) => cancel.order_id,
-        oms_core::Action::Amend(amend) => amend.order_id,
+        oms_core::Action::New(order) => Some(order.order_id),
+        oms_core::Action::Cancel(cancel) => Some(cancel.order_id),
+        oms_core::Action::Amend(amend) => Some(amend.order_id),
+        oms_core::Action::Deposit(_) | oms_core::Action::Withdraw(_) => None,
     }
 }
 

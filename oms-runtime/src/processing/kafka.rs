@@ -300,12 +300,22 @@ impl PartitionWorker {
                 };
                 let (processed, key) = match decode_command(message.payload().unwrap_or_default()) {
                     DecodedCommand::Entry(entry) => {
-                        let symbol = entry.command.action.symbol().clone();
+                        // Keyed as the journal keyed it: by symbol, or by account for funds
+                        // commands, which distributed mode does not take yet (issue 15).
+                        let key = match entry.command.action.symbol() {
+                            Some(symbol) => symbol.clone(),
+                            None => entry.command.action.account().clone(),
+                        };
                         let mut records: Vec<EventRecord> = Vec::new();
-                        match self.books.get_mut(&symbol) {
+                        let book = entry
+                            .command
+                            .action
+                            .symbol()
+                            .and_then(|symbol| self.books.get_mut(symbol));
+                        match book {
                             Some(book) => {
                                 book.apply(&entry.command, &mut records);
-                                touched.push(symbol.clone());
+                                touched.push(key.clone());
                             }
                             None => records = unroutable(&entry),
                         }
@@ -323,7 +333,7 @@ impl PartitionWorker {
                             records,
                             rejected: None,
                         };
-                        (processed, symbol.to_string())
+                        (processed, key.to_string())
                     }
                     DecodedCommand::Newer { version } => {
                         // Never skipped: the command waits for a processor that can read it.
@@ -511,7 +521,12 @@ fn replay(
         else {
             continue;
         };
-        if let Some(book) = books.get_mut(entry.command.action.symbol()) {
+        let book = entry
+            .command
+            .action
+            .symbol()
+            .and_then(|symbol| books.get_mut(symbol));
+        if let Some(book) = book {
             events.clear();
             book.apply(&entry.command, &mut events);
         }

@@ -229,7 +229,12 @@ async fn read_journal(
         };
         for (position, entry) in entries {
             next = position + 1;
-            let sent = match routes.get(entry.command.action.symbol()) {
+            let route = entry
+                .command
+                .action
+                .symbol()
+                .and_then(|symbol| routes.get(symbol));
+            let sent = match route {
                 Some(route) => route.send((position, entry)).await.is_ok(),
                 None => output.send(Output::Unroutable { entry }).await.is_ok(),
             };

@@ -71,7 +71,12 @@ pub struct Processed {
 /// rejected with `unknown_symbol` (sequence 0, outside any book's history); anything else is
 /// dropped.
 pub fn unroutable(entry: &JournalEntry) -> Vec<EventRecord> {
-    tracing::warn!(symbol = %entry.command.action.symbol(), "command for an unconfigured symbol");
+    let symbol = entry
+        .command
+        .action
+        .symbol()
+        .map_or("", |symbol| symbol.as_str());
+    tracing::warn!(symbol, "command for an unconfigured symbol or role");
     match &entry.command.action {
         Action::New(order) => vec![EventRecord {
             seq: 0,

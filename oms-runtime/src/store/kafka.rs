@@ -255,7 +255,11 @@ impl KafkaJournal {
 #[async_trait]
 impl Journal for KafkaJournal {
     async fn append(&self, entry: JournalEntry) -> Result<LogPosition> {
-        let symbol = entry.command.action.symbol().to_string();
+        // Orders by symbol (a book's commands stay in order); funds commands by account.
+        let symbol = match entry.command.action.symbol() {
+            Some(symbol) => symbol.to_string(),
+            None => entry.command.action.account().to_string(),
+        };
         let partition = partition_of(&symbol, self.partitions);
         let payload = encode_command(&entry)?;
         let record = FutureRecord::to(&self.topic)

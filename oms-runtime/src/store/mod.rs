@@ -175,8 +175,12 @@ pub trait JournalReader: Send + Sync + 'static {
 /// The durable acknowledgement of a write request: the body of a 202.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Ack {
-    /// The order the command is about.
-    pub order_id: String,
+    /// The order the command is about (order commands).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order_id: Option<String>,
+    /// The deposit or withdrawal (funds commands).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transfer_id: Option<String>,
     /// The client's reference, for new orders.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_order_id: Option<String>,
@@ -189,15 +193,21 @@ pub struct Ack {
 impl Ack {
     /// The acknowledgement of `entry` journaled at `position`.
     pub fn new(entry: &JournalEntry, position: LogPosition) -> Ack {
-        let (order_id, client_order_id) = match &entry.command.action {
-            oms_core::Action::New(order) => {
-                (order.order_id, Some(order.client_order_id.to_string()))
+        let (order_id, client_order_id, transfer_id) = match &entry.command.action {
+            oms_core::Action::New(order) => (
+                Some(order.order_id),
+                Some(order.client_order_id.to_string()),
+                None,
+            ),
+            oms_core::Action::Cancel(cancel) => (Some(cancel.order_id), None, None),
+            oms_core::Action::Amend(amend) => (Some(amend.order_id), None, None),
+            oms_core::Action::Deposit(transfer) | oms_core::Action::Withdraw(transfer) => {
+                (None, None, Some(transfer.transfer_id))
             }
-            oms_core::Action::Cancel(cancel) => (cancel.order_id, None),
-            oms_core::Action::Amend(amend) => (amend.order_id, None),
         };
         Ack {
-            order_id: order_id.to_string(),
+            order_id: order_id.map(|id| id.to_string()),
+            transfer_id: transfer_id.map(|id| id.to_string()),
             client_order_id,
             status: "pending".into(),
             position,
