@@ -154,7 +154,10 @@ pub enum FundsError {
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Open {
     account: AccountId,
-    symbol: Symbol,
+    /// The account's row in `Funds::table`.
+    slot: usize,
+    /// Index into `Funds::markets`.
+    market: usize,
     side: Side,
     /// The price a buy holds at per lot (its limit, or a market buy's hold price).
     price: Price,
@@ -166,12 +169,91 @@ struct Open {
     held: Amount,
 }
 
+/// A market with the indexes of its assets.
+#[derive(Clone, Debug)]
+struct Venue {
+    market: Market,
+    base: usize,
+    quote: usize,
+}
+
+impl Venue {
+    /// The index of the asset an order on `side` holds (and pays with).
+    fn held(&self, side: Side) -> usize {
+        match side {
+            Side::Buy => self.quote,
+            Side::Sell => self.base,
+        }
+    }
+}
+
+/// Every account's balances: one row per account, one column per asset, in one vector. An
+/// account gets its row the first time money reaches it; open orders remember their row, so
+/// settling a trade looks nothing up by name.
+#[derive(Clone, Debug, Default)]
+struct Table {
+    rows: FxHashMap<AccountId, usize>,
+    accounts: Vec<AccountId>,
+    balances: Vec<Balance>,
+    width: usize,
+}
+
+impl Table {
+    fn new(width: usize) -> Table {
+        Table {
+            width,
+            ..Table::default()
+        }
+    }
+
+    /// The row of `account`, if it has one.
+    fn find(&self, account: &str) -> Option<usize> {
+        self.rows.get(account).copied()
+    }
+
+    /// The row of `account`, created empty if missing.
+    fn slot(&mut self, account: &AccountId) -> usize {
+        if let Some(slot) = self.find(account) {
+            return slot;
+        }
+        let slot = self.accounts.len();
+        self.rows.insert(account.clone(), slot);
+        self.accounts.push(account.clone());
+        self.balances
+            .extend(std::iter::repeat_n(Balance::default(), self.width));
+        slot
+    }
+
+    fn at(&mut self, slot: usize, asset: usize) -> &mut Balance {
+        &mut self.balances[slot * self.width + asset]
+    }
+
+    fn get(&self, slot: usize, asset: usize) -> Balance {
+        self.balances[slot * self.width + asset]
+    }
+
+    /// Every account with its balances, by asset index.
+    fn iter(&self) -> impl Iterator<Item = (&AccountId, &[Balance])> {
+        self.accounts
+            .iter()
+            .zip(self.balances.chunks(self.width.max(1)))
+    }
+}
+
 /// Balances, holds and the ledger's position.
+///
+/// Assets, markets and accounts are numbered (assets and markets once from the
+/// configuration, accounts as they appear), so the hot path indexes vectors.
 #[derive(Clone, Debug)]
 pub struct Funds {
     assets: Assets,
-    markets: FxHashMap<Symbol, Market>,
-    balances: FxHashMap<(AccountId, Asset), Balance>,
+    /// Asset names by index (sorted).
+    names: Vec<Asset>,
+    markets: Vec<Venue>,
+    by_symbol: FxHashMap<Symbol, usize>,
+    table: Table,
+    /// The fee account's row.
+    venue: usize,
     orders: FxHashMap<OrderId, Open>,
     seq: u64,
 }
@@ -189,17 +271,33 @@ impl Funds {
         instruments: impl IntoIterator<Item = &'a Instrument> + Clone,
     ) -> Result<Funds, FundsError> {
         let assets = Assets::new(instruments.clone())?;
-        let markets = instruments
-            .into_iter()
-            .filter_map(|instrument| {
-                let market = assets.market(instrument)?;
-                Some((market.symbol.clone(), market))
-            })
-            .collect();
+        let names: Vec<Asset> = assets.iter().map(|(asset, _)| asset.clone()).collect();
+        let index = |asset: &str| names.iter().position(|name| name == asset);
+        let mut markets = Vec::new();
+        let mut by_symbol = FxHashMap::default();
+        for instrument in instruments {
+            let Some(market) = assets.market(instrument) else {
+                continue;
+            };
+            let (Some(base), Some(quote)) = (index(&market.base), index(&market.quote)) else {
+                continue;
+            };
+            by_symbol.insert(market.symbol.clone(), markets.len());
+            markets.push(Venue {
+                market,
+                base,
+                quote,
+            });
+        }
+        let mut table = Table::new(names.len());
+        let venue = table.slot(&FEE_ACCOUNT.into());
         Ok(Funds {
             assets,
+            names,
             markets,
-            balances: FxHashMap::default(),
+            by_symbol,
+            table,
+            venue,
             orders: FxHashMap::default(),
             seq: 0,
         })
@@ -212,7 +310,8 @@ impl Funds {
 
     /// An instrument's conversions.
     pub fn market(&self, symbol: &str) -> Option<&Market> {
-        self.markets.get(symbol)
+        let index = *self.by_symbol.get(symbol)?;
+        Some(&self.markets[index].market)
     }
 
     /// The sequence number of the last ledger entry, 0 before any.
@@ -220,31 +319,39 @@ impl Funds {
         self.seq
     }
 
-    /// One balance (zero if the account never had the asset).
-    pub fn balance(&self, account: &str, asset: &str) -> Balance {
-        self.balances
-            .get(&(account.into(), asset.into()))
-            .copied()
-            .unwrap_or_default()
+    fn asset_index(&self, asset: &str) -> Option<usize> {
+        self.names.iter().position(|name| name == asset)
     }
 
-    /// Every balance of `account`, by asset.
+    /// One balance (zero if the account never had the asset).
+    pub fn balance(&self, account: &str, asset: &str) -> Balance {
+        match (self.table.find(account), self.asset_index(asset)) {
+            (Some(slot), Some(index)) => self.table.get(slot, index),
+            _ => Balance::default(),
+        }
+    }
+
+    /// Every asset's balance of `account`, by asset (zero for an account never seen).
     pub fn balances_of(&self, account: &str) -> Vec<(Asset, Balance)> {
-        let mut out: Vec<(Asset, Balance)> = self
-            .balances
+        let slot = self.table.find(account);
+        self.names
             .iter()
-            .filter(|((owner, _), _)| owner == account)
-            .map(|((_, asset), balance)| (asset.clone(), *balance))
-            .collect();
-        out.sort_by(|a, b| a.0.cmp(&b.0));
-        out
+            .enumerate()
+            .map(|(index, asset)| {
+                let balance = slot.map_or_else(Balance::default, |s| self.table.get(s, index));
+                (asset.clone(), balance)
+            })
+            .collect()
     }
 
     /// The sum of every account's total of each asset.
     pub fn totals(&self) -> std::collections::BTreeMap<Asset, Amount> {
-        let mut totals = std::collections::BTreeMap::new();
-        for ((_, asset), balance) in &self.balances {
-            *totals.entry(asset.clone()).or_insert(0) += balance.total();
+        let mut totals: std::collections::BTreeMap<Asset, Amount> =
+            self.names.iter().map(|asset| (asset.clone(), 0)).collect();
+        for (_, balances) in self.table.iter() {
+            for (asset, balance) in self.names.iter().zip(balances) {
+                *totals.entry(asset.clone()).or_insert(0) += balance.total();
+            }
         }
         totals
     }
@@ -253,11 +360,7 @@ impl Funds {
     pub fn held_by_orders(&self) -> std::collections::BTreeMap<(AccountId, Asset), Amount> {
         let mut held = std::collections::BTreeMap::new();
         for open in self.orders.values() {
-            let market = &self.markets[&open.symbol];
-            let asset = match open.side {
-                Side::Buy => market.quote.clone(),
-                Side::Sell => market.base.clone(),
-            };
+            let asset = self.names[self.markets[open.market].held(open.side)].clone();
             *held.entry((open.account.clone(), asset)).or_insert(0) += open.held;
         }
         held.retain(|_, amount| *amount > 0);
@@ -276,19 +379,19 @@ impl Funds {
         transfer: &Transfer,
         entries: &mut Vec<LedgerEntry>,
     ) -> Result<(), Reject> {
-        self.transfer_checks(transfer)?;
-        let Funds { balances, seq, .. } = self;
-        let mut ledger = Ledger { seq, ts, entries };
-        let balance = balances
-            .entry((transfer.account.clone(), transfer.asset.clone()))
-            .or_default();
+        let asset = self.transfer_checks(transfer)?;
+        let slot = self.table.slot(&transfer.account);
+        let Funds {
+            names, table, seq, ..
+        } = self;
+        let balance = table.at(slot, asset);
         let Some(available) = balance.available.checked_add(transfer.amount) else {
             return Err(Reject::field(RejectReason::TooLarge, Field::Amount));
         };
         balance.available = available;
-        ledger.push(
+        Ledger { seq, ts, entries }.push(
             &transfer.account,
-            &transfer.asset,
+            &names[asset],
             EntryKind::Deposit,
             Cause::Transfer(transfer.transfer_id),
             signed(transfer.amount),
@@ -305,19 +408,21 @@ impl Funds {
         transfer: &Transfer,
         entries: &mut Vec<LedgerEntry>,
     ) -> Result<(), Reject> {
-        self.transfer_checks(transfer)?;
-        let key = (transfer.account.clone(), transfer.asset.clone());
-        let available = self.balances.get(&key).map_or(0, |b| b.available);
-        if available < transfer.amount {
+        let asset = self.transfer_checks(transfer)?;
+        let Some(slot) = self.table.find(&transfer.account) else {
+            return Err(Reject::new(RejectReason::InsufficientFunds));
+        };
+        if self.table.get(slot, asset).available < transfer.amount {
             return Err(Reject::new(RejectReason::InsufficientFunds));
         }
-        let Funds { balances, seq, .. } = self;
-        let mut ledger = Ledger { seq, ts, entries };
-        let balance = balances.entry(key).or_default();
+        let Funds {
+            names, table, seq, ..
+        } = self;
+        let balance = table.at(slot, asset);
         balance.available -= transfer.amount;
-        ledger.push(
+        Ledger { seq, ts, entries }.push(
             &transfer.account,
-            &transfer.asset,
+            &names[asset],
             EntryKind::Withdrawal,
             Cause::Transfer(transfer.transfer_id),
             -signed(transfer.amount),
@@ -327,14 +432,15 @@ impl Funds {
         Ok(())
     }
 
-    fn transfer_checks(&self, transfer: &Transfer) -> Result<(), Reject> {
-        if self.assets.scale(&transfer.asset).is_none() {
-            return Err(Reject::field(RejectReason::UnknownAsset, Field::Asset));
-        }
+    /// The transfer's asset index, if the transfer can be made at all.
+    fn transfer_checks(&self, transfer: &Transfer) -> Result<usize, Reject> {
+        let asset = self
+            .asset_index(&transfer.asset)
+            .ok_or(Reject::field(RejectReason::UnknownAsset, Field::Asset))?;
         if transfer.amount == 0 {
             return Err(Reject::field(RejectReason::NotPositive, Field::Amount));
         }
-        Ok(())
+        Ok(asset)
     }
 
     /// Holds what a new order needs, or refuses it and holds nothing. `hold_price` prices a
@@ -346,7 +452,7 @@ impl Funds {
         hold_price: Option<Price>,
         entries: &mut Vec<LedgerEntry>,
     ) -> Result<(), Reject> {
-        let Some(market) = self.markets.get(&order.symbol) else {
+        let Some(&market) = self.by_symbol.get(&order.symbol) else {
             return Err(Reject::field(RejectReason::UnknownSymbol, Field::Symbol));
         };
         if self.orders.contains_key(&order.order_id) {
@@ -355,28 +461,32 @@ impl Funds {
                 Field::OrderId,
             ));
         }
-        let (asset, price, amount) = match order.side {
+        let venue = &self.markets[market];
+        let (price, amount) = match order.side {
             Side::Buy => {
                 let price = order
                     .price
                     .or(hold_price)
                     .ok_or(Reject::new(RejectReason::NoReferencePrice))?;
-                let amount = market
-                    .quote(price, order.quantity)
-                    .ok_or(Reject::new(RejectReason::InsufficientFunds))?;
-                (market.quote.clone(), price, amount)
+                (price, venue.market.quote(price, order.quantity))
             }
-            Side::Sell => {
-                let amount = market
-                    .base(order.quantity)
-                    .ok_or(Reject::new(RejectReason::InsufficientFunds))?;
-                (market.base.clone(), order.price.unwrap_or(Price(0)), amount)
-            }
+            Side::Sell => (
+                order.price.unwrap_or(Price(0)),
+                venue.market.base(order.quantity),
+            ),
         };
+        let amount = amount.ok_or(Reject::new(RejectReason::InsufficientFunds))?;
+        let asset = venue.held(order.side);
+        // No row, no money: nothing to hold.
+        let slot = self
+            .table
+            .find(&order.account)
+            .ok_or(Reject::new(RejectReason::InsufficientFunds))?;
         self.hold(
             ts,
             &order.account,
-            &asset,
+            slot,
+            asset,
             amount,
             Cause::Order(order.order_id),
             entries,
@@ -385,7 +495,8 @@ impl Funds {
             order.order_id,
             Open {
                 account: order.account.clone(),
-                symbol: order.symbol.clone(),
+                slot,
+                market,
                 side: order.side,
                 price,
                 quantity: order.quantity,
@@ -427,11 +538,16 @@ impl Funds {
         if extra == 0 {
             return Ok(());
         }
-        let (account, asset) = (open.account.clone(), self.held_asset(open).clone());
+        let (account, slot, asset) = (
+            open.account.clone(),
+            open.slot,
+            self.markets[open.market].held(open.side),
+        );
         self.hold(
             ts,
             &account,
-            &asset,
+            slot,
+            asset,
             extra,
             Cause::Order(amend.order_id),
             entries,
@@ -479,43 +595,37 @@ impl Funds {
 
     /// What `open` must hold for `leaves` at `price`.
     fn needs(&self, open: &Open, price: Price, leaves: Quantity) -> Option<Amount> {
-        let market = &self.markets[&open.symbol];
+        let market = &self.markets[open.market].market;
         match open.side {
             Side::Buy => market.quote(price, leaves),
             Side::Sell => market.base(leaves),
         }
     }
 
-    fn held_asset(&self, open: &Open) -> &Asset {
-        let market = &self.markets[&open.symbol];
-        match open.side {
-            Side::Buy => &market.quote,
-            Side::Sell => &market.base,
-        }
-    }
-
     /// Moves `amount` from available to held, or refuses with `insufficient_funds`.
+    #[allow(clippy::too_many_arguments)]
     fn hold(
         &mut self,
         ts: Timestamp,
         account: &AccountId,
-        asset: &Asset,
+        slot: usize,
+        asset: usize,
         amount: Amount,
         cause: Cause,
         entries: &mut Vec<LedgerEntry>,
     ) -> Result<(), Reject> {
-        let key = (account.clone(), asset.clone());
-        let available = self.balances.get(&key).map_or(0, |b| b.available);
-        if available < amount {
+        let Funds {
+            names, table, seq, ..
+        } = self;
+        let balance = table.at(slot, asset);
+        if balance.available < amount {
             return Err(Reject::new(RejectReason::InsufficientFunds));
         }
-        let Funds { balances, seq, .. } = self;
-        let balance = balances.entry(key).or_default();
         balance.available -= amount;
         balance.held += amount;
         Ledger { seq, ts, entries }.push(
             account,
-            asset,
+            &names[asset],
             EntryKind::Hold,
             cause,
             -signed(amount),
@@ -526,31 +636,33 @@ impl Funds {
     }
 
     /// Releases `amount` of `account`'s held `asset` back to available.
+    #[allow(clippy::too_many_arguments)]
     fn release(
         &mut self,
         ts: Timestamp,
         account: &AccountId,
-        asset: &Asset,
+        slot: usize,
+        asset: usize,
         amount: Amount,
-        cause: Cause,
+        order_id: OrderId,
         entries: &mut Vec<LedgerEntry>,
     ) {
         if amount == 0 {
             return;
         }
-        let Funds { balances, seq, .. } = self;
-        let balance = balances
-            .entry((account.clone(), asset.clone()))
-            .or_default();
+        let Funds {
+            names, table, seq, ..
+        } = self;
+        let balance = table.at(slot, asset);
         debug_assert!(balance.held >= amount, "release beyond held");
         let amount = amount.min(balance.held);
         balance.held -= amount;
         balance.available += amount;
         Ledger { seq, ts, entries }.push(
             account,
-            asset,
+            &names[asset],
             EntryKind::Release,
-            cause,
+            Cause::Order(order_id),
             signed(amount),
             -signed(amount),
             *balance,
@@ -562,13 +674,14 @@ impl Funds {
         let Some(open) = self.orders.remove(&order_id) else {
             return;
         };
-        let asset = self.held_asset(&open).clone();
+        let asset = self.markets[open.market].held(open.side);
         self.release(
             ts,
             &open.account,
-            &asset,
+            open.slot,
+            asset,
             open.held,
-            Cause::Order(order_id),
+            order_id,
             entries,
         );
     }
@@ -585,18 +698,15 @@ impl Funds {
         if excess == 0 {
             return;
         }
-        let (account, asset) = (open.account.clone(), self.held_asset(open).clone());
+        let (account, slot, asset) = (
+            open.account.clone(),
+            open.slot,
+            self.markets[open.market].held(open.side),
+        );
         if let Some(open) = self.orders.get_mut(&order_id) {
             open.held -= excess;
         }
-        self.release(
-            ts,
-            &account,
-            &asset,
-            excess,
-            Cause::Order(order_id),
-            entries,
-        );
+        self.release(ts, &account, slot, asset, excess, order_id, entries);
     }
 
     /// One side of a trade: pay out of the hold, receive less the fee, release what a buy
@@ -612,10 +722,16 @@ impl Funds {
         maker: bool,
         entries: &mut Vec<LedgerEntry>,
     ) {
-        let Some(market) = self.markets.get(symbol).cloned() else {
-            return;
-        };
-        let Some(open) = self.orders.get(&fill.order_id) else {
+        let Funds {
+            names,
+            markets,
+            table,
+            venue: fee_slot,
+            orders,
+            seq,
+            ..
+        } = self;
+        let Some(open) = orders.get_mut(&fill.order_id) else {
             debug_assert!(
                 false,
                 "a fill of order {} that holds nothing",
@@ -623,12 +739,8 @@ impl Funds {
             );
             return;
         };
-        let (hold_price, account) = (open.price, open.account.clone());
-        let cause = Cause::Trade {
-            symbol: symbol.clone(),
-            trade_id,
-            order_id: fill.order_id,
-        };
+        let venue = &markets[open.market];
+        let market = &venue.market;
         let bps = if maker {
             market.maker_fee_bps
         } else {
@@ -639,84 +751,83 @@ impl Funds {
         let quote = market.quote(trade.price, trade.quantity).unwrap_or(0);
         let (paid_asset, paid, received_asset, received, held_part) = match fill.side {
             Side::Buy => {
-                let held_part = market.quote(hold_price, trade.quantity).unwrap_or(quote);
-                (&market.quote, quote, &market.base, base, held_part)
+                let held_part = market.quote(open.price, trade.quantity).unwrap_or(quote);
+                (venue.quote, quote, venue.base, base, held_part)
             }
-            Side::Sell => (&market.base, base, &market.quote, quote, base),
+            Side::Sell => (venue.base, base, venue.quote, quote, base),
         };
         let held_part = held_part.min(open.held);
-        let fee = fee(received, bps);
-        {
-            let Funds { balances, seq, .. } = self;
-            let mut ledger = Ledger { seq, ts, entries };
-            let payer = balances
-                .entry((account.clone(), paid_asset.clone()))
-                .or_default();
-            debug_assert!(payer.held >= paid, "a trade paid beyond the hold");
-            payer.held = payer.held.saturating_sub(paid);
-            ledger.push(
-                &account,
-                paid_asset,
-                EntryKind::Trade,
-                cause.clone(),
-                0,
-                -signed(paid),
-                *payer,
-            );
-            let receiver = balances
-                .entry((account.clone(), received_asset.clone()))
-                .or_default();
-            receiver.available += received;
-            ledger.push(
-                &account,
-                received_asset,
-                EntryKind::Trade,
-                cause.clone(),
-                signed(received),
-                0,
-                *receiver,
-            );
-            if fee > 0 {
-                receiver.available -= fee;
-                let receipt = *receiver;
-                ledger.push(
-                    &account,
-                    received_asset,
-                    EntryKind::Fee,
-                    cause.clone(),
-                    -signed(fee),
-                    0,
-                    receipt,
-                );
-                let venue = balances
-                    .entry((FEE_ACCOUNT.into(), received_asset.clone()))
-                    .or_default();
-                venue.available += fee;
-                ledger.push(
-                    &FEE_ACCOUNT.into(),
-                    received_asset,
-                    EntryKind::Fee,
-                    cause,
-                    signed(fee),
-                    0,
-                    *venue,
-                );
-            }
-        }
         let refund = held_part.saturating_sub(paid);
-        let Some(open) = self.orders.get_mut(&fill.order_id) else {
-            return;
-        };
+        let fee = fee(received, bps);
         open.held -= held_part;
         open.leaves = fill.leaves;
-        self.release(
-            ts,
-            &account,
-            paid_asset,
-            refund,
-            Cause::Order(fill.order_id),
-            entries,
+        let cause = Cause::Trade {
+            symbol: symbol.clone(),
+            trade_id,
+            order_id: fill.order_id,
+        };
+        let mut ledger = Ledger { seq, ts, entries };
+        let payer = table.at(open.slot, paid_asset);
+        debug_assert!(payer.held >= held_part, "a trade paid beyond the hold");
+        payer.held = payer.held.saturating_sub(paid);
+        ledger.push(
+            &open.account,
+            &names[paid_asset],
+            EntryKind::Trade,
+            cause.clone(),
+            0,
+            -signed(paid),
+            *payer,
         );
+        if refund > 0 {
+            payer.held -= refund;
+            payer.available += refund;
+            ledger.push(
+                &open.account,
+                &names[paid_asset],
+                EntryKind::Release,
+                Cause::Order(fill.order_id),
+                signed(refund),
+                -signed(refund),
+                *payer,
+            );
+        }
+        let receiver = table.at(open.slot, received_asset);
+        receiver.available += received;
+        ledger.push(
+            &open.account,
+            &names[received_asset],
+            EntryKind::Trade,
+            cause.clone(),
+            signed(received),
+            0,
+            *receiver,
+        );
+        if fee > 0 {
+            receiver.available -= fee;
+            let receipt = *receiver;
+            ledger.push(
+                &open.account,
+                &names[received_asset],
+                EntryKind::Fee,
+                cause.clone(),
+                -signed(fee),
+                0,
+                receipt,
+            );
+            let collected = table.at(*fee_slot, received_asset);
+            collected.available += fee;
+            let collected = *collected;
+            ledger.push(
+                &table.accounts[*fee_slot],
+                &names[received_asset],
+                EntryKind::Fee,
+                cause,
+                signed(fee),
+                0,
+                collected,
+            );
+        }
         if fill.leaves.is_zero() {
             self.end(ts, fill.order_id, entries);
         }

@@ -42,9 +42,15 @@ impl Funds {
     /// The state as data.
     pub fn snapshot(&self) -> FundsSnapshot {
         let mut balances: Vec<(AccountId, Asset, Balance)> = self
-            .balances
+            .table
             .iter()
-            .map(|((account, asset), balance)| (account.clone(), asset.clone(), *balance))
+            .flat_map(|(account, balances)| {
+                self.names
+                    .iter()
+                    .zip(balances)
+                    .filter(|(_, balance)| **balance != Balance::default())
+                    .map(|(asset, balance)| (account.clone(), asset.clone(), *balance))
+            })
             .collect();
         balances.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
         let mut orders: Vec<OrderHold> = self
@@ -53,7 +59,7 @@ impl Funds {
             .map(|(order_id, open)| OrderHold {
                 order_id: *order_id,
                 account: open.account.clone(),
-                symbol: open.symbol.clone(),
+                symbol: self.markets[open.market].market.symbol.clone(),
                 side: open.side,
                 price: open.price,
                 quantity: open.quantity,
@@ -77,27 +83,28 @@ impl Funds {
         let mut funds = Funds::new(instruments)?;
         funds.seq = snapshot.seq;
         for (account, asset, balance) in &snapshot.balances {
-            if funds.assets.scale(asset).is_none() {
+            let Some(index) = funds.asset_index(asset) else {
                 return Err(FundsError::Snapshot(format!(
                     "asset {asset} is no asset of the configured instruments"
                 )));
-            }
-            funds
-                .balances
-                .insert((account.clone(), asset.clone()), *balance);
+            };
+            let slot = funds.table.slot(account);
+            *funds.table.at(slot, index) = *balance;
         }
         for hold in &snapshot.orders {
-            if !funds.markets.contains_key(&hold.symbol) {
+            let Some(&market) = funds.by_symbol.get(&hold.symbol) else {
                 return Err(FundsError::Snapshot(format!(
                     "order {} is on {}, which is not configured",
                     hold.order_id, hold.symbol
                 )));
-            }
+            };
+            let slot = funds.table.slot(&hold.account);
             funds.orders.insert(
                 hold.order_id,
                 Open {
                     account: hold.account.clone(),
-                    symbol: hold.symbol.clone(),
+                    slot,
+                    market,
                     side: hold.side,
                     price: hold.price,
                     quantity: hold.quantity,
@@ -116,10 +123,15 @@ impl Funds {
 
     /// Every non-zero held balance.
     pub fn held_balances(&self) -> std::collections::BTreeMap<(AccountId, Asset), Amount> {
-        self.balances
+        self.table
             .iter()
-            .filter(|(_, balance)| balance.held > 0)
-            .map(|(key, balance)| (key.clone(), balance.held))
+            .flat_map(|(account, balances)| {
+                self.names
+                    .iter()
+                    .zip(balances)
+                    .filter(|(_, balance)| balance.held > 0)
+                    .map(|(asset, balance)| ((account.clone(), asset.clone()), balance.held))
+            })
             .collect()
     }
 }
