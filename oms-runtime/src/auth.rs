@@ -3,9 +3,14 @@
 //! A key is `oms_` followed by 64 hex digits (256 random bits). Only its SHA-256 is stored or
 //! kept in memory; a slow password hash is not needed for keys this long. Keys are never logged.
 //!
-//! The keys file is a JSON array of `{"id", "sha256", "accounts"}`; `oms-runtime keygen` adds
-//! entries to it and prints the new key once. In single-node mode, a first start without a keys
-//! file creates one with a key bound to the bootstrap accounts and prints that key once.
+//! The keys file is a JSON array of `{"id", "sha256", "accounts", "scopes"}`; `oms-runtime
+//! keygen` adds entries to it and prints the new key once. In single-node mode, a first start
+//! without a keys file creates one with a key bound to the bootstrap accounts (every scope) and
+//! prints that key once.
+//!
+//! Scopes: `read` (orders, fills, balances, the ledger), `trade` (place and cancel), `funds`
+//! (deposits and withdrawals). An entry without `scopes` (a file from before they existed) has
+//! `read` and `trade`.
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -47,6 +52,48 @@ pub struct KeyEntry {
     pub sha256: String,
     /// Accounts the key may trade and read.
     pub accounts: Vec<String>,
+    /// What the key may do; absent means `read` and `trade`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scopes: Option<Vec<Scope>>,
+}
+
+/// What a key may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// Read orders, fills, balances and the ledger of its accounts.
+    Read,
+    /// Place and cancel orders.
+    Trade,
+    /// Deposit and withdraw.
+    Funds,
+}
+
+impl Scope {
+    /// The scopes of a key whose entry names none.
+    pub const DEFAULT: [Scope; 2] = [Scope::Read, Scope::Trade];
+
+    /// As written in the keys file and in errors.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scope::Read => "read",
+            Scope::Trade => "trade",
+            Scope::Funds => "funds",
+        }
+    }
+}
+
+impl std::str::FromStr for Scope {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Scope, String> {
+        match text {
+            "read" => Ok(Scope::Read),
+            "trade" => Ok(Scope::Trade),
+            "funds" => Ok(Scope::Funds),
+            other => Err(format!("unknown scope {other:?}: read, trade or funds")),
+        }
+    }
 }
 
 /// Longest principal (key) id.
@@ -71,12 +118,19 @@ pub struct Principal {
     pub id: String,
     /// Accounts it may use.
     pub accounts: Vec<String>,
+    /// What it may do.
+    pub scopes: Vec<Scope>,
 }
 
 impl Principal {
     /// Whether it may use `account`.
     pub fn may_use(&self, account: &str) -> bool {
         self.accounts.iter().any(|a| a == account)
+    }
+
+    /// Whether it has `scope`.
+    pub fn can(&self, scope: Scope) -> bool {
+        self.scopes.contains(&scope)
     }
 }
 
@@ -117,9 +171,16 @@ impl ApiKeys {
             if !ids.insert(entry.id.clone()) {
                 return Err(invalid(format!("key id {} appears twice", entry.id)));
             }
+            let mut scopes = entry.scopes.unwrap_or_else(|| Scope::DEFAULT.to_vec());
+            scopes.sort();
+            scopes.dedup();
+            if scopes.is_empty() {
+                return Err(invalid(format!("key {} has no scopes", entry.id)));
+            }
             let principal = Principal {
                 id: entry.id,
                 accounts: entry.accounts,
+                scopes,
             };
             if by_hash
                 .insert(entry.sha256.to_lowercase(), principal)
@@ -170,9 +231,14 @@ pub fn generate_key() -> Result<String, Error> {
     Ok(format!("oms_{}", hex::encode(bytes)))
 }
 
-/// Creates a key for `accounts`, adds its hash to the keys file (creating the file, readable by
-/// its owner only), and returns the key. Fails if `id` is already in the file.
-pub fn add_key(path: &Path, id: &str, accounts: Vec<String>) -> Result<String, Error> {
+/// Creates a key for `accounts` with `scopes`, adds its hash to the keys file (creating the
+/// file, readable by its owner only), and returns the key. Fails if `id` is already in the file.
+pub fn add_key(
+    path: &Path,
+    id: &str,
+    accounts: Vec<String>,
+    scopes: Vec<Scope>,
+) -> Result<String, Error> {
     let mut entries = if path.exists() {
         read_entries(path)?
     } else {
@@ -189,6 +255,7 @@ pub fn add_key(path: &Path, id: &str, accounts: Vec<String>) -> Result<String, E
         id: id.to_string(),
         sha256: hash_key(&key),
         accounts,
+        scopes: Some(scopes),
     });
     ApiKeys::new(entries.clone(), &path.display().to_string())?;
     write_entries(path, &entries)?;
@@ -223,7 +290,7 @@ mod tests {
     fn keys_are_stored_hashed_and_authenticate() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("keys.json");
-        let key = add_key(&path, "alice", vec!["acc-1".into()]).unwrap();
+        let key = add_key(&path, "alice", vec!["acc-1".into()], vec![Scope::Read]).unwrap();
         assert!(key.starts_with("oms_") && key.len() == 68);
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(!text.contains(&key), "the key itself must not be stored");
@@ -231,8 +298,30 @@ mod tests {
         let principal = keys.authenticate(&key).unwrap();
         assert_eq!(principal.id, "alice");
         assert!(principal.may_use("acc-1") && !principal.may_use("acc-2"));
+        assert!(principal.can(Scope::Read) && !principal.can(Scope::Trade));
         assert!(keys.authenticate("oms_wrong").is_none());
-        assert!(add_key(&path, "alice", vec!["x".into()]).is_err());
+        assert!(add_key(&path, "alice", vec!["x".into()], vec![Scope::Read]).is_err());
+    }
+
+    #[test]
+    fn a_key_without_scopes_reads_and_trades() {
+        let hash = hash_key("k");
+        let entries: Vec<KeyEntry> = serde_json::from_str(&format!(
+            r#"[{{"id":"old","sha256":"{hash}","accounts":["a"]}}]"#
+        ))
+        .unwrap();
+        let keys = ApiKeys::new(entries, "test").unwrap();
+        let principal = keys.authenticate("k").unwrap();
+        assert_eq!(principal.scopes, [Scope::Read, Scope::Trade]);
+        let entries: Vec<KeyEntry> = serde_json::from_str(&format!(
+            r#"[{{"id":"none","sha256":"{hash}","accounts":["a"],"scopes":[]}}]"#
+        ))
+        .unwrap();
+        assert!(
+            ApiKeys::new(entries, "test").is_err(),
+            "a key that can do nothing"
+        );
+        assert!("fund".parse::<Scope>().is_err());
     }
 
     #[test]
@@ -262,6 +351,14 @@ mod tests {
             r#"[{{"id":"desk-1.eu_2","sha256":"{hash}","accounts":["x"]}}]"#
         )));
         let dir = tempfile::tempdir().unwrap();
-        assert!(add_key(&dir.path().join("k.json"), "a/b", vec!["x".into()]).is_err());
+        assert!(
+            add_key(
+                &dir.path().join("k.json"),
+                "a/b",
+                vec!["x".into()],
+                Scope::DEFAULT.to_vec()
+            )
+            .is_err()
+        );
     }
 }

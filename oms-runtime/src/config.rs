@@ -41,6 +41,10 @@ pub struct KeygenArgs {
     /// Accounts the key may trade, comma separated.
     #[arg(long, value_delimiter = ',', required = true)]
     pub accounts: Vec<String>,
+    /// What the key may do, comma separated: read (orders, fills, balances, ledger), trade
+    /// (place and cancel), funds (deposits and withdrawals).
+    #[arg(long, value_delimiter = ',', default_value = "read,trade")]
+    pub scopes: Vec<crate::auth::Scope>,
     /// Keys file to add it to (created if missing).
     #[arg(
         long,
@@ -232,6 +236,15 @@ pub struct ServeArgs {
         default_value = "alice,bob"
     )]
     pub bootstrap_accounts: Vec<String>,
+    /// Demo funds deposited into each bootstrap account on the first start (when the keys file
+    /// is created), as ASSET=AMOUNT pairs, comma separated; `none` for none.
+    #[arg(
+        long,
+        env = "OMS_BOOTSTRAP_DEPOSIT",
+        value_delimiter = ',',
+        default_value = "USDT=100000,BTC=10,ETH=100"
+    )]
+    pub bootstrap_deposit: Vec<String>,
     /// Pre-trade risk limits.
     #[command(flatten)]
     pub risk: RiskArgs,
@@ -256,6 +269,27 @@ pub struct ServeArgs {
     /// Log format; the level comes from OMS_LOG (default "info").
     #[arg(long, env = "OMS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+}
+
+impl ServeArgs {
+    /// `--bootstrap-deposit` as (asset, amount) pairs.
+    pub fn bootstrap_deposits(&self) -> anyhow::Result<Vec<(String, Decimal)>> {
+        if self.bootstrap_deposit.len() == 1 && self.bootstrap_deposit[0] == "none" {
+            return Ok(Vec::new());
+        }
+        self.bootstrap_deposit
+            .iter()
+            .map(|pair| {
+                let (asset, amount) = pair.split_once('=').ok_or_else(|| {
+                    anyhow::anyhow!("--bootstrap-deposit {pair:?}: expected ASSET=AMOUNT")
+                })?;
+                let amount = amount.trim().parse::<Decimal>().map_err(|_| {
+                    anyhow::anyhow!("--bootstrap-deposit {pair:?}: {amount:?} is not a number")
+                })?;
+                Ok((asset.trim().to_string(), amount))
+            })
+            .collect()
+    }
 }
 
 /// Pre-trade risk limits, for every instrument. They are on by default, as fat-finger guards;

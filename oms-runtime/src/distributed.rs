@@ -258,11 +258,14 @@ async fn start(
             let path = args.api_keys_file.as_ref().context("--api-keys-file")?;
             let keys = crate::auth::ApiKeys::load(path)?;
             let app = AppState {
+                assets: Arc::new(crate::assets(&plan.markets)?),
                 markets: Arc::new(plan.markets),
                 keys: Arc::new(keys),
                 journal,
                 idempotency: Arc::new(redis.clone()),
                 orders: Arc::new(mongo.clone()),
+                // Money is single-node only until the account-sharded funds stage (issue 15).
+                funds: None,
                 depth: Arc::new(redis.clone()),
                 waiters: None,
                 ids: Arc::new(OrderIds::new(node, None)),

@@ -45,8 +45,8 @@ pub fn default_instruments() -> Vec<InstrumentSpec> {
         price_band_percent: None,
         max_price: Some(Decimal::from(max_price)),
         reference_price: None,
-        maker_fee_bps: 0,
-        taker_fee_bps: 0,
+        maker_fee_bps: 10,
+        taker_fee_bps: 10,
         status: oms_core::InstrumentStatus::Trading,
     };
     vec![
@@ -87,6 +87,13 @@ pub fn markets(
     }
     anyhow::ensure!(!markets.is_empty(), "no instruments configured");
     Ok(markets)
+}
+
+/// The assets of the configured instruments, with their decimals.
+pub fn assets(markets: &BTreeMap<Symbol, Market>) -> anyhow::Result<oms_core::funds::Assets> {
+    Ok(oms_core::funds::Assets::new(
+        markets.values().map(|market| &market.instrument),
+    )?)
 }
 
 /// Everything a running single-node OMS is made of.
@@ -143,17 +150,23 @@ impl Runtime {
             &config.limits,
             Arc::new(store.clone()),
             orders.clone(),
+            store.engine_snapshot()?,
             config.snapshot_every,
             metrics.clone(),
         )
         .await?;
-        let floor = store.last_order_id()?;
+        // Transfers take their ids from the same generator: one floor for both.
+        let floor = store
+            .last_order_id()?
+            .max(store.last_transfer_id()?.map(oms_core::OrderId));
         let app = AppState {
+            assets: Arc::new(assets(&config.markets)?),
             markets: Arc::new(config.markets),
             keys: Arc::new(config.keys),
             journal,
             idempotency: Arc::new(store.clone()),
             orders: orders.clone(),
+            funds: Some(Arc::new(store.clone())),
             depth: pipeline.books.clone(),
             waiters: Some(pipeline.waiters.clone()),
             ids: Arc::new(ids::OrderIds::new(config.node_id, floor)),
@@ -206,14 +219,17 @@ impl Runtime {
     }
 }
 
-/// Loads the keys file, or on a first start creates one with a bootstrap key and prints it.
-fn api_keys(args: &ServeArgs) -> anyhow::Result<auth::ApiKeys> {
+/// Loads the keys file, or on a first start creates one with a bootstrap key and prints it;
+/// says whether it did.
+fn api_keys(args: &ServeArgs) -> anyhow::Result<(auth::ApiKeys, bool)> {
     if let Some(path) = &args.api_keys_file {
-        return Ok(auth::ApiKeys::load(path)?);
+        return Ok((auth::ApiKeys::load(path)?, false));
     }
     let path = args.data_dir.join("api-keys.json");
-    if !path.exists() {
-        let key = auth::add_key(&path, "bootstrap", args.bootstrap_accounts.clone())?;
+    let first = !path.exists();
+    if first {
+        let scopes = vec![auth::Scope::Read, auth::Scope::Trade, auth::Scope::Funds];
+        let key = auth::add_key(&path, "bootstrap", args.bootstrap_accounts.clone(), scopes)?;
         println!(
             "\nCreated API key \"bootstrap\" for accounts {}. It is shown only this once:\n\n    {key}\n\n\
              Its hash is in {}. Use it as: Authorization: Bearer {key}\n",
@@ -221,7 +237,56 @@ fn api_keys(args: &ServeArgs) -> anyhow::Result<auth::ApiKeys> {
             path.display()
         );
     }
-    Ok(auth::ApiKeys::load(&path)?)
+    Ok((auth::ApiKeys::load(&path)?, first))
+}
+
+/// On a first start, journals the demo deposits of `--bootstrap-deposit` into the bootstrap
+/// accounts, so the quick start trades at once. Journaled like any deposit: in the ledger,
+/// replayed after a restart, never twice (the journal is empty only once).
+async fn bootstrap_deposits(runtime: &Runtime, args: &ServeArgs) -> anyhow::Result<()> {
+    let deposits = args.bootstrap_deposits()?;
+    if runtime.store.head() != 0 || deposits.is_empty() {
+        return Ok(());
+    }
+    let app = &runtime.app;
+    let mut done = Vec::new();
+    for (asset, amount) in deposits {
+        let units = app
+            .assets
+            .amount(&asset, amount)
+            .map_err(|reject| anyhow::anyhow!("--bootstrap-deposit {asset}={amount}: {reject}"))?;
+        for account in &args.bootstrap_accounts {
+            let transfer = oms_core::Transfer {
+                transfer_id: app.ids.next().0,
+                account: account.as_str().into(),
+                asset: asset.as_str().into(),
+                amount: units,
+            };
+            let entry = store::JournalEntry {
+                command: oms_core::Command {
+                    ts: oms_core::Timestamp(
+                        std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map_or(0, |d| d.as_nanos() as u64),
+                    ),
+                    action: oms_core::Action::Deposit(transfer),
+                },
+                origin: store::Origin {
+                    principal: "bootstrap".into(),
+                    key: format!("bootstrap-deposit-{account}-{asset}"),
+                    fingerprint: "bootstrap".into(),
+                },
+            };
+            app.journal.append(entry).await?;
+        }
+        done.push(format!("{amount} {asset}"));
+    }
+    println!(
+        "Deposited {} into each of {} (demo funds; --bootstrap-deposit none to start empty).\n",
+        done.join(", "),
+        args.bootstrap_accounts.join(", ")
+    );
+    Ok(())
 }
 
 /// Runs the OMS until SIGTERM or Ctrl-C: single-node without Kafka, else the roles chosen.
@@ -243,7 +308,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("cannot create data directory {}", args.data_dir.display()))?;
     let limits = args.risk.limits();
-    let keys = api_keys(&args)?;
+    let (keys, first_start) = api_keys(&args)?;
     let runtime = Runtime::start(RuntimeConfig {
         database: args.data_dir.join("oms.redb"),
         markets: markets(instrument_specs(&args)?, &limits)?,
@@ -255,6 +320,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         node_id: args.node_id,
     })
     .await?;
+    if first_start {
+        bootstrap_deposits(&runtime, &args).await?;
+    }
     tracing::info!(
         instruments = runtime.app.markets.len(),
         journal_head = runtime.store.head(),

@@ -8,7 +8,12 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let args = match cli.command {
         Some(Command::Keygen(keygen)) => {
-            let key = oms_runtime::auth::add_key(&keygen.keys_file, &keygen.id, keygen.accounts)?;
+            let key = oms_runtime::auth::add_key(
+                &keygen.keys_file,
+                &keygen.id,
+                keygen.accounts,
+                keygen.scopes,
+            )?;
             eprintln!(
                 "added key {:?} to {}; the key is shown once:",
                 keygen.id,

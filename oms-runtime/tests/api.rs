@@ -1,11 +1,11 @@
 //! Handler tests through the router (no socket): every status code of the API, and that bad
-//! input changes nothing.
+//! input changes nothing; money (balances, deposits, withdrawals, holds, fees) at the end.
 
 mod common;
 
 use async_trait::async_trait;
 use axum::http::StatusCode;
-use common::{Call, OTHER, TRADER, order, start};
+use common::{Call, OTHER, READER, TRADER, VENUE, order, start, start_in, start_unfunded};
 use oms_runtime::api::write::fingerprint;
 use oms_runtime::store::{
     Backend, Journal, JournalEntry, LogPosition, Origin, Reservation, StoreError,
@@ -27,7 +27,7 @@ async fn place_replay_and_wait() {
     assert_eq!(first.json["status"], "pending");
     assert_eq!(
         first.json["position"],
-        serde_json::json!({"partition": 0, "offset": 1})
+        serde_json::json!({"partition": 0, "offset": h.base + 1})
     );
     let order_id = first.json["order_id"].as_str().unwrap().to_string();
 
@@ -751,4 +751,389 @@ async fn hostile_input_gets_short_json_errors() {
         .send(&router)
         .await;
     assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.text);
+}
+
+/// `POST` `body` to `path` with `key`, waiting for the outcome.
+async fn post_waiting(
+    router: &axum::Router,
+    key: &str,
+    path: &str,
+    idempotency: &str,
+    body: &str,
+) -> common::Reply {
+    Call::new("POST", path)
+        .key(Some(key))
+        .idempotency(idempotency)
+        .prefer("wait=5")
+        .body(body)
+        .send(router)
+        .await
+}
+
+/// `(available, held)` of `account`'s `asset`, as the API shows them.
+async fn balance(router: &axum::Router, key: &str, account: &str, asset: &str) -> (String, String) {
+    let reply = Call::new("GET", &format!("/v1/balances?account={account}"))
+        .key(Some(key))
+        .send(router)
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    let balance = reply.json["balances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["asset"] == asset)
+        .unwrap_or_else(|| panic!("no {asset} in {}", reply.text))
+        .clone();
+    (
+        balance["available"].as_str().unwrap().to_string(),
+        balance["held"].as_str().unwrap().to_string(),
+    )
+}
+
+fn transfer(account: &str, asset: &str, amount: &str) -> String {
+    format!(r#"{{"account":"{account}","asset":"{asset}","amount":"{amount}"}}"#)
+}
+
+#[tokio::test]
+async fn deposits_withdrawals_balances_and_the_ledger() {
+    let h = start_unfunded(tempfile::tempdir().unwrap()).await;
+    let router = h.router();
+    assert_eq!(
+        balance(&router, TRADER, "alice", "USDT").await,
+        ("0.0000000".into(), "0.0000000".into())
+    );
+    let deposit = post_waiting(
+        &router,
+        TRADER,
+        "/v1/deposits",
+        "d-1",
+        &transfer("alice", "USDT", "1000.5"),
+    )
+    .await;
+    assert_eq!(deposit.status, StatusCode::CREATED, "{}", deposit.text);
+    assert_eq!(deposit.json["status"], "completed");
+    assert_eq!(deposit.json["kind"], "deposit");
+    assert_eq!(deposit.json["amount"], "1000.5000000");
+    // a retry replays the answer and deposits nothing more
+    let again = post_waiting(
+        &router,
+        TRADER,
+        "/v1/deposits",
+        "d-1",
+        &transfer("alice", "USDT", "1000.5"),
+    )
+    .await;
+    assert_eq!(again.text, deposit.text);
+    assert_eq!(again.headers["idempotent-replayed"], "true");
+    assert_eq!(
+        balance(&router, TRADER, "alice", "USDT").await,
+        ("1000.5000000".into(), "0.0000000".into())
+    );
+    // beyond what is available: rejected, nothing changes
+    let too_much = post_waiting(
+        &router,
+        TRADER,
+        "/v1/withdrawals",
+        "w-1",
+        &transfer("alice", "USDT", "2000"),
+    )
+    .await;
+    assert_eq!(too_much.status, StatusCode::CREATED);
+    assert_eq!(too_much.json["status"], "rejected");
+    assert_eq!(too_much.json["reject_reason"], "insufficient_funds");
+    let ok = post_waiting(
+        &router,
+        TRADER,
+        "/v1/withdrawals",
+        "w-2",
+        &transfer("alice", "USDT", "500.25"),
+    )
+    .await;
+    assert_eq!(ok.json["status"], "completed", "{}", ok.text);
+    assert_eq!(
+        balance(&router, TRADER, "alice", "USDT").await,
+        ("500.2500000".into(), "0.0000000".into())
+    );
+    // the transfer can be read back; the ledger shows both changes, newest first
+    let id = ok.json["transfer_id"].as_str().unwrap();
+    let read = Call::new("GET", &format!("/v1/transfers/{id}"))
+        .send(&router)
+        .await;
+    assert_eq!(read.json, ok.json);
+    let ledger = Call::new("GET", "/v1/ledger?account=alice&limit=1")
+        .send(&router)
+        .await;
+    assert_eq!(ledger.status, StatusCode::OK, "{}", ledger.text);
+    let entry = &ledger.json["entries"][0];
+    assert_eq!(
+        (
+            entry["kind"].as_str(),
+            entry["available_change"].as_str(),
+            entry["available"].as_str()
+        ),
+        (
+            Some("withdrawal"),
+            Some("-500.2500000"),
+            Some("500.2500000")
+        )
+    );
+    assert_eq!(entry["transfer_id"], ok.json["transfer_id"]);
+    let cursor = ledger.json["next_cursor"].as_str().unwrap();
+    let older = Call::new("GET", &format!("/v1/ledger?account=alice&cursor={cursor}"))
+        .send(&router)
+        .await;
+    let kinds: Vec<&str> = older.json["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["deposit"], "the refused withdrawal left no entry");
+}
+
+#[tokio::test]
+async fn funds_need_the_funds_scope_and_the_account() {
+    let h = start().await;
+    let router = h.router();
+    let refused = |reply: common::Reply| {
+        assert_eq!(reply.status, StatusCode::FORBIDDEN, "{}", reply.text);
+    };
+    // the read-only key reads alice, and does nothing else
+    assert_eq!(
+        balance(&router, READER, "alice", "BTC").await.0,
+        "1000.00000"
+    );
+    refused(
+        post_waiting(
+            &router,
+            READER,
+            "/v1/deposits",
+            "r-1",
+            &transfer("alice", "USDT", "1"),
+        )
+        .await,
+    );
+    refused(
+        post_waiting(
+            &router,
+            READER,
+            "/v1/orders",
+            "r-2",
+            &order("alice", "buy", "100.00", "0.1"),
+        )
+        .await,
+    );
+    refused(
+        Call::new("GET", "/v1/balances?account=bob")
+            .key(Some(READER))
+            .send(&router)
+            .await,
+    );
+    // another key's account
+    refused(
+        post_waiting(
+            &router,
+            OTHER,
+            "/v1/withdrawals",
+            "o-1",
+            &transfer("alice", "USDT", "1"),
+        )
+        .await,
+    );
+    let missing = Call::new("GET", "/v1/balances?account=alice")
+        .key(None)
+        .send(&router)
+        .await;
+    assert_eq!(missing.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(h.head(), 0, "nothing was journaled");
+}
+
+#[tokio::test]
+async fn bad_transfers_are_4xx_and_journal_nothing() {
+    let h = start().await;
+    let router = h.router();
+    for (body, code, field) in [
+        (
+            transfer("alice", "DOGE", "1"),
+            "unknown_asset",
+            Some("asset"),
+        ),
+        (
+            transfer("alice", "USDT", "0.00000001"),
+            "too_precise",
+            Some("amount"),
+        ),
+        (
+            transfer("alice", "USDT", "0"),
+            "not_positive",
+            Some("amount"),
+        ),
+        (
+            transfer("alice", "USDT", "-5"),
+            "not_positive",
+            Some("amount"),
+        ),
+        (
+            r#"{"account":"alice","asset":"USDT","amount":5}"#.to_string(),
+            "invalid_field",
+            Some("amount"),
+        ),
+        (
+            r#"{"account":"alice","asset":"USDT"}"#.to_string(),
+            "invalid_field",
+            None,
+        ),
+        (
+            r#"{"account":"alice","asset":"USDT","amount":"1","memo":"x"}"#.to_string(),
+            "invalid_field",
+            None,
+        ),
+    ] {
+        let reply = post_waiting(&router, TRADER, "/v1/deposits", "bad", &body).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::BAD_REQUEST,
+            "{body}: {}",
+            reply.text
+        );
+        assert_eq!(reply.code(), code, "{body}");
+        if let Some(field) = field {
+            assert_eq!(reply.json["error"]["field"], field, "{body}");
+        }
+    }
+    assert_eq!(h.head(), 0, "nothing was journaled");
+}
+
+#[tokio::test]
+async fn orders_hold_trades_settle_and_fees_show_on_fills() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    let h = start_in(dir).await;
+    let router = h.router();
+    // alice sells 0.5 BTC at 65,000: 0.5 BTC held
+    let sell = post_waiting(
+        &router,
+        TRADER,
+        "/v1/orders",
+        "s-1",
+        &order("alice", "sell", "65000.00", "0.5"),
+    )
+    .await;
+    assert_eq!(sell.json["status"], "new", "{}", sell.text);
+    assert_eq!(
+        balance(&router, TRADER, "alice", "BTC").await,
+        ("999.50000".into(), "0.50000".into())
+    );
+    // bob bids 65,100 for 0.2 and trades at 65,000: pays 13,000, the 20 held above it come back
+    let buy = post_waiting(
+        &router,
+        TRADER,
+        "/v1/orders",
+        "b-1",
+        &order("bob", "buy", "65100.00", "0.2"),
+    )
+    .await;
+    assert_eq!(buy.json["status"], "filled", "{}", buy.text);
+    assert_eq!(
+        balance(&router, TRADER, "bob", "USDT").await,
+        ("9987000.0000000".into(), "0.0000000".into())
+    );
+    // bob receives 0.2 BTC less the 10 bps taker fee (0.0002)
+    assert_eq!(
+        balance(&router, TRADER, "bob", "BTC").await,
+        ("1000.19980".into(), "0.00000".into())
+    );
+    // alice receives 13,000 USDT less the 10 bps maker fee (13)
+    assert_eq!(
+        balance(&router, TRADER, "alice", "USDT").await,
+        ("10012987.0000000".into(), "0.0000000".into())
+    );
+    assert_eq!(
+        balance(&router, TRADER, "alice", "BTC").await,
+        ("999.50000".into(), "0.30000".into())
+    );
+    assert_eq!(balance(&router, VENUE, "fees", "BTC").await.0, "0.00020");
+    assert_eq!(
+        balance(&router, VENUE, "fees", "USDT").await.0,
+        "13.0000000"
+    );
+    let fills = Call::new("GET", "/v1/trades?account=bob")
+        .send(&router)
+        .await;
+    let fill = &fills.json["trades"][0];
+    assert_eq!(
+        (
+            fill["liquidity"].as_str(),
+            fill["fee"].as_str(),
+            fill["fee_asset"].as_str()
+        ),
+        (Some("taker"), Some("0.00020"), Some("BTC"))
+    );
+    let fills = Call::new("GET", "/v1/trades?account=alice")
+        .send(&router)
+        .await;
+    let fill = &fills.json["trades"][0];
+    assert_eq!(
+        (
+            fill["liquidity"].as_str(),
+            fill["fee"].as_str(),
+            fill["fee_asset"].as_str()
+        ),
+        (Some("maker"), Some("13.0000000"), Some("USDT"))
+    );
+    // canceling releases what is left
+    let id = sell.json["order_id"].as_str().unwrap();
+    let cancel = Call::new("DELETE", &format!("/v1/orders/{id}"))
+        .idempotency("c-1")
+        .prefer("wait=5")
+        .send(&router)
+        .await;
+    assert_eq!(cancel.json["status"], "canceled", "{}", cancel.text);
+    assert_eq!(
+        balance(&router, TRADER, "alice", "BTC").await,
+        ("999.80000".into(), "0.00000".into())
+    );
+    // more than there is: rejected, nothing held
+    // 100 BTC at 99,999 is 9,999,900 USDT; bob has 9,987,000
+    let broke = post_waiting(
+        &router,
+        TRADER,
+        "/v1/orders",
+        "b-2",
+        &order("bob", "buy", "99999.00", "100"),
+    )
+    .await;
+    assert_eq!(broke.json["status"], "rejected", "{}", broke.text);
+    assert_eq!(broke.json["reject_reason"], "insufficient_funds");
+    assert_eq!(balance(&router, TRADER, "bob", "USDT").await.1, "0.0000000");
+
+    // after a restart (engine snapshot + journal replay) every balance is the same
+    let mut before = Vec::new();
+    for account in ["alice", "bob"] {
+        let path = format!("/v1/balances?account={account}");
+        before.push(Call::new("GET", &path).send(&router).await.json);
+    }
+    let ledger = Call::new("GET", "/v1/ledger?account=bob&limit=1000")
+        .send(&router)
+        .await
+        .json;
+    drop(router);
+    let common::Harness {
+        runtime, dir: kept, ..
+    } = h;
+    runtime.stop().await;
+    assert_eq!(kept.path(), path);
+    let h = start_in(kept).await;
+    let router = h.router();
+    for (account, balances) in ["alice", "bob"].iter().zip(&before) {
+        let after = Call::new("GET", &format!("/v1/balances?account={account}"))
+            .send(&router)
+            .await;
+        assert_eq!(&after.json, balances, "{account}");
+    }
+    let after = Call::new("GET", "/v1/ledger?account=bob&limit=1000")
+        .send(&router)
+        .await
+        .json;
+    assert_eq!(after, ledger);
 }

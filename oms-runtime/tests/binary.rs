@@ -3,8 +3,9 @@
 
 mod common;
 
-use common::{OTHER, TRADER, order, write_keys};
+use common::{OTHER, TRADER, funding, order, write_keys};
 use reqwest::StatusCode;
+use rust_decimal::Decimal;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -60,6 +61,7 @@ impl Server {
                 .send()
                 .await;
             if ready.is_ok_and(|r| r.status().is_success()) {
+                server.fund().await;
                 return server;
             }
             assert!(
@@ -68,6 +70,51 @@ impl Server {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Funds alice, bob and carol (idempotent: the keys are fixed).
+    async fn fund(&self) {
+        for (key, account) in [(TRADER, "alice"), (TRADER, "bob"), (OTHER, "carol")] {
+            for (idempotency, body) in funding(account) {
+                let response = self
+                    .client
+                    .post(format!("{}/v1/deposits", self.api))
+                    .bearer_auth(key)
+                    .header("idempotency-key", idempotency)
+                    .header("content-type", "application/json")
+                    .header("prefer", "wait=5")
+                    .body(body)
+                    .send()
+                    .await
+                    .expect("deposit");
+                assert!(response.status().is_success(), "{response:?}");
+            }
+        }
+    }
+
+    /// Every balance of alice, bob, carol and the fee account: (available, held) by account and
+    /// asset.
+    async fn money(&self) -> BTreeMap<(String, String), (Decimal, Decimal)> {
+        let mut out = BTreeMap::new();
+        for (key, account) in [
+            (TRADER, "alice"),
+            (TRADER, "bob"),
+            (OTHER, "carol"),
+            (common::VENUE, "fees"),
+        ] {
+            let (status, list) = self
+                .get(key, &format!("/v1/balances?account={account}"))
+                .await;
+            assert_eq!(status, StatusCode::OK, "{list}");
+            for balance in list["balances"].as_array().unwrap() {
+                let decimal = |field: &str| balance[field].as_str().unwrap().parse().unwrap();
+                out.insert(
+                    (account.into(), balance["asset"].as_str().unwrap().into()),
+                    (decimal("available"), decimal("held")),
+                );
+            }
+        }
+        out
     }
 
     async fn post(
@@ -326,6 +373,8 @@ async fn kill_9_under_load_loses_no_acknowledged_order() {
 
     let server = Server::start(dir.path()).await;
     let orders = server.settled().await;
+    let money = server.money().await;
+    money_adds_up(&money, &orders);
     for (_, _, ack) in &acked {
         let id = ack["order_id"].as_str().unwrap();
         assert!(orders.contains_key(id), "acknowledged order {id} lost");
@@ -361,6 +410,53 @@ async fn kill_9_under_load_loses_no_acknowledged_order() {
     let again = server.settled().await;
     assert_eq!(depth(&server).await, before);
     assert_eq!(again, states, "order states survive a restart unchanged");
+    assert_eq!(
+        server.money().await,
+        money,
+        "balances survive a restart unchanged"
+    );
+}
+
+/// Conservation (every asset's totals add up to what was deposited: nothing was withdrawn)
+/// and holds (alice's and bob's held balances are what their open orders still need).
+fn money_adds_up(
+    money: &BTreeMap<(String, String), (Decimal, Decimal)>,
+    orders: &BTreeMap<String, Value>,
+) {
+    for (asset, funded) in common::FUNDING {
+        let total: Decimal = money
+            .iter()
+            .filter(|((_, a), _)| a == asset)
+            .map(|(_, (available, held))| available + held)
+            .sum();
+        let deposited = funded.parse::<Decimal>().unwrap() * Decimal::from(3);
+        assert_eq!(total, deposited, "{asset} is conserved");
+    }
+    let mut needs: BTreeMap<(String, String), Decimal> = BTreeMap::new();
+    for order in orders.values() {
+        if !matches!(order["status"].as_str(), Some("new" | "partially_filled")) {
+            continue;
+        }
+        let decimal = |field: &str| order[field].as_str().unwrap().parse::<Decimal>().unwrap();
+        let leaves = decimal("quantity") - decimal("filled_quantity");
+        let account = order["account"].as_str().unwrap().to_string();
+        let (asset, amount) = match order["side"].as_str() {
+            Some("buy") => ("USDT", leaves * decimal("price")),
+            _ => ("BTC", leaves),
+        };
+        *needs.entry((account, asset.into())).or_default() += amount;
+    }
+    for account in ["alice", "bob"] {
+        for asset in ["USDT", "BTC"] {
+            let key = (account.to_string(), asset.to_string());
+            let held = money[&key].1;
+            let need = needs.get(&key).copied().unwrap_or_default();
+            assert_eq!(
+                held, need,
+                "{account}'s held {asset} is what its open orders need"
+            );
+        }
+    }
 }
 
 /// Sockets are files: the process raises its open-files soft limit to the hard limit at start,

@@ -4,7 +4,7 @@ use super::error::{ApiError, ErrorBody};
 use super::model::{BookView, FillView, OrderList, OrderRequest, OrderView, TradeList};
 use super::write::{fingerprint, idempotency_key, prefer_wait};
 use super::{AppState, MAX_BODY_BYTES, json};
-use crate::auth::Principal;
+use crate::auth::{Principal, Scope};
 use crate::store::{Ack, OrderQuery, Origin};
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
@@ -16,7 +16,7 @@ use serde::Deserialize;
 use std::time::{SystemTime, UNIX_EPOCH};
 use utoipa::IntoParams;
 
-fn now() -> Timestamp {
+pub(super) fn now() -> Timestamp {
     Timestamp(
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -24,7 +24,7 @@ fn now() -> Timestamp {
     )
 }
 
-fn body_error(rejection: BytesRejection) -> ApiError {
+pub(super) fn body_error(rejection: BytesRejection) -> ApiError {
     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::too_large(MAX_BODY_BYTES)
     } else {
@@ -32,16 +32,16 @@ fn body_error(rejection: BytesRejection) -> ApiError {
     }
 }
 
-fn query_error(rejection: QueryRejection) -> ApiError {
+pub(super) fn query_error(rejection: QueryRejection) -> ApiError {
     ApiError::bad_request("invalid_query", rejection.body_text())
 }
 
-fn path_error(rejection: PathRejection) -> ApiError {
+pub(super) fn path_error(rejection: PathRejection) -> ApiError {
     ApiError::bad_request("invalid_path", rejection.body_text())
 }
 
 /// A body must be JSON: a `Content-Type` naming anything else is refused (none means JSON).
-fn json_content(headers: &HeaderMap) -> Result<(), ApiError> {
+pub(super) fn json_content(headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(value) = headers.get(header::CONTENT_TYPE) else {
         return Ok(());
     };
@@ -60,7 +60,7 @@ fn json_content(headers: &HeaderMap) -> Result<(), ApiError> {
 }
 
 /// Parses a JSON object body; errors name the field at fault.
-fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> {
+pub(super) fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> {
     // Derived deserializers also accept arrays for structs; an API body is an object.
     if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return Err(ApiError::bad_request(
@@ -132,6 +132,7 @@ pub async fn place_order(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    super::require(&principal, Scope::Trade)?;
     let key = idempotency_key(&headers)?;
     json_content(&headers)?;
     let body = body.map_err(body_error)?;
@@ -220,6 +221,7 @@ pub async fn cancel_order(
     headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
+    super::require(&principal, Scope::Trade)?;
     let Path(id) = path.map_err(path_error)?;
     let key = idempotency_key(&headers)?;
     let order_id = order_id(&id)?;
@@ -279,6 +281,7 @@ pub async fn get_order(
     principal: Principal,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
+    super::require(&principal, Scope::Read)?;
     let Path(id) = path.map_err(path_error)?;
     let order_id = order_id(&id)?;
     let state = app
@@ -312,7 +315,10 @@ pub struct ListOrders {
     cursor: Option<String>,
 }
 
-fn account_of(principal: &Principal, account: Option<String>) -> Result<String, ApiError> {
+pub(super) fn account_of(
+    principal: &Principal,
+    account: Option<String>,
+) -> Result<String, ApiError> {
     let account = match (account, principal.accounts.as_slice()) {
         (Some(account), _) => account,
         (None, [only]) => only.clone(),
@@ -333,7 +339,7 @@ fn account_of(principal: &Principal, account: Option<String>) -> Result<String, 
     }
 }
 
-fn limit(limit: Option<usize>) -> Result<usize, ApiError> {
+pub(super) fn limit(limit: Option<usize>) -> Result<usize, ApiError> {
     match limit.unwrap_or(100) {
         limit @ 1..=1000 => Ok(limit),
         _ => Err(
@@ -362,6 +368,7 @@ pub async fn list_orders(
     principal: Principal,
     query: Result<Query<ListOrders>, QueryRejection>,
 ) -> Result<Response, ApiError> {
+    super::require(&principal, Scope::Read)?;
     let Query(query) = query.map_err(query_error)?;
     let account = account_of(&principal, query.account)?;
     let (open_only, status) = match query.status.as_deref() {
@@ -434,6 +441,7 @@ pub async fn list_trades(
     principal: Principal,
     query: Result<Query<ListTrades>, QueryRejection>,
 ) -> Result<Response, ApiError> {
+    super::require(&principal, Scope::Read)?;
     let Query(query) = query.map_err(query_error)?;
     let account = account_of(&principal, query.account)?;
     let trades = app
@@ -446,7 +454,9 @@ pub async fn list_trades(
     Ok(json(TradeList {
         trades: trades
             .iter()
-            .flat_map(|trade| FillView::of(trade, &account, app.instrument(&trade.symbol)))
+            .flat_map(|trade| {
+                FillView::of(trade, &account, app.instrument(&trade.symbol), &app.assets)
+            })
             .collect(),
     }))
 }

@@ -1,6 +1,7 @@
 //! The v1 HTTP API (see `docs/api.md` and `GET /openapi.json`).
 
 pub mod error;
+mod funds;
 mod handlers;
 pub mod model;
 mod openapi;
@@ -10,7 +11,7 @@ use crate::auth::{ApiKeys, Principal};
 use crate::ids::OrderIds;
 use crate::metrics::{Metrics, OutcomeLabels, RouteLabels};
 use crate::processing::{DepthSource, Waiters};
-use crate::store::{IdempotencyStore, Journal, OrderStore, StoreError};
+use crate::store::{FundsStore, IdempotencyStore, Journal, OrderStore, StoreError};
 use axum::extract::{DefaultBodyLimit, FromRequestParts, MatchedPath, Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
@@ -52,6 +53,8 @@ pub struct Market {
 pub struct AppState {
     /// Configured instruments.
     pub markets: Arc<BTreeMap<Symbol, Market>>,
+    /// The assets of the instruments, with their decimals.
+    pub assets: Arc<oms_core::funds::Assets>,
     /// Known API keys.
     pub keys: Arc<ApiKeys>,
     /// Where writes go.
@@ -60,6 +63,9 @@ pub struct AppState {
     pub idempotency: Arc<dyn IdempotencyStore>,
     /// The read projection.
     pub orders: Arc<dyn OrderStore>,
+    /// Balances, ledger and transfers: single-node mode only, until the distributed funds
+    /// stage (issue 15).
+    pub funds: Option<Arc<dyn FundsStore>>,
     /// Book depth.
     pub depth: Arc<dyn DepthSource>,
     /// In-process notification of processed commands (single-node mode); without it,
@@ -108,6 +114,18 @@ impl AppState {
     }
 }
 
+/// Refuses a principal without `scope`.
+pub(crate) fn require(principal: &Principal, scope: crate::auth::Scope) -> Result<(), ApiError> {
+    if principal.can(scope) {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(format!(
+            "this API key lacks the {} scope",
+            scope.name()
+        )))
+    }
+}
+
 impl FromRequestParts<AppState> for Principal {
     type Rejection = ApiError;
 
@@ -137,6 +155,11 @@ pub fn router(app: AppState) -> Router {
             get(handlers::get_order).delete(handlers::cancel_order),
         )
         .route("/v1/trades", get(handlers::list_trades))
+        .route("/v1/balances", get(funds::balances))
+        .route("/v1/ledger", get(funds::ledger))
+        .route("/v1/deposits", post(funds::deposit))
+        .route("/v1/withdrawals", post(funds::withdraw))
+        .route("/v1/transfers/{transfer_id}", get(funds::get_transfer))
         .route("/v1/book/{symbol}", get(handlers::book))
         .route("/v1/instruments", get(handlers::instruments))
         .route("/openapi.json", get(openapi::document))

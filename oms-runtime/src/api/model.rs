@@ -184,7 +184,7 @@ pub struct OrderView {
     pub version: u64,
 }
 
-fn rfc3339(nanos: u64) -> String {
+pub(crate) fn rfc3339(nanos: u64) -> String {
     humantime::format_rfc3339_nanos(UNIX_EPOCH + Duration::from_nanos(nanos)).to_string()
 }
 
@@ -264,6 +264,10 @@ pub struct FillView {
     pub quantity: String,
     /// Whether the caller's order rested (maker) or came in (taker).
     pub liquidity: Liquidity,
+    /// The fee charged, out of what the fill received.
+    pub fee: String,
+    /// The asset of the fee: the one received (base for a buy, quote for a sell).
+    pub fee_asset: String,
     /// When (RFC 3339).
     pub executed_at: String,
 }
@@ -274,20 +278,41 @@ impl FillView {
         trade: &TradeRecord,
         account: &str,
         instrument: Option<&Instrument>,
+        assets: &oms_core::funds::Assets,
     ) -> Vec<FillView> {
-        let fill = |order_id: OrderId, side: Side, liquidity: Liquidity| FillView {
-            trade_id: trade.seq,
-            symbol: trade.symbol.clone(),
-            order_id: order_id.to_string(),
-            side,
-            price: instrument.map_or(trade.price.0.to_string(), |i| {
-                i.price_decimal(trade.price).to_string()
-            }),
-            quantity: instrument.map_or(trade.quantity.0.to_string(), |i| {
-                i.quantity_decimal(trade.quantity).to_string()
-            }),
-            liquidity,
-            executed_at: rfc3339(trade.ts),
+        let fee = |side: Side, liquidity: Liquidity| {
+            let charged = match liquidity {
+                Liquidity::Taker => &trade.taker_fee,
+                Liquidity::Maker => &trade.maker_fee,
+            };
+            let received = instrument.map(|i| match side {
+                Side::Buy => i.spec().base.to_string(),
+                Side::Sell => i.spec().quote.to_string(),
+            });
+            let (asset, amount) = match charged {
+                Some((asset, amount)) => (asset.clone(), *amount),
+                None => (received.unwrap_or_default(), 0),
+            };
+            (assets.decimal(&asset, amount).to_string(), asset)
+        };
+        let fill = |order_id: OrderId, side: Side, liquidity: Liquidity| {
+            let (fee, fee_asset) = fee(side, liquidity);
+            FillView {
+                trade_id: trade.seq,
+                symbol: trade.symbol.clone(),
+                order_id: order_id.to_string(),
+                side,
+                price: instrument.map_or(trade.price.0.to_string(), |i| {
+                    i.price_decimal(trade.price).to_string()
+                }),
+                quantity: instrument.map_or(trade.quantity.0.to_string(), |i| {
+                    i.quantity_decimal(trade.quantity).to_string()
+                }),
+                liquidity,
+                fee,
+                fee_asset,
+                executed_at: rfc3339(trade.ts),
+            }
         };
         let mut fills = Vec::with_capacity(1);
         if trade.taker_account == account {
@@ -348,8 +373,15 @@ mod tests {
             maker_order_id: OrderId(2),
             maker_account: "alice".into(),
             ts: 0,
+            taker_fee: Some(("BTC".into(), 3)),
+            maker_fee: None,
         };
-        let bob = FillView::of(&trade, "bob", None);
+        let instrument = Instrument::new(crate::default_instruments().remove(0)).unwrap();
+        let assets = oms_core::funds::Assets::new([&instrument]).unwrap();
+        let of = |trade: &TradeRecord, account: &str| {
+            FillView::of(trade, account, Some(&instrument), &assets)
+        };
+        let bob = of(&trade, "bob");
         let json = serde_json::to_string(&bob).unwrap();
         assert!(!json.contains("alice") && !json.contains("\"2\""), "{json}");
         assert_eq!(bob.len(), 1);
@@ -357,22 +389,27 @@ mod tests {
             (bob[0].side, bob[0].liquidity),
             (Side::Buy, Liquidity::Taker)
         );
-        let alice = FillView::of(&trade, "alice", None);
+        assert_eq!(
+            (bob[0].fee.as_str(), bob[0].fee_asset.as_str()),
+            ("0.00003", "BTC")
+        );
+        let alice = of(&trade, "alice");
         assert_eq!(alice[0].order_id, "2");
         assert_eq!(
             (alice[0].side, alice[0].liquidity),
             (Side::Sell, Liquidity::Maker)
         );
-        assert!(FillView::of(&trade, "carol", None).is_empty());
+        assert_eq!(
+            (alice[0].fee.as_str(), alice[0].fee_asset.as_str()),
+            ("0.0000000", "USDT"),
+            "no fee recorded: zero, in the asset received"
+        );
+        assert!(of(&trade, "carol").is_empty());
         let own = TradeRecord {
             maker_account: "bob".into(),
             ..trade
         };
-        assert_eq!(
-            FillView::of(&own, "bob", None).len(),
-            2,
-            "a self-trade is two fills"
-        );
+        assert_eq!(of(&own, "bob").len(), 2, "a self-trade is two fills");
     }
 
     #[test]

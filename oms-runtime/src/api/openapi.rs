@@ -1,7 +1,7 @@
 //! The OpenAPI document, generated from the handlers and types (utoipa).
 
-use super::handlers;
 use super::json;
+use super::{funds, handlers};
 use axum::response::Response;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -10,7 +10,7 @@ use utoipa::{Modify, OpenApi};
 #[openapi(
     info(
         title = "OMS order API",
-        description = "Place, cancel and query orders. Writes need an API key and an Idempotency-Key; a 2xx on a write means the command is durable.",
+        description = "Place, cancel and query orders; deposit, withdraw and read balances and the ledger. Writes need an API key and an Idempotency-Key; a 2xx on a write means the command is durable.",
     ),
     paths(
         handlers::place_order,
@@ -20,6 +20,11 @@ use utoipa::{Modify, OpenApi};
         handlers::list_trades,
         handlers::book,
         handlers::instruments,
+        funds::balances,
+        funds::ledger,
+        funds::deposit,
+        funds::withdraw,
+        funds::get_transfer,
     ),
     modifiers(&BearerKey),
 )]

@@ -1,4 +1,5 @@
-//! The write path shared by placing and canceling: idempotency, durability, optional wait.
+//! The write path shared by placing, canceling, depositing and withdrawing: idempotency,
+//! durability, optional wait.
 //!
 //! ```text
 //! reserve key ─▶ build command (may refuse: key released) ─▶ append, durable ─▶ store response
@@ -14,6 +15,7 @@
 
 use super::AppState;
 use super::error::ApiError;
+use super::funds::TransferView;
 use super::model::OrderView;
 use crate::metrics::OutcomeLabels;
 use crate::store::{
@@ -142,12 +144,7 @@ impl AppState {
                 return Err(error);
             }
         };
-        let Some(order_id) = command_order_id(&command) else {
-            self.release(&origin).await;
-            return Err(ApiError::internal(
-                "a funds command on the order write path",
-            ));
-        };
+        let subject = Subject::of(&command);
         let entry = JournalEntry {
             command,
             origin: origin.clone(),
@@ -156,8 +153,8 @@ impl AppState {
             .and(self.waiters.as_ref())
             .map(|waiters| waiters.register(&origin));
         // Without in-process notification, waiting means watching the order's version move.
-        let version_before = match (wait, &waiter) {
-            (Some(_), None) => self.current_version(order_id).await,
+        let version_before = match (wait, &waiter, subject) {
+            (Some(_), None, Subject::Order(order_id)) => self.current_version(order_id).await,
             _ => 0,
         };
         let started = std::time::Instant::now();
@@ -185,23 +182,25 @@ impl AppState {
         let Some(wait) = wait else {
             return Ok(stored(&ack, false));
         };
-        let processed = match waiter {
-            Some(waiter) => tokio::time::timeout(wait, waiter).await.is_ok(),
-            None => tokio::time::timeout(wait, self.poll_version(order_id, version_before))
-                .await
-                .is_ok_and(|seen| seen),
+        let processed = match (waiter, subject) {
+            (Some(waiter), _) => tokio::time::timeout(wait, waiter).await.is_ok(),
+            (None, Subject::Order(order_id)) => {
+                tokio::time::timeout(wait, self.poll_version(order_id, version_before))
+                    .await
+                    .is_ok_and(|seen| seen)
+            }
+            (None, Subject::Transfer(_)) => false,
         };
         if !processed {
             self.forget(&origin);
             return Ok(stored(&ack, false));
         }
-        let Ok(Some(state)) = self.guard("order store", self.orders.order(order_id)).await else {
+        let Some(body) = self.outcome(subject).await? else {
             return Ok(stored(&ack, false));
         };
-        let view = OrderView::new(&state, self.instrument(&state.order.symbol));
         let response = StoredResponse {
             status: waited_status.as_u16(),
-            body: serde_json::to_string(&view).map_err(ApiError::internal)?,
+            body,
         };
         // Stored before answering, so a retry that follows this answer replays it. Failing to
         // store it only means retries get the 202 instead.
@@ -221,6 +220,35 @@ impl AppState {
                 .unwrap_or(HeaderValue::from_static("wait")),
         );
         Ok(out)
+    }
+
+    /// The processed state of what a command was about, as a JSON body; none if the store
+    /// cannot say.
+    async fn outcome(&self, subject: Subject) -> Result<Option<String>, ApiError> {
+        let body = match subject {
+            Subject::Order(order_id) => {
+                let Ok(Some(state)) = self.guard("order store", self.orders.order(order_id)).await
+                else {
+                    return Ok(None);
+                };
+                serde_json::to_string(&OrderView::new(
+                    &state,
+                    self.instrument(&state.order.symbol),
+                ))
+            }
+            Subject::Transfer(transfer_id) => {
+                let Some(funds) = &self.funds else {
+                    return Ok(None);
+                };
+                let Ok(Some(outcome)) =
+                    self.guard("funds store", funds.transfer(transfer_id)).await
+                else {
+                    return Ok(None);
+                };
+                serde_json::to_string(&TransferView::new(&outcome, &self.assets))
+            }
+        };
+        body.map(Some).map_err(ApiError::internal)
     }
 
     fn forget(&self, origin: &Origin) {
@@ -267,13 +295,23 @@ impl AppState {
     }
 }
 
-/// The order an order command is about; none for funds commands.
-fn command_order_id(command: &Command) -> Option<OrderId> {
-    match &command.action {
-        oms_core::Action::New(order) => Some(order.order_id),
-        oms_core::Action::Cancel(cancel) => Some(cancel.order_id),
-        oms_core::Action::Amend(amend) => Some(amend.order_id),
-        oms_core::Action::Deposit(_) | oms_core::Action::Withdraw(_) => None,
+/// What a command is about: the order or the transfer whose state a waiting request gets.
+#[derive(Clone, Copy, Debug)]
+enum Subject {
+    Order(OrderId),
+    Transfer(u64),
+}
+
+impl Subject {
+    fn of(command: &Command) -> Subject {
+        match &command.action {
+            oms_core::Action::New(order) => Subject::Order(order.order_id),
+            oms_core::Action::Cancel(cancel) => Subject::Order(cancel.order_id),
+            oms_core::Action::Amend(amend) => Subject::Order(amend.order_id),
+            oms_core::Action::Deposit(transfer) | oms_core::Action::Withdraw(transfer) => {
+                Subject::Transfer(transfer.transfer_id)
+            }
+        }
     }
 }
 

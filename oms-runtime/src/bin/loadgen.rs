@@ -116,6 +116,33 @@ impl Report {
     }
 }
 
+/// Deposits far more than the bench can spend into every account, so that single-node mode's
+/// funds checks pass every order (they are part of what is measured).
+async fn fund(target: &str, key: &str, accounts: &[String]) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    for account in accounts {
+        for (asset, amount) in [("USDT", "1000000000000"), ("BTC", "1000000000")] {
+            let response = client
+                .post(format!("{target}/v1/deposits"))
+                .bearer_auth(key)
+                .header("idempotency-key", format!("fund-{account}-{asset}"))
+                .header("content-type", "application/json")
+                .header("prefer", "wait=10")
+                .body(format!(
+                    r#"{{"account":"{account}","asset":"{asset}","amount":"{amount}"}}"#
+                ))
+                .send()
+                .await?;
+            anyhow::ensure!(
+                response.status().is_success(),
+                "deposit for {account} failed: {}",
+                response.status()
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Sends orders to `target` for `load.duration` (after a 2 s warm-up that is not counted).
 async fn drive(
     target: &str,
@@ -281,7 +308,13 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
 
     let dir = tempfile::tempdir()?;
     let keys = dir.path().join("keys.json");
-    let key = oms_runtime::auth::add_key(&keys, "loadgen", vec!["alice".into(), "bob".into()])?;
+    let scopes = vec![
+        oms_runtime::auth::Scope::Read,
+        oms_runtime::auth::Scope::Trade,
+        oms_runtime::auth::Scope::Funds,
+    ];
+    let key =
+        oms_runtime::auth::add_key(&keys, "loadgen", vec!["alice".into(), "bob".into()], scopes)?;
     let (api, admin) = (free_port()?, free_port()?);
     let mut command = Command::new(&runtime);
     command
@@ -317,6 +350,9 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     wait_until_up(&format!("http://127.0.0.1:{admin}/readyz")).await?;
     let target = format!("http://127.0.0.1:{api}");
     let accounts = ["alice".to_string(), "bob".to_string()];
+    if services.is_none() {
+        fund(&target, &key, &accounts).await?;
+    }
     let mode = if services.is_some() {
         "distributed (Kafka + Redis)"
     } else {

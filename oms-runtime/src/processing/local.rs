@@ -1,32 +1,39 @@
-//! Single-node processing: the journal, in order, through one actor per book, into the read
-//! projection.
+//! Single-node processing: the journal, in order, through the engine (funds and every book),
+//! into the read projection.
 //!
 //! ```text
-//! journal ──reader──▶ book actor (one per instrument, bounded mailbox) ──▶ projector ──▶ OrderStore
+//! journal ──reader──▶ engine actor (funds + books, bounded mailbox) ──▶ projector ──▶ stores
 //! ```
-//! The reader routes each command to the actor of its symbol. An actor owns its [`Book`] and is
-//! the only code that touches it; the per-account risk state (open-order counts) lives in the
-//! book. The projector folds events into order states and trades, writes them, and wakes the
-//! requests waiting for that command (`Prefer: wait`).
+//! The actor owns the [`Engine`] and is the only code that touches it: each command is held
+//! for, matched and settled before the next (see `oms_core::engine`). The projector folds events
+//! into order states and trades, adds ledger entries, balances and transfers, writes them, and
+//! wakes the requests waiting for that command (`Prefer: wait`).
+//!
+//! One actor for every book: funds are shared by all of an account's orders, and finishing each
+//! command before the next is what makes the state a function of the journal. The engine runs
+//! several million commands a second on one core (`cargo bench -p oms-core --bench matching`),
+//! far beyond what the HTTP edge delivers.
 //!
 //! # Recovery
-//! Each book starts from its latest snapshot, which records the journal position it includes;
-//! the reader starts after the oldest of those positions and each actor skips what its snapshot
-//! already holds. The projector writes a snapshot in the same transaction as the events before
-//! it (see [`crate::store::embedded`]), so nothing a snapshot includes is missing from the
-//! projection, and replayed events are ignored by the projection's sequence check.
+//! The engine starts from its latest snapshot, which records the journal position it includes;
+//! the reader starts right after it. The projector writes a snapshot in the same transaction as
+//! the outputs before it (see [`crate::store::embedded`]), so nothing a snapshot includes is
+//! missing from the projection, and replayed outputs are ignored by the projection's sequence
+//! checks.
 
 use super::{Projection, unroutable};
 use crate::metrics::Metrics;
 use crate::store::{JournalEntry, JournalReader, OrderStore, Origin, Position, StoreError};
-use oms_core::{Book, Depth, EventRecord, Instrument, RiskLimits, Symbol};
+use oms_core::{
+    Depth, Engine, EngineSnapshot, Instrument, Output as EngineOutput, RiskLimits, Symbol,
+};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
-/// Commands queued per book before the reader waits: the backpressure bound.
+/// Commands queued for the engine before the reader waits: the backpressure bound.
 const MAILBOX: usize = 1024;
 /// Outputs queued for the projector.
 const PROJECTOR_QUEUE: usize = 4096;
@@ -39,17 +46,9 @@ pub enum Error {
     /// Storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// A snapshot does not fit the configured instrument.
-    #[error("cannot restore book {symbol}: {source}")]
-    Restore {
-        /// The instrument.
-        symbol: Symbol,
-        /// Why.
-        source: oms_core::RestoreError,
-    },
-    /// The risk limits do not apply to an instrument.
-    #[error(transparent)]
-    Risk(#[from] oms_core::RiskError),
+    /// The engine cannot be built, or its snapshot does not fit the configuration.
+    #[error("cannot start the engine: {0}")]
+    Engine(#[from] oms_core::EngineError),
 }
 
 /// Requests waiting for their command to be processed, by idempotency scope.
@@ -89,45 +88,48 @@ impl Waiters {
 
 enum Query {
     Depth {
+        symbol: Symbol,
         levels: usize,
-        reply: oneshot::Sender<Depth>,
+        reply: oneshot::Sender<Option<Depth>>,
     },
 }
 
-/// A running book actor, for queries.
+/// One book of the running engine, for queries.
 #[derive(Clone)]
 pub struct BookHandle {
+    symbol: Symbol,
     queries: mpsc::Sender<Query>,
 }
 
 impl BookHandle {
-    /// Aggregated depth, as of the last command the actor processed.
+    /// Aggregated depth, as of the last command the engine processed.
     pub async fn depth(&self, levels: usize) -> Option<Depth> {
         let (reply, answer) = oneshot::channel();
         self.queries
-            .send(Query::Depth { levels, reply })
+            .send(Query::Depth {
+                symbol: self.symbol.clone(),
+                levels,
+                reply,
+            })
             .await
             .ok()?;
-        answer.await.ok()
+        answer.await.ok().flatten()
     }
 }
 
-/// What a book actor hands the projector.
+/// What the engine actor hands the projector.
 enum Output {
     Processed {
         position: Position,
         origin: Origin,
-        records: Vec<EventRecord>,
-        snapshot: Option<oms_core::BookSnapshot>,
+        output: EngineOutput,
+        snapshot: Option<EngineSnapshot>,
     },
-    /// A command for a symbol that is not configured (the configuration changed since it was
-    /// journaled): a new order is recorded as rejected.
-    Unroutable { entry: JournalEntry },
 }
 
 /// The running pipeline.
 pub struct Pipeline {
-    /// Query handles of the book actors, by symbol.
+    /// Query handles of the books, by symbol.
     pub books: Arc<BTreeMap<Symbol, BookHandle>>,
     /// Requests waiting for processing.
     pub waiters: Waiters,
@@ -135,66 +137,53 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// Restores every book and starts the reader, the actors and the projector.
+    /// Restores the engine and starts the reader, the engine actor and the projector.
     pub async fn start(
         instruments: &[Instrument],
         limits: &RiskLimits,
         journal: Arc<dyn JournalReader>,
         store: Arc<dyn OrderStore>,
+        snapshot: Option<(Position, EngineSnapshot)>,
         snapshot_every: u64,
         metrics: Arc<Metrics>,
     ) -> Result<Pipeline, Error> {
-        let mut snapshots: HashMap<Symbol, (Position, oms_core::BookSnapshot)> = store
-            .snapshots()
-            .await?
-            .into_iter()
-            .map(|(position, snapshot)| (snapshot.symbol.clone(), (position, snapshot)))
-            .collect();
+        let (engine, done) = match snapshot {
+            Some((position, snapshot)) => {
+                (Engine::restore(instruments, limits, &snapshot)?, position)
+            }
+            None => (Engine::new(instruments, limits)?, 0),
+        };
+        tracing::info!(
+            from = done,
+            resting = engine.books().map(|book| book.open_orders()).sum::<usize>(),
+            "engine restored"
+        );
         let waiters = Waiters::default();
         let (output, outputs) = mpsc::channel(PROJECTOR_QUEUE);
-        let mut tasks = JoinSet::new();
-        let mut routes = HashMap::new();
-        let mut books = BTreeMap::new();
-        let mut start = Position::MAX;
-        for instrument in instruments {
-            let symbol = instrument.symbol().clone();
-            let (book, done) = match snapshots.remove(&symbol) {
-                Some((position, snapshot)) => {
-                    let book =
-                        Book::restore(instrument.clone(), limits, snapshot).map_err(|source| {
-                            Error::Restore {
-                                symbol: symbol.clone(),
-                                source,
-                            }
-                        })?;
-                    (book, position)
-                }
-                None => (Book::new(instrument.clone(), limits)?, 0),
-            };
-            tracing::info!(%symbol, from = done, resting = book.open_orders(), "book restored");
-            start = start.min(done);
-            let (commands, mailbox) = mpsc::channel(MAILBOX);
-            let (queries, query_box) = mpsc::channel(64);
-            let actor = BookActor {
-                book,
-                done,
-                since_snapshot: 0,
-                snapshot_every,
-                output: output.clone(),
-                metrics: metrics.clone(),
-            };
-            tasks.spawn(actor.run(mailbox, query_box));
-            routes.insert(symbol.clone(), commands);
-            books.insert(symbol, BookHandle { queries });
-        }
-        let start = if start == Position::MAX { 0 } else { start };
-        tasks.spawn(read_journal(
-            journal,
-            start + 1,
-            routes,
+        let (commands, mailbox) = mpsc::channel(MAILBOX);
+        let (queries, query_box) = mpsc::channel(64);
+        let books = instruments
+            .iter()
+            .map(|instrument| {
+                let symbol = instrument.symbol().clone();
+                let handle = BookHandle {
+                    symbol: symbol.clone(),
+                    queries: queries.clone(),
+                };
+                (symbol, handle)
+            })
+            .collect();
+        let actor = EngineActor {
+            engine,
+            done,
+            since_snapshot: 0,
+            snapshot_every,
             output,
-            metrics.clone(),
-        ));
+            metrics: metrics.clone(),
+        };
+        let mut tasks = JoinSet::new();
+        tasks.spawn(actor.run(mailbox, query_box));
+        tasks.spawn(read_journal(journal, done + 1, commands, metrics.clone()));
         tasks.spawn(project(outputs, store, waiters.clone(), metrics));
         Ok(Pipeline {
             books: Arc::new(books),
@@ -212,8 +201,7 @@ impl Pipeline {
 async fn read_journal(
     journal: Arc<dyn JournalReader>,
     mut next: Position,
-    routes: HashMap<Symbol, mpsc::Sender<(Position, JournalEntry)>>,
-    output: mpsc::Sender<Output>,
+    engine: mpsc::Sender<(Position, JournalEntry)>,
     metrics: Arc<Metrics>,
 ) {
     loop {
@@ -229,16 +217,7 @@ async fn read_journal(
         };
         for (position, entry) in entries {
             next = position + 1;
-            let route = entry
-                .command
-                .action
-                .symbol()
-                .and_then(|symbol| routes.get(symbol));
-            let sent = match route {
-                Some(route) => route.send((position, entry)).await.is_ok(),
-                None => output.send(Output::Unroutable { entry }).await.is_ok(),
-            };
-            if !sent {
+            if engine.send((position, entry)).await.is_err() {
                 return;
             }
             metrics.processing.read_position.set(position as i64);
@@ -246,9 +225,9 @@ async fn read_journal(
     }
 }
 
-struct BookActor {
-    book: Book,
-    /// The last journal position this book has applied.
+struct EngineActor {
+    engine: Engine,
+    /// The last journal position the engine has applied.
     done: Position,
     since_snapshot: u64,
     snapshot_every: u64,
@@ -256,7 +235,7 @@ struct BookActor {
     metrics: Arc<Metrics>,
 }
 
-impl BookActor {
+impl EngineActor {
     async fn run(
         mut self,
         mut mailbox: mpsc::Receiver<(Position, JournalEntry)>,
@@ -278,8 +257,12 @@ impl BookActor {
 
     fn answer(&self, query: Query) {
         match query {
-            Query::Depth { levels, reply } => {
-                let _ = reply.send(self.book.depth(levels));
+            Query::Depth {
+                symbol,
+                levels,
+                reply,
+            } => {
+                let _ = reply.send(self.engine.book(&symbol).map(|book| book.depth(levels)));
             }
         }
     }
@@ -287,23 +270,39 @@ impl BookActor {
     /// Applies one command; false once the projector is gone.
     async fn apply(&mut self, position: Position, entry: JournalEntry) -> bool {
         if position <= self.done {
-            return true; // already in the snapshot this book was restored from
+            return true; // already in the snapshot the engine was restored from
         }
-        let mut records = Vec::new();
-        self.book.apply(&entry.command, &mut records);
+        let configured = entry
+            .command
+            .action
+            .symbol()
+            .is_none_or(|symbol| self.engine.book(symbol).is_some());
+        let output = if configured {
+            let mut output = EngineOutput::default();
+            self.engine.apply(&entry.command, &mut output);
+            output
+        } else {
+            EngineOutput {
+                events: unroutable(&entry),
+                ..EngineOutput::default()
+            }
+        };
         self.done = position;
         self.since_snapshot += 1;
         self.metrics.processing.commands.inc();
-        self.metrics.processing.events.inc_by(records.len() as u64);
+        self.metrics
+            .processing
+            .events
+            .inc_by(output.events.len() as u64);
         let snapshot = (self.since_snapshot >= self.snapshot_every).then(|| {
             self.since_snapshot = 0;
-            self.book.snapshot()
+            self.engine.snapshot()
         });
         self.output
             .send(Output::Processed {
                 position,
                 origin: entry.origin,
-                records,
+                output,
                 snapshot,
             })
             .await
@@ -320,29 +319,27 @@ async fn project(
     let mut projection = Projection::new(store.clone());
     let mut buffer = Vec::new();
     while outputs.recv_many(&mut buffer, 512).await > 0 {
-        let mut snapshots = Vec::new();
+        let mut engine = None;
         let mut origins = Vec::with_capacity(buffer.len());
-        for output in buffer.drain(..) {
-            let (records, origin) = match output {
-                Output::Processed {
-                    position,
-                    origin,
-                    records,
-                    snapshot,
-                } => {
-                    snapshots.extend(snapshot.map(|snapshot| (position, snapshot)));
-                    (records, origin)
-                }
-                Output::Unroutable { entry, .. } => (unroutable(&entry), entry.origin),
-            };
-            while let Err(error) = projection.fold(&records).await {
+        for processed in buffer.drain(..) {
+            let Output::Processed {
+                position,
+                origin,
+                output,
+                snapshot,
+            } = processed;
+            if let Some(snapshot) = snapshot {
+                engine = Some((position, snapshot));
+            }
+            while let Err(error) = projection.fold(&output.events).await {
                 tracing::error!(%error, "projection read failed; retrying");
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
+            projection.fold_funds(&output.ledger, &output.transfers);
             origins.push(origin);
         }
         let mut batch = projection.take_batch();
-        batch.snapshots = snapshots;
+        batch.engine = engine;
         let started = std::time::Instant::now();
         metrics
             .processing

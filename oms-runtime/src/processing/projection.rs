@@ -1,7 +1,10 @@
 //! Folding events into order states and trades for the read projection.
 
 use crate::store::{OrderStore, ProjectionBatch, StoreError, TradeRecord};
-use oms_core::{Event, EventRecord, OrderId, OrderState};
+use oms_core::funds::Cause;
+use oms_core::{
+    EntryKind, Event, EventRecord, FEE_ACCOUNT, LedgerEntry, OrderId, OrderState, TransferOutcome,
+};
 use rustc_hash::FxHashMap;
 use std::sync::Arc;
 
@@ -64,6 +67,8 @@ impl Projection {
                     maker_order_id: trade.maker.order_id,
                     maker_account: trade.maker.account.to_string(),
                     ts: record.ts.0,
+                    taker_fee: None,
+                    maker_fee: None,
                 });
             }
             for order_id in record.event.order_ids() {
@@ -74,6 +79,43 @@ impl Projection {
             }
         }
         Ok(())
+    }
+
+    /// Adds one command's balance changes and transfers to the pending batch, and puts the fees
+    /// they charged on the trades of the same command.
+    pub fn fold_funds(&mut self, ledger: &[LedgerEntry], transfers: &[TransferOutcome]) {
+        for entry in ledger {
+            let Cause::Trade {
+                symbol,
+                trade_id,
+                order_id,
+            } = &entry.cause
+            else {
+                continue;
+            };
+            if entry.kind != EntryKind::Fee || entry.account == FEE_ACCOUNT {
+                continue;
+            }
+            let trade = self
+                .batch
+                .trades
+                .iter_mut()
+                .rev()
+                .find(|trade| trade.seq == *trade_id && trade.symbol == symbol.as_str());
+            if let Some(trade) = trade {
+                let fee = Some((
+                    entry.asset.to_string(),
+                    entry.available_change.unsigned_abs(),
+                ));
+                if trade.taker_order_id == *order_id {
+                    trade.taker_fee = fee;
+                } else if trade.maker_order_id == *order_id {
+                    trade.maker_fee = fee;
+                }
+            }
+        }
+        self.batch.ledger.extend_from_slice(ledger);
+        self.batch.transfers.extend_from_slice(transfers);
     }
 
     /// The pending batch: the latest state of every order touched and the new trades. Closed

@@ -18,6 +18,14 @@
 //! position P may only be kept if every event up to P is projected, so snapshots are written by
 //! the projector in the same transaction as the events that precede them.
 //!
+//! # Money
+//! Single-node mode keeps balances too: the projector writes every ledger entry (by account
+//! and sequence), each balance with the sequence of the entry that set it (a replay never moves
+//! one backwards), each decided transfer, and the engine's snapshot (funds and every book at
+//! one journal position) with the outputs before it. A database from before funds existed has
+//! orders its journal cannot replay under them; it is refused at start (the `meta` table names
+//! the format).
+//!
 //! # Known limitation
 //! Reads run on the calling task: redb reads are memory-mapped and short, so they are not moved
 //! to a blocking thread.
@@ -27,9 +35,12 @@ use super::{
     OrderStore, Origin, Position, ProjectionBatch, Reservation, Result, StoreError, StoredResponse,
     TradeRecord, encode,
 };
+use super::{FundsStore, LedgerPage, LedgerQuery};
 use crate::metrics::StoreMetrics;
 use async_trait::async_trait;
-use oms_core::{BookSnapshot, OrderId, OrderState};
+use oms_core::{
+    Balance, BookSnapshot, EngineSnapshot, LedgerEntry, OrderId, OrderState, TransferOutcome,
+};
 use redb::{
     Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
 };
@@ -54,6 +65,18 @@ const TRADES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("trades
 const ACCOUNT_TRADES: TableDefinition<(&str, u64, &str, u64), ()> =
     TableDefinition::new("account_trades");
 const SNAPSHOTS: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshots");
+/// `(account, asset)` → the sequence number of the entry that set it (8 bytes, big-endian),
+/// then the balance.
+const BALANCES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("balances");
+const LEDGER: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("ledger");
+const TRANSFERS: TableDefinition<u64, &[u8]> = TableDefinition::new("transfers");
+/// The engine snapshot, under [`ENGINE_KEY`].
+const ENGINE: TableDefinition<&str, &[u8]> = TableDefinition::new("engine");
+const ENGINE_KEY: &str = "engine";
+/// `format` → [`FORMAT`].
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// 2: with funds (issue 13). A database without a format and with a journal is older.
+const FORMAT: u64 = 2;
 
 /// Journal entries kept in memory after their commit, so the processor reading right behind
 /// the writers gets them without a database read and a decode.
@@ -139,6 +162,12 @@ struct EncodedBatch {
     orders: Vec<EncodedOrder>,
     trades: Vec<EncodedTrade>,
     snapshots: Vec<(String, Vec<u8>)>,
+    /// `(account, seq, entry)`.
+    ledger: Vec<(String, u64, Vec<u8>)>,
+    /// `(account, asset, seq ++ balance)`.
+    balances: Vec<(String, String, Vec<u8>)>,
+    transfers: Vec<(u64, Vec<u8>)>,
+    engine: Option<Vec<u8>>,
 }
 
 struct EncodedOrder {
@@ -204,8 +233,57 @@ impl EncodedBatch {
                     Ok((snapshot.symbol.to_string(), encode("snapshot", &stored)?))
                 })
                 .collect::<Result<_>>()?,
+            ledger: batch
+                .ledger
+                .iter()
+                .map(|entry| {
+                    Ok((
+                        entry.account.to_string(),
+                        entry.seq,
+                        encode("ledger entry", entry)?,
+                    ))
+                })
+                .collect::<Result<_>>()?,
+            balances: batch
+                .ledger
+                .iter()
+                .map(|entry| {
+                    let mut value = entry.seq.to_be_bytes().to_vec();
+                    value.extend_from_slice(&encode("balance", &entry.balance)?);
+                    Ok((entry.account.to_string(), entry.asset.to_string(), value))
+                })
+                .collect::<Result<_>>()?,
+            transfers: batch
+                .transfers
+                .iter()
+                .map(|outcome| Ok((outcome.transfer.transfer_id, encode("transfer", outcome)?)))
+                .collect::<Result<_>>()?,
+            engine: batch
+                .engine
+                .as_ref()
+                .map(|(position, snapshot)| {
+                    encode(
+                        "engine snapshot",
+                        &StoredEngine {
+                            position: *position,
+                            snapshot: snapshot.clone(),
+                        },
+                    )
+                })
+                .transpose()?,
         })
     }
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredEngine {
+    position: Position,
+    snapshot: EngineSnapshot,
+}
+
+/// The sequence number a stored value starts with.
+fn stored_seq(bytes: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?))
 }
 
 #[derive(Serialize, Deserialize)]
@@ -262,7 +340,7 @@ impl Op {
     fn durable(&self) -> bool {
         match self {
             Op::Append { .. } => true,
-            Op::Project { batch, .. } => !batch.snapshots.is_empty(),
+            Op::Project { batch, .. } => !batch.snapshots.is_empty() || batch.engine.is_some(),
             Op::Complete { .. } | Op::Sweep { .. } | Op::Close { .. } => false,
         }
     }
@@ -304,9 +382,31 @@ impl Embedded {
             txn.open_table(TRADES).map_err(db_error)?;
             txn.open_table(ACCOUNT_TRADES).map_err(db_error)?;
             txn.open_table(SNAPSHOTS).map_err(db_error)?;
+            txn.open_table(BALANCES).map_err(db_error)?;
+            txn.open_table(LEDGER).map_err(db_error)?;
+            txn.open_table(TRANSFERS).map_err(db_error)?;
+            txn.open_table(ENGINE).map_err(db_error)?;
             let journal = txn.open_table(JOURNAL).map_err(db_error)?;
             let last = journal.last().map_err(db_error)?;
-            last.map_or(0, |(key, _)| key.value())
+            let head = last.map_or(0, |(key, _)| key.value());
+            let mut meta = txn.open_table(META).map_err(db_error)?;
+            let format = meta.get("format").map_err(db_error)?.map(|v| v.value());
+            match format {
+                Some(FORMAT) => {}
+                None if head == 0 => {
+                    meta.insert("format", FORMAT).map_err(db_error)?;
+                }
+                found => {
+                    return Err(StoreError::Incompatible(format!(
+                        "database {} was written by an older oms-runtime (format {}, this one \
+                         writes {FORMAT}: balances and holds); its journal cannot be replayed \
+                         under funds. Start with an empty --data-dir.",
+                        path.display(),
+                        found.unwrap_or(1)
+                    )));
+                }
+            }
+            head
         };
         txn.commit().map_err(db_error)?;
         let db = Arc::new(db);
@@ -343,6 +443,37 @@ impl Embedded {
         if let (Ok(()), Some(thread)) = (closed, thread) {
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
+    }
+
+    /// The latest engine snapshot and the journal position it includes.
+    pub fn engine_snapshot(&self) -> Result<Option<(Position, EngineSnapshot)>> {
+        self.read(|txn| {
+            let table = txn.open_table(ENGINE).map_err(db_error)?;
+            let Some(bytes) = table.get(ENGINE_KEY).map_err(db_error)? else {
+                return Ok(None);
+            };
+            let stored: StoredEngine = decode("engine", bytes.value())?;
+            Ok(Some((stored.position, stored.snapshot)))
+        })
+    }
+
+    /// The highest transfer id among the last journaled transfers, like
+    /// [`Embedded::last_order_id`].
+    pub fn last_transfer_id(&self) -> Result<Option<u64>> {
+        self.read(|txn| {
+            let journal = txn.open_table(JOURNAL).map_err(db_error)?;
+            let mut highest = None;
+            for row in journal.iter().map_err(db_error)?.rev().take(1024) {
+                let (_, bytes) = row.map_err(db_error)?;
+                let entry: JournalEntry = decode("journal", bytes.value())?;
+                if let oms_core::Action::Deposit(t) | oms_core::Action::Withdraw(t) =
+                    entry.command.action
+                {
+                    highest = highest.max(Some(t.transfer_id));
+                }
+            }
+            Ok(highest)
+        })
     }
 
     /// The highest order id among the last journaled orders: a floor for new ids, so a clock
@@ -696,6 +827,73 @@ impl OrderStore for Embedded {
     }
 }
 
+#[async_trait]
+impl FundsStore for Embedded {
+    async fn balances(&self, account: &str) -> Result<Vec<(String, Balance)>> {
+        let account = account.to_string();
+        self.read_off(move |txn| {
+            let table = txn.open_table(BALANCES).map_err(db_error)?;
+            let mut out = Vec::new();
+            let range = table
+                .range((account.as_str(), "")..=(account.as_str(), "\u{10ffff}"))
+                .map_err(db_error)?;
+            for row in range {
+                let (key, value) = row.map_err(db_error)?;
+                let balance: Balance =
+                    decode("balances", value.value().get(8..).unwrap_or_default())?;
+                out.push((key.value().1.to_string(), balance));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn ledger(&self, query: &LedgerQuery) -> Result<LedgerPage> {
+        let query = query.clone();
+        self.read_off(move |txn| {
+            let table = txn.open_table(LEDGER).map_err(db_error)?;
+            let account = query.account.as_str();
+            let end = query.before.unwrap_or(u64::MAX);
+            let mut entries: Vec<LedgerEntry> = Vec::new();
+            let mut next = None;
+            for row in table
+                .range((account, 0)..(account, end))
+                .map_err(db_error)?
+                .rev()
+            {
+                let (_, value) = row.map_err(db_error)?;
+                let entry: LedgerEntry = decode("ledger", value.value())?;
+                if query
+                    .asset
+                    .as_deref()
+                    .is_some_and(|asset| entry.asset != asset)
+                {
+                    continue;
+                }
+                if entries.len() == query.limit {
+                    next = entries.last().map(|e| e.seq);
+                    break;
+                }
+                entries.push(entry);
+            }
+            Ok(LedgerPage { entries, next })
+        })
+        .await
+    }
+
+    async fn transfer(&self, transfer_id: u64) -> Result<Option<TransferOutcome>> {
+        self.read_off(move |txn| {
+            let table = txn.open_table(TRANSFERS).map_err(db_error)?;
+            table
+                .get(transfer_id)
+                .map_err(db_error)?
+                .map(|bytes| decode("transfers", bytes.value()))
+                .transpose()
+        })
+        .await
+    }
+}
+
 fn get_order(
     table: &impl ReadableTable<u64, &'static [u8]>,
     order_id: OrderId,
@@ -798,6 +996,10 @@ struct Tables<'txn> {
     trades: redb::Table<'txn, (&'static str, u64), &'static [u8]>,
     account_trades: redb::Table<'txn, (&'static str, u64, &'static str, u64), ()>,
     snapshots: redb::Table<'txn, &'static str, &'static [u8]>,
+    balances: redb::Table<'txn, (&'static str, &'static str), &'static [u8]>,
+    ledger: redb::Table<'txn, (&'static str, u64), &'static [u8]>,
+    transfers: redb::Table<'txn, u64, &'static [u8]>,
+    engine: redb::Table<'txn, &'static str, &'static [u8]>,
 }
 
 impl<'txn> Tables<'txn> {
@@ -813,6 +1015,10 @@ impl<'txn> Tables<'txn> {
             trades: txn.open_table(TRADES)?,
             account_trades: txn.open_table(ACCOUNT_TRADES)?,
             snapshots: txn.open_table(SNAPSHOTS)?,
+            balances: txn.open_table(BALANCES)?,
+            ledger: txn.open_table(LEDGER)?,
+            transfers: txn.open_table(TRANSFERS)?,
+            engine: txn.open_table(ENGINE)?,
         })
     }
 
@@ -891,6 +1097,25 @@ impl<'txn> Tables<'txn> {
         for (symbol, value) in &batch.snapshots {
             self.snapshots.insert(symbol.as_str(), value.as_slice())?;
         }
+        for (account, seq, value) in &batch.ledger {
+            self.ledger
+                .insert((account.as_str(), *seq), value.as_slice())?;
+        }
+        for (account, asset, value) in &batch.balances {
+            let key = (account.as_str(), asset.as_str());
+            // A replayed entry never moves a balance back.
+            let stored = self.balances.get(key)?.and_then(|v| stored_seq(v.value()));
+            if stored >= stored_seq(value) {
+                continue;
+            }
+            self.balances.insert(key, value.as_slice())?;
+        }
+        for (transfer_id, value) in &batch.transfers {
+            self.transfers.insert(*transfer_id, value.as_slice())?;
+        }
+        if let Some(engine) = &batch.engine {
+            self.engine.insert(ENGINE_KEY, engine.as_slice())?;
+        }
         Ok(())
     }
 }
@@ -959,4 +1184,47 @@ fn write_batch(
     }
     txn.commit()?;
     Ok((done, position))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A journal written before funds existed cannot be replayed under them: refused, with a
+    /// message that says what to do, and the file left as it was.
+    #[test]
+    fn a_database_from_before_funds_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("oms.redb");
+        {
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(JOURNAL)
+                .unwrap()
+                .insert(1, b"an old entry".as_slice())
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let _guard = runtime.enter();
+        let refused = Embedded::open(
+            &path,
+            Duration::from_secs(60),
+            crate::metrics::Metrics::new().store.clone(),
+        );
+        let Err(StoreError::Incompatible(message)) = refused else {
+            panic!("an old database was opened");
+        };
+        assert!(message.contains("empty --data-dir"), "{message}");
+        // a new database is marked, and opens again
+        let fresh = dir.path().join("new.redb");
+        let store = Embedded::open(
+            &fresh,
+            Duration::from_secs(60),
+            crate::metrics::Metrics::new().store.clone(),
+        );
+        assert!(store.is_ok());
+    }
 }

@@ -10,7 +10,10 @@ pub mod mongo;
 pub mod redis;
 
 use async_trait::async_trait;
-use oms_core::{BookSnapshot, Command, OrderId, OrderState, OrderStatus, Price, Quantity, Side};
+use oms_core::{
+    Amount, Balance, BookSnapshot, Command, EngineSnapshot, LedgerEntry, OrderId, OrderState,
+    OrderStatus, Price, Quantity, Side, TransferOutcome,
+};
 use serde::{Deserialize, Serialize};
 
 /// A place in the single-node journal; positions start at 1 and never repeat.
@@ -91,6 +94,9 @@ pub enum StoreError {
     /// The store is shutting down or its writer stopped.
     #[error("store is closed")]
     Closed,
+    /// The stored data was written by a version this one cannot continue from.
+    #[error("{0}")]
+    Incompatible(String),
 }
 
 /// Stable labels for metrics.
@@ -102,6 +108,7 @@ impl StoreError {
             StoreError::Encode { .. } => "encode",
             StoreError::Corrupt { .. } => "corrupt",
             StoreError::Closed => "closed",
+            StoreError::Incompatible(_) => "incompatible",
         }
     }
 
@@ -280,6 +287,13 @@ pub struct TradeRecord {
     pub maker_account: String,
     /// Nanoseconds since the epoch.
     pub ts: u64,
+    /// The taker's fee: asset and amount in its units (none without funds, or at a zero rate).
+    /// (No `skip_serializing_if`: trades are stored with postcard, which needs every field.)
+    #[serde(default)]
+    pub taker_fee: Option<(String, Amount)>,
+    /// The maker's fee.
+    #[serde(default)]
+    pub maker_fee: Option<(String, Amount)>,
 }
 
 /// The changes one processed command makes to the projection.
@@ -291,6 +305,13 @@ pub struct ProjectionBatch {
     pub trades: Vec<TradeRecord>,
     /// Book snapshots whose events are all in this batch or earlier ones.
     pub snapshots: Vec<(Position, BookSnapshot)>,
+    /// Balance changes, in ledger order (single-node mode).
+    pub ledger: Vec<LedgerEntry>,
+    /// Deposits and withdrawals decided (single-node mode).
+    pub transfers: Vec<TransferOutcome>,
+    /// The engine's state at a journal position, once every output before it is in this batch
+    /// or earlier ones (single-node mode).
+    pub engine: Option<(Position, EngineSnapshot)>,
 }
 
 /// A page of orders, newest first.
@@ -317,6 +338,39 @@ pub struct OrderQuery {
     pub before: Option<OrderId>,
     /// Page size.
     pub limit: usize,
+}
+
+/// What part of an account's ledger to list.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LedgerQuery {
+    /// The account.
+    pub account: String,
+    /// Only this asset.
+    pub asset: Option<String>,
+    /// Only entries before this sequence number (the cursor).
+    pub before: Option<u64>,
+    /// Page size.
+    pub limit: usize,
+}
+
+/// A page of ledger entries, newest first.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LedgerPage {
+    /// The entries.
+    pub entries: Vec<LedgerEntry>,
+    /// Pass as `before` to get the next page.
+    pub next: Option<u64>,
+}
+
+/// The read side of money (single-node mode; the distributed funds stage is issue 15).
+#[async_trait]
+pub trait FundsStore: Send + Sync + 'static {
+    /// Every balance of `account` that ever changed, by asset.
+    async fn balances(&self, account: &str) -> Result<Vec<(String, Balance)>>;
+    /// Ledger entries of an account, newest first.
+    async fn ledger(&self, query: &LedgerQuery) -> Result<LedgerPage>;
+    /// One deposit or withdrawal, once decided.
+    async fn transfer(&self, transfer_id: u64) -> Result<Option<TransferOutcome>>;
 }
 
 /// The read projection: orders and trades folded from events.

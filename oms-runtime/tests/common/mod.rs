@@ -10,7 +10,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode};
 use oms_runtime::api::Settings;
-use oms_runtime::auth::{ApiKeys, KeyEntry, hash_key};
+use oms_runtime::auth::{ApiKeys, KeyEntry, Scope, hash_key};
 use oms_runtime::{Runtime, RuntimeConfig, default_instruments, markets};
 use serde_json::Value;
 use std::time::Duration;
@@ -18,26 +18,82 @@ use tower::ServiceExt;
 
 pub const TRADER: &str = "oms_trader_key_for_tests_only";
 pub const OTHER: &str = "oms_other_key_for_tests_only";
+/// Reads the fee account, to check conservation.
+pub const VENUE: &str = "oms_venue_key_for_tests_only";
+/// Reads alice, and nothing else.
+pub const READER: &str = "oms_reader_key_for_tests_only";
+
+/// What every account of the test keys starts with (deposited by [`fund`]).
+pub const FUNDING: [(&str, &str); 3] = [("USDT", "10000000"), ("BTC", "1000"), ("ETH", "10000")];
 
 pub struct Harness {
     pub runtime: Runtime,
     pub dir: tempfile::TempDir,
+    /// The journal's head once the accounts were funded.
+    pub base: u64,
 }
 
-/// The test principals: `trader` (accounts alice and bob) and `other` (carol).
+/// The test principals: `trader` (accounts alice and bob) and `other` (carol), with every
+/// scope; `venue` (the fee account) and `reader` (alice), read only.
 pub fn key_entries() -> Vec<KeyEntry> {
+    let all = Some(vec![Scope::Read, Scope::Trade, Scope::Funds]);
     vec![
         KeyEntry {
             id: "trader".into(),
             sha256: hash_key(TRADER),
             accounts: vec!["alice".into(), "bob".into()],
+            scopes: all.clone(),
         },
         KeyEntry {
             id: "other".into(),
             sha256: hash_key(OTHER),
             accounts: vec!["carol".into()],
+            scopes: all,
+        },
+        KeyEntry {
+            id: "venue".into(),
+            sha256: hash_key(VENUE),
+            accounts: vec!["fees".into()],
+            scopes: Some(vec![Scope::Read]),
+        },
+        KeyEntry {
+            id: "reader".into(),
+            sha256: hash_key(READER),
+            accounts: vec!["alice".into()],
+            scopes: Some(vec![Scope::Read]),
         },
     ]
+}
+
+/// The deposits that fund an account: `(idempotency key, body)`. The keys are fixed, so funding
+/// again (after a restart) changes nothing.
+pub fn funding(account: &str) -> Vec<(String, String)> {
+    FUNDING
+        .iter()
+        .map(|(asset, amount)| {
+            (
+                format!("fund-{account}-{asset}"),
+                format!(r#"{{"account":"{account}","asset":"{asset}","amount":"{amount}"}}"#),
+            )
+        })
+        .collect()
+}
+
+/// Funds alice, bob and carol through the API, waiting until each deposit is processed.
+pub async fn fund(router: &Router) {
+    for (key, account) in [(TRADER, "alice"), (TRADER, "bob"), (OTHER, "carol")] {
+        for (idempotency, body) in funding(account) {
+            let reply = Call::new("POST", "/v1/deposits")
+                .key(Some(key))
+                .idempotency(&idempotency)
+                .prefer("wait=5")
+                .body(body)
+                .send(router)
+                .await;
+            assert!(reply.status.is_success(), "deposit: {reply:?}");
+            assert_eq!(reply.json["status"], "completed", "{reply:?}");
+        }
+    }
 }
 
 /// A keys file with [`key_entries`] in `dir`.
@@ -51,7 +107,8 @@ pub fn keys() -> ApiKeys {
     ApiKeys::new(key_entries(), "tests").unwrap()
 }
 
-pub async fn start_in(dir: tempfile::TempDir) -> Harness {
+/// A runtime on `dir` whose accounts hold nothing.
+pub async fn start_unfunded(dir: tempfile::TempDir) -> Harness {
     let limits = oms_core::RiskLimits::default();
     let runtime = Runtime::start(RuntimeConfig {
         database: dir.path().join("oms.redb"),
@@ -69,11 +126,24 @@ pub async fn start_in(dir: tempfile::TempDir) -> Harness {
     })
     .await
     .unwrap();
-    Harness { runtime, dir }
+    Harness {
+        runtime,
+        dir,
+        base: 0,
+    }
 }
 
+/// A runtime whose accounts are funded (see [`fund`]).
 pub async fn start() -> Harness {
     start_in(tempfile::tempdir().unwrap()).await
+}
+
+/// A runtime on `dir`, its accounts funded (again: funding is idempotent).
+pub async fn start_in(dir: tempfile::TempDir) -> Harness {
+    let mut harness = start_unfunded(dir).await;
+    fund(&harness.router()).await;
+    harness.base = harness.runtime.store.head();
+    harness
 }
 
 impl Harness {
@@ -81,8 +151,9 @@ impl Harness {
         oms_runtime::api::router(self.runtime.app.clone())
     }
 
+    /// Journal entries since the harness started (funding not counted).
     pub fn head(&self) -> u64 {
-        self.runtime.store.head()
+        self.runtime.store.head() - self.base
     }
 }
 
