@@ -19,7 +19,6 @@ use crate::reject::Reject;
 use crate::risk::{RiskError, RiskLimits};
 use crate::types::{OrderType, Side, Symbol, Timestamp};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 
 /// What one command did: book events, ledger entries and transfer outcomes, each in the
 /// order they happened.
@@ -100,20 +99,19 @@ pub struct EngineSnapshot {
 /// Funds and books of every configured instrument.
 pub struct Engine {
     funds: Funds,
-    books: BTreeMap<Symbol, Book>,
+    /// By funds' market index: one lookup finds both.
+    books: Vec<Book>,
 }
 
 impl Engine {
     /// Empty books and no money.
     pub fn new(instruments: &[Instrument], limits: &RiskLimits) -> Result<Engine, EngineError> {
         let funds = Funds::new(instruments)?;
-        let mut books = BTreeMap::new();
+        let mut books = Vec::new();
         for instrument in instruments {
-            books.insert(
-                instrument.symbol().clone(),
-                Book::new(instrument.clone(), limits)?,
-            );
+            books.push(Book::new(instrument.clone(), limits)?);
         }
+        Engine::check(&funds, &books)?;
         Ok(Engine { funds, books })
     }
 
@@ -124,12 +122,33 @@ impl Engine {
 
     /// One book.
     pub fn book(&self, symbol: &str) -> Option<&Book> {
-        self.books.get(symbol)
+        self.books.get(self.funds.market_index(symbol)?)
     }
 
     /// Every book.
     pub fn books(&self) -> impl Iterator<Item = &Book> {
-        self.books.values()
+        self.books.iter()
+    }
+
+    /// Books and funds' markets must line up, index for index.
+    fn check(funds: &Funds, books: &[Book]) -> Result<(), EngineError> {
+        let aligned = books.len() == funds.markets()
+            && books
+                .iter()
+                .enumerate()
+                .all(|(index, book)| funds.market_index(book.instrument().symbol()) == Some(index));
+        if aligned {
+            Ok(())
+        } else {
+            let symbols = books
+                .iter()
+                .map(|book| book.instrument().symbol().clone())
+                .collect();
+            Err(EngineError::Books {
+                expected: symbols,
+                found: Vec::new(),
+            })
+        }
     }
 
     /// Applies an order command. A command for an instrument that is not configured changes
@@ -157,13 +176,14 @@ impl Engine {
 
     fn apply_order(&mut self, command: &Command, out: &mut Output) {
         let Engine { funds, books } = self;
-        let Some(book) = command
+        let Some(market) = command
             .action
             .symbol()
-            .and_then(|symbol| books.get_mut(symbol))
+            .and_then(|symbol| funds.market_index(symbol))
         else {
             return;
         };
+        let book = &mut books[market];
         let ts = command.ts;
         let funded = match &command.action {
             Action::New(order) => {
@@ -171,7 +191,7 @@ impl Engine {
                     .then(|| book.market_limit(Side::Buy))
                     .flatten();
                 funds
-                    .hold_order(ts, order, hold_price, &mut out.ledger)
+                    .hold_order_at(market, ts, order, hold_price, &mut out.ledger)
                     .map_err(|reject| book.reject(ts, order, reject, &mut out.events))
             }
             Action::Amend(amend) => funds
@@ -213,7 +233,7 @@ impl Engine {
     pub fn snapshot(&self) -> EngineSnapshot {
         EngineSnapshot {
             funds: self.funds.snapshot(),
-            books: self.books.values().map(Book::snapshot).collect(),
+            books: self.books.iter().map(Book::snapshot).collect(),
         }
     }
 
@@ -232,7 +252,7 @@ impl Engine {
             return Err(EngineError::Books { expected, found });
         }
         let funds = Funds::restore(instruments, &snapshot.funds)?;
-        let mut books = BTreeMap::new();
+        let mut books = Vec::new();
         for instrument in instruments {
             let book = snapshot
                 .books
@@ -243,11 +263,9 @@ impl Engine {
                     expected: expected.clone(),
                     found: found.clone(),
                 })?;
-            books.insert(
-                instrument.symbol().clone(),
-                Book::restore(instrument.clone(), limits, book)?,
-            );
+            books.push(Book::restore(instrument.clone(), limits, book)?);
         }
+        Engine::check(&funds, &books)?;
         Ok(Engine { funds, books })
     }
 }

@@ -155,10 +155,7 @@ impl Runtime {
             metrics.clone(),
         )
         .await?;
-        // Transfers take their ids from the same generator: one floor for both.
-        let floor = store
-            .last_order_id()?
-            .max(store.last_transfer_id()?.map(oms_core::OrderId));
+        let floor = store.last_id()?;
         let app = AppState {
             assets: Arc::new(assets(&config.markets)?),
             markets: Arc::new(config.markets),

@@ -452,16 +452,46 @@ impl Funds {
         hold_price: Option<Price>,
         entries: &mut Vec<LedgerEntry>,
     ) -> Result<(), Reject> {
-        let Some(&market) = self.by_symbol.get(&order.symbol) else {
+        let Some(market) = self.market_index(&order.symbol) else {
             return Err(Reject::field(RejectReason::UnknownSymbol, Field::Symbol));
         };
-        if self.orders.contains_key(&order.order_id) {
+        self.hold_order_at(market, ts, order, hold_price, entries)
+    }
+
+    /// How many markets there are.
+    pub fn markets(&self) -> usize {
+        self.markets.len()
+    }
+
+    /// The index of `symbol`'s market, which [`Funds::hold_order_at`] takes.
+    pub fn market_index(&self, symbol: &str) -> Option<usize> {
+        self.by_symbol.get(symbol).copied()
+    }
+
+    /// [`Funds::hold_order`] for the market at `market` (the engine knows it already).
+    pub fn hold_order_at(
+        &mut self,
+        market: usize,
+        ts: Timestamp,
+        order: &NewOrder,
+        hold_price: Option<Price>,
+        entries: &mut Vec<LedgerEntry>,
+    ) -> Result<(), Reject> {
+        let Funds {
+            names,
+            markets,
+            table,
+            orders,
+            seq,
+            ..
+        } = self;
+        let std::collections::hash_map::Entry::Vacant(vacant) = orders.entry(order.order_id) else {
             return Err(Reject::field(
                 RejectReason::DuplicateOrderId,
                 Field::OrderId,
             ));
-        }
-        let venue = &self.markets[market];
+        };
+        let venue = &markets[market];
         let (price, amount) = match order.side {
             Side::Buy => {
                 let price = order
@@ -478,32 +508,34 @@ impl Funds {
         let amount = amount.ok_or(Reject::new(RejectReason::InsufficientFunds))?;
         let asset = venue.held(order.side);
         // No row, no money: nothing to hold.
-        let slot = self
-            .table
+        let slot = table
             .find(&order.account)
             .ok_or(Reject::new(RejectReason::InsufficientFunds))?;
-        self.hold(
-            ts,
+        let balance = table.at(slot, asset);
+        if balance.available < amount {
+            return Err(Reject::new(RejectReason::InsufficientFunds));
+        }
+        balance.available -= amount;
+        balance.held += amount;
+        Ledger { seq, ts, entries }.push(
             &order.account,
-            slot,
-            asset,
-            amount,
+            &names[asset],
+            EntryKind::Hold,
             Cause::Order(order.order_id),
-            entries,
-        )?;
-        self.orders.insert(
-            order.order_id,
-            Open {
-                account: order.account.clone(),
-                slot,
-                market,
-                side: order.side,
-                price,
-                quantity: order.quantity,
-                leaves: order.quantity,
-                held: amount,
-            },
+            -signed(amount),
+            signed(amount),
+            *balance,
         );
+        vacant.insert(Open {
+            account: order.account.clone(),
+            slot,
+            market,
+            side: order.side,
+            price,
+            quantity: order.quantity,
+            leaves: order.quantity,
+            held: amount,
+        });
         Ok(())
     }
 

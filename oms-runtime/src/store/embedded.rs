@@ -462,37 +462,24 @@ impl Embedded {
         })
     }
 
-    /// The highest transfer id among the last journaled transfers, like
-    /// [`Embedded::last_order_id`].
-    pub fn last_transfer_id(&self) -> Result<Option<u64>> {
+    /// The highest order or transfer id among the last journaled commands (both come from one
+    /// generator): a floor for new ids, so a clock that stepped back across a restart cannot
+    /// reuse one.
+    pub fn last_id(&self) -> Result<Option<OrderId>> {
         self.read(|txn| {
             let journal = txn.open_table(JOURNAL).map_err(db_error)?;
             let mut highest = None;
             for row in journal.iter().map_err(db_error)?.rev().take(1024) {
                 let (_, bytes) = row.map_err(db_error)?;
                 let entry: JournalEntry = decode("journal", bytes.value())?;
-                if let oms_core::Action::Deposit(t) | oms_core::Action::Withdraw(t) =
-                    entry.command.action
-                {
-                    highest = highest.max(Some(t.transfer_id));
-                }
-            }
-            Ok(highest)
-        })
-    }
-
-    /// The highest order id among the last journaled orders: a floor for new ids, so a clock
-    /// that stepped back across a restart cannot reuse one.
-    pub fn last_order_id(&self) -> Result<Option<OrderId>> {
-        self.read(|txn| {
-            let journal = txn.open_table(JOURNAL).map_err(db_error)?;
-            let mut highest = None;
-            for row in journal.iter().map_err(db_error)?.rev().take(1024) {
-                let (_, bytes) = row.map_err(db_error)?;
-                let entry: JournalEntry = decode("journal", bytes.value())?;
-                if let oms_core::Action::New(order) = entry.command.action {
-                    highest = highest.max(Some(order.order_id));
-                }
+                let id = match entry.command.action {
+                    oms_core::Action::New(order) => order.order_id,
+                    oms_core::Action::Deposit(t) | oms_core::Action::Withdraw(t) => {
+                        OrderId(t.transfer_id)
+                    }
+                    oms_core::Action::Cancel(_) | oms_core::Action::Amend(_) => continue,
+                };
+                highest = highest.max(Some(id));
             }
             Ok(highest)
         })
