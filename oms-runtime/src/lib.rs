@@ -305,6 +305,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("cannot create data directory {}", args.data_dir.display()))?;
     let limits = args.risk.limits();
+    // Checked on every start, used on the first: a typo is an error, not a surprise later.
+    args.bootstrap_deposits()?;
     let (keys, first_start) = api_keys(&args)?;
     let runtime = Runtime::start(RuntimeConfig {
         database: args.data_dir.join("oms.redb"),
