@@ -153,8 +153,7 @@ pub enum FundsError {
 /// The open order state funds needs: enough to know what the order still holds.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Open {
-    account: AccountId,
-    /// The account's row in `Funds::table`.
+    /// The account's row in `Funds::table` (its name is there).
     slot: usize,
     /// Index into `Funds::markets`.
     market: usize,
@@ -361,7 +360,8 @@ impl Funds {
         let mut held = std::collections::BTreeMap::new();
         for open in self.orders.values() {
             let asset = self.names[self.markets[open.market].held(open.side)].clone();
-            *held.entry((open.account.clone(), asset)).or_insert(0) += open.held;
+            let account = self.table.accounts[open.slot].clone();
+            *held.entry((account, asset)).or_insert(0) += open.held;
         }
         held.retain(|_, amount| *amount > 0);
         held
@@ -527,7 +527,6 @@ impl Funds {
             *balance,
         );
         vacant.insert(Open {
-            account: order.account.clone(),
             slot,
             market,
             side: order.side,
@@ -551,7 +550,7 @@ impl Funds {
         let Some(open) = self.orders.get(&amend.order_id) else {
             return Ok(());
         };
-        if open.account != amend.account {
+        if self.table.accounts[open.slot] != amend.account {
             return Ok(());
         }
         let filled = open.quantity - open.leaves;
@@ -570,14 +569,9 @@ impl Funds {
         if extra == 0 {
             return Ok(());
         }
-        let (account, slot, asset) = (
-            open.account.clone(),
-            open.slot,
-            self.markets[open.market].held(open.side),
-        );
+        let (slot, asset) = (open.slot, self.markets[open.market].held(open.side));
         self.hold(
             ts,
-            &account,
             slot,
             asset,
             extra,
@@ -639,7 +633,6 @@ impl Funds {
     fn hold(
         &mut self,
         ts: Timestamp,
-        account: &AccountId,
         slot: usize,
         asset: usize,
         amount: Amount,
@@ -649,6 +642,7 @@ impl Funds {
         let Funds {
             names, table, seq, ..
         } = self;
+        let account = table.accounts[slot].clone();
         let balance = table.at(slot, asset);
         if balance.available < amount {
             return Err(Reject::new(RejectReason::InsufficientFunds));
@@ -656,7 +650,7 @@ impl Funds {
         balance.available -= amount;
         balance.held += amount;
         Ledger { seq, ts, entries }.push(
-            account,
+            &account,
             &names[asset],
             EntryKind::Hold,
             cause,
@@ -672,7 +666,6 @@ impl Funds {
     fn release(
         &mut self,
         ts: Timestamp,
-        account: &AccountId,
         slot: usize,
         asset: usize,
         amount: Amount,
@@ -685,13 +678,14 @@ impl Funds {
         let Funds {
             names, table, seq, ..
         } = self;
+        let account = table.accounts[slot].clone();
         let balance = table.at(slot, asset);
         debug_assert!(balance.held >= amount, "release beyond held");
         let amount = amount.min(balance.held);
         balance.held -= amount;
         balance.available += amount;
         Ledger { seq, ts, entries }.push(
-            account,
+            &account,
             &names[asset],
             EntryKind::Release,
             Cause::Order(order_id),
@@ -707,15 +701,7 @@ impl Funds {
             return;
         };
         let asset = self.markets[open.market].held(open.side);
-        self.release(
-            ts,
-            &open.account,
-            open.slot,
-            asset,
-            open.held,
-            order_id,
-            entries,
-        );
+        self.release(ts, open.slot, asset, open.held, order_id, entries);
     }
 
     /// After an amendment was decided: release what the order holds beyond its needs.
@@ -730,15 +716,11 @@ impl Funds {
         if excess == 0 {
             return;
         }
-        let (account, slot, asset) = (
-            open.account.clone(),
-            open.slot,
-            self.markets[open.market].held(open.side),
-        );
+        let (slot, asset) = (open.slot, self.markets[open.market].held(open.side));
         if let Some(open) = self.orders.get_mut(&order_id) {
             open.held -= excess;
         }
-        self.release(ts, &account, slot, asset, excess, order_id, entries);
+        self.release(ts, slot, asset, excess, order_id, entries);
     }
 
     /// One side of a trade: pay out of the hold, receive less the fee, release what a buy
@@ -798,12 +780,13 @@ impl Funds {
             trade_id,
             order_id: fill.order_id,
         };
+        let account = table.accounts[open.slot].clone();
         let mut ledger = Ledger { seq, ts, entries };
         let payer = table.at(open.slot, paid_asset);
         debug_assert!(payer.held >= held_part, "a trade paid beyond the hold");
         payer.held = payer.held.saturating_sub(paid);
         ledger.push(
-            &open.account,
+            &account,
             &names[paid_asset],
             EntryKind::Trade,
             cause.clone(),
@@ -815,7 +798,7 @@ impl Funds {
             payer.held -= refund;
             payer.available += refund;
             ledger.push(
-                &open.account,
+                &account,
                 &names[paid_asset],
                 EntryKind::Release,
                 Cause::Order(fill.order_id),
@@ -827,7 +810,7 @@ impl Funds {
         let receiver = table.at(open.slot, received_asset);
         receiver.available += received;
         ledger.push(
-            &open.account,
+            &account,
             &names[received_asset],
             EntryKind::Trade,
             cause.clone(),
@@ -839,7 +822,7 @@ impl Funds {
             receiver.available -= fee;
             let receipt = *receiver;
             ledger.push(
-                &open.account,
+                &account,
                 &names[received_asset],
                 EntryKind::Fee,
                 cause.clone(),

@@ -58,7 +58,7 @@ impl Funds {
             .iter()
             .map(|(order_id, open)| OrderHold {
                 order_id: *order_id,
-                account: open.account.clone(),
+                account: self.table.accounts[open.slot].clone(),
                 symbol: self.markets[open.market].market.symbol.clone(),
                 side: open.side,
                 price: open.price,
@@ -102,7 +102,6 @@ impl Funds {
             funds.orders.insert(
                 hold.order_id,
                 Open {
-                    account: hold.account.clone(),
                     slot,
                     market,
                     side: hold.side,
