@@ -261,11 +261,7 @@ async fn bootstrap_deposits(runtime: &Runtime, args: &ServeArgs) -> anyhow::Resu
             };
             let entry = store::JournalEntry {
                 command: oms_core::Command {
-                    ts: oms_core::Timestamp(
-                        std::time::SystemTime::now()
-                            .duration_since(std::time::UNIX_EPOCH)
-                            .map_or(0, |d| d.as_nanos() as u64),
-                    ),
+                    ts: api::handlers::now(),
                     action: oms_core::Action::Deposit(transfer),
                 },
                 origin: store::Origin {

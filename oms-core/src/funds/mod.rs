@@ -379,26 +379,7 @@ impl Funds {
         transfer: &Transfer,
         entries: &mut Vec<LedgerEntry>,
     ) -> Result<(), Reject> {
-        let asset = self.transfer_checks(transfer)?;
-        let slot = self.table.slot(&transfer.account);
-        let Funds {
-            names, table, seq, ..
-        } = self;
-        let balance = table.at(slot, asset);
-        let Some(available) = balance.available.checked_add(transfer.amount) else {
-            return Err(Reject::field(RejectReason::TooLarge, Field::Amount));
-        };
-        balance.available = available;
-        Ledger { seq, ts, entries }.push(
-            &transfer.account,
-            &names[asset],
-            EntryKind::Deposit,
-            Cause::Transfer(transfer.transfer_id),
-            signed(transfer.amount),
-            0,
-            *balance,
-        );
-        Ok(())
+        self.transfer(ts, transfer, EntryKind::Deposit, entries)
     }
 
     /// Debits a withdrawal: at most what is available.
@@ -408,24 +389,51 @@ impl Funds {
         transfer: &Transfer,
         entries: &mut Vec<LedgerEntry>,
     ) -> Result<(), Reject> {
+        self.transfer(ts, transfer, EntryKind::Withdrawal, entries)
+    }
+
+    /// Money in (`Deposit`) or out (`Withdrawal`, at most what is available).
+    fn transfer(
+        &mut self,
+        ts: Timestamp,
+        transfer: &Transfer,
+        kind: EntryKind,
+        entries: &mut Vec<LedgerEntry>,
+    ) -> Result<(), Reject> {
         let asset = self.transfer_checks(transfer)?;
-        let Some(slot) = self.table.find(&transfer.account) else {
-            return Err(Reject::new(RejectReason::InsufficientFunds));
+        let insufficient = Reject::new(RejectReason::InsufficientFunds);
+        let slot = match kind {
+            EntryKind::Deposit => self.table.slot(&transfer.account),
+            // No row, no money: nothing to withdraw, and no row made for it.
+            _ => self.table.find(&transfer.account).ok_or(insufficient)?,
         };
-        if self.table.get(slot, asset).available < transfer.amount {
-            return Err(Reject::new(RejectReason::InsufficientFunds));
-        }
         let Funds {
             names, table, seq, ..
         } = self;
         let balance = table.at(slot, asset);
-        balance.available -= transfer.amount;
+        let (available, change) = match kind {
+            EntryKind::Deposit => (
+                balance
+                    .available
+                    .checked_add(transfer.amount)
+                    .ok_or(Reject::field(RejectReason::TooLarge, Field::Amount))?,
+                signed(transfer.amount),
+            ),
+            _ => (
+                balance
+                    .available
+                    .checked_sub(transfer.amount)
+                    .ok_or(insufficient)?,
+                -signed(transfer.amount),
+            ),
+        };
+        balance.available = available;
         Ledger { seq, ts, entries }.push(
             &transfer.account,
             &names[asset],
-            EntryKind::Withdrawal,
+            kind,
             Cause::Transfer(transfer.transfer_id),
-            -signed(transfer.amount),
+            change,
             0,
             *balance,
         );
@@ -511,21 +519,15 @@ impl Funds {
         let slot = table
             .find(&order.account)
             .ok_or(Reject::new(RejectReason::InsufficientFunds))?;
-        let balance = table.at(slot, asset);
-        if balance.available < amount {
-            return Err(Reject::new(RejectReason::InsufficientFunds));
-        }
-        balance.available -= amount;
-        balance.held += amount;
-        Ledger { seq, ts, entries }.push(
-            &order.account,
-            &names[asset],
-            EntryKind::Hold,
+        hold(
+            table,
+            names,
+            Ledger { seq, ts, entries },
+            slot,
+            asset,
+            amount,
             Cause::Order(order.order_id),
-            -signed(amount),
-            signed(amount),
-            *balance,
-        );
+        )?;
         vacant.insert(Open {
             slot,
             market,
@@ -570,13 +572,17 @@ impl Funds {
             return Ok(());
         }
         let (slot, asset) = (open.slot, self.markets[open.market].held(open.side));
-        self.hold(
-            ts,
+        let Funds {
+            names, table, seq, ..
+        } = self;
+        hold(
+            table,
+            names,
+            Ledger { seq, ts, entries },
             slot,
             asset,
             extra,
             Cause::Order(amend.order_id),
-            entries,
         )?;
         if let Some(open) = self.orders.get_mut(&amend.order_id) {
             open.held += extra;
@@ -626,39 +632,6 @@ impl Funds {
             Side::Buy => market.quote(price, leaves),
             Side::Sell => market.base(leaves),
         }
-    }
-
-    /// Moves `amount` from available to held, or refuses with `insufficient_funds`.
-    #[allow(clippy::too_many_arguments)]
-    fn hold(
-        &mut self,
-        ts: Timestamp,
-        slot: usize,
-        asset: usize,
-        amount: Amount,
-        cause: Cause,
-        entries: &mut Vec<LedgerEntry>,
-    ) -> Result<(), Reject> {
-        let Funds {
-            names, table, seq, ..
-        } = self;
-        let account = table.accounts[slot].clone();
-        let balance = table.at(slot, asset);
-        if balance.available < amount {
-            return Err(Reject::new(RejectReason::InsufficientFunds));
-        }
-        balance.available -= amount;
-        balance.held += amount;
-        Ledger { seq, ts, entries }.push(
-            &account,
-            &names[asset],
-            EntryKind::Hold,
-            cause,
-            -signed(amount),
-            signed(amount),
-            *balance,
-        );
-        Ok(())
     }
 
     /// Releases `amount` of `account`'s held `asset` back to available.
@@ -847,6 +820,36 @@ impl Funds {
             self.end(ts, fill.order_id, entries);
         }
     }
+}
+
+/// Moves `amount` of `asset` from available to held in row `slot`, or refuses with
+/// `insufficient_funds` and changes nothing.
+fn hold(
+    table: &mut Table,
+    names: &[Asset],
+    mut ledger: Ledger<'_>,
+    slot: usize,
+    asset: usize,
+    amount: Amount,
+    cause: Cause,
+) -> Result<(), Reject> {
+    let account = table.accounts[slot].clone();
+    let balance = table.at(slot, asset);
+    if balance.available < amount {
+        return Err(Reject::new(RejectReason::InsufficientFunds));
+    }
+    balance.available -= amount;
+    balance.held += amount;
+    ledger.push(
+        &account,
+        &names[asset],
+        EntryKind::Hold,
+        cause,
+        -signed(amount),
+        signed(amount),
+        *balance,
+    );
+    Ok(())
 }
 
 impl Ledger<'_> {

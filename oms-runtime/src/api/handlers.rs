@@ -16,7 +16,8 @@ use serde::Deserialize;
 use std::time::{SystemTime, UNIX_EPOCH};
 use utoipa::IntoParams;
 
-pub(super) fn now() -> Timestamp {
+/// Now, as a command's timestamp: the edge stamps commands, so the core never reads a clock.
+pub(crate) fn now() -> Timestamp {
     Timestamp(
         SystemTime::now()
             .duration_since(UNIX_EPOCH)

@@ -2,7 +2,7 @@
 
 pub mod error;
 mod funds;
-mod handlers;
+pub(crate) mod handlers;
 pub mod model;
 mod openapi;
 pub mod write;

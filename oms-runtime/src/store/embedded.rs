@@ -1052,10 +1052,11 @@ impl<'txn> Tables<'txn> {
     fn project(&mut self, batch: &EncodedBatch) -> Result<(), redb::Error> {
         for order in &batch.orders {
             // Idempotent: an event replayed after a restart never moves an order backwards.
-            let stored_seq = self.orders.get(order.id)?.and_then(|bytes| {
-                Some(u64::from_be_bytes(bytes.value().get(..8)?.try_into().ok()?))
-            });
-            if stored_seq.is_some_and(|seq| seq >= order.seq) {
+            let stored = self
+                .orders
+                .get(order.id)?
+                .and_then(|v| stored_seq(v.value()));
+            if stored.is_some_and(|seq| seq >= order.seq) {
                 continue;
             }
             let (id, account) = (order.id, order.account.as_str());
