@@ -256,6 +256,7 @@ fn stream(scenario: Scenario) -> Vec<(Kind, Command)> {
                     quantity: Quantity(rng.random_range(10..2_000)),
                     post_only: kind == Kind::Place && rng.random_bool(0.2),
                     self_trade_prevention: SelfTradePrevention::ExpireTaker,
+                    quote_quantity: None,
                 })
             }
             Kind::Cancel | Kind::Amend => {

@@ -85,6 +85,17 @@ pub struct NewOrder {
     pub post_only: bool,
     /// What to do on a match against the same account.
     pub self_trade_prevention: SelfTradePrevention,
+    /// A market buy's budget in notional units (`tick × lot`), instead of a quantity: the book
+    /// buys as many lots as the budget affords, best price first. `quantity` is zero in the
+    /// command; the book's `Accepted` event carries the quantity it sized.
+    pub quote_quantity: Option<u128>,
+}
+
+impl NewOrder {
+    /// Whether the order is a market buy sized by a quote budget.
+    pub fn is_quote(&self) -> bool {
+        self.quote_quantity.is_some()
+    }
 }
 
 /// Cancel an open order. The account must own it.

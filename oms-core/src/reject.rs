@@ -68,6 +68,8 @@ pub enum RejectReason {
     /// A market buy by quantity needs a price to hold against (the price band's edge around
     /// the last trade), and there is none yet.
     NoReferencePrice,
+    /// A quote quantity on an order that is not an IOC market buy, or with a quantity.
+    QuoteQuantityNotAllowed,
 }
 
 impl RejectReason {
@@ -100,6 +102,7 @@ impl RejectReason {
             RejectReason::UnknownAsset => "unknown_asset",
             RejectReason::TooPrecise => "too_precise",
             RejectReason::NoReferencePrice => "no_reference_price",
+            RejectReason::QuoteQuantityNotAllowed => "quote_quantity_not_allowed",
         }
     }
 
@@ -143,6 +146,9 @@ impl RejectReason {
             RejectReason::NoReferencePrice => {
                 "a market buy needs a last trade (or a reference price) to hold funds against"
             }
+            RejectReason::QuoteQuantityNotAllowed => {
+                "a quote quantity replaces the quantity of an ioc market buy, and nothing else"
+            }
         }
     }
 }
@@ -174,6 +180,8 @@ pub enum Field {
     Asset,
     /// `amount`
     Amount,
+    /// `quote_quantity`
+    QuoteQuantity,
 }
 
 impl Field {
@@ -188,6 +196,7 @@ impl Field {
             Field::ClientOrderId => "client_order_id",
             Field::Asset => "asset",
             Field::Amount => "amount",
+            Field::QuoteQuantity => "quote_quantity",
         }
     }
 }

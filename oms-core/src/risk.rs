@@ -100,6 +100,10 @@ impl Checks {
     pub fn new_order(&self, order: &NewOrder, reference: Option<Price>) -> Result<()> {
         self.trading()?;
         shape(order)?;
+        if let Some(budget) = order.quote_quantity {
+            // The book sizes the quantity from the budget and checks it then.
+            return self.budget(budget);
+        }
         self.quantity(order.quantity)?;
         match order.price {
             Some(price) => {
@@ -163,6 +167,38 @@ impl Checks {
         }
     }
 
+    /// A quote budget (notional units) against the minimum notional and the maximum order
+    /// notional.
+    pub fn budget(&self, budget: u128) -> Result<()> {
+        let blame = |reason| Reject::field(reason, Field::QuoteQuantity);
+        if budget == 0 {
+            return Err(blame(RejectReason::NotPositive));
+        }
+        if budget < self.min_notional {
+            return Err(blame(RejectReason::NotionalBelowMin));
+        }
+        match self.max_notional {
+            Some(max) if budget > max => Err(blame(RejectReason::NotionalAboveMax)),
+            _ => Ok(()),
+        }
+    }
+
+    /// The quantity the book sized for a budget: at least the instrument's minimum.
+    pub fn sized(&self, quantity: Quantity) -> Result<()> {
+        if quantity < self.min_quantity || quantity.is_zero() {
+            return Err(Reject::field(
+                RejectReason::QuantityBelowMin,
+                Field::QuoteQuantity,
+            ));
+        }
+        Ok(())
+    }
+
+    /// The instrument's maximum order quantity.
+    pub fn max_quantity(&self) -> Quantity {
+        self.max_quantity
+    }
+
     /// The price band around `reference`; passes when there is no band or no reference yet.
     pub fn band(&self, price: Price, reference: Option<Price>) -> Result<()> {
         let (Some(ppm), Some(reference)) = (self.band_ppm, reference) else {
@@ -199,6 +235,17 @@ impl Checks {
 
 /// The combinations of type, time in force, post-only and price that make an order.
 fn shape(order: &NewOrder) -> Result<()> {
+    if order.is_quote()
+        && (order.order_type != OrderType::Market
+            || order.side != Side::Buy
+            || order.time_in_force != TimeInForce::Ioc
+            || !order.quantity.is_zero())
+    {
+        return Err(Reject::field(
+            RejectReason::QuoteQuantityNotAllowed,
+            Field::QuoteQuantity,
+        ));
+    }
     match (order.order_type, order.price) {
         (OrderType::Limit, None) => {
             return Err(Reject::field(RejectReason::PriceRequired, Field::Price));

@@ -50,6 +50,16 @@ pub fn limit(id: u64, account: &str, side: Side, price: u64, quantity: u64) -> N
         quantity: Quantity(quantity),
         post_only: false,
         self_trade_prevention: SelfTradePrevention::None,
+        quote_quantity: None,
+    }
+}
+
+/// A market buy for a budget of `notional` units (ticks × lots).
+pub fn market_quote(id: u64, account: &str, notional: u128) -> NewOrder {
+    NewOrder {
+        quantity: Quantity::ZERO,
+        quote_quantity: Some(notional),
+        ..market(id, account, Side::Buy, 0)
     }
 }
 

@@ -245,12 +245,12 @@ impl Book {
         let market_limit = self.market_limit(order.side);
         let Book {
             instrument,
+            checks,
             bids,
             asks,
             orders,
             last_trade,
             seq,
-            ..
         } = self;
         let mut out = Out {
             seq,
@@ -258,19 +258,16 @@ impl Book {
             symbol: instrument.symbol(),
             events,
         };
+        let reject = |out: &mut Out<'_>, reject| {
+            out.push(Event::Rejected {
+                order: order.clone(),
+                reject,
+            })
+        };
         let owner = match admitted {
             Ok(owner) => owner,
-            Err(reject) => {
-                out.push(Event::Rejected {
-                    order: order.clone(),
-                    reject,
-                });
-                return;
-            }
+            Err(rejected) => return reject(&mut out, rejected),
         };
-        out.push(Event::Accepted {
-            order: order.clone(),
-        });
         let limit = order.price.or(market_limit);
         let (own, opposite) = match order.side {
             Side::Buy => (bids, asks),
@@ -283,6 +280,21 @@ impl Book {
             leaves: order.quantity,
             stp: order.self_trade_prevention,
         };
+        let mut accepted = order.clone();
+        if let Some(budget) = order.quote_quantity {
+            let max = checks.max_quantity();
+            let (sized, offered) = affordable(opposite, orders, &taker, limit, budget, max);
+            if offered && let Err(rejected) = checks.sized(sized) {
+                return reject(&mut out, rejected);
+            }
+            accepted.quantity = sized;
+            taker.leaves = sized;
+            if !offered {
+                out.push(Event::Accepted { order: accepted });
+                return expire(&mut out, &taker, ExpireReason::NoLiquidity);
+            }
+        }
+        out.push(Event::Accepted { order: accepted });
         if order.time_in_force == TimeInForce::Fok
             && fillable(opposite, orders, &taker, limit) < order.quantity
         {
@@ -557,6 +569,44 @@ fn fillable(opposite: &Levels, orders: &Orders, taker: &Taker, limit: Option<Pri
         }
     }
     total
+}
+
+/// How many lots `budget` (notional units) buys now within `limit`, best price first, under
+/// the taker's self-trade prevention mode, at most `max`; and whether anything was on offer.
+/// [`take`] then trades exactly that quantity.
+fn affordable(
+    opposite: &Levels,
+    orders: &Orders,
+    taker: &Taker,
+    limit: Option<Price>,
+    mut budget: u128,
+    max: Quantity,
+) -> (Quantity, bool) {
+    let mut total = Quantity::ZERO;
+    let mut offered = false;
+    'levels: for (price, level) in opposite.best_first() {
+        if limit.is_some_and(|limit| !taker.side.accepts(limit, *price)) {
+            break;
+        }
+        for maker in orders.queue(level) {
+            if taker.stp != SelfTradePrevention::None && maker.account == taker.account {
+                if taker.stp == SelfTradePrevention::ExpireMaker {
+                    continue;
+                }
+                // The taker would expire here: nothing behind this order is reachable.
+                break 'levels;
+            }
+            offered = true;
+            let cap = u64::try_from(budget / u128::from(price.0.max(1))).unwrap_or(u64::MAX);
+            let lots = maker.leaves.0.min(cap).min(max.0 - total.0);
+            if lots == 0 {
+                break 'levels;
+            }
+            total += Quantity(lots);
+            budget -= u128::from(lots) * u128::from(price.0);
+        }
+    }
+    (total, offered)
 }
 
 /// Matches `taker` against the opposite side within `limit`. Returns true if self-trade

@@ -25,6 +25,8 @@ pub(crate) enum Op {
         account: usize,
         side: Side,
         market: bool,
+        /// A market buy sized by a budget of `price × quantity` instead.
+        quote: bool,
         tif: TimeInForce,
         price: u64,
         quantity: u64,
@@ -58,7 +60,7 @@ pub(crate) fn op() -> impl Strategy<Value = Op> {
     let new = (
         0..ACCOUNTS.len(),
         side,
-        prop::bool::weighted(0.1),
+        (prop::bool::weighted(0.1), prop::bool::ANY),
         tif,
         95u64..=105,
         1u64..=20,
@@ -66,10 +68,11 @@ pub(crate) fn op() -> impl Strategy<Value = Op> {
         stp,
     )
         .prop_map(
-            |(account, side, market, tif, price, quantity, post_only, stp)| Op::New {
+            |(account, side, (market, quote), tif, price, quantity, post_only, stp)| Op::New {
                 account,
                 side,
                 market,
+                quote,
                 tif,
                 price,
                 quantity,
@@ -112,6 +115,7 @@ pub(crate) fn shaped_op() -> impl Strategy<Value = Op> {
                 account,
                 side,
                 market: false,
+                quote: false,
                 tif,
                 price,
                 quantity,
@@ -126,6 +130,7 @@ pub(crate) fn shaped_op() -> impl Strategy<Value = Op> {
                 account,
                 side,
                 market: false,
+                quote: false,
                 tif,
                 price: if side == Side::Buy { 105 } else { 95 },
                 quantity,
@@ -178,6 +183,7 @@ pub(crate) fn commands(ops: &[Op]) -> Vec<Command> {
                 account,
                 side,
                 market,
+                quote,
                 tif,
                 price,
                 quantity,
@@ -195,6 +201,11 @@ pub(crate) fn commands(ops: &[Op]) -> Vec<Command> {
                     order.price = None;
                     if *tif == TimeInForce::Gtc {
                         order.time_in_force = TimeInForce::Ioc;
+                    }
+                    if *quote && *side == Side::Buy {
+                        order.time_in_force = TimeInForce::Ioc;
+                        order.quote_quantity = Some(u128::from(price * quantity));
+                        order.quantity = Quantity::ZERO;
                     }
                 }
                 Action::New(order)

@@ -1,6 +1,6 @@
 use super::*;
 use crate::order::OrderState;
-use crate::test_support::{amend, book, book_with, btc, cancel, limit, market, new};
+use crate::test_support::{amend, book, book_with, btc, cancel, limit, market, market_quote, new};
 use crate::{InstrumentSpec, OrderStatus};
 use rust_decimal::Decimal;
 
@@ -645,4 +645,98 @@ fn client_order_ids_are_unique_among_an_accounts_open_orders() {
     run(&mut b, cancel(1, "a"));
     again.order_id = OrderId(3);
     assert_eq!(rejected(&run(&mut b, new(again))), None);
+}
+
+fn accepted_quantity(events: &[Event]) -> Option<u64> {
+    events.iter().find_map(|event| match event {
+        Event::Accepted { order } => Some(order.quantity.0),
+        _ => None,
+    })
+}
+
+#[test]
+fn a_quote_budget_buys_what_it_affords_best_price_first() {
+    let mut b = book();
+    run(&mut b, new(limit(1, "s", Side::Sell, 100, 3)));
+    run(&mut b, new(limit(2, "s", Side::Sell, 110, 5)));
+    // 3 × 100 = 300, then 1_000 − 300 = 700 buys 6 lots at 110 but only 5 are there.
+    let events = run(&mut b, new(market_quote(3, "b", 1_000)));
+    assert_eq!(accepted_quantity(&events), Some(8));
+    assert_eq!(trades(&events), vec![(100, 3, 3, 1), (110, 5, 3, 2)]);
+    assert!(expired(&events).is_empty());
+
+    // A budget that runs out inside a level: 250 buys 2 lots at 120 (240), the order is filled.
+    run(&mut b, new(limit(4, "s", Side::Sell, 120, 5)));
+    let events = run(&mut b, new(market_quote(5, "b", 250)));
+    assert_eq!(accepted_quantity(&events), Some(2));
+    assert_eq!(trades(&events), vec![(120, 2, 5, 4)]);
+    assert!(expired(&events).is_empty());
+    let last = events.iter().rev().find_map(|event| match event {
+        Event::Trade(trade) => Some(trade.taker.leaves),
+        _ => None,
+    });
+    assert_eq!(last, Some(Quantity::ZERO), "the taker is filled");
+}
+
+#[test]
+fn a_quote_budget_on_an_empty_book_expires_without_trading() {
+    let mut b = book();
+    let events = run(&mut b, new(market_quote(1, "b", 1_000)));
+    assert_eq!(accepted_quantity(&events), Some(0));
+    assert_eq!(expired(&events), vec![(1, 0, ExpireReason::NoLiquidity)]);
+}
+
+#[test]
+fn a_quote_budget_too_small_for_the_minimum_is_rejected() {
+    let mut b = book_with(RiskLimits::default());
+    run(&mut b, new(limit(1, "s", Side::Sell, 100, 3)));
+    let events = run(&mut b, new(market_quote(2, "b", 99)));
+    assert_eq!(rejected(&events), Some(RejectReason::QuantityBelowMin));
+    assert!(trades(&events).is_empty());
+    assert_eq!(levels(&b).1, vec![(100, 3)]);
+}
+
+#[test]
+fn a_quote_quantity_is_only_for_ioc_market_buys() {
+    let mut b = book();
+    let sell = NewOrder {
+        side: Side::Sell,
+        ..market_quote(1, "s", 100)
+    };
+    let with_quantity = NewOrder {
+        quantity: Quantity(1),
+        ..market_quote(2, "b", 100)
+    };
+    let fok = with_tif(market_quote(3, "b", 100), TimeInForce::Fok);
+    let limit = NewOrder {
+        quote_quantity: Some(100),
+        ..limit(4, "b", Side::Buy, 100, 1)
+    };
+    for order in [sell, with_quantity, fok, limit] {
+        let events = run(&mut b, new(order));
+        assert_eq!(rejected(&events), Some(RejectReason::QuoteQuantityNotAllowed));
+    }
+}
+
+#[test]
+fn a_quote_budget_respects_the_band_and_self_trade_prevention() {
+    let limits = RiskLimits {
+        price_band_percent: Some(10.into()),
+        ..RiskLimits::default()
+    };
+    let mut b = book_with(limits);
+    run(&mut b, new(limit(1, "s", Side::Sell, 100, 1)));
+    run(&mut b, new(limit(2, "b", Side::Buy, 100, 1)));
+    run(&mut b, new(limit(3, "b", Side::Sell, 101, 2)));
+    run(&mut b, new(limit(4, "s", Side::Sell, 102, 2)));
+    run(&mut b, new(limit(5, "s", Side::Sell, 200, 2)));
+    // ExpireMaker: the own order at 101 goes, 2 lots at 102 are bought, 200 is out of band.
+    let order = with_stp(market_quote(6, "b", 10_000), SelfTradePrevention::ExpireMaker);
+    let events = run(&mut b, new(order));
+    assert_eq!(accepted_quantity(&events), Some(2));
+    assert_eq!(trades(&events), vec![(102, 2, 6, 4)]);
+    assert_eq!(
+        expired(&events),
+        vec![(3, 2, ExpireReason::SelfTradePrevention)]
+    );
 }

@@ -166,6 +166,9 @@ struct Open {
     leaves: Quantity,
     /// What it holds now, in the quote (buy) or base (sell) asset.
     held: Amount,
+    /// A market buy sized by a quote budget: each trade pays out of the hold what it costs.
+    /// Such an order never rests, so no snapshot holds one.
+    budget: bool,
 }
 
 /// A market with the indexes of its assets.
@@ -501,6 +504,10 @@ impl Funds {
         };
         let venue = &markets[market];
         let (price, amount) = match order.side {
+            Side::Buy if let Some(budget) = order.quote_quantity => (
+                Price(0),
+                budget.checked_mul(venue.market.quote_per_unit),
+            ),
             Side::Buy => {
                 let price = order
                     .price
@@ -536,6 +543,7 @@ impl Funds {
             quantity: order.quantity,
             leaves: order.quantity,
             held: amount,
+            budget: order.is_quote(),
         });
         Ok(())
     }
@@ -737,6 +745,7 @@ impl Funds {
         let base = market.base(trade.quantity).unwrap_or(0);
         let quote = market.quote(trade.price, trade.quantity).unwrap_or(0);
         let (paid_asset, paid, received_asset, received, held_part) = match fill.side {
+            Side::Buy if open.budget => (venue.quote, quote, venue.base, base, quote),
             Side::Buy => {
                 let held_part = market.quote(open.price, trade.quantity).unwrap_or(quote);
                 (venue.quote, quote, venue.base, base, held_part)

@@ -109,6 +109,7 @@ impl Funds {
                     quantity: hold.quantity,
                     leaves: hold.leaves,
                     held: hold.held,
+                    budget: false,
                 },
             );
         }

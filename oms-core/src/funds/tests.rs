@@ -8,7 +8,7 @@ use crate::engine::{Engine, Output};
 use crate::event::ExpireReason;
 use crate::instrument::{Instrument, InstrumentSpec};
 use crate::risk::RiskLimits;
-use crate::test_support::{amend, btc, cancel, limit, market, new};
+use crate::test_support::{amend, btc, cancel, limit, market, market_quote, new};
 use crate::types::{SelfTradePrevention, TimeInForce};
 
 fn engine_with(spec: InstrumentSpec, limits: RiskLimits) -> Engine {
@@ -534,4 +534,52 @@ fn transfer_commands_report_their_outcome() {
     );
     assert_eq!(out.ledger.len(), 1);
     assert_eq!(balance(&e, "a", "USDT"), (50, 0));
+}
+
+#[test]
+fn a_quote_budget_holds_the_budget_pays_what_it_buys_and_gets_the_rest_back() {
+    let mut e = engine_with_fees();
+    fund(&mut e, "s", "BTC", 10);
+    fund(&mut e, "b", "USDT", 5_000);
+    run(&mut e, new(limit(1, "s", Side::Sell, 100, 3)));
+    run(&mut e, new(limit(2, "s", Side::Sell, 110, 5)));
+    let out = run(&mut e, new(market_quote(3, "b", 1_000)));
+    let hold = out
+        .ledger
+        .iter()
+        .find(|e| e.kind == EntryKind::Hold)
+        .unwrap();
+    assert_eq!(hold.held_change, 1_000, "the whole budget is held, no fee in quote");
+    // 3 at 100 and 5 at 110 cost 850; 150 comes back. 8 lots received in two trades, the
+    // taker fee of 20 bps rounds up to one lot on each.
+    assert_eq!(balance(&e, "b", "USDT"), (5_000 - 850, 0));
+    assert_eq!(balance(&e, "b", "BTC"), (8 - 2, 0));
+    assert_eq!(balance(&e, FEE_ACCOUNT, "BTC"), (2, 0));
+}
+
+#[test]
+fn a_quote_budget_beyond_available_is_refused_and_holds_nothing() {
+    let mut e = engine();
+    fund(&mut e, "s", "BTC", 10);
+    fund(&mut e, "b", "USDT", 999);
+    run(&mut e, new(limit(1, "s", Side::Sell, 100, 3)));
+    let out = run(&mut e, new(market_quote(2, "b", 1_000)));
+    assert_eq!(rejected(&out), Some(RejectReason::InsufficientFunds));
+    assert_eq!(balance(&e, "b", "USDT"), (999, 0));
+    assert!(out.ledger.is_empty());
+}
+
+#[test]
+fn a_quote_budget_refused_by_the_book_or_finding_nothing_releases_its_hold() {
+    let mut e = engine();
+    fund(&mut e, "b", "USDT", 1_000);
+    // Empty book: accepted, expires with nothing bought.
+    run(&mut e, new(market_quote(1, "b", 1_000)));
+    assert_eq!(balance(&e, "b", "USDT"), (1_000, 0));
+    // Too small for one lot: rejected by the book after funds held it.
+    fund(&mut e, "s", "BTC", 1);
+    run(&mut e, new(limit(2, "s", Side::Sell, 100, 1)));
+    let out = run(&mut e, new(market_quote(3, "b", 99)));
+    assert_eq!(rejected(&out), Some(RejectReason::QuantityBelowMin));
+    assert_eq!(balance(&e, "b", "USDT"), (1_000, 0));
 }
