@@ -303,6 +303,14 @@ impl Instrument {
         Ok(Quantity(lots))
     }
 
+    /// Converts an API quote budget to notional units (`tick × lot`): positive, a whole number
+    /// of units (`too_precise` otherwise), representable.
+    pub fn quote_budget(&self, value: Decimal) -> Result<u128, Reject> {
+        let unit = notional_unit(&self.spec)
+            .ok_or(Reject::field(RejectReason::TooLarge, Field::QuoteQuantity))?;
+        to_units(value, unit, RejectReason::TooPrecise, Field::QuoteQuantity).map(u128::from)
+    }
+
     /// A price in ticks as an API decimal, at the tick size's scale.
     pub fn price_decimal(&self, price: Price) -> Decimal {
         scale_up(price.0, self.spec.tick_size)

@@ -714,7 +714,10 @@ fn a_quote_quantity_is_only_for_ioc_market_buys() {
     };
     for order in [sell, with_quantity, fok, limit] {
         let events = run(&mut b, new(order));
-        assert_eq!(rejected(&events), Some(RejectReason::QuoteQuantityNotAllowed));
+        assert_eq!(
+            rejected(&events),
+            Some(RejectReason::QuoteQuantityNotAllowed)
+        );
     }
 }
 
@@ -731,7 +734,10 @@ fn a_quote_budget_respects_the_band_and_self_trade_prevention() {
     run(&mut b, new(limit(4, "s", Side::Sell, 102, 2)));
     run(&mut b, new(limit(5, "s", Side::Sell, 200, 2)));
     // ExpireMaker: the own order at 101 goes, 2 lots at 102 are bought, 200 is out of band.
-    let order = with_stp(market_quote(6, "b", 10_000), SelfTradePrevention::ExpireMaker);
+    let order = with_stp(
+        market_quote(6, "b", 10_000),
+        SelfTradePrevention::ExpireMaker,
+    );
     let events = run(&mut b, new(order));
     assert_eq!(accepted_quantity(&events), Some(2));
     assert_eq!(trades(&events), vec![(102, 2, 6, 4)]);

@@ -504,10 +504,9 @@ impl Funds {
         };
         let venue = &markets[market];
         let (price, amount) = match order.side {
-            Side::Buy if let Some(budget) = order.quote_quantity => (
-                Price(0),
-                budget.checked_mul(venue.market.quote_per_unit),
-            ),
+            Side::Buy if let Some(budget) = order.quote_quantity => {
+                (Price(0), budget.checked_mul(venue.market.quote_per_unit))
+            }
             Side::Buy => {
                 let price = order
                     .price

@@ -549,7 +549,10 @@ fn a_quote_budget_holds_the_budget_pays_what_it_buys_and_gets_the_rest_back() {
         .iter()
         .find(|e| e.kind == EntryKind::Hold)
         .unwrap();
-    assert_eq!(hold.held_change, 1_000, "the whole budget is held, no fee in quote");
+    assert_eq!(
+        hold.held_change, 1_000,
+        "the whole budget is held, no fee in quote"
+    );
     // 3 at 100 and 5 at 110 cost 850; 150 comes back. 8 lots received in two trades, the
     // taker fee of 20 bps rounds up to one lot on each.
     assert_eq!(balance(&e, "b", "USDT"), (5_000 - 850, 0));

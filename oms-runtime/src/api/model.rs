@@ -3,8 +3,8 @@
 use crate::api::error::ApiError;
 use crate::store::TradeRecord;
 use oms_core::{
-    Checks, ExpireReason, Instrument, InstrumentSpec, NewOrder, OrderId, OrderState, OrderStatus,
-    OrderType, Quantity, RejectReason, SelfTradePrevention, Side, TimeInForce,
+    Checks, ExpireReason, Field, Instrument, InstrumentSpec, NewOrder, OrderId, OrderState,
+    OrderStatus, OrderType, Quantity, Reject, RejectReason, SelfTradePrevention, Side, TimeInForce,
 };
 use rust_decimal::Decimal;
 use serde::{Deserialize, Deserializer, Serialize};
@@ -76,9 +76,16 @@ pub struct OrderRequest {
     #[serde(default)]
     #[schema(value_type = Option<String>, example = "65000.10")]
     pub price: Option<DecimalString>,
-    /// Quantity as a decimal string.
-    #[schema(value_type = String, example = "0.01")]
-    pub quantity: DecimalString,
+    /// Quantity as a decimal string. Required unless `quote_quantity` is given.
+    #[serde(default)]
+    #[schema(value_type = Option<String>, example = "0.01")]
+    pub quantity: Option<DecimalString>,
+    /// A market buy's budget in the quote asset instead of a quantity (Binance's
+    /// `quoteOrderQty`): the order buys as many lots as the budget affords, best price first.
+    /// Only for `ioc` market buys; a multiple of `tick_size × lot_size`.
+    #[serde(default)]
+    #[schema(value_type = Option<String>, example = "100.00")]
+    pub quote_quantity: Option<DecimalString>,
     /// Your reference, unique among the account's open orders (1 to 64 characters); the order
     /// id is used when omitted.
     #[serde(default)]
@@ -117,7 +124,24 @@ impl OrderRequest {
             .price
             .map(|price| instrument.price(price.0))
             .transpose()?;
-        let quantity: Quantity = instrument.quantity(self.quantity.0)?;
+        let (quantity, quote_quantity) = match (self.quantity, self.quote_quantity) {
+            (Some(quantity), None) => (instrument.quantity(quantity.0)?, None),
+            (None, Some(budget)) => (Quantity::ZERO, Some(instrument.quote_budget(budget.0)?)),
+            (Some(_), Some(_)) => {
+                return Err(Reject::field(
+                    RejectReason::QuoteQuantityNotAllowed,
+                    Field::QuoteQuantity,
+                )
+                .into());
+            }
+            (None, None) => {
+                return Err(ApiError::bad_request(
+                    "quantity_required",
+                    "an order needs a quantity (or, for a market buy, a quote_quantity)",
+                )
+                .with_field("quantity"));
+            }
+        };
         let time_in_force = self.time_in_force.unwrap_or(match self.order_type {
             OrderType::Limit => TimeInForce::Gtc,
             OrderType::Market => TimeInForce::Ioc,
@@ -134,6 +158,7 @@ impl OrderRequest {
             quantity,
             post_only: self.post_only,
             self_trade_prevention: self.self_trade_prevention,
+            quote_quantity,
         };
         checks.new_order(&order, None)?;
         Ok(order)
@@ -160,10 +185,15 @@ pub struct OrderView {
     pub time_in_force: TimeInForce,
     /// Limit price.
     pub price: Option<String>,
-    /// Total quantity.
+    /// Total quantity; for a `quote_quantity` order, what the budget bought (sized when the
+    /// order was accepted).
     pub quantity: String,
+    /// A market buy's budget in the quote asset, if it was placed with one.
+    pub quote_quantity: Option<String>,
     /// Quantity traded.
     pub filled_quantity: String,
+    /// What the trades came to in the quote asset: the sum of price × quantity.
+    pub filled_quote: String,
     /// Volume-weighted average trade price.
     pub average_price: Option<String>,
     /// Lifecycle state.
@@ -201,6 +231,10 @@ impl OrderView {
             Some(i) => i.quantity_decimal(q).to_string(),
             None => q.0.to_string(),
         };
+        let notional = |units: u128| match instrument.and_then(|i| i.notional_decimal(units)) {
+            Some(value) => value.to_string(),
+            None => units.to_string(),
+        };
         OrderView {
             order_id: order.order_id.to_string(),
             client_order_id: order.client_order_id.to_string(),
@@ -211,7 +245,9 @@ impl OrderView {
             time_in_force: order.time_in_force,
             price: order.price.map(price),
             quantity: quantity(order.quantity),
+            quote_quantity: order.quote_quantity.map(notional),
             filled_quantity: quantity(state.filled),
+            filled_quote: notional(state.filled_notional),
             average_price: instrument
                 .and_then(|i| state.average_price(i))
                 .map(|p| p.to_string()),

@@ -432,6 +432,7 @@ fn producer_performance(services: &Services, prefix: &str, load: &Load) -> anyho
                 quantity: oms_core::Quantity(10_000),
                 post_only: false,
                 self_trade_prevention: oms_core::SelfTradePrevention::None,
+                quote_quantity: None,
             }),
         },
         origin: oms_runtime::store::Origin {

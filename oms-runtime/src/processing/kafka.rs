@@ -52,7 +52,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
-use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
@@ -119,6 +119,32 @@ impl Faults {
 
 fn decode<T: for<'de> serde::Deserialize<'de>>(payload: Option<&[u8]>) -> anyhow::Result<T> {
     Ok(postcard::from_bytes(payload.unwrap_or_default())?)
+}
+
+/// The header that carries an events record's format version; records without it are of
+/// format 1 (read by [`crate::store::legacy`]).
+const EVENTS_FORMAT_HEADER: &str = "oms-format";
+/// The format version of events records this build writes.
+const EVENTS_FORMAT: u8 = 2;
+
+/// An events record's format, from its header.
+fn events_format(message: &BorrowedMessage<'_>) -> Option<u8> {
+    let headers = message.headers()?;
+    headers
+        .iter()
+        .find(|header| header.key == EVENTS_FORMAT_HEADER)
+        .and_then(|header| header.value?.first().copied())
+}
+
+/// Reads an events record of any format this build knows.
+fn decode_processed(format: Option<u8>, payload: Option<&[u8]>) -> anyhow::Result<Processed> {
+    match format {
+        None | Some(1) => Ok(crate::store::legacy::processed(
+            payload.unwrap_or_default(),
+        )?),
+        Some(EVENTS_FORMAT) => decode(payload),
+        Some(newer) => bail!("events format {newer} is newer than this build ({EVENTS_FORMAT})"),
+    }
 }
 
 /// The answer stored under a processed command's idempotency key after the commit.
@@ -373,7 +399,11 @@ impl PartitionWorker {
                 let mut record = BaseRecord::to(&events_topic)
                     .partition(self.partition as i32)
                     .key(key.as_str())
-                    .payload(&payload);
+                    .payload(&payload)
+                    .headers(OwnedHeaders::new().insert(Header {
+                        key: EVENTS_FORMAT_HEADER,
+                        value: Some(&[EVENTS_FORMAT]),
+                    }));
                 // A full local queue only means "wait for the broker": retry until it drains.
                 loop {
                     match self.producer.send(record) {
@@ -790,7 +820,7 @@ pub async fn run_projector(
                     continue;
                 }
             };
-            match decode::<Processed>(message.payload()) {
+            match decode_processed(events_format(&message), message.payload()) {
                 Ok(processed) => {
                     while let Err(error) = projection.fold(&processed.records).await {
                         retry_pause(&metrics, &health, "projection read", &error).await;

@@ -75,8 +75,9 @@ const ENGINE: TableDefinition<&str, &[u8]> = TableDefinition::new("engine");
 const ENGINE_KEY: &str = "engine";
 /// `format` → [`FORMAT`].
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-/// 2: with funds (issue 13). A database without a format and with a journal is older.
-const FORMAT: u64 = 2;
+/// 2: with funds (issue 13). 3: orders with a quote budget; a format 2 database is migrated
+/// at start. A database without a format and with a journal is older than funds.
+const FORMAT: u64 = 3;
 
 /// Journal entries kept in memory after their commit, so the processor reading right behind
 /// the writers gets them without a database read and a decode.
@@ -85,6 +86,46 @@ const TAIL: usize = 16_384;
 const MAX_BATCH: usize = 4096;
 /// Most expired idempotency keys removed per sweep, so a sweep never holds the writer long.
 const SWEEP_LIMIT: usize = 10_000;
+
+/// Rewrites a format 2 database's journal entries and order states in today's layout (see
+/// [`super::legacy`]), in the transaction that opens it: all or nothing.
+fn migrate_from_2(txn: &redb::WriteTransaction, path: &Path) -> Result<()> {
+    let corrupt = |table: &'static str| {
+        move |error: postcard::Error| StoreError::Corrupt {
+            table,
+            message: format!("format 2 record: {error}"),
+        }
+    };
+    let mut journal = txn.open_table(JOURNAL).map_err(db_error)?;
+    let mut entries = Vec::new();
+    for row in journal.iter().map_err(db_error)? {
+        let (key, value) = row.map_err(db_error)?;
+        let entry = super::legacy::journal_entry(value.value()).map_err(corrupt("journal"))?;
+        entries.push((key.value(), encode("journal entry", &entry)?));
+    }
+    tracing::info!(
+        path = %path.display(),
+        journal_entries = entries.len(),
+        "migrating the database from format 2 to {FORMAT}"
+    );
+    for (key, bytes) in entries {
+        journal.insert(key, bytes.as_slice()).map_err(db_error)?;
+    }
+    let mut orders = txn.open_table(ORDERS).map_err(db_error)?;
+    let mut states = Vec::new();
+    for row in orders.iter().map_err(db_error)? {
+        let (key, value) = row.map_err(db_error)?;
+        let (seq, state) = value.value().split_at_checked(8).unwrap_or_default();
+        let state = super::legacy::order_state(state).map_err(corrupt("orders"))?;
+        let mut bytes = seq.to_vec();
+        bytes.extend_from_slice(&encode("order", &state)?);
+        states.push((key.value(), bytes));
+    }
+    for (key, bytes) in states {
+        orders.insert(key, bytes.as_slice()).map_err(db_error)?;
+    }
+    Ok(())
+}
 
 fn db_error(error: impl std::fmt::Display) -> StoreError {
     StoreError::unavailable(Backend::Embedded, error)
@@ -391,14 +432,20 @@ impl Embedded {
             txn.open_table(LEDGER).map_err(db_error)?;
             txn.open_table(TRANSFERS).map_err(db_error)?;
             txn.open_table(ENGINE).map_err(db_error)?;
-            let journal = txn.open_table(JOURNAL).map_err(db_error)?;
-            let last = journal.last().map_err(db_error)?;
-            let head = last.map_or(0, |(key, _)| key.value());
+            let head = {
+                let journal = txn.open_table(JOURNAL).map_err(db_error)?;
+                let last = journal.last().map_err(db_error)?;
+                last.map_or(0, |(key, _)| key.value())
+            };
             let mut meta = txn.open_table(META).map_err(db_error)?;
             let format = meta.get("format").map_err(db_error)?.map(|v| v.value());
             match format {
                 Some(FORMAT) => {}
                 None if head == 0 => {
+                    meta.insert("format", FORMAT).map_err(db_error)?;
+                }
+                Some(2) => {
+                    migrate_from_2(&txn, path)?;
                     meta.insert("format", FORMAT).map_err(db_error)?;
                 }
                 found => {
@@ -1219,5 +1266,98 @@ mod tests {
             crate::metrics::Metrics::new().store.clone(),
         );
         assert!(store.is_ok());
+    }
+
+    /// A database of format 2 (orders without quote budgets) is migrated at start: its journal
+    /// replays and its orders read as before, and it opens again as format 3.
+    #[test]
+    fn a_format_2_database_is_migrated() {
+        use oms_core::{Action, Command, NewOrder, OrderType, Quantity, Side, Timestamp};
+        let order = NewOrder {
+            order_id: OrderId(7),
+            client_order_id: "c7".into(),
+            account: "alice".into(),
+            symbol: "BTC-USDT".into(),
+            side: Side::Buy,
+            order_type: OrderType::Limit,
+            time_in_force: oms_core::TimeInForce::Gtc,
+            price: Some(oms_core::Price(100)),
+            quantity: Quantity(5),
+            post_only: false,
+            self_trade_prevention: oms_core::SelfTradePrevention::None,
+            quote_quantity: None,
+        };
+        // Format 2 wrote the same bytes but the `None` that ends today's order.
+        let order_end = postcard::to_allocvec(&order).unwrap().len() - 1;
+        let entry = JournalEntry {
+            command: Command {
+                ts: Timestamp(1),
+                action: Action::New(order.clone()),
+            },
+            origin: Origin {
+                principal: "desk".into(),
+                key: "k".into(),
+                fingerprint: "f".into(),
+            },
+        };
+        let mut entry_v2 = postcard::to_allocvec(&entry).unwrap();
+        // ts (1 byte), the variant (1 byte), then the order.
+        entry_v2.remove(2 + order_end);
+        let state = OrderState::open(&oms_core::EventRecord {
+            seq: 1,
+            ts: Timestamp(1),
+            symbol: "BTC-USDT".into(),
+            event: oms_core::Event::Accepted {
+                order: order.clone(),
+            },
+        })
+        .unwrap();
+        let mut state_v2 = 1u64.to_be_bytes().to_vec();
+        let mut encoded = postcard::to_allocvec(&state).unwrap();
+        encoded.remove(order_end);
+        state_v2.extend(encoded);
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("oms.redb");
+        {
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(JOURNAL)
+                .unwrap()
+                .insert(1, entry_v2.as_slice())
+                .unwrap();
+            txn.open_table(ORDERS)
+                .unwrap()
+                .insert(7, state_v2.as_slice())
+                .unwrap();
+            txn.open_table(META).unwrap().insert("format", 2).unwrap();
+            txn.commit().unwrap();
+        }
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        for _ in 0..2 {
+            let _guard = runtime.enter();
+            let store = Embedded::open(
+                &path,
+                Duration::from_secs(60),
+                crate::metrics::Metrics::new().store.clone(),
+            )
+            .unwrap();
+            let read = runtime
+                .block_on(JournalReader::read(&store, 1, 10))
+                .unwrap();
+            assert_eq!(read, vec![(1, entry.clone())]);
+            let found = runtime
+                .block_on(OrderStore::order(&store, OrderId(7)))
+                .unwrap();
+            assert_eq!(found, Some(state.clone()));
+            let txn = store.db.begin_read().unwrap();
+            let meta = txn.open_table(META).unwrap();
+            assert_eq!(meta.get("format").unwrap().unwrap().value(), FORMAT);
+            drop((meta, txn));
+            runtime.block_on(store.close());
+        }
     }
 }

@@ -144,8 +144,9 @@ pub async fn create_topics(config: &KafkaConfig, partitions: u32, replication: u
     Ok(())
 }
 
-/// The format version of command records this build writes and reads.
-pub const COMMAND_FORMAT: u8 = 1;
+/// The format version of command records this build writes. It reads this one and format 1
+/// (see [`super::legacy`]).
+pub const COMMAND_FORMAT: u8 = 2;
 
 /// A journal entry as a command record (see the module doc).
 pub fn encode_command(entry: &JournalEntry) -> Result<Vec<u8>> {
@@ -190,7 +191,7 @@ pub fn decode_command(bytes: &[u8]) -> DecodedCommand {
     if version > COMMAND_FORMAT {
         return DecodedCommand::Newer { version };
     }
-    if version < COMMAND_FORMAT {
+    if version == 0 {
         return DecodedCommand::Foreign {
             reason: format!("unknown format {version}"),
         };
@@ -203,7 +204,11 @@ pub fn decode_command(bytes: &[u8]) -> DecodedCommand {
             };
         }
     };
-    match postcard::take_from_bytes::<Command>(rest) {
+    let command = match version {
+        1 => super::legacy::command(rest),
+        _ => postcard::take_from_bytes::<Command>(rest),
+    };
+    match command {
         Ok((command, [])) => DecodedCommand::Entry(JournalEntry { command, origin }),
         Ok((_, trailing)) => DecodedCommand::Unreadable {
             origin,
@@ -304,13 +309,9 @@ mod tests {
         }
     }
 
-    /// Records written while the core's string ids were `compact_str` strings encode and read
-    /// byte for byte the same now that they are `smol_str` strings (both are plain strings to
-    /// serde); the expected bytes were printed by the earlier code.
-    #[test]
-    fn string_ids_keep_their_wire_format() {
-        use oms_core::{Action, Event, EventRecord, NewOrder, OrderId, Price, Quantity};
-        let order = NewOrder {
+    fn golden_order(quote_quantity: Option<u128>) -> oms_core::NewOrder {
+        use oms_core::{NewOrder, OrderId, Price, Quantity};
+        NewOrder {
             order_id: OrderId(7),
             client_order_id: "0123456789abcdef0123456789abcdef0123".into(),
             account: "an-account-with-a-long-name-0001".into(),
@@ -322,7 +323,12 @@ mod tests {
             quantity: Quantity(5),
             post_only: false,
             self_trade_prevention: oms_core::SelfTradePrevention::None,
-        };
+            quote_quantity,
+        }
+    }
+
+    fn golden_records(order: oms_core::NewOrder) -> (JournalEntry, oms_core::EventRecord) {
+        use oms_core::{Action, Event, EventRecord};
         let command = JournalEntry {
             command: Command {
                 ts: oms_core::Timestamp(1),
@@ -336,26 +342,78 @@ mod tests {
             symbol: "BTC-USDT".into(),
             event: Event::Accepted { order },
         };
+        (command, event)
+    }
+
+    /// The wire format of this build, byte for byte (a change must bump [`COMMAND_FORMAT`] and
+    /// the events format, and teach [`super::super::legacy`] the old one).
+    #[test]
+    fn records_keep_their_wire_format() {
+        let (command, event) = golden_records(golden_order(Some(12_345)));
         let bytes = [
             encode_command(&command).unwrap(),
             postcard::to_allocvec(&event).unwrap(),
         ]
         .concat();
         let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-        assert_eq!(hex, GOLDEN, "{hex}");
+        assert_eq!(hex, GOLDEN_2, "{hex}");
         let written = postcard::to_allocvec(&event).unwrap();
         assert_eq!(
-            postcard::from_bytes::<EventRecord>(&written).unwrap(),
+            postcard::from_bytes::<oms_core::EventRecord>(&written).unwrap(),
             event
         );
     }
 
+    /// Records of format 1, as an earlier build wrote them, still read: an upgrade with
+    /// commands and events in flight loses nothing.
+    #[test]
+    fn format_1_records_still_read() {
+        let golden = hex::decode(GOLDEN).unwrap();
+        let (command, event) = golden_records(golden_order(None));
+        let (_, rest) = postcard::take_from_bytes::<Origin>(&golden[1..]).unwrap();
+        let (_, event_bytes) = super::super::legacy::command(rest).unwrap();
+        let command_bytes = &golden[..golden.len() - event_bytes.len()];
+        assert_eq!(
+            decode_command(command_bytes),
+            DecodedCommand::Entry(command)
+        );
+        let processed = crate::processing::Processed {
+            position: LogPosition {
+                partition: 3,
+                offset: 9,
+            },
+            origin: entry().origin,
+            records: vec![event],
+            rejected: None,
+        };
+        // An events payload of format 1: the same fields, the record in the old layout.
+        let v1 = [
+            postcard::to_allocvec(&processed.position).unwrap(),
+            postcard::to_allocvec(&processed.origin).unwrap(),
+            vec![1],
+            event_bytes.to_vec(),
+            vec![0],
+        ]
+        .concat();
+        assert_eq!(super::super::legacy::processed(&v1).unwrap(), processed);
+    }
+
+    /// Format 1 (before quote budgets), printed by the build that wrote it.
     const GOLDEN: &str = concat!(
         "01046465736b036b2d3101660100072430313233343536373839616263646566303132333435363738396162",
         "636465663031323320616e2d6163636f756e742d776974682d612d6c6f6e672d6e616d652d30303031084254",
         "432d5553445400000001640500000101084254432d5553445400072430313233343536373839616263646566",
         "303132333435363738396162636465663031323320616e2d6163636f756e742d776974682d612d6c6f6e672d",
         "6e616d652d30303031084254432d555344540000000164050000",
+    );
+
+    /// Format 2.
+    const GOLDEN_2: &str = concat!(
+        "02046465736b036b2d3101660100072430313233343536373839616263646566303132333435363738396162",
+        "636465663031323320616e2d6163636f756e742d776974682d612d6c6f6e672d6e616d652d30303031084254",
+        "432d55534454000000016405000001b9600101084254432d5553445400072430313233343536373839616263",
+        "646566303132333435363738396162636465663031323320616e2d6163636f756e742d776974682d612d6c6f",
+        "6e672d6e616d652d30303031084254432d55534454000000016405000001b960",
     );
 
     #[test]

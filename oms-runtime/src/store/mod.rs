@@ -6,6 +6,7 @@
 
 pub mod embedded;
 pub mod kafka;
+pub(crate) mod legacy;
 pub mod mongo;
 pub mod redis;
 

@@ -3,7 +3,7 @@
 //! Collections:
 //! - `orders`: `_id` = order id (zero-padded string), the fields the list queries filter on (`account`, `symbol`,
 //!   `status`, `open`, `client_order_id`), readable fields for people, and `state`, the exact
-//!   order state (postcard) the API renders.
+//!   order state (postcard) the API renders, in the layout its `format` names.
 //! - `trades`: `_id` = `<symbol>/<seq>`, `accounts` = both sides, for the trades query.
 //! - `snapshots`: `_id` = command-log partition, the processor's snapshot of its books.
 //!
@@ -105,6 +105,26 @@ fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T> {
         table: "mongodb",
         message: error.to_string(),
     })
+}
+
+/// The format of the `state` of order documents this build writes, in their `format` field;
+/// documents without one are of format 1 (read by [`super::legacy`]).
+const ORDER_FORMAT: i32 = 2;
+
+/// The order state of an order document, of any format this build knows.
+fn order_state(document: &Document) -> Result<OrderState> {
+    let bytes = bytes_of(document, "state")?;
+    match document.get_i32("format") {
+        Ok(ORDER_FORMAT) => decode(bytes),
+        Err(_) | Ok(1) => super::legacy::order_state(bytes).map_err(|error| StoreError::Corrupt {
+            table: "mongodb",
+            message: error.to_string(),
+        }),
+        Ok(newer) => Err(StoreError::Corrupt {
+            table: "mongodb",
+            message: format!("order format {newer} is newer than this build ({ORDER_FORMAT})"),
+        }),
+    }
 }
 
 fn status_name(state: &OrderState) -> String {
@@ -237,6 +257,7 @@ impl MongoStore {
                 "created_at_ns": state.created_at.0 as i64,
                 "updated_at_ns": state.updated_at.0 as i64,
                 "state": binary(encode("order", state)?),
+                "format": ORDER_FORMAT,
             };
             // The first write of an order is an insert: constant cost on every backend (FerretDB's
             // SQLite updates scan the collection). A duplicate key means it exists: update it only
@@ -329,8 +350,15 @@ impl OrderStore for MongoStore {
     }
 
     async fn order(&self, order_id: OrderId) -> Result<Option<OrderState>> {
-        self.find_by_id(&self.orders, order_key(order_id.0), "state")
-            .await
+        self.bounded(async {
+            let found = self
+                .orders
+                .find_one(doc! {"_id": order_key(order_id.0)})
+                .await
+                .map_err(error)?;
+            found.as_ref().map(order_state).transpose()
+        })
+        .await
     }
 
     async fn orders(&self, query: &OrderQuery) -> Result<OrderPage> {
@@ -360,7 +388,7 @@ impl OrderStore for MongoStore {
                 .map_err(error)?;
             let mut orders = Vec::new();
             while let Some(document) = cursor.try_next().await.map_err(error)? {
-                orders.push(decode::<OrderState>(bytes_of(&document, "state")?)?);
+                orders.push(order_state(&document)?);
             }
             let next = (orders.len() > query.limit).then(|| {
                 orders.truncate(query.limit);
