@@ -316,7 +316,7 @@ async fn bad_input_is_a_4xx_and_journals_nothing() {
         (r#"{"account":"alice","symbol":"BTC-USDT","side":"buy","type":"limit","price":"1.00","quantity":"1","extra":true}"#.into(), "invalid_field", "extra"),
         (r#"{"account":"alice","symbol":"BTC-USDT","side":"buy","type":"limit","price":1.5,"quantity":"1"}"#.into(), "invalid_field", "price"),
         (r#"{"account":"alice","symbol":"BTC-USDT","side":"up","type":"limit","price":"1.00","quantity":"1"}"#.into(), "invalid_field", "side"),
-        (r#"{"account":"alice","symbol":"BTC-USDT","side":"buy","type":"limit","price":"1.00"}"#.into(), "invalid_field", ""),
+        (r#"{"account":"alice","symbol":"BTC-USDT","side":"buy","type":"limit","price":"1.00"}"#.into(), "quantity_required", "quantity"),
         (order("alice", "buy", "100.00", "-1"), "not_positive", "quantity"),
         (order("alice", "buy", "100.00", "0"), "not_positive", "quantity"),
         (order("alice", "buy", "0", "1"), "not_positive", "price"),
@@ -1136,4 +1136,117 @@ async fn orders_hold_trades_settle_and_fees_show_on_fills() {
         .await
         .json;
     assert_eq!(after, ledger);
+}
+
+fn quote_buy(account: &str, extra: &str) -> String {
+    format!(r#"{{"account":"{account}","symbol":"BTC-USDT","side":"buy","type":"market"{extra}}}"#)
+}
+
+#[tokio::test]
+async fn a_market_buy_by_quote_quantity_spends_at_most_its_budget() {
+    let h = start().await;
+    let router = h.router();
+    for (key, price, quantity) in [("s-1", "65000.00", "0.3"), ("s-2", "66000.00", "0.5")] {
+        let sell = post_waiting(
+            &router,
+            TRADER,
+            "/v1/orders",
+            key,
+            &order("alice", "sell", price, quantity),
+        )
+        .await;
+        assert_eq!(sell.json["status"], "new", "{}", sell.text);
+    }
+    let (usdt_before, _) = balance(&router, TRADER, "bob", "USDT").await;
+    // 0.3 at 65,000 is 19,500; the other 10,500 buy 0.15909 at 66,000 (10,499.94).
+    let buy = post_waiting(
+        &router,
+        TRADER,
+        "/v1/orders",
+        "q-1",
+        &quote_buy("bob", r#","quote_quantity":"30000.00""#),
+    )
+    .await;
+    assert_eq!(buy.status, StatusCode::CREATED, "{}", buy.text);
+    assert_eq!(buy.json["status"], "filled", "{}", buy.text);
+    assert_eq!(buy.json["quantity"], "0.45909");
+    assert_eq!(buy.json["filled_quantity"], "0.45909");
+    assert_eq!(buy.json["quote_quantity"], "30000.0000000");
+    assert_eq!(buy.json["filled_quote"], "29999.9400000");
+    let decimal = |text: &str| rust_decimal::Decimal::from_str_exact(text).unwrap();
+    let usdt_after = balance(&router, TRADER, "bob", "USDT").await.0;
+    assert_eq!(
+        decimal(&usdt_before) - decimal(&usdt_after),
+        decimal("29999.94")
+    );
+    assert_eq!(balance(&router, TRADER, "bob", "USDT").await.1, "0.0000000");
+
+    // A budget beyond what is available: rejected, nothing held.
+    let broke = post_waiting(
+        &router,
+        TRADER,
+        "/v1/orders",
+        "q-2",
+        &quote_buy("bob", r#","quote_quantity":"999999999.00""#),
+    )
+    .await;
+    assert_eq!(broke.json["status"], "rejected", "{}", broke.text);
+    assert_eq!(broke.json["reject_reason"], "insufficient_funds");
+    assert_eq!(broke.json["quote_quantity"], "999999999.0000000");
+    assert_eq!(balance(&router, TRADER, "bob", "USDT").await.1, "0.0000000");
+
+    // Bad shapes are 400s naming the field, and journal nothing.
+    let head = h.head();
+    for (key, body, code, field) in [
+        (
+            "bad-1",
+            quote_buy("bob", r#","quote_quantity":"100.00","quantity":"0.1""#),
+            "quote_quantity_not_allowed",
+            "quote_quantity",
+        ),
+        (
+            "bad-2",
+            quote_buy("bob", r#","quote_quantity":"100.00","time_in_force":"fok""#),
+            "quote_quantity_not_allowed",
+            "quote_quantity",
+        ),
+        (
+            "bad-3",
+            quote_buy("bob", "").replace("buy", "sell").replace(
+                r#""type":"market""#,
+                r#""type":"market","quote_quantity":"100.00""#,
+            ),
+            "quote_quantity_not_allowed",
+            "quote_quantity",
+        ),
+        (
+            "bad-4",
+            quote_buy("bob", ""),
+            "quantity_required",
+            "quantity",
+        ),
+        (
+            "bad-5",
+            quote_buy("bob", r#","quote_quantity":"100.00000001""#),
+            "too_precise",
+            "quote_quantity",
+        ),
+        (
+            "bad-6",
+            quote_buy("bob", r#","quote_quantity":"0""#),
+            "not_positive",
+            "quote_quantity",
+        ),
+    ] {
+        let reply = post_waiting(&router, TRADER, "/v1/orders", key, &body).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::BAD_REQUEST,
+            "{key}: {}",
+            reply.text
+        );
+        assert_eq!(reply.json["error"]["code"], code, "{key}: {}", reply.text);
+        assert_eq!(reply.json["error"]["field"], field, "{key}: {}", reply.text);
+    }
+    assert_eq!(h.head(), head, "nothing journaled");
 }

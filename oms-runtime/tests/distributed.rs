@@ -585,3 +585,119 @@ async fn a_newer_command_format_halts_its_partition_visibly() {
         "no event past the newer record"
     );
 }
+
+/// An events record of `payload` on the partition of BTC-USDT, with the format header if given.
+async fn produce_event(cluster: &Cluster, payload: &[u8], format: Option<u8>) {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &cluster.services.kafka)
+        .create()
+        .unwrap();
+    let partition = oms_runtime::store::kafka::partition_of("BTC-USDT", cluster.partitions) as i32;
+    let topic = format!("{}.events", cluster.prefix);
+    let mut record = FutureRecord::to(&topic)
+        .partition(partition)
+        .key("BTC-USDT")
+        .payload(payload);
+    if let Some(format) = format {
+        record = record.headers(OwnedHeaders::new().insert(Header {
+            key: "oms-format",
+            value: Some(&[format]),
+        }));
+    }
+    producer
+        .send(record, Duration::from_secs(10))
+        .await
+        .unwrap();
+}
+
+/// An events payload accepting order `id` of alice, in the layout of format 1 (before quote
+/// budgets): today's bytes without the `None` that ends the order.
+fn accepted_v1(id: u64) -> Vec<u8> {
+    use oms_core::{Event, EventRecord, NewOrder, Price, Quantity, Timestamp};
+    use oms_runtime::processing::Processed;
+    use oms_runtime::store::{LogPosition, Origin};
+    let order = NewOrder {
+        order_id: OrderId(id),
+        client_order_id: format!("v1-{id}").into(),
+        account: "alice".into(),
+        symbol: "BTC-USDT".into(),
+        side: oms_core::Side::Buy,
+        order_type: oms_core::OrderType::Limit,
+        time_in_force: oms_core::TimeInForce::Gtc,
+        price: Some(Price(1_000)),
+        quantity: Quantity(10_000),
+        post_only: false,
+        self_trade_prevention: oms_core::SelfTradePrevention::None,
+        quote_quantity: None,
+    };
+    let order_bytes = postcard::to_allocvec(&order).unwrap();
+    let processed = Processed {
+        position: LogPosition {
+            partition: 0,
+            offset: id,
+        },
+        origin: Origin {
+            principal: "old-build".into(),
+            key: format!("k-{id}"),
+            fingerprint: "f".into(),
+        },
+        records: vec![EventRecord {
+            seq: id,
+            ts: Timestamp(id),
+            symbol: "BTC-USDT".into(),
+            event: Event::Accepted { order },
+        }],
+        rejected: None,
+    };
+    let mut bytes = postcard::to_allocvec(&processed).unwrap();
+    let at = bytes
+        .windows(order_bytes.len())
+        .position(|window| window == order_bytes)
+        .unwrap();
+    bytes.remove(at + order_bytes.len() - 1);
+    bytes
+}
+
+/// Events an earlier build wrote (format 1, no header) are projected by this one; a record of
+/// a newer format is never skipped: the projector says so in readiness and projects nothing
+/// after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_of_format_1_project_and_a_newer_format_halts_the_projector() {
+    let Some(services) = services() else { return };
+    let cluster = Cluster::new(&services, "eventformat", 2);
+    let node = cluster.spawn("all", &[]).await;
+    let api = Api::new(&node);
+    produce_event(&cluster, &accepted_v1(901), None).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, order) = api.get("/v1/orders/901").await;
+        if status == StatusCode::OK {
+            assert_eq!(order["client_order_id"], "v1-901", "{order}");
+            assert_eq!(order["quote_quantity"], Value::Null, "{order}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "format 1 event not projected");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    produce_event(&cluster, &[1, 2, 3], Some(99)).await;
+    produce_event(&cluster, &accepted_v1(902), None).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, ready) = node.readiness().await;
+        let projector = ready["checks"]["projector"].as_str().unwrap_or_default();
+        if status == StatusCode::SERVICE_UNAVAILABLE && projector.contains("upgrade the projectors")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no visible halt: {ready}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (status, _) = api.get("/v1/orders/902").await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "nothing after the newer record is projected"
+    );
+}

@@ -143,7 +143,7 @@ fn decode_processed(format: Option<u8>, payload: Option<&[u8]>) -> anyhow::Resul
             payload.unwrap_or_default(),
         )?),
         Some(EVENTS_FORMAT) => decode(payload),
-        Some(newer) => bail!("events format {newer} is newer than this build ({EVENTS_FORMAT})"),
+        Some(other) => bail!("events format {other} is not one this build reads"),
     }
 }
 
@@ -820,7 +820,22 @@ pub async fn run_projector(
                     continue;
                 }
             };
-            match decode_processed(events_format(&message), message.payload()) {
+            let format = events_format(&message);
+            if let Some(newer) = format.filter(|format| *format > EVENTS_FORMAT) {
+                // Never skipped: the record waits for a projector that can read it, and the
+                // offsets before it are not committed either.
+                let problem = format!(
+                    "events record at partition {} offset {} has format {newer}; this projector \
+                     reads {EVENTS_FORMAT}: upgrade the projectors (before the processors)",
+                    message.partition(),
+                    message.offset()
+                );
+                tracing::error!("{problem}");
+                health.failing("projector", problem);
+                let _ = stopped.wait_for(|stopped| *stopped).await;
+                return Ok(());
+            }
+            match decode_processed(format, message.payload()) {
                 Ok(processed) => {
                     while let Err(error) = projection.fold(&processed.records).await {
                         retry_pause(&metrics, &health, "projection read", &error).await;
