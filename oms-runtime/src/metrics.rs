@@ -95,14 +95,22 @@ pub struct IngestMetrics {
 /// Embedded store writer metrics.
 #[derive(Clone)]
 pub struct StoreMetrics {
-    /// Write transactions committed.
+    /// Journal batches written (single-node journal writer).
     pub commits: Counter,
     /// Of those, fsynced.
     pub fsyncs: Counter,
-    /// Operations per transaction.
+    /// Operations per batch.
     pub batch_size: Histogram,
-    /// Time to apply and commit one transaction, fsync included.
+    /// Time to write one batch, fsync included: the journal writer's busy time.
     pub commit_seconds: Histogram,
+    /// Journal entries appended.
+    pub appended: Counter,
+    /// Bytes of keys and values the journal writer wrote.
+    pub bytes: Counter,
+    /// Time to write one projection transaction (the projection's own writer).
+    pub projection_commit_seconds: Histogram,
+    /// The last journal position written.
+    pub head: Gauge,
 }
 
 /// Processing metrics.
@@ -117,6 +125,8 @@ pub struct ProcessingMetrics {
     pub projection_seconds: Histogram,
     /// Last journal position read.
     pub read_position: Gauge,
+    /// Last journal position whose outputs the projection holds (single-node).
+    pub projected_position: Gauge,
     /// Records behind the end of the log, by consumer (processor, projector).
     pub consumer_lag: Family<ConsumerLabels, Gauge>,
     /// Failures retried.
@@ -219,27 +229,51 @@ impl Metrics {
             fsyncs: Counter::default(),
             batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 14)),
             commit_seconds: seconds(),
+            appended: Counter::default(),
+            bytes: Counter::default(),
+            projection_commit_seconds: seconds(),
+            head: Gauge::default(),
         };
         let sub = registry.sub_registry_with_prefix("store");
         sub.register(
             "commits",
-            "Embedded store write transactions",
+            "Single-node journal batches written",
             store.commits.clone(),
         );
         sub.register(
             "fsyncs",
-            "Embedded store fsynced commits",
+            "Single-node journal batches fsynced",
             store.fsyncs.clone(),
         );
         sub.register(
             "batch_operations",
-            "Operations per write transaction (group commit)",
+            "Operations per journal batch (group commit)",
             store.batch_size.clone(),
         );
         sub.register(
             "commit_seconds",
-            "Time to apply and commit one write transaction, fsync included",
+            "Time to write one journal batch, fsync included (the journal writer's busy time)",
             store.commit_seconds.clone(),
+        );
+        sub.register(
+            "appended",
+            "Single-node journal entries appended",
+            store.appended.clone(),
+        );
+        sub.register(
+            "written_bytes",
+            "Bytes of keys and values the single-node journal writer wrote",
+            store.bytes.clone(),
+        );
+        sub.register(
+            "journal_head",
+            "The last single-node journal position written",
+            store.head.clone(),
+        );
+        sub.register(
+            "projection_commit_seconds",
+            "Time to write one single-node projection transaction",
+            store.projection_commit_seconds.clone(),
         );
 
         let processing = ProcessingMetrics {
@@ -248,6 +282,7 @@ impl Metrics {
             projected_orders: Counter::default(),
             projection_seconds: seconds(),
             read_position: Gauge::default(),
+            projected_position: Gauge::default(),
             consumer_lag: Family::default(),
             errors: Counter::default(),
             undecodable: Counter::default(),
@@ -277,6 +312,11 @@ impl Metrics {
             "journal_read_position",
             "Last journal position read",
             processing.read_position.clone(),
+        );
+        sub.register(
+            "journal_projected_position",
+            "Last journal position whose outputs the projection holds (single-node)",
+            processing.projected_position.clone(),
         );
         sub.register(
             "consumer_lag",

@@ -359,7 +359,11 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         "single-node"
     };
     eprintln!("measuring oms-runtime ({mode}) at full speed ...");
+    let admin_url = format!("http://127.0.0.1:{admin}/metrics");
+    let before = Sample::take(&admin_url, server.0.id()).await?;
     let full = drive(&target, &key, &accounts, load, None).await?;
+    let after = Sample::take(&admin_url, server.0.id()).await?;
+    let writers = (services.is_none()).then(|| Writers::between(&before, &after));
     let half_rate = full.rate() / 2.0;
     eprintln!("measuring oms-runtime at half of that rate ({half_rate:.0}/s, open loop) ...");
     let half = drive(&target, &key, &accounts, load, Some(half_rate)).await?;
@@ -382,12 +386,152 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     if let Some(line) = producer {
         println!("kafka ProducerPerformance, acks=all: {line}");
     }
+    if let Some(writers) = writers {
+        writers.print();
+    }
     println!(
         "\noms-runtime reaches {:.0}% of the HTTP ceiling; peak memory {}",
         100.0 * full.rate() / bare.rate(),
         rss.map_or("unknown".into(), |mib| format!("{mib:.0} MiB"))
     );
     Ok(())
+}
+
+/// What the server's metrics and `/proc` say at one moment.
+struct Sample {
+    metrics: std::collections::HashMap<String, f64>,
+    /// Bytes the process caused to be written to storage (`/proc/<pid>/io` `write_bytes`).
+    disk_bytes: Option<f64>,
+    /// CPU seconds of the journal writer and the projection writer threads.
+    journal_cpu: f64,
+    projection_cpu: f64,
+}
+
+impl Sample {
+    async fn take(url: &str, pid: u32) -> anyhow::Result<Sample> {
+        let page = reqwest::get(url).await?.text().await?;
+        let metrics = page
+            .lines()
+            .filter(|line| !line.starts_with('#'))
+            .filter_map(|line| {
+                let (name, value) = line.rsplit_once(' ')?;
+                Some((name.to_string(), value.parse().ok()?))
+            })
+            .collect();
+        let disk_bytes = std::fs::read_to_string(format!("/proc/{pid}/io"))
+            .ok()
+            .and_then(|io| {
+                let line = io.lines().find(|line| line.starts_with("write_bytes:"))?;
+                line.split_whitespace().nth(1)?.parse().ok()
+            });
+        Ok(Sample {
+            metrics,
+            disk_bytes,
+            journal_cpu: thread_cpu(pid, "oms-journal-wri"),
+            projection_cpu: thread_cpu(pid, "oms-projection-"),
+        })
+    }
+
+    fn get(&self, name: &str) -> f64 {
+        self.metrics.get(name).copied().unwrap_or(0.0)
+    }
+}
+
+/// CPU seconds (user and system) of the threads of `pid` named `name` (as `/proc` shows names:
+/// at most 15 bytes).
+fn thread_cpu(pid: u32, name: &str) -> f64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0.0;
+    };
+    let mut ticks = 0.0;
+    for task in tasks.flatten() {
+        let path = task.path();
+        let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+        if comm.trim_end() != name {
+            continue;
+        }
+        let stat = std::fs::read_to_string(path.join("stat")).unwrap_or_default();
+        // Fields after the parenthesized name; utime and stime are the 14th and 15th overall.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
+        for index in [11, 12] {
+            ticks += fields
+                .get(index)
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0);
+        }
+    }
+    // USER_HZ is 100 on Linux.
+    ticks / 100.0
+}
+
+/// The single-node writers' cost per acknowledged order over the full-speed run, and how far
+/// processing and projection were behind the journal when it ended.
+struct Writers {
+    orders: f64,
+    journal_cpu: f64,
+    projection_cpu: f64,
+    batches: f64,
+    journal_busy: f64,
+    journal_bytes: f64,
+    fsyncs: f64,
+    projection_busy: f64,
+    disk_bytes: Option<f64>,
+    head: f64,
+    processed: f64,
+    projected: f64,
+}
+
+impl Writers {
+    fn between(before: &Sample, after: &Sample) -> Writers {
+        let delta = |name: &str| after.get(name) - before.get(name);
+        Writers {
+            orders: delta("oms_store_appended_total").max(1.0),
+            journal_cpu: after.journal_cpu - before.journal_cpu,
+            projection_cpu: after.projection_cpu - before.projection_cpu,
+            batches: delta("oms_store_commits_total"),
+            journal_busy: delta("oms_store_commit_seconds_sum"),
+            journal_bytes: delta("oms_store_written_bytes_total"),
+            fsyncs: delta("oms_store_fsyncs_total"),
+            projection_busy: delta("oms_store_projection_commit_seconds_sum"),
+            disk_bytes: after.disk_bytes.zip(before.disk_bytes).map(|(a, b)| a - b),
+            head: after.get("oms_store_journal_head"),
+            processed: after.get("oms_processing_journal_read_position"),
+            projected: after.get("oms_processing_journal_projected_position"),
+        }
+    }
+
+    fn print(&self) {
+        let per = |value: f64| value / self.orders;
+        let cpu_us = per(self.journal_cpu) * 1e6;
+        println!(
+            "\njournal writer at full speed: {cpu_us:.1} µs CPU per order (so one writer could \
+             acknowledge {:.0} orders/s), {:.1} µs busy per order with its fsyncs ({:.1} orders \
+             per batch), {:.0} bytes and {:.3} fsyncs per order",
+            1e6 / cpu_us.max(f64::MIN_POSITIVE),
+            per(self.journal_busy) * 1e6,
+            self.orders / self.batches.max(1.0),
+            per(self.journal_bytes),
+            per(self.fsyncs),
+        );
+        println!(
+            "projection writer: {:.1} µs CPU and {:.1} µs busy per order; the process wrote {} \
+             to disk per order (journal, its compactions and the projection)",
+            per(self.projection_cpu) * 1e6,
+            per(self.projection_busy) * 1e6,
+            self.disk_bytes
+                .map_or("unknown".into(), |bytes| format!("{:.0} bytes", per(bytes))),
+        );
+        println!(
+            "when the full-speed run ended: journal head {:.0}, processed {:.0}, projected {:.0} \
+             (lag {:.0} commands)",
+            self.head,
+            self.processed,
+            self.projected,
+            self.head - self.projected
+        );
+    }
 }
 
 /// The services of `scripts/services env`.

@@ -321,6 +321,7 @@ async fn project(
     while outputs.recv_many(&mut buffer, 512).await > 0 {
         let mut engine = None;
         let mut origins = Vec::with_capacity(buffer.len());
+        let mut last = None;
         for processed in buffer.drain(..) {
             let Output::Processed {
                 position,
@@ -328,6 +329,7 @@ async fn project(
                 output,
                 snapshot,
             } = processed;
+            last = Some(position);
             if let Some(snapshot) = snapshot {
                 engine = Some((position, snapshot));
             }
@@ -354,6 +356,9 @@ async fn project(
             .processing
             .projection_seconds
             .observe(started.elapsed().as_secs_f64());
+        if let Some(last) = last {
+            metrics.processing.projected_position.set(last as i64);
+        }
         for origin in &origins {
             waiters.wake(origin);
         }

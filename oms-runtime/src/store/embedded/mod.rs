@@ -1,22 +1,24 @@
-//! Single-node storage: the journal, idempotency keys, the read projection and book snapshots
-//! in one redb file.
+//! Single-node storage: the command log (journal and idempotency keys) in fjall, and the read
+//! projection and snapshots in redb.
 //!
-//! # Group commit
-//! One writer thread owns every write. It takes all operations waiting in its queue, applies
-//! them in one write transaction and commits once, so concurrent requests share one fsync.
-//! Transactions holding a journal append or a snapshot are fsynced (`Durability::Immediate`);
-//! the others (projection updates, refined idempotency responses) are not, and become durable
-//! with the next fsynced commit. redb restores the last fsynced commit after a crash.
-//!
-//! # Why an append also writes its idempotency record
-//! The journal append and the idempotency record of its request are written in the same
-//! transaction. Otherwise a crash between "journaled" and "response stored" would leave a key
-//! that a retry could use to journal the same order twice.
+//! # Two stores, two writers
+//! The durable path is [`log`]: a `202` waits for its entry to be appended to fjall's
+//! write-ahead journal and fsynced, in a group with every request waiting at that moment. The
+//! projection (orders, trades, money, snapshots) is derived from the journal, so it is written
+//! by its own thread into redb, in large transactions that are not fsynced one by one (see
+//! below); a crash loses at most what the journal replays. Before this split one writer
+//! committed both through redb's copy-on-write B-tree, about 8 KB of rewritten pages per order,
+//! and that was the ceiling of the single node (`docs/benchmarks.md`).
 //!
 //! # Why snapshots live with the projection
 //! In single-node mode the projection is the only durable copy of the events. A snapshot at
 //! position P may only be kept if every event up to P is projected, so snapshots are written by
-//! the projector in the same transaction as the events that precede them.
+//! the projector in the same transaction as the events that precede them. Those transactions
+//! are fsynced (`Durability::Immediate`), and so is the first projection transaction after a
+//! second without one; the others are not, and become durable with the next fsynced one. redb
+//! restores the last fsynced commit after a crash; the engine then restarts from the snapshot in
+//! it and replays the journal after it, and the projection's sequence checks ignore what it had
+//! already.
 //!
 //! # Money
 //! Single-node mode keeps balances too: the projector writes every ledger entry (by account
@@ -38,6 +40,7 @@ use super::{
 use super::{FundsStore, LedgerPage, LedgerQuery};
 use crate::metrics::StoreMetrics;
 use async_trait::async_trait;
+use log::{IdempotencyRecord, Log, LogOp};
 use oms_core::{
     Balance, BookSnapshot, EngineSnapshot, LedgerEntry, OrderId, OrderState, TransferOutcome,
 };
@@ -51,6 +54,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot, watch};
 
+mod log;
+
+/// The journal and idempotency tables of format 3 and before, read only to migrate them to
+/// the log.
 const JOURNAL: TableDefinition<u64, &[u8]> = TableDefinition::new("journal");
 const IDEMPOTENCY: TableDefinition<&str, &[u8]> = TableDefinition::new("idempotency");
 const IDEMPOTENCY_EXPIRY: TableDefinition<(u64, &str), ()> =
@@ -75,42 +82,33 @@ const ENGINE: TableDefinition<&str, &[u8]> = TableDefinition::new("engine");
 const ENGINE_KEY: &str = "engine";
 /// `format` → [`FORMAT`].
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-/// 2: with funds (issue 13). 3: orders with a quote budget; a format 2 database is migrated
-/// at start. A database without a format and with a journal is older than funds.
-const FORMAT: u64 = 3;
+/// 2: with funds (issue 13). 3: orders with a quote budget. 4: the journal and idempotency
+/// records in the log beside the database. Formats 2 and 3 are migrated at start; a database
+/// without a format and with a journal is older than funds.
+const FORMAT: u64 = 4;
 
 /// Journal entries kept in memory after their commit, so the processor reading right behind
 /// the writers gets them without a database read and a decode.
 const TAIL: usize = 16_384;
-/// Most operations in one transaction; bounds the latency of the first one in a batch.
-const MAX_BATCH: usize = 4096;
-/// Most expired idempotency keys removed per sweep, so a sweep never holds the writer long.
-const SWEEP_LIMIT: usize = 10_000;
+/// Most projection batches in one transaction.
+const MAX_BATCH: usize = 64;
+/// The longest the projection goes without an fsynced commit, so that redb can reuse the pages
+/// it freed (it keeps them until a durable commit).
+const DURABLE_EVERY: Duration = Duration::from_secs(1);
 
-/// Rewrites a format 2 database's journal entries and order states in today's layout (see
-/// [`super::legacy`]), in the transaction that opens it: all or nothing.
+fn format_2_error(table: &'static str) -> impl Fn(postcard::Error) -> StoreError {
+    move |error| StoreError::Corrupt {
+        table,
+        message: format!("format 2 record: {error}"),
+    }
+}
+
+/// Rewrites a format 2 database's order states in today's layout (see [`super::legacy`]), in
+/// the transaction that opens it: all or nothing. Its journal entries are rewritten on their
+/// way to the log ([`migrate_journal`]).
 fn migrate_from_2(txn: &redb::WriteTransaction, path: &Path) -> Result<()> {
-    let corrupt = |table: &'static str| {
-        move |error: postcard::Error| StoreError::Corrupt {
-            table,
-            message: format!("format 2 record: {error}"),
-        }
-    };
-    let mut journal = txn.open_table(JOURNAL).map_err(db_error)?;
-    let mut entries = Vec::new();
-    for row in journal.iter().map_err(db_error)? {
-        let (key, value) = row.map_err(db_error)?;
-        let entry = super::legacy::journal_entry(value.value()).map_err(corrupt("journal"))?;
-        entries.push((key.value(), encode("journal entry", &entry)?));
-    }
-    tracing::info!(
-        path = %path.display(),
-        journal_entries = entries.len(),
-        "migrating the database from format 2 to {FORMAT}"
-    );
-    for (key, bytes) in entries {
-        journal.insert(key, bytes.as_slice()).map_err(db_error)?;
-    }
+    let corrupt = format_2_error;
+    tracing::info!(path = %path.display(), "migrating the order states of format 2");
     let mut orders = txn.open_table(ORDERS).map_err(db_error)?;
     let mut states = Vec::new();
     for row in orders.iter().map_err(db_error)? {
@@ -124,6 +122,56 @@ fn migrate_from_2(txn: &redb::WriteTransaction, path: &Path) -> Result<()> {
     for (key, bytes) in states {
         orders.insert(key, bytes.as_slice()).map_err(db_error)?;
     }
+    Ok(())
+}
+
+/// Moves the journal and idempotency records of a format 2 or 3 database into the log (a
+/// format 2 journal rewritten in today's layout on the way), then drops them from the database
+/// in the transaction that opens it. The log persists the copy before that transaction
+/// commits, and a copy repeated after a crash writes the same rows again.
+fn migrate_journal(
+    txn: &redb::WriteTransaction,
+    log: &Log,
+    path: &Path,
+    format: u64,
+) -> Result<()> {
+    let mut journal = Vec::new();
+    for row in txn
+        .open_table(JOURNAL)
+        .map_err(db_error)?
+        .iter()
+        .map_err(db_error)?
+    {
+        let (key, value) = row.map_err(db_error)?;
+        let bytes = if format == 2 {
+            let entry =
+                super::legacy::journal_entry(value.value()).map_err(format_2_error("journal"))?;
+            encode("journal entry", &entry)?
+        } else {
+            value.value().to_vec()
+        };
+        journal.push((key.value(), bytes));
+    }
+    let mut idempotency = Vec::new();
+    for row in txn
+        .open_table(IDEMPOTENCY)
+        .map_err(db_error)?
+        .iter()
+        .map_err(db_error)?
+    {
+        let (key, value) = row.map_err(db_error)?;
+        idempotency.push((key.value().to_string(), value.value().to_vec()));
+    }
+    tracing::info!(
+        path = %path.display(),
+        journal_entries = journal.len(),
+        idempotency_keys = idempotency.len(),
+        "moving the journal and idempotency keys to the log (format {format} to {FORMAT})"
+    );
+    log.import(journal, idempotency)?;
+    txn.delete_table(JOURNAL).map_err(db_error)?;
+    txn.delete_table(IDEMPOTENCY).map_err(db_error)?;
+    txn.delete_table(IDEMPOTENCY_EXPIRY).map_err(db_error)?;
     Ok(())
 }
 
@@ -142,59 +190,6 @@ fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
-}
-
-/// An idempotency record: `expires_ms` (8 bytes, big-endian), `status` (2), the fingerprint's
-/// length (1) and bytes, then the response body.
-struct IdempotencyRecord {
-    fingerprint: String,
-    response: StoredResponse,
-    expires_ms: u64,
-}
-
-impl IdempotencyRecord {
-    fn encode(fingerprint: &str, response: &StoredResponse, expires_ms: u64) -> Vec<u8> {
-        let fingerprint = &fingerprint.as_bytes()[..fingerprint.len().min(255)];
-        let mut out = Vec::with_capacity(11 + fingerprint.len() + response.body.len());
-        out.extend_from_slice(&expires_ms.to_be_bytes());
-        out.extend_from_slice(&response.status.to_be_bytes());
-        out.push(fingerprint.len() as u8);
-        out.extend_from_slice(fingerprint);
-        out.extend_from_slice(response.body.as_bytes());
-        out
-    }
-
-    fn decode(bytes: &[u8]) -> Result<IdempotencyRecord> {
-        let corrupt = || StoreError::Corrupt {
-            table: "idempotency",
-            message: "truncated record".into(),
-        };
-        let expires_ms = u64::from_be_bytes(
-            bytes
-                .get(..8)
-                .ok_or_else(corrupt)?
-                .try_into()
-                .map_err(|_| corrupt())?,
-        );
-        let status = u16::from_be_bytes(
-            bytes
-                .get(8..10)
-                .ok_or_else(corrupt)?
-                .try_into()
-                .map_err(|_| corrupt())?,
-        );
-        let length = usize::from(*bytes.get(10).ok_or_else(corrupt)?);
-        let fingerprint = bytes.get(11..11 + length).ok_or_else(corrupt)?;
-        let body = bytes.get(11 + length..).ok_or_else(corrupt)?;
-        Ok(IdempotencyRecord {
-            fingerprint: String::from_utf8_lossy(fingerprint).into_owned(),
-            response: StoredResponse {
-                status,
-                body: String::from_utf8_lossy(body).into_owned(),
-            },
-            expires_ms,
-        })
-    }
 }
 
 /// Projection changes encoded on the caller's task, so the single writer thread only copies
@@ -351,32 +346,11 @@ fn scoped(origin: &Origin) -> String {
     format!("{}\u{1f}{}", origin.principal, origin.key)
 }
 
+/// What the projection's writer does.
 enum Op {
-    Append {
-        /// The entry, moved into the in-memory tail after the commit.
-        entry: Option<Box<JournalEntry>>,
-        /// The entry as stored.
-        bytes: Vec<u8>,
-        /// Its idempotency key, scoped.
-        key: String,
-        fingerprint: String,
-        /// Its acknowledgement, without the position the writer assigns.
-        ack: Ack,
-        reply: oneshot::Sender<Result<Position>>,
-    },
-    Complete {
-        key: String,
-        fingerprint: String,
-        response: StoredResponse,
-        reply: oneshot::Sender<Result<()>>,
-    },
     Project {
         batch: EncodedBatch,
         reply: oneshot::Sender<Result<()>>,
-    },
-    Sweep {
-        now_ms: u64,
-        reply: oneshot::Sender<Result<usize>>,
     },
     /// Stop after committing everything queued before this.
     Close { reply: oneshot::Sender<Result<()>> },
@@ -385,9 +359,8 @@ enum Op {
 impl Op {
     fn durable(&self) -> bool {
         match self {
-            Op::Append { .. } => true,
             Op::Project { batch, .. } => !batch.snapshots.is_empty() || batch.engine.is_some(),
-            Op::Complete { .. } | Op::Sweep { .. } | Op::Close { .. } => false,
+            Op::Close { .. } => false,
         }
     }
 }
@@ -403,24 +376,26 @@ enum Done {
 #[derive(Clone)]
 pub struct Embedded {
     db: Arc<Database>,
+    /// The projection's writer.
     writer: mpsc::Sender<Op>,
+    log: Log,
+    log_writer: mpsc::Sender<LogOp>,
     head: watch::Receiver<Position>,
     in_flight: Arc<Mutex<HashMap<String, InFlight>>>,
     ttl: Duration,
-    thread: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
+    threads: Arc<Mutex<Vec<std::thread::JoinHandle<()>>>>,
     tail: Arc<Mutex<VecDeque<(Position, JournalEntry)>>>,
 }
 
 impl Embedded {
-    /// Opens (or creates) the store at `path` and starts its writer thread. Idempotency records
-    /// live for `ttl`.
+    /// Opens (or creates) the store: the database at `path` and the log in the directory
+    /// `journal` beside it; starts their writer threads. Idempotency records live for `ttl`.
     pub fn open(path: &Path, ttl: Duration, metrics: StoreMetrics) -> Result<Embedded> {
+        let log = Log::open(&path.with_file_name("journal"))?;
         let db = Database::create(path).map_err(db_error)?;
         let txn = db.begin_write().map_err(db_error)?;
-        let head = {
+        {
             // Create every table up front so readers never meet a missing one.
-            txn.open_table(IDEMPOTENCY).map_err(db_error)?;
-            txn.open_table(IDEMPOTENCY_EXPIRY).map_err(db_error)?;
             txn.open_table(ORDERS).map_err(db_error)?;
             txn.open_table(ACCOUNT_ORDERS).map_err(db_error)?;
             txn.open_table(OPEN_ORDERS).map_err(db_error)?;
@@ -432,20 +407,31 @@ impl Embedded {
             txn.open_table(LEDGER).map_err(db_error)?;
             txn.open_table(TRANSFERS).map_err(db_error)?;
             txn.open_table(ENGINE).map_err(db_error)?;
-            let head = {
-                let journal = txn.open_table(JOURNAL).map_err(db_error)?;
-                let last = journal.last().map_err(db_error)?;
-                last.map_or(0, |(key, _)| key.value())
-            };
+            let old_journal = txn
+                .list_tables()
+                .map_err(db_error)?
+                .any(|table| redb::TableHandle::name(&table) == "journal");
             let mut meta = txn.open_table(META).map_err(db_error)?;
             let format = meta.get("format").map_err(db_error)?.map(|v| v.value());
             match format {
                 Some(FORMAT) => {}
-                None if head == 0 => {
+                None if !old_journal
+                    || txn
+                        .open_table(JOURNAL)
+                        .map_err(db_error)?
+                        .is_empty()
+                        .map_err(db_error)? =>
+                {
+                    if old_journal {
+                        txn.delete_table(JOURNAL).map_err(db_error)?;
+                    }
                     meta.insert("format", FORMAT).map_err(db_error)?;
                 }
-                Some(2) => {
-                    migrate_from_2(&txn, path)?;
+                Some(found @ (2 | 3)) => {
+                    if found == 2 {
+                        migrate_from_2(&txn, path)?;
+                    }
+                    migrate_journal(&txn, &log, path, found)?;
                     meta.insert("format", FORMAT).map_err(db_error)?;
                 }
                 found => {
@@ -458,26 +444,58 @@ impl Embedded {
                     )));
                 }
             }
-            head
-        };
+        }
         txn.commit().map_err(db_error)?;
+        let head = log.head()?;
+        metrics.head.set(head as i64);
         let db = Arc::new(db);
-        let (writer, queue) = mpsc::channel(MAX_BATCH * 4);
-        let (head_tx, head) = watch::channel(head);
-        let thread_db = db.clone();
+        let snapshot = db
+            .begin_read()
+            .map_err(db_error)?
+            .open_table(ENGINE)
+            .map_err(db_error)?
+            .get(ENGINE_KEY)
+            .map_err(db_error)?
+            .map(|bytes| decode::<StoredEngine>("engine", bytes.value()))
+            .transpose()?;
+        if let Some(snapshot) = snapshot
+            && snapshot.position > head
+        {
+            // Appending would reuse positions the snapshot already includes.
+            return Err(StoreError::Incompatible(format!(
+                "the journal in {} ends at position {head}, before the snapshot in {} (position \
+                 {}): the journal directory is missing or from another database",
+                path.with_file_name("journal").display(),
+                path.display(),
+                snapshot.position
+            )));
+        }
+        let (head_tx, head_rx) = watch::channel(head);
         let tail = Arc::new(Mutex::new(VecDeque::with_capacity(TAIL)));
-        let thread_tail = tail.clone();
-        let thread = std::thread::Builder::new()
-            .name("oms-store-writer".into())
-            .spawn(move || write_loop(&thread_db, queue, head_tx, &thread_tail, ttl, &metrics))
-            .map_err(db_error)?;
+        let (log_writer, log_queue) = mpsc::channel(4096 * 4);
+        let (writer, queue) = mpsc::channel(MAX_BATCH * 4);
+        let threads = {
+            let (log, tail, log_metrics) = (log.clone(), tail.clone(), metrics.clone());
+            let journal = std::thread::Builder::new()
+                .name("oms-journal-writer".into())
+                .spawn(move || log::write_loop(&log, log_queue, head_tx, &tail, ttl, &log_metrics))
+                .map_err(db_error)?;
+            let db = db.clone();
+            let projection = std::thread::Builder::new()
+                .name("oms-projection-writer".into())
+                .spawn(move || write_loop(&db, queue, &metrics))
+                .map_err(db_error)?;
+            vec![journal, projection]
+        };
         Ok(Embedded {
             db,
             writer,
-            head,
+            log,
+            log_writer,
+            head: head_rx,
             in_flight: Arc::new(Mutex::new(HashMap::new())),
             ttl,
-            thread: Arc::new(Mutex::new(Some(thread))),
+            threads: Arc::new(Mutex::new(threads)),
             tail,
         })
     }
@@ -487,14 +505,22 @@ impl Embedded {
         *self.head.borrow()
     }
 
-    /// Commits everything queued so far and stops the writer; later writes fail with
+    /// Writes everything queued so far and stops both writers; later writes fail with
     /// [`StoreError::Closed`].
     pub async fn close(&self) {
-        let closed = self.call(|reply| Op::Close { reply }).await;
-        let thread = self.thread.lock().ok().and_then(|mut thread| thread.take());
-        if let (Ok(()), Some(thread)) = (closed, thread) {
-            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        let journal = call(&self.log_writer, |reply| LogOp::Close { reply }).await;
+        let projection = call(&self.writer, |reply| Op::Close { reply }).await;
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
+        if journal.is_ok() && projection.is_ok() {
+            for thread in threads {
+                let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+            }
         }
+    }
+
+    /// Bytes the log holds on disk.
+    pub fn log_disk_space(&self) -> u64 {
+        self.log.disk_space()
     }
 
     /// The latest engine snapshot and the journal position it includes.
@@ -513,23 +539,18 @@ impl Embedded {
     /// generator): a floor for new ids, so a clock that stepped back across a restart cannot
     /// reuse one.
     pub fn last_id(&self) -> Result<Option<OrderId>> {
-        self.read(|txn| {
-            let journal = txn.open_table(JOURNAL).map_err(db_error)?;
-            let mut highest = None;
-            for row in journal.iter().map_err(db_error)?.rev().take(1024) {
-                let (_, bytes) = row.map_err(db_error)?;
-                let entry: JournalEntry = decode("journal", bytes.value())?;
-                let id = match entry.command.action {
-                    oms_core::Action::New(order) => order.order_id,
-                    oms_core::Action::Deposit(t) | oms_core::Action::Withdraw(t) => {
-                        OrderId(t.transfer_id)
-                    }
-                    oms_core::Action::Cancel(_) | oms_core::Action::Amend(_) => continue,
-                };
-                highest = highest.max(Some(id));
-            }
-            Ok(highest)
-        })
+        let mut highest = None;
+        for entry in self.log.newest(1024)? {
+            let id = match entry.command.action {
+                oms_core::Action::New(order) => order.order_id,
+                oms_core::Action::Deposit(t) | oms_core::Action::Withdraw(t) => {
+                    OrderId(t.transfer_id)
+                }
+                oms_core::Action::Cancel(_) | oms_core::Action::Amend(_) => continue,
+            };
+            highest = highest.max(Some(id));
+        }
+        Ok(highest)
     }
 
     /// How long idempotency records live.
@@ -539,24 +560,15 @@ impl Embedded {
 
     /// Removes expired idempotency records; returns how many.
     pub async fn sweep(&self) -> Result<usize> {
-        self.call(|reply| Op::Sweep {
+        call(&self.log_writer, |reply| LogOp::Sweep {
             now_ms: now_ms(),
             reply,
         })
         .await
     }
 
-    async fn call<T>(&self, op: impl FnOnce(oneshot::Sender<Result<T>>) -> Op) -> Result<T> {
-        let (reply, answer) = oneshot::channel();
-        self.writer
-            .send(op(reply))
-            .await
-            .map_err(|_| StoreError::Closed)?;
-        answer.await.map_err(|_| StoreError::Closed)?
-    }
-
-    /// A read on the calling thread: for start-up, and for the point lookup of an idempotency
-    /// key that must stay under the in-flight lock.
+    /// A read on the calling thread: for start-up, and for the point lookups every order
+    /// placement makes (a hop to the blocking pool costs more than the read).
     fn read<T>(&self, f: impl FnOnce(&redb::ReadTransaction) -> Result<T>) -> Result<T> {
         let txn = self.db.begin_read().map_err(db_error)?;
         f(&txn)
@@ -581,6 +593,19 @@ impl Embedded {
     }
 }
 
+/// Sends an operation to a writer and waits for its answer.
+async fn call<Op, T>(
+    writer: &mpsc::Sender<Op>,
+    op: impl FnOnce(oneshot::Sender<Result<T>>) -> Op,
+) -> Result<T> {
+    let (reply, answer) = oneshot::channel();
+    writer
+        .send(op(reply))
+        .await
+        .map_err(|_| StoreError::Closed)?;
+    answer.await.map_err(|_| StoreError::Closed)?
+}
+
 /// The embedded journal is one partition.
 fn local(position: Position) -> LogPosition {
     LogPosition {
@@ -596,16 +621,15 @@ impl Journal for Embedded {
         let ack = Ack::new(&entry, local(0));
         let fingerprint = entry.origin.fingerprint.clone();
         let bytes = encode("journal entry", &entry)?;
-        let position = self
-            .call(|reply| Op::Append {
-                bytes,
-                entry: Some(Box::new(entry)),
-                key: key.clone(),
-                fingerprint,
-                ack: ack.clone(),
-                reply,
-            })
-            .await?;
+        let position = call(&self.log_writer, |reply| LogOp::Append {
+            bytes,
+            entry: Some(Box::new(entry)),
+            key: key.clone(),
+            fingerprint,
+            ack: ack.clone(),
+            reply,
+        })
+        .await?;
         let position = local(position);
         if let Some(in_flight) = self.in_flight.lock().map_err(db_error)?.get_mut(&key) {
             in_flight.stored = Some(Ack { position, ..ack }.response()?);
@@ -614,7 +638,7 @@ impl Journal for Embedded {
     }
 
     async fn ping(&self) -> Result<()> {
-        if self.writer.is_closed() {
+        if self.log_writer.is_closed() {
             return Err(StoreError::Closed);
         }
         Ok(())
@@ -637,16 +661,12 @@ impl JournalReader for Embedded {
                 return Ok(tail.iter().skip(skip).take(max).cloned().collect());
             }
         }
-        self.read_off(move |txn| {
-            let journal = txn.open_table(JOURNAL).map_err(db_error)?;
-            let mut out = Vec::new();
-            for row in journal.range(from..).map_err(db_error)?.take(max) {
-                let (position, bytes) = row.map_err(db_error)?;
-                out.push((position.value(), decode("journal", bytes.value())?));
-            }
-            Ok(out)
-        })
-        .await
+        let log = self.log.clone();
+        tokio::task::spawn_blocking(move || log.read(from, max))
+            .await
+            .map_err(|error| {
+                StoreError::unavailable(Backend::Embedded, format!("read task: {error}"))
+            })?
     }
 }
 
@@ -664,13 +684,7 @@ impl super::IdempotencyStore for Embedded {
                 Reservation::Mismatch
             });
         }
-        let stored = self.read(|txn| {
-            let table = txn.open_table(IDEMPOTENCY).map_err(db_error)?;
-            let record = table.get(key.as_str()).map_err(db_error)?;
-            record
-                .map(|bytes| IdempotencyRecord::decode(bytes.value()))
-                .transpose()
-        })?;
+        let stored: Option<IdempotencyRecord> = self.log.response(&key)?;
         match stored {
             Some(record) if record.expires_ms > now_ms() => {
                 Ok(if record.fingerprint == origin.fingerprint {
@@ -704,14 +718,13 @@ impl super::IdempotencyStore for Embedded {
             self.in_flight.lock().map_err(db_error)?.remove(&key);
             return Ok(());
         }
-        let result = self
-            .call(|reply| Op::Complete {
-                key: key.clone(),
-                fingerprint: origin.fingerprint.clone(),
-                response: response.clone(),
-                reply,
-            })
-            .await;
+        let result = call(&self.log_writer, |reply| LogOp::Complete {
+            key: key.clone(),
+            fingerprint: origin.fingerprint.clone(),
+            response: response.clone(),
+            reply,
+        })
+        .await;
         self.in_flight
             .lock()
             .map_err(db_error)?
@@ -732,7 +745,7 @@ impl super::IdempotencyStore for Embedded {
 impl OrderStore for Embedded {
     async fn apply(&self, batch: ProjectionBatch) -> Result<()> {
         let batch = EncodedBatch::new(&batch)?;
-        self.call(|reply| Op::Project { batch, reply }).await
+        call(&self.writer, |reply| Op::Project { batch, reply }).await
     }
 
     async fn order(&self, order_id: OrderId) -> Result<Option<OrderState>> {
@@ -823,19 +836,15 @@ impl OrderStore for Embedded {
         symbol: &str,
         client_order_id: &str,
     ) -> Result<Option<OrderId>> {
-        let key = (
-            account.to_string(),
-            symbol.to_string(),
-            client_order_id.to_string(),
-        );
-        self.read_off(move |txn| {
+        // A point lookup on the calling task: every order placement makes one, and a hop to
+        // the blocking pool cost more than the read (memory-mapped, microseconds).
+        self.read(|txn| {
             let table = txn.open_table(CLIENT_IDS).map_err(db_error)?;
             let found = table
-                .get((key.0.as_str(), key.1.as_str(), key.2.as_str()))
+                .get((account, symbol, client_order_id))
                 .map_err(db_error)?;
             Ok(found.map(|id| OrderId(id.value())))
         })
-        .await
     }
 
     async fn snapshots(&self) -> Result<Vec<(Position, BookSnapshot)>> {
@@ -944,16 +953,10 @@ fn get_order(
         .transpose()
 }
 
-fn write_loop(
-    db: &Database,
-    mut queue: mpsc::Receiver<Op>,
-    head: watch::Sender<Position>,
-    tail: &Mutex<VecDeque<(Position, JournalEntry)>>,
-    ttl: Duration,
-    metrics: &StoreMetrics,
-) {
-    let mut last = *head.borrow();
+/// The projection's writer thread: takes every batch waiting, commits them in one transaction.
+fn write_loop(db: &Database, mut queue: mpsc::Receiver<Op>, metrics: &StoreMetrics) {
     let mut closing = false;
+    let mut last_durable = std::time::Instant::now();
     while !closing && let Some(first) = queue.blocking_recv() {
         let mut ops = vec![first];
         while ops.len() < MAX_BATCH && !matches!(ops.last(), Some(Op::Close { .. })) {
@@ -963,71 +966,29 @@ fn write_loop(
             }
         }
         closing = matches!(ops.last(), Some(Op::Close { .. }));
-        let durable = ops.iter().any(Op::durable);
+        let durable =
+            closing || last_durable.elapsed() >= DURABLE_EVERY || ops.iter().any(Op::durable);
         let started = std::time::Instant::now();
-        let written = write_batch(db, &ops, last, durable, ttl);
+        let written = write_batch(db, &ops, durable);
         metrics
-            .commit_seconds
+            .projection_commit_seconds
             .observe(started.elapsed().as_secs_f64());
-        match written {
-            Ok((done, new_last)) => {
-                last = new_last;
-                if let Ok(mut tail) = tail.lock() {
-                    for (op, done) in ops.iter_mut().zip(&done) {
-                        if let (Op::Append { entry, .. }, Done::Position(position)) = (op, done)
-                            && let Some(entry) = entry.take()
-                        {
-                            if tail.len() == TAIL {
-                                tail.pop_front();
-                            }
-                            tail.push_back((*position, *entry));
-                        }
-                    }
-                }
-                metrics.commits.inc();
-                metrics.fsyncs.inc_by(u64::from(durable));
-                metrics.batch_size.observe(ops.len() as f64);
-                // Readers may look once the commit is done, before the callers hear of it.
-                head.send_if_modified(|head| std::mem::replace(head, last) != last);
-                for (op, done) in ops.into_iter().zip(done) {
-                    reply(op, Ok(done));
-                }
-            }
-            Err(error) => {
-                tracing::error!(%error, operations = ops.len(), "store write failed");
-                for op in ops {
-                    reply(op, Err(db_error(&error)));
-                }
-            }
+        if durable && written.is_ok() {
+            last_durable = started;
         }
-    }
-}
-
-fn reply(op: Op, result: Result<Done>) {
-    match op {
-        Op::Append { reply, .. } => {
-            let _ = reply.send(result.map(|done| match done {
-                Done::Position(position) => position,
-                _ => 0,
-            }));
+        if let Err(error) = &written {
+            tracing::error!(%error, operations = ops.len(), "projection write failed");
         }
-        Op::Complete { reply, .. } | Op::Project { reply, .. } | Op::Close { reply } => {
-            let _ = reply.send(result.map(|_| ()));
-        }
-        Op::Sweep { reply, .. } => {
-            let _ = reply.send(result.map(|done| match done {
-                Done::Count(n) => n,
-                _ => 0,
-            }));
+        for op in ops {
+            let result = written.as_ref().copied().map_err(db_error);
+            let (Op::Project { reply, .. } | Op::Close { reply }) = op;
+            let _ = reply.send(result);
         }
     }
 }
 
 /// Every table, opened once per write transaction.
 struct Tables<'txn> {
-    journal: redb::Table<'txn, u64, &'static [u8]>,
-    idempotency: redb::Table<'txn, &'static str, &'static [u8]>,
-    expiry: redb::Table<'txn, (u64, &'static str), ()>,
     orders: redb::Table<'txn, u64, &'static [u8]>,
     account_orders: redb::Table<'txn, (&'static str, u64), ()>,
     open_orders: redb::Table<'txn, (&'static str, u64), ()>,
@@ -1044,9 +1005,6 @@ struct Tables<'txn> {
 impl<'txn> Tables<'txn> {
     fn open(txn: &'txn redb::WriteTransaction) -> Result<Tables<'txn>, redb::Error> {
         Ok(Tables {
-            journal: txn.open_table(JOURNAL)?,
-            idempotency: txn.open_table(IDEMPOTENCY)?,
-            expiry: txn.open_table(IDEMPOTENCY_EXPIRY)?,
             orders: txn.open_table(ORDERS)?,
             account_orders: txn.open_table(ACCOUNT_ORDERS)?,
             open_orders: txn.open_table(OPEN_ORDERS)?,
@@ -1059,41 +1017,6 @@ impl<'txn> Tables<'txn> {
             transfers: txn.open_table(TRANSFERS)?,
             engine: txn.open_table(ENGINE)?,
         })
-    }
-
-    fn put_response(
-        &mut self,
-        key: &str,
-        fingerprint: &str,
-        response: &StoredResponse,
-        expires_ms: u64,
-    ) -> Result<(), redb::Error> {
-        let record = IdempotencyRecord::encode(fingerprint, response, expires_ms);
-        self.idempotency.insert(key, record.as_slice())?;
-        self.expiry.insert((expires_ms, key), ())?;
-        Ok(())
-    }
-
-    fn sweep(&mut self, now_ms: u64) -> Result<usize, redb::Error> {
-        let mut expired = Vec::new();
-        for row in self.expiry.range((0, "")..(now_ms, ""))?.take(SWEEP_LIMIT) {
-            let (key, _) = row?;
-            let (at, name) = key.value();
-            expired.push((at, name.to_string()));
-        }
-        for (at, name) in &expired {
-            self.expiry.remove((*at, name.as_str()))?;
-            // A key stored again later has a later expiry; drop only records really expired.
-            let stale = match self.idempotency.get(name.as_str())? {
-                Some(bytes) => IdempotencyRecord::decode(bytes.value())
-                    .map_or(true, |record| record.expires_ms <= now_ms),
-                None => false,
-            };
-            if stale {
-                self.idempotency.remove(name.as_str())?;
-            }
-        }
-        Ok(expired.len())
     }
 
     fn project(&mut self, batch: &EncodedBatch) -> Result<(), redb::Error> {
@@ -1160,14 +1083,8 @@ impl<'txn> Tables<'txn> {
     }
 }
 
-/// Applies `ops` in one transaction; gives each op's result and the new last position.
-fn write_batch(
-    db: &Database,
-    ops: &[Op],
-    last: Position,
-    durable: bool,
-    ttl: Duration,
-) -> Result<(Vec<Done>, Position), redb::Error> {
+/// Applies `ops` in one transaction.
+fn write_batch(db: &Database, ops: &[Op], durable: bool) -> Result<(), redb::Error> {
     let mut txn = db.begin_write()?;
     let durability = if durable {
         Durability::Immediate
@@ -1176,54 +1093,16 @@ fn write_batch(
     };
     txn.set_durability(durability)
         .map_err(|error| redb::Error::Corrupted(error.to_string()))?;
-    let mut done = Vec::with_capacity(ops.len());
-    let mut position = last;
     {
         let mut tables = Tables::open(&txn)?;
-        let expires_ms = now_ms() + ttl.as_millis() as u64;
         for op in ops {
-            done.push(match op {
-                Op::Append {
-                    bytes,
-                    key,
-                    fingerprint,
-                    ack,
-                    ..
-                } => {
-                    position += 1;
-                    tables.journal.insert(position, bytes.as_slice())?;
-                    let ack = Ack {
-                        position: local(position),
-                        ..ack.clone()
-                    };
-                    // Cannot fail for our plain type; if it did, the whole batch is refused
-                    // (a 503), never stored with an empty answer.
-                    let response = ack
-                        .response()
-                        .map_err(|error| redb::Error::Corrupted(error.to_string()))?;
-                    tables.put_response(key, fingerprint, &response, expires_ms)?;
-                    Done::Position(position)
-                }
-                Op::Complete {
-                    key,
-                    fingerprint,
-                    response,
-                    ..
-                } => {
-                    tables.put_response(key, fingerprint, response, expires_ms)?;
-                    Done::Unit
-                }
-                Op::Project { batch, .. } => {
-                    tables.project(batch)?;
-                    Done::Unit
-                }
-                Op::Sweep { now_ms, .. } => Done::Count(tables.sweep(*now_ms)?),
-                Op::Close { .. } => Done::Unit,
-            });
+            if let Op::Project { batch, .. } = op {
+                tables.project(batch)?;
+            }
         }
     }
     txn.commit()?;
-    Ok((done, position))
+    Ok(())
 }
 
 #[cfg(test)]
