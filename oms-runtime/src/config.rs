@@ -263,6 +263,10 @@ pub struct ServeArgs {
     /// Commands per book between snapshots; a restart replays at most this many per book.
     #[arg(long, env = "OMS_SNAPSHOT_EVERY", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub snapshot_every: u64,
+    /// Fault injection for tests: nothing is written to the projection (so a test can kill the
+    /// process between the journal and the projection and see a restart rebuild it).
+    #[arg(long, hide = true)]
+    pub fault_hold_projection: bool,
     /// Node id (0 to 1023) embedded in order ids; unique per ingest process.
     #[arg(long, env = "OMS_NODE_ID", default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=1023))]
     pub node_id: u16,

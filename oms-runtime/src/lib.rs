@@ -124,6 +124,8 @@ pub struct RuntimeConfig {
     pub settings: Settings,
     /// Commands per book between snapshots.
     pub snapshot_every: u64,
+    /// Fault injection for tests: the projection is never written.
+    pub hold_projection: bool,
     /// Order id node.
     pub node_id: u16,
 }
@@ -151,7 +153,10 @@ impl Runtime {
             Arc::new(store.clone()),
             orders.clone(),
             store.engine_snapshot()?,
-            config.snapshot_every,
+            processing::local::Options {
+                snapshot_every: config.snapshot_every,
+                hold_projection: config.hold_projection,
+            },
             metrics.clone(),
         )
         .await?;
@@ -312,6 +317,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         idempotency_ttl: args.idempotency_ttl,
         settings: settings(&args),
         snapshot_every: args.snapshot_every,
+        hold_projection: args.fault_hold_projection,
         node_id: args.node_id,
     })
     .await?;

@@ -39,6 +39,12 @@ const MAILBOX: usize = 1024;
 const PROJECTOR_QUEUE: usize = 4096;
 /// Journal entries read at once.
 const READ_BATCH: usize = 512;
+/// Most commands' outputs written to the projection in one transaction.
+const PROJECT_BATCH: usize = 2048;
+/// A projection batch at least this large means load: the next one waits for more.
+const BUSY: usize = 32;
+/// How long a projection batch under load waits for more outputs.
+const GATHER: Duration = Duration::from_millis(3);
 
 /// Why processing could not start.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +55,15 @@ pub enum Error {
     /// The engine cannot be built, or its snapshot does not fit the configuration.
     #[error("cannot start the engine: {0}")]
     Engine(#[from] oms_core::EngineError),
+}
+
+/// How the pipeline runs.
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    /// Commands between engine snapshots.
+    pub snapshot_every: u64,
+    /// Fault injection for tests: nothing is written to the projection.
+    pub hold_projection: bool,
 }
 
 /// Requests waiting for their command to be processed, by idempotency scope.
@@ -144,7 +159,7 @@ impl Pipeline {
         journal: Arc<dyn JournalReader>,
         store: Arc<dyn OrderStore>,
         snapshot: Option<(Position, EngineSnapshot)>,
-        snapshot_every: u64,
+        options: Options,
         metrics: Arc<Metrics>,
     ) -> Result<Pipeline, Error> {
         let (engine, done) = match snapshot {
@@ -159,7 +174,8 @@ impl Pipeline {
             "engine restored"
         );
         let waiters = Waiters::default();
-        let (output, outputs) = mpsc::channel(PROJECTOR_QUEUE);
+        let pipeline_waiters = waiters.clone();
+        let (output, mut outputs) = mpsc::channel(PROJECTOR_QUEUE);
         let (commands, mailbox) = mpsc::channel(MAILBOX);
         let (queries, query_box) = mpsc::channel(64);
         let books = instruments
@@ -177,17 +193,24 @@ impl Pipeline {
             engine,
             done,
             since_snapshot: 0,
-            snapshot_every,
+            snapshot_every: options.snapshot_every,
             output,
             metrics: metrics.clone(),
         };
         let mut tasks = JoinSet::new();
         tasks.spawn(actor.run(mailbox, query_box));
         tasks.spawn(read_journal(journal, done + 1, commands, metrics.clone()));
-        tasks.spawn(project(outputs, store, waiters.clone(), metrics));
+        let store = (!options.hold_projection).then_some(store);
+        tasks.spawn(async move {
+            match store {
+                Some(store) => project(outputs, store, waiters, metrics).await,
+                // Outputs are dropped: the journal is all that survives.
+                None => while outputs.recv().await.is_some() {},
+            }
+        });
         Ok(Pipeline {
             books: Arc::new(books),
-            waiters,
+            waiters: pipeline_waiters,
             tasks,
         })
     }
@@ -318,7 +341,23 @@ async fn project(
 ) {
     let mut projection = Projection::new(store.clone());
     let mut buffer = Vec::new();
-    while outputs.recv_many(&mut buffer, 512).await > 0 {
+    let mut busy = false;
+    while outputs.recv_many(&mut buffer, PROJECT_BATCH).await > 0 {
+        // Under load, a moment's wait for more outputs makes fewer, larger transactions, and
+        // each costs the projection's B-trees about the same whatever its size. Idle, a lone
+        // command is written at once.
+        if busy {
+            let deadline = tokio::time::Instant::now() + GATHER;
+            while buffer.len() < PROJECT_BATCH {
+                let more = PROJECT_BATCH - buffer.len();
+                match tokio::time::timeout_at(deadline, outputs.recv_many(&mut buffer, more)).await
+                {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        }
+        busy = buffer.len() >= BUSY;
         let mut engine = None;
         let mut origins = Vec::with_capacity(buffer.len());
         let mut last = None;

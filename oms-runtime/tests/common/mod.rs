@@ -122,6 +122,7 @@ pub async fn start_unfunded(dir: tempfile::TempDir) -> Harness {
             body_timeout: Duration::from_secs(5),
         },
         snapshot_every: 3,
+        hold_projection: false,
         node_id: 1,
     })
     .await

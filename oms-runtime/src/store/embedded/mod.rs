@@ -837,7 +837,7 @@ impl OrderStore for Embedded {
         client_order_id: &str,
     ) -> Result<Option<OrderId>> {
         // A point lookup on the calling task: every order placement makes one, and a hop to
-        // the blocking pool cost more than the read (memory-mapped, microseconds).
+        // the blocking pool cost more than the read (cached pages, microseconds).
         self.read(|txn| {
             let table = txn.open_table(CLIENT_IDS).map_err(db_error)?;
             let found = table
