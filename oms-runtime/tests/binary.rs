@@ -895,7 +895,9 @@ async fn a_crash_between_journal_and_projection_is_rebuilt_at_restart() {
             ("alice", "buy")
         };
         let body = order(account, side, "100.00", "0.1");
-        let (status, ack) = server.post(TRADER, &format!("held-{n}"), &body, false).await;
+        let (status, ack) = server
+            .post(TRADER, &format!("held-{n}"), &body, false)
+            .await;
         assert_eq!(status, StatusCode::ACCEPTED, "{ack}");
         acked.push(ack["order_id"].as_str().unwrap().to_string());
     }
@@ -903,7 +905,11 @@ async fn a_crash_between_journal_and_projection_is_rebuilt_at_restart() {
         let (status, _) = server.get(TRADER, &format!("/v1/orders/{id}")).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "order {id} was projected");
     }
-    assert_eq!(server.money().await, funded, "no balance moved in the projection");
+    assert_eq!(
+        server.money().await,
+        funded,
+        "no balance moved in the projection"
+    );
     server.kill9();
 
     let server = Server::start(dir.path()).await;

@@ -35,9 +35,14 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
 
-/// The largest in-memory table of a keyspace before it is flushed to disk; also the size of
-/// the block cache.
-const MEMTABLE: u64 = 32 << 20;
+/// The largest in-memory table of a keyspace before it is flushed to disk (fjall's default).
+/// A flush takes CPU for a moment; smaller tables flush more often, and on two cores each
+/// flush shows in the tail latency (`docs/benchmarks.md`).
+const MEMTABLE: u64 = 64 << 20;
+/// The block cache, for reads of flushed records (idempotency lookups of old keys, replays).
+const CACHE: u64 = 32 << 20;
+/// The most journal fjall keeps unflushed: what it replays at start.
+const JOURNALING: u64 = 256 << 20;
 /// Most operations in one batch; bounds the latency of the first one.
 const MAX_BATCH: usize = 4096;
 /// Most expired idempotency keys removed per sweep, so a sweep never holds the writer long.
@@ -65,8 +70,8 @@ impl Log {
             // Flushes and compactions in the background; the writer never waits for them.
             .worker_threads(1)
             // Bounded memory, and a bounded journal to replay at start.
-            .cache_size(MEMTABLE)
-            .max_journaling_size(8 * MEMTABLE)
+            .cache_size(CACHE)
+            .max_journaling_size(JOURNALING)
             .open()
             .map_err(log_error)?;
         let keyspace = |name| {
