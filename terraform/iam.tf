@@ -10,6 +10,10 @@ locals {
       namespace       = "kube-system"
       service_account = "aws-load-balancer-controller"
     }
+    cluster_autoscaler = {
+      namespace       = "kube-system"
+      service_account = "cluster-autoscaler"
+    }
   }
 }
 
@@ -80,147 +84,59 @@ resource "aws_iam_role_policy" "operator" {
   policy = data.aws_iam_policy_document.operator.json
 }
 
-# The AWS Load Balancer Controller's policy (its published iam_policy.json, condensed): it
-# creates load balancers and target groups for the OMS Services and tags what it owns.
-data "aws_iam_policy_document" "load_balancer_controller" {
-  # checkov:skip=CKV_AWS_356:Describe* and Create* cannot name resources that do not exist yet; creates require the cluster tag
-  # checkov:skip=CKV_AWS_111:writes are conditioned on the elbv2.k8s.aws/cluster tag, as in the controller's published policy
-  statement {
-    sid = "Discover"
-    actions = [
-      "ec2:DescribeAccountAttributes",
-      "ec2:DescribeAddresses",
-      "ec2:DescribeAvailabilityZones",
-      "ec2:DescribeInternetGateways",
-      "ec2:DescribeVpcs",
-      "ec2:DescribeVpcPeeringConnections",
-      "ec2:DescribeSubnets",
-      "ec2:DescribeSecurityGroups",
-      "ec2:DescribeInstances",
-      "ec2:DescribeNetworkInterfaces",
-      "ec2:DescribeTags",
-      "ec2:DescribeCoipPools",
-      "ec2:GetCoipPoolUsage",
-      "ec2:GetSecurityGroupsForVpc",
-      "elasticloadbalancing:Describe*",
-      "acm:ListCertificates",
-      "acm:DescribeCertificate",
-      "iam:ListServerCertificates",
-      "iam:GetServerCertificate",
-      "wafv2:GetWebACL",
-      "wafv2:GetWebACLForResource",
-      "shield:GetSubscriptionState",
-    ]
-    resources = ["*"]
-  }
-
-  statement {
-    sid       = "ServiceLinkedRole"
-    actions   = ["iam:CreateServiceLinkedRole"]
-    resources = ["*"]
-
-    condition {
-      test     = "StringEquals"
-      variable = "iam:AWSServiceName"
-      values   = ["elasticloadbalancing.amazonaws.com"]
-    }
-  }
-
-  statement {
-    sid       = "CreateTaggedSecurityGroups"
-    actions   = ["ec2:CreateSecurityGroup"]
-    resources = ["*"]
-
-    condition {
-      test     = "StringEquals"
-      variable = "aws:RequestTag/elbv2.k8s.aws/cluster"
-      values   = [module.eks.cluster_name]
-    }
-  }
-
-  statement {
-    sid       = "TagOnCreate"
-    actions   = ["ec2:CreateTags"]
-    resources = ["arn:aws:ec2:*:*:security-group/*"]
-
-    condition {
-      test     = "StringEquals"
-      variable = "ec2:CreateAction"
-      values   = ["CreateSecurityGroup"]
-    }
-  }
-
-  statement {
-    sid = "ManageOwnSecurityGroups"
-    actions = [
-      "ec2:AuthorizeSecurityGroupIngress",
-      "ec2:RevokeSecurityGroupIngress",
-      "ec2:DeleteSecurityGroup",
-      "ec2:CreateTags",
-      "ec2:DeleteTags",
-    ]
-    resources = ["arn:aws:ec2:*:*:security-group/*"]
-
-    condition {
-      test     = "StringEquals"
-      variable = "aws:ResourceTag/elbv2.k8s.aws/cluster"
-      values   = [module.eks.cluster_name]
-    }
-  }
-
-  statement {
-    sid = "CreateTaggedLoadBalancers"
-    actions = [
-      "elasticloadbalancing:CreateLoadBalancer",
-      "elasticloadbalancing:CreateTargetGroup",
-      "elasticloadbalancing:CreateListener",
-      "elasticloadbalancing:CreateRule",
-      "elasticloadbalancing:AddTags",
-    ]
-    resources = ["*"]
-
-    condition {
-      test     = "StringEquals"
-      variable = "aws:RequestTag/elbv2.k8s.aws/cluster"
-      values   = [module.eks.cluster_name]
-    }
-  }
-
-  statement {
-    sid = "ManageOwnLoadBalancers"
-    actions = [
-      "elasticloadbalancing:ModifyLoadBalancerAttributes",
-      "elasticloadbalancing:SetIpAddressType",
-      "elasticloadbalancing:SetSecurityGroups",
-      "elasticloadbalancing:SetSubnets",
-      "elasticloadbalancing:DeleteLoadBalancer",
-      "elasticloadbalancing:ModifyTargetGroup",
-      "elasticloadbalancing:ModifyTargetGroupAttributes",
-      "elasticloadbalancing:DeleteTargetGroup",
-      "elasticloadbalancing:ModifyListener",
-      "elasticloadbalancing:DeleteListener",
-      "elasticloadbalancing:ModifyRule",
-      "elasticloadbalancing:DeleteRule",
-      "elasticloadbalancing:RegisterTargets",
-      "elasticloadbalancing:DeregisterTargets",
-      "elasticloadbalancing:AddTags",
-      "elasticloadbalancing:RemoveTags",
-      "elasticloadbalancing:SetWebAcl",
-      "elasticloadbalancing:AddListenerCertificates",
-      "elasticloadbalancing:RemoveListenerCertificates",
-    ]
-    resources = ["*"]
-
-    condition {
-      test     = "StringEquals"
-      variable = "aws:ResourceTag/elbv2.k8s.aws/cluster"
-      values   = [module.eks.cluster_name]
-    }
-  }
+# The AWS Load Balancer Controller's policy: docs/install/iam_policy.json of the controller's
+# v3.5.0 tag, unchanged (the version docs/deployment-guide.md installs, chart 3.5.0). A new
+# controller version brings its own file; scripts/check-deploy keeps the two in step.
+locals {
+  load_balancer_controller_version = "v3.5.0"
 }
 
 resource "aws_iam_role_policy" "load_balancer_controller" {
   name   = "aws-load-balancer-controller"
   role   = aws_iam_role.irsa["load_balancer_controller"].id
-  policy = data.aws_iam_policy_document.load_balancer_controller.json
+  policy = file("${path.module}/policies/aws-load-balancer-controller-${local.load_balancer_controller_version}.json")
+}
+
+# The cluster autoscaler (docs/deployment-guide.md installs it): reads the node groups and
+# resizes only the Auto Scaling groups EKS tagged as this cluster's (the policy of its AWS
+# cloud-provider documentation, scoped by that tag).
+data "aws_iam_policy_document" "cluster_autoscaler" {
+  # checkov:skip=CKV_AWS_356:describes cannot name resources; resizes are conditioned on the cluster's tag
+  statement {
+    sid = "Discover"
+    actions = [
+      "autoscaling:DescribeAutoScalingGroups",
+      "autoscaling:DescribeAutoScalingInstances",
+      "autoscaling:DescribeLaunchConfigurations",
+      "autoscaling:DescribeScalingActivities",
+      "autoscaling:DescribeTags",
+      "ec2:DescribeImages",
+      "ec2:DescribeInstanceTypes",
+      "ec2:DescribeLaunchTemplateVersions",
+      "ec2:GetInstanceTypesFromInstanceRequirements",
+      "eks:DescribeNodegroup",
+    ]
+    resources = ["*"]
+  }
+
+  statement {
+    sid = "ResizeThisClustersGroups"
+    actions = [
+      "autoscaling:SetDesiredCapacity",
+      "autoscaling:TerminateInstanceInAutoScalingGroup",
+    ]
+    resources = ["*"]
+
+    condition {
+      test     = "StringEquals"
+      variable = "aws:ResourceTag/k8s.io/cluster-autoscaler/${module.eks.cluster_name}"
+      values   = ["owned"]
+    }
+  }
+}
+
+resource "aws_iam_role_policy" "cluster_autoscaler" {
+  name   = "cluster-autoscaler"
+  role   = aws_iam_role.irsa["cluster_autoscaler"].id
+  policy = data.aws_iam_policy_document.cluster_autoscaler.json
 }

@@ -9,6 +9,8 @@ data "aws_availability_zones" "available" {
 }
 
 data "aws_region" "current" {}
+data "aws_caller_identity" "current" {}
+data "aws_partition" "current" {}
 
 locals {
   prefix = "${var.name}-${var.environment}"
@@ -24,10 +26,20 @@ locals {
 module "kms_logs" {
   source = "./modules/kms"
 
-  name               = "${local.prefix}-logs"
-  description        = "CloudWatch log groups of ${local.prefix}"
-  service_principals = ["logs.${data.aws_region.current.region}.amazonaws.com"]
-  tags               = local.tags
+  name                   = "${local.prefix}-logs"
+  description            = "CloudWatch log groups of ${local.prefix}"
+  cloudwatch_logs_region = data.aws_region.current.region
+  tags                   = local.tags
+}
+
+# EC2 Auto Scaling launches the nodes and attaches their encrypted volumes through this role;
+# KMS refuses a key policy naming a role that does not exist, so it comes first.
+resource "aws_iam_service_linked_role" "autoscaling" {
+  count = var.create_autoscaling_service_linked_role ? 1 : 0
+
+  aws_service_name = "autoscaling.amazonaws.com"
+  description      = "EC2 Auto Scaling (EKS node groups) for ${local.prefix}"
+  tags             = local.tags
 }
 
 module "kms_eks" {
@@ -35,7 +47,12 @@ module "kms_eks" {
 
   name        = "${local.prefix}-eks"
   description = "Kubernetes Secrets and node volumes of ${local.prefix}"
-  tags        = local.tags
+  service_linked_role_arns = [
+    "arn:${data.aws_partition.current.partition}:iam::${data.aws_caller_identity.current.account_id}:role/aws-service-role/autoscaling.amazonaws.com/AWSServiceRoleForAutoScaling",
+  ]
+  tags = local.tags
+
+  depends_on = [aws_iam_service_linked_role.autoscaling]
 }
 
 module "kms_data" {
@@ -68,6 +85,7 @@ module "eks" {
 
   name                 = local.prefix
   kubernetes_version   = var.eks_version
+  support_type         = var.eks_support_type
   vpc_id               = module.network.vpc_id
   subnet_ids           = module.network.private_subnet_ids
   api_allowed_cidrs    = var.eks_api_allowed_cidrs
@@ -100,6 +118,7 @@ module "msk" {
   kms_key_arn               = module.kms_data.key_arn
   logs_kms_key_arn          = module.kms_logs.key_arn
   log_retention_days        = var.log_retention_days
+  secret_recovery_days      = var.secret_recovery_window_days
   tags                      = local.tags
 }
 
@@ -116,6 +135,7 @@ module "elasticache" {
   kms_key_arn               = module.kms_data.key_arn
   logs_kms_key_arn          = module.kms_logs.key_arn
   log_retention_days        = var.log_retention_days
+  secret_recovery_days      = var.secret_recovery_window_days
   tags                      = local.tags
 }
 
@@ -134,5 +154,7 @@ module "documentdb" {
   log_retention_days        = var.log_retention_days
   backup_retention_days     = var.documentdb_backup_retention_days
   deletion_protection       = var.deletion_protection
+  skip_final_snapshot       = var.documentdb_skip_final_snapshot
+  secret_recovery_days      = var.secret_recovery_window_days
   tags                      = local.tags
 }

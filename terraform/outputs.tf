@@ -74,3 +74,8 @@ output "load_balancer_controller_role_arn" {
   description = "IRSA role of the AWS Load Balancer Controller (kube-system/aws-load-balancer-controller)."
   value       = aws_iam_role.irsa["load_balancer_controller"].arn
 }
+
+output "cluster_autoscaler_role_arn" {
+  description = "IRSA role of the cluster autoscaler (kube-system/cluster-autoscaler)."
+  value       = aws_iam_role.irsa["cluster_autoscaler"].arn
+}

@@ -66,9 +66,26 @@ variable "log_retention_days" {
 # --- EKS -----------------------------------------------------------------------------------
 
 variable "eks_version" {
-  description = "Kubernetes version of the EKS control plane."
+  description = "Kubernetes version of the EKS control plane; 1.35 is in EKS standard support until 2027-03-27."
   type        = string
-  default     = "1.34"
+  default     = "1.35"
+}
+
+variable "eks_support_type" {
+  description = "EKS support after a version's standard support ends: STANDARD upgrades the control plane then; EXTENDED keeps the version at about six times the control-plane price."
+  type        = string
+  default     = "STANDARD"
+
+  validation {
+    condition     = contains(["STANDARD", "EXTENDED"], var.eks_support_type)
+    error_message = "eks_support_type is STANDARD or EXTENDED."
+  }
+}
+
+variable "create_autoscaling_service_linked_role" {
+  description = "Create the EC2 Auto Scaling service-linked role (AWSServiceRoleForAutoScaling), which a fresh account lacks until its first Auto Scaling group; set false where it exists already. The node volumes' KMS key names it in its policy."
+  type        = bool
+  default     = true
 }
 
 variable "eks_node_instance_types" {
@@ -168,7 +185,24 @@ variable "documentdb_backup_retention_days" {
 }
 
 variable "deletion_protection" {
-  description = "Protect DocumentDB from deletion and take final snapshots (turn off only to destroy a dev stack)."
+  description = "Protect DocumentDB from deletion (turn off before destroying a stack)."
   type        = bool
   default     = true
+}
+
+variable "documentdb_skip_final_snapshot" {
+  description = "Delete DocumentDB without a final snapshot on destroy; false keeps one (named <name>-<environment>-final)."
+  type        = bool
+  default     = false
+}
+
+variable "secret_recovery_window_days" {
+  description = "Days a deleted Secrets Manager secret stays recoverable (and its name reserved): 0 deletes at once, so a destroyed stack can be applied again; 7 to 30 keeps a safety net."
+  type        = number
+  default     = 30
+
+  validation {
+    condition     = var.secret_recovery_window_days == 0 || (var.secret_recovery_window_days >= 7 && var.secret_recovery_window_days <= 30)
+    error_message = "secret_recovery_window_days is 0 or 7 to 30."
+  }
 }

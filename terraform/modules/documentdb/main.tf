@@ -65,7 +65,7 @@ resource "aws_secretsmanager_secret" "master" {
   name                    = "${var.name}/documentdb-master"
   description             = "Master user of DocumentDB ${var.name}"
   kms_key_id              = var.kms_key_arn
-  recovery_window_in_days = 7
+  recovery_window_in_days = var.secret_recovery_days
   tags                    = var.tags
 }
 
@@ -96,7 +96,7 @@ resource "aws_docdb_cluster" "this" {
   preferred_maintenance_window    = "sun:05:30-sun:06:30"
 
   deletion_protection       = var.deletion_protection
-  skip_final_snapshot       = !var.deletion_protection
+  skip_final_snapshot       = var.skip_final_snapshot
   final_snapshot_identifier = "${var.name}-final"
 
   tags = var.tags

@@ -66,6 +66,18 @@ variable "deletion_protection" {
   default     = true
 }
 
+variable "skip_final_snapshot" {
+  description = "Delete the cluster without a final snapshot."
+  type        = bool
+  default     = false
+}
+
+variable "secret_recovery_days" {
+  description = "Recovery window of the master secret (0: deleted at once)."
+  type        = number
+  default     = 30
+}
+
 variable "tags" {
   description = "Tags of every resource."
   type        = map(string)

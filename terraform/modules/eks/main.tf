@@ -63,6 +63,11 @@ resource "aws_eks_cluster" "this" {
 
   enabled_cluster_log_types = local.log_types
 
+  # Extended support is on by default and costs about six times the control plane's price.
+  upgrade_policy {
+    support_type = var.support_type
+  }
+
   access_config {
     authentication_mode                         = "API"
     bootstrap_cluster_creator_admin_permissions = false
@@ -121,10 +126,18 @@ resource "aws_iam_openid_connect_provider" "this" {
 }
 
 resource "aws_eks_addon" "this" {
-  for_each = toset(["vpc-cni", "coredns", "kube-proxy", "eks-pod-identity-agent"])
+  # The VPC CNI enforces NetworkPolicies only when told to (the operator's pods come with
+  # them); the others run with their defaults.
+  for_each = {
+    vpc-cni                = jsonencode({ enableNetworkPolicy = "true" })
+    coredns                = null
+    kube-proxy             = null
+    eks-pod-identity-agent = null
+  }
 
   cluster_name                = aws_eks_cluster.this.name
-  addon_name                  = each.value
+  addon_name                  = each.key
+  configuration_values        = each.value
   resolve_conflicts_on_update = "OVERWRITE"
   tags                        = var.tags
 

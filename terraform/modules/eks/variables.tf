@@ -8,6 +8,12 @@ variable "kubernetes_version" {
   type        = string
 }
 
+variable "support_type" {
+  description = "STANDARD (upgrade when standard support ends) or EXTENDED (paid extended support)."
+  type        = string
+  default     = "STANDARD"
+}
+
 variable "vpc_id" {
   description = "VPC of the cluster."
   type        = string

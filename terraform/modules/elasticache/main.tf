@@ -41,7 +41,7 @@ resource "aws_secretsmanager_secret" "auth" {
   name                    = "${var.name}/redis-auth"
   description             = "AUTH token of ElastiCache ${var.name}"
   kms_key_id              = var.kms_key_arn
-  recovery_window_in_days = 7
+  recovery_window_in_days = var.secret_recovery_days
   tags                    = var.tags
 }
 

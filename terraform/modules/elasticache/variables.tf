@@ -61,6 +61,12 @@ variable "snapshot_retention_days" {
   default     = 7
 }
 
+variable "secret_recovery_days" {
+  description = "Recovery window of the secret (0: deleted at once)."
+  type        = number
+  default     = 30
+}
+
 variable "tags" {
   description = "Tags of every resource."
   type        = map(string)

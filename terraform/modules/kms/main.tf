@@ -5,7 +5,8 @@ locals {
   account_root = "arn:${data.aws_partition.current.partition}:iam::${data.aws_caller_identity.current.account_id}:root"
 }
 
-# The account administers the key through IAM; the named services may use it, from this account only.
+# The account administers the key through IAM; CloudWatch Logs and the named service-linked
+# roles may use it, for this account only.
 data "aws_iam_policy_document" "key" {
   # checkov:skip=CKV_AWS_356:in a key policy, Resource "*" means this key and nothing else
   # checkov:skip=CKV_AWS_109:a key policy must let the account administer the key, or the key is unmanageable
@@ -21,11 +22,14 @@ data "aws_iam_policy_document" "key" {
     }
   }
 
+  # CloudWatch Logs in this region, for log groups of this account only: the condition AWS
+  # documents for a key that encrypts log groups ("Encrypt log data in CloudWatch Logs using
+  # AWS KMS").
   dynamic "statement" {
-    for_each = length(var.service_principals) > 0 ? [1] : []
+    for_each = var.cloudwatch_logs_region == null ? [] : [var.cloudwatch_logs_region]
 
     content {
-      sid = "ServicesUseTheKey"
+      sid = "CloudWatchLogsUseTheKey"
       actions = [
         "kms:Encrypt*",
         "kms:Decrypt*",
@@ -37,13 +41,58 @@ data "aws_iam_policy_document" "key" {
 
       principals {
         type        = "Service"
-        identifiers = var.service_principals
+        identifiers = ["logs.${statement.value}.amazonaws.com"]
       }
 
       condition {
-        test     = "StringEquals"
-        variable = "aws:SourceAccount"
-        values   = [data.aws_caller_identity.current.account_id]
+        test     = "ArnLike"
+        variable = "kms:EncryptionContext:aws:logs:arn"
+        values   = ["arn:${data.aws_partition.current.partition}:logs:${statement.value}:${data.aws_caller_identity.current.account_id}:log-group:*"]
+      }
+    }
+  }
+
+  # Service-linked roles that use the key on the account's behalf, such as EC2 Auto Scaling
+  # launching nodes with encrypted volumes: the two statements of "Required AWS KMS key policy
+  # for use with encrypted volumes" (EC2 Auto Scaling user guide).
+  dynamic "statement" {
+    for_each = length(var.service_linked_role_arns) > 0 ? [1] : []
+
+    content {
+      sid = "ServiceLinkedRolesUseTheKey"
+      actions = [
+        "kms:Encrypt",
+        "kms:Decrypt",
+        "kms:ReEncrypt*",
+        "kms:GenerateDataKey*",
+        "kms:DescribeKey",
+      ]
+      resources = ["*"]
+
+      principals {
+        type        = "AWS"
+        identifiers = var.service_linked_role_arns
+      }
+    }
+  }
+
+  dynamic "statement" {
+    for_each = length(var.service_linked_role_arns) > 0 ? [1] : []
+
+    content {
+      sid       = "ServiceLinkedRolesAttachPersistentResources"
+      actions   = ["kms:CreateGrant"]
+      resources = ["*"]
+
+      principals {
+        type        = "AWS"
+        identifiers = var.service_linked_role_arns
+      }
+
+      condition {
+        test     = "Bool"
+        variable = "kms:GrantIsForAWSResource"
+        values   = ["true"]
       }
     }
   }

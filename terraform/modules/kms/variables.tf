@@ -8,8 +8,14 @@ variable "description" {
   type        = string
 }
 
-variable "service_principals" {
-  description = "AWS service principals (such as logs.eu-west-1.amazonaws.com) that may use the key in this account."
+variable "cloudwatch_logs_region" {
+  description = "Region whose CloudWatch Logs may encrypt this account's log groups with the key; null for none."
+  type        = string
+  default     = null
+}
+
+variable "service_linked_role_arns" {
+  description = "Service-linked roles (such as AWSServiceRoleForAutoScaling) that may use the key and create grants for AWS resources."
   type        = list(string)
   default     = []
 }

@@ -132,7 +132,7 @@ resource "aws_secretsmanager_secret" "scram" {
   name                    = "AmazonMSK_${var.name}_oms"
   description             = "SASL/SCRAM credentials of the OMS on ${var.name}"
   kms_key_id              = var.kms_key_arn
-  recovery_window_in_days = 7
+  recovery_window_in_days = var.secret_recovery_days
   tags                    = var.tags
 }
 

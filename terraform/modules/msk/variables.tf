@@ -65,6 +65,12 @@ variable "iam_auth_enabled" {
   default     = false
 }
 
+variable "secret_recovery_days" {
+  description = "Recovery window of the secret (0: deleted at once)."
+  type        = number
+  default     = 30
+}
+
 variable "tags" {
   description = "Tags of every resource."
   type        = map(string)
