@@ -598,7 +598,9 @@ impl Funds {
     }
 
     /// Settles one event of a book: trades pay and receive, ended orders release their holds,
-    /// amendments settle what was held for them.
+    /// amendments settle what was held for them. Only orders these funds hold are settled: funds
+    /// split by account (the distributed funds stage) see a trade whose other side belongs to
+    /// another partition, and settle their own side.
     pub fn settle(&mut self, record: &EventRecord, entries: &mut Vec<LedgerEntry>) {
         let ts = record.ts;
         match &record.event {
@@ -725,12 +727,8 @@ impl Funds {
             seq,
             ..
         } = self;
+        // Another partition's order (see `settle`).
         let Some(open) = orders.get_mut(&fill.order_id) else {
-            debug_assert!(
-                false,
-                "a fill of order {} that holds nothing",
-                fill.order_id
-            );
             return;
         };
         let venue = &markets[open.market];

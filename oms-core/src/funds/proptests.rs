@@ -255,3 +255,154 @@ proptest! {
         replay_equals_run(fees, &limits, &inputs(&opening, &ops, &transfers), cut);
     }
 }
+
+/// Funds split by account over `count` partitions, as the distributed funds stage will be
+/// (issue 15): each partition holds for its own accounts' commands, with the hold price the
+/// edge would stamp on a market buy, and settles the events of its accounts' orders (a trade
+/// reaches the partitions of both sides). Every account ends with the balances, and every
+/// partition with the holds, of one engine that did everything; the fee account is split
+/// across partitions and its parts add up to the one engine's.
+fn partitions_settle_like_one(fees: bool, limits: &RiskLimits, inputs: &[Input], count: usize) {
+    let instruments = [Instrument::new(spec(fees)).unwrap()];
+    let mut whole = engine(fees, limits);
+    let mut parts: Vec<Funds> = (0..count)
+        .map(|_| Funds::new(&instruments).unwrap())
+        .collect();
+    let partition = |account: &str| {
+        ACCOUNTS
+            .iter()
+            .position(|a| *a == account)
+            .expect("a test account")
+            % count
+    };
+    let mut out = Output::default();
+    let mut ledger = Vec::new();
+    for input in inputs {
+        out.clear();
+        match input {
+            Input::Transfer(kind, transfer) => {
+                let funds = &mut parts[partition(&transfer.account)];
+                let ts = transfer.ts();
+                let (one, split) = match kind {
+                    Move::Deposit => (
+                        whole.deposit(ts, transfer, &mut out),
+                        funds.deposit(ts, transfer, &mut ledger),
+                    ),
+                    Move::Withdraw => (
+                        whole.withdraw(ts, transfer, &mut out),
+                        funds.withdraw(ts, transfer, &mut ledger),
+                    ),
+                };
+                assert_eq!(one, split, "{input:?}");
+            }
+            Input::Command(command) => {
+                let hold_price = match &command.action {
+                    crate::command::Action::New(order)
+                        if order.order_type == crate::types::OrderType::Market
+                            && order.side == Side::Buy =>
+                    {
+                        whole
+                            .book(&order.symbol)
+                            .and_then(|book| book.market_limit(Side::Buy))
+                    }
+                    _ => None,
+                };
+                whole.apply(command, &mut out);
+                let funds = &mut parts[partition(command.action.account())];
+                let refused = match &command.action {
+                    crate::command::Action::New(order) => funds
+                        .hold_order(command.ts, order, hold_price, &mut ledger)
+                        .err(),
+                    crate::command::Action::Amend(amend) => {
+                        funds.hold_amend(command.ts, amend, &mut ledger).err()
+                    }
+                    _ => None,
+                };
+                // A partition refuses exactly what the one engine's funds refused, and the
+                // book recorded that refusal.
+                if let Some(refused) = refused {
+                    let recorded = out.events.iter().any(|record| {
+                        matches!(
+                            &record.event,
+                            Event::Rejected { reject, .. } | Event::AmendRejected { reject, .. }
+                                if *reject == refused
+                        )
+                    });
+                    assert!(recorded, "partition refused {refused:?} for {command:?}");
+                }
+                for record in &out.events {
+                    let mut touched: Vec<usize> = match &record.event {
+                        Event::Trade(trade) => vec![
+                            partition(&trade.taker.account),
+                            partition(&trade.maker.account),
+                        ],
+                        Event::Accepted { order } | Event::Rejected { order, .. } => {
+                            vec![partition(&order.account)]
+                        }
+                        Event::Canceled { account, .. }
+                        | Event::Expired { account, .. }
+                        | Event::Amended { account, .. }
+                        | Event::CancelRejected { account, .. }
+                        | Event::AmendRejected { account, .. } => vec![partition(account)],
+                    };
+                    touched.dedup();
+                    for part in touched {
+                        parts[part].settle(record, &mut ledger);
+                    }
+                }
+            }
+        }
+        for funds in &parts {
+            assert_eq!(
+                funds.held_balances(),
+                funds.held_by_orders(),
+                "after {input:?}"
+            );
+        }
+    }
+    for account in ACCOUNTS {
+        assert_eq!(
+            parts[partition(account)].balances_of(account),
+            whole.funds().balances_of(account),
+            "{account}"
+        );
+    }
+    let mut fees_split: BTreeMap<Asset, Amount> = BTreeMap::new();
+    for funds in &parts {
+        for (asset, balance) in funds.balances_of(FEE_ACCOUNT) {
+            *fees_split.entry(asset).or_default() += balance.available + balance.held;
+        }
+    }
+    let fees_whole: BTreeMap<Asset, Amount> = whole
+        .funds()
+        .balances_of(FEE_ACCOUNT)
+        .into_iter()
+        .map(|(asset, balance)| (asset, balance.available + balance.held))
+        .collect();
+    assert_eq!(
+        fees_split
+            .into_iter()
+            .filter(|(_, n)| *n > 0)
+            .collect::<BTreeMap<_, _>>(),
+        fees_whole
+            .into_iter()
+            .filter(|(_, n)| *n > 0)
+            .collect::<BTreeMap<_, _>>()
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    #[test]
+    fn funds_split_by_account_settle_like_one(
+        fees in any::<bool>(),
+        limits in limits(),
+        opening in opening(),
+        ops in prop::collection::vec(op(), 1..150),
+        transfers in prop::collection::vec(transfer_op(), 0..20),
+        count in 2usize..=3,
+    ) {
+        partitions_settle_like_one(fees, &limits, &inputs(&opening, &ops, &transfers), count);
+    }
+}
