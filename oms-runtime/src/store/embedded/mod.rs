@@ -1148,7 +1148,7 @@ mod tests {
     }
 
     /// A database of format 2 (orders without quote budgets) is migrated at start: its journal
-    /// replays and its orders read as before, and it opens again as format 3.
+    /// replays and its orders read as before, and it opens again as today's format.
     #[test]
     fn a_format_2_database_is_migrated() {
         use oms_core::{Action, Command, NewOrder, OrderType, Quantity, Side, Timestamp};
@@ -1238,5 +1238,88 @@ mod tests {
             drop((meta, txn));
             runtime.block_on(store.close());
         }
+    }
+
+    /// A database of format 3 (journal and idempotency keys in redb) moves both into the log at
+    /// start: the journal replays, an acknowledged key still answers its stored response, and
+    /// the tables are gone from the database.
+    #[test]
+    fn a_format_3_database_moves_its_journal_into_the_log() {
+        use crate::store::IdempotencyStore;
+        use oms_core::{Action, Command, Timestamp, Transfer};
+        let origin = Origin {
+            principal: "desk".into(),
+            key: "k-1".into(),
+            fingerprint: "f".into(),
+        };
+        let entry = JournalEntry {
+            command: Command {
+                ts: Timestamp(1),
+                action: Action::Deposit(Transfer {
+                    transfer_id: 9,
+                    account: "alice".into(),
+                    asset: "USDT".into(),
+                    amount: 100,
+                }),
+            },
+            origin: origin.clone(),
+        };
+        let response = StoredResponse {
+            status: 202,
+            body: "{\"transfer_id\":\"9\"}".into(),
+        };
+        let far = now_ms() + 3_600_000;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("oms.redb");
+        {
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            let bytes = postcard::to_allocvec(&entry).unwrap();
+            txn.open_table(JOURNAL)
+                .unwrap()
+                .insert(1, bytes.as_slice())
+                .unwrap();
+            let record = IdempotencyRecord::encode("f", &response, far);
+            txn.open_table(IDEMPOTENCY)
+                .unwrap()
+                .insert(scoped(&origin).as_str(), record.as_slice())
+                .unwrap();
+            txn.open_table(IDEMPOTENCY_EXPIRY)
+                .unwrap()
+                .insert((far, scoped(&origin).as_str()), ())
+                .unwrap();
+            txn.open_table(META).unwrap().insert("format", 3).unwrap();
+            txn.commit().unwrap();
+        }
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _guard = runtime.enter();
+        let store = Embedded::open(
+            &path,
+            Duration::from_secs(60),
+            crate::metrics::Metrics::new().store.clone(),
+        )
+        .unwrap();
+        assert_eq!(store.head(), 1);
+        let read = runtime
+            .block_on(JournalReader::read(&store, 1, 10))
+            .unwrap();
+        assert_eq!(read, vec![(1, entry)]);
+        assert_eq!(
+            runtime.block_on(store.reserve(&origin)).unwrap(),
+            Reservation::Completed(response)
+        );
+        let txn = store.db.begin_read().unwrap();
+        let tables: Vec<String> = txn
+            .list_tables()
+            .unwrap()
+            .map(|table| redb::TableHandle::name(&table).to_string())
+            .collect();
+        assert!(!tables.contains(&"journal".to_string()), "{tables:?}");
+        assert!(!tables.contains(&"idempotency".to_string()), "{tables:?}");
+        drop(txn);
+        runtime.block_on(store.close());
     }
 }
