@@ -55,7 +55,7 @@ def resolve(value, module_vars, caller_value):
     name = match.group(1)
     if caller_value is not None and name in caller_value:
         return caller_value[name]
-    kind, default, has_default = module_vars.get(name, (None, None, False))
+    _, default, has_default = module_vars.get(name, (None, None, False))
     return default if has_default else None
 
 
@@ -108,7 +108,7 @@ def check(root, guide):
             if "kms:EncryptionContext:aws:logs:arn" not in source:
                 problems.append(f"logs-key: {path}: CloudWatch Logs may use the key without the documented encryption-context condition")
 
-    for name, body in calls.items():
+    for body in calls.values():
         ebs = re.fullmatch(r"\$\{module\.(\w+)\.key_arn\}", str(unwrap(body.get("ebs_kms_key_arn", ""))))
         if ebs:
             key_module = calls.get(ebs.group(1), {})
