@@ -233,7 +233,7 @@ pub struct BalancesQuery {
     security(("api_key" = []))
 )]
 pub async fn balances(
-    State(app): State<AppState>,
+    State(app): State<Arc<AppState>>,
     principal: Principal,
     query: Result<Query<BalancesQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
@@ -294,7 +294,7 @@ pub struct LedgerParams {
     security(("api_key" = []))
 )]
 pub async fn ledger(
-    State(app): State<AppState>,
+    State(app): State<Arc<AppState>>,
     principal: Principal,
     query: Result<Query<LedgerParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
@@ -361,7 +361,7 @@ pub async fn ledger(
     security(("api_key" = []))
 )]
 pub async fn deposit(
-    State(app): State<AppState>,
+    State(app): State<Arc<AppState>>,
     principal: Principal,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -395,7 +395,7 @@ pub async fn deposit(
     security(("api_key" = []))
 )]
 pub async fn withdraw(
-    State(app): State<AppState>,
+    State(app): State<Arc<AppState>>,
     principal: Principal,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -404,7 +404,7 @@ pub async fn withdraw(
 }
 
 async fn transfer(
-    app: AppState,
+    app: Arc<AppState>,
     principal: Principal,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -469,7 +469,7 @@ async fn transfer(
     security(("api_key" = []))
 )]
 pub async fn get_transfer(
-    State(app): State<AppState>,
+    State(app): State<Arc<AppState>>,
     principal: Principal,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {

@@ -13,6 +13,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use oms_core::{Action, CancelOrder, Command, InstrumentSpec, OrderId, OrderStatus, Timestamp};
 use serde::Deserialize;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 use utoipa::IntoParams;
 
@@ -128,7 +129,7 @@ fn order_id(text: &str) -> Result<OrderId, ApiError> {
     security(("api_key" = []))
 )]
 pub async fn place_order(
-    State(app): State<AppState>,
+    State(app): State<Arc<AppState>>,
     principal: Principal,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -217,7 +218,7 @@ pub async fn place_order(
     security(("api_key" = []))
 )]
 pub async fn cancel_order(
-    State(app): State<AppState>,
+    State(app): State<Arc<AppState>>,
     principal: Principal,
     headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
@@ -278,7 +279,7 @@ pub async fn cancel_order(
     security(("api_key" = []))
 )]
 pub async fn get_order(
-    State(app): State<AppState>,
+    State(app): State<Arc<AppState>>,
     principal: Principal,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
@@ -365,7 +366,7 @@ pub(super) fn limit(limit: Option<usize>) -> Result<usize, ApiError> {
     security(("api_key" = []))
 )]
 pub async fn list_orders(
-    State(app): State<AppState>,
+    State(app): State<Arc<AppState>>,
     principal: Principal,
     query: Result<Query<ListOrders>, QueryRejection>,
 ) -> Result<Response, ApiError> {
@@ -438,7 +439,7 @@ pub struct ListTrades {
     security(("api_key" = []))
 )]
 pub async fn list_trades(
-    State(app): State<AppState>,
+    State(app): State<Arc<AppState>>,
     principal: Principal,
     query: Result<Query<ListTrades>, QueryRejection>,
 ) -> Result<Response, ApiError> {
@@ -484,7 +485,7 @@ pub struct BookQuery {
     )
 )]
 pub async fn book(
-    State(app): State<AppState>,
+    State(app): State<Arc<AppState>>,
     path: Result<Path<String>, PathRejection>,
     query: Result<Query<BookQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
@@ -536,7 +537,7 @@ pub async fn book(
     tag = "market data",
     responses((status = 200, description = "Instruments", body = Vec<InstrumentSpec>))
 )]
-pub async fn instruments(State(app): State<AppState>) -> Response {
+pub async fn instruments(State(app): State<Arc<AppState>>) -> Response {
     let specs: Vec<&InstrumentSpec> = app
         .markets
         .values()

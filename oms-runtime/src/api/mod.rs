@@ -126,10 +126,10 @@ pub(crate) fn require(principal: &Principal, scope: crate::auth::Scope) -> Resul
     }
 }
 
-impl FromRequestParts<AppState> for Principal {
+impl FromRequestParts<Arc<AppState>> for Principal {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<AppState>) -> Result<Self, ApiError> {
         let key = parts
             .headers
             .get(AUTHORIZATION)
@@ -143,8 +143,10 @@ impl FromRequestParts<AppState> for Principal {
     }
 }
 
-/// The API router.
+/// The API router. The state is shared behind one `Arc`: every request clones it, and a clone
+/// of a dozen `Arc` fields cost a few percent of the single node's CPU.
 pub fn router(app: AppState) -> Router {
+    let app = Arc::new(app);
     Router::new()
         .route(
             "/v1/orders",
@@ -175,7 +177,7 @@ pub fn router(app: AppState) -> Router {
 }
 
 /// Records every request's route, status and latency.
-async fn observe(State(app): State<AppState>, request: Request, next: Next) -> Response {
+async fn observe(State(app): State<Arc<AppState>>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = crate::metrics::method_label(request.method());
     let route = request
@@ -201,7 +203,7 @@ async fn observe(State(app): State<AppState>, request: Request, next: Next) -> R
 /// Reads the whole body, at most [`MAX_BODY_BYTES`], within the body timeout, before anything
 /// else looks at the request: a client sending a byte a second is answered 408 and its
 /// connection closed, instead of holding it for as long as it likes.
-async fn read_body(State(app): State<AppState>, request: Request, next: Next) -> Response {
+async fn read_body(State(app): State<Arc<AppState>>, request: Request, next: Next) -> Response {
     let (parts, body) = request.into_parts();
     let limit = app.settings.body_timeout;
     let bytes = match tokio::time::timeout(limit, collect(body)).await {
