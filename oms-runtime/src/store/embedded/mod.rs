@@ -449,17 +449,25 @@ impl Embedded {
         let head = log.head()?;
         metrics.head.set(head as i64);
         let db = Arc::new(db);
-        let snapshot = db
+        // The snapshot's position is its first field: read it alone, not the whole engine.
+        let snapshot_position = db
             .begin_read()
             .map_err(db_error)?
             .open_table(ENGINE)
             .map_err(db_error)?
             .get(ENGINE_KEY)
             .map_err(db_error)?
-            .map(|bytes| decode::<StoredEngine>("engine", bytes.value()))
+            .map(|bytes| {
+                postcard::take_from_bytes::<Position>(bytes.value())
+                    .map(|(position, _)| position)
+                    .map_err(|error| StoreError::Corrupt {
+                        table: "engine",
+                        message: error.to_string(),
+                    })
+            })
             .transpose()?;
-        if let Some(snapshot) = snapshot
-            && snapshot.position > head
+        if let Some(position) = snapshot_position
+            && position > head
         {
             // Appending would reuse positions the snapshot already includes.
             return Err(StoreError::Incompatible(format!(
@@ -467,7 +475,7 @@ impl Embedded {
                  {}): the journal directory is missing or from another database",
                 path.with_file_name("journal").display(),
                 path.display(),
-                snapshot.position
+                position
             )));
         }
         let (head_tx, head_rx) = watch::channel(head);
@@ -1321,5 +1329,51 @@ mod tests {
         assert!(!tables.contains(&"idempotency".to_string()), "{tables:?}");
         drop(txn);
         runtime.block_on(store.close());
+    }
+
+    /// A journal that ends before the engine snapshot (its directory lost or swapped) is
+    /// refused: appending would reuse positions the snapshot includes.
+    #[test]
+    fn a_journal_behind_the_snapshot_is_refused() {
+        let instruments: Vec<oms_core::Instrument> = crate::default_instruments()
+            .into_iter()
+            .map(|spec| oms_core::Instrument::new(spec).unwrap())
+            .collect();
+        let engine = oms_core::Engine::new(&instruments, &oms_core::RiskLimits::default())
+            .unwrap()
+            .snapshot();
+        let stored = postcard::to_allocvec(&StoredEngine {
+            position: 5,
+            snapshot: engine,
+        })
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("oms.redb");
+        {
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(ENGINE)
+                .unwrap()
+                .insert(ENGINE_KEY, stored.as_slice())
+                .unwrap();
+            txn.open_table(META)
+                .unwrap()
+                .insert("format", FORMAT)
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let _guard = runtime.enter();
+        let refused = Embedded::open(
+            &path,
+            Duration::from_secs(60),
+            crate::metrics::Metrics::new().store.clone(),
+        );
+        let Err(StoreError::Incompatible(message)) = refused else {
+            panic!("a journal behind its snapshot was opened");
+        };
+        assert!(message.contains("ends at position 0"), "{message}");
     }
 }
