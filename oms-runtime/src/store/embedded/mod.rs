@@ -1117,6 +1117,14 @@ fn write_batch(db: &Database, ops: &[Op], durable: bool) -> Result<(), redb::Err
 mod tests {
     use super::*;
 
+    fn open(path: &Path) -> Result<Embedded> {
+        Embedded::open(
+            path,
+            Duration::from_secs(60),
+            crate::metrics::Metrics::new().store.clone(),
+        )
+    }
+
     /// A journal written before funds existed cannot be replayed under them: refused, with a
     /// message that says what to do, and the file left as it was.
     #[test]
@@ -1136,22 +1144,14 @@ mod tests {
             .build()
             .unwrap();
         let _guard = runtime.enter();
-        let refused = Embedded::open(
-            &path,
-            Duration::from_secs(60),
-            crate::metrics::Metrics::new().store.clone(),
-        );
+        let refused = open(&path);
         let Err(StoreError::Incompatible(message)) = refused else {
             panic!("an old database was opened");
         };
         assert!(message.contains("empty --data-dir"), "{message}");
         // a new database is marked, and opens again
         let fresh = dir.path().join("new.redb");
-        let store = Embedded::open(
-            &fresh,
-            Duration::from_secs(60),
-            crate::metrics::Metrics::new().store.clone(),
-        );
+        let store = open(&fresh);
         assert!(store.is_ok());
     }
 
@@ -1226,12 +1226,7 @@ mod tests {
             .unwrap();
         for _ in 0..2 {
             let _guard = runtime.enter();
-            let store = Embedded::open(
-                &path,
-                Duration::from_secs(60),
-                crate::metrics::Metrics::new().store.clone(),
-            )
-            .unwrap();
+            let store = open(&path).unwrap();
             let read = runtime
                 .block_on(JournalReader::read(&store, 1, 10))
                 .unwrap();
@@ -1304,12 +1299,7 @@ mod tests {
             .build()
             .unwrap();
         let _guard = runtime.enter();
-        let store = Embedded::open(
-            &path,
-            Duration::from_secs(60),
-            crate::metrics::Metrics::new().store.clone(),
-        )
-        .unwrap();
+        let store = open(&path).unwrap();
         assert_eq!(store.head(), 1);
         let read = runtime
             .block_on(JournalReader::read(&store, 1, 10))
@@ -1366,11 +1356,7 @@ mod tests {
             .build()
             .unwrap();
         let _guard = runtime.enter();
-        let refused = Embedded::open(
-            &path,
-            Duration::from_secs(60),
-            crate::metrics::Metrics::new().store.clone(),
-        );
+        let refused = open(&path);
         let Err(StoreError::Incompatible(message)) = refused else {
             panic!("a journal behind its snapshot was opened");
         };
