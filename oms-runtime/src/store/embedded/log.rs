@@ -143,11 +143,6 @@ impl Log {
         }
         batch.commit().map_err(log_error)
     }
-
-    /// Bytes the log holds on disk (fjall's journal and tables).
-    pub(super) fn disk_space(&self) -> u64 {
-        self.db.disk_space().unwrap_or(0)
-    }
 }
 
 fn position_of(key: &[u8]) -> Result<Position> {

@@ -526,11 +526,6 @@ impl Embedded {
         }
     }
 
-    /// Bytes the log holds on disk.
-    pub fn log_disk_space(&self) -> u64 {
-        self.log.disk_space()
-    }
-
     /// The latest engine snapshot and the journal position it includes.
     pub fn engine_snapshot(&self) -> Result<Option<(Position, EngineSnapshot)>> {
         self.read(|txn| {
