@@ -4,6 +4,7 @@
 //! no clock and the same log always gives the same events.
 
 use crate::funds::Transfer;
+use crate::reject::Reject;
 use crate::types::{
     AccountId, ClientOrderId, OrderId, OrderType, Price, Quantity, SelfTradePrevention, Side,
     Symbol, TimeInForce, Timestamp,
@@ -126,4 +127,24 @@ pub struct AmendOrder {
     pub price: Option<Price>,
     /// New total quantity (filled quantity included), if it changes.
     pub quantity: Option<Quantity>,
+}
+
+/// What funds decided about an order command before its book sees it: the message between the
+/// account-owned and the symbol-owned halves of the pipeline (see [`crate::funds`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Funding {
+    /// Held what it needs, or needs nothing (a cancel). `cap` is the price a market buy by
+    /// quantity was held at: the book trades it no higher, so the hold always covers it.
+    Funded {
+        /// The highest price a market buy by quantity may trade at.
+        cap: Option<Price>,
+    },
+    /// Refused before the book (`insufficient_funds`, ...): the book records the refusal, so
+    /// every order event still has one writer.
+    Refused(Reject),
+}
+
+impl Funding {
+    /// Funded with no cap: what a command that needs nothing held gets.
+    pub const PASS: Funding = Funding::Funded { cap: None };
 }

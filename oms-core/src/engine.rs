@@ -13,7 +13,8 @@
 use crate::book::{Book, BookSnapshot, RestoreError};
 use crate::command::{Action, Command};
 use crate::event::EventRecord;
-use crate::funds::{Funds, FundsError, FundsSnapshot, LedgerEntry, Transfer};
+use crate::funds::{Decided, Funds, FundsError, FundsSnapshot, LedgerEntry, Transfer};
+pub use crate::funds::{TransferKind, TransferOutcome};
 use crate::instrument::Instrument;
 use crate::reject::Reject;
 use crate::risk::{RiskError, RiskLimits};
@@ -39,30 +40,6 @@ impl Output {
         self.ledger.clear();
         self.transfers.clear();
     }
-}
-
-/// Whether a transfer is a deposit or a withdrawal.
-#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TransferKind {
-    /// Money in.
-    Deposit,
-    /// Money out.
-    Withdrawal,
-}
-
-/// A deposit or withdrawal as decided: done, or refused with a reason.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TransferOutcome {
-    /// The timestamp of the command.
-    pub ts: Timestamp,
-    /// Deposit or withdrawal.
-    pub kind: TransferKind,
-    /// What was asked.
-    pub transfer: Transfer,
-    /// Why it was refused; none if it was done.
-    pub reject: Option<Reject>,
 }
 
 /// Why an engine cannot be built or restored.
@@ -151,59 +128,32 @@ impl Engine {
         }
     }
 
-    /// Applies an order command. A command for an instrument that is not configured changes
-    /// nothing (the edge refuses those; a journal may hold some after a configuration change).
+    /// Applies a command: funds first, then (an order command) its book, then funds settle
+    /// what the book did. A command for an instrument that is not configured changes nothing
+    /// (the edge refuses those; a journal may hold some after a configuration change).
     pub fn apply(&mut self, command: &Command, out: &mut Output) {
-        let ts = command.ts;
-        let (kind, transfer) = match &command.action {
-            Action::Deposit(transfer) => (TransferKind::Deposit, transfer),
-            Action::Withdraw(transfer) => (TransferKind::Withdrawal, transfer),
-            Action::New(_) | Action::Cancel(_) | Action::Amend(_) => {
-                return self.apply_order(command, out);
-            }
-        };
-        let done = match kind {
-            TransferKind::Deposit => self.funds.deposit(ts, transfer, &mut out.ledger),
-            TransferKind::Withdrawal => self.funds.withdraw(ts, transfer, &mut out.ledger),
-        };
-        out.transfers.push(TransferOutcome {
-            ts,
-            kind,
-            transfer: transfer.clone(),
-            reject: done.err(),
-        });
-    }
-
-    fn apply_order(&mut self, command: &Command, out: &mut Output) {
         let Engine { funds, books } = self;
-        let Some(market) = command
+        let market = command
             .action
             .symbol()
-            .and_then(|symbol| funds.market_index(symbol))
-        else {
-            return;
-        };
-        let book = &mut books[market];
-        let ts = command.ts;
-        let funded = match &command.action {
-            Action::New(order) => {
-                let hold_price = (order.order_type == OrderType::Market && order.side == Side::Buy)
-                    .then(|| book.market_limit(Side::Buy))
-                    .flatten();
-                funds
-                    .hold_order_at(market, ts, order, hold_price, &mut out.ledger)
-                    .map_err(|reject| book.reject(ts, order, reject, &mut out.events))
+            .and_then(|symbol| funds.market_index(symbol));
+        let hold_price = match (&command.action, market) {
+            (Action::New(order), Some(market))
+                if order.order_type == OrderType::Market && order.side == Side::Buy =>
+            {
+                books[market].market_limit(Side::Buy)
             }
-            Action::Amend(amend) => funds
-                .hold_amend(ts, amend, &mut out.ledger)
-                .map_err(|reject| book.reject_amend(ts, amend, reject, &mut out.events)),
-            Action::Cancel(_) | Action::Deposit(_) | Action::Withdraw(_) => Ok(()),
+            _ => None,
         };
-        if funded.is_err() {
+        let funding = match funds.command(command, hold_price, &mut out.ledger) {
+            Decided::Transfer(outcome) => return out.transfers.push(outcome),
+            Decided::Order(funding) => funding,
+        };
+        let Some(market) = market else {
             return;
-        }
+        };
         let first = out.events.len();
-        book.apply(command, &mut out.events);
+        books[market].apply_funded(command, &funding, &mut out.events);
         for record in &out.events[first..] {
             funds.settle(record, &mut out.ledger);
         }

@@ -110,6 +110,25 @@ impl Event {
         };
         first.into_iter().chain(second)
     }
+
+    /// The accounts whose funds this event changes, each once: where the matching stage sends
+    /// it to be settled (a trade to both sides; an order's end, rejection or amendment to its
+    /// owner). `accepted` and `cancel_rejected` change no balance.
+    pub fn settled_accounts(&self) -> impl Iterator<Item = &AccountId> {
+        let (first, second) = match self {
+            Event::Trade(trade) => (
+                Some(&trade.taker.account),
+                (trade.maker.account != trade.taker.account).then_some(&trade.maker.account),
+            ),
+            Event::Rejected { order, .. } => (Some(&order.account), None),
+            Event::Canceled { account, .. }
+            | Event::Expired { account, .. }
+            | Event::Amended { account, .. }
+            | Event::AmendRejected { account, .. } => (Some(account), None),
+            Event::Accepted { .. } | Event::CancelRejected { .. } => (None, None),
+        };
+        first.into_iter().chain(second)
+    }
 }
 
 /// One trade between an incoming (taker) and a resting (maker) order.

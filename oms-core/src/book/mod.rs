@@ -32,7 +32,7 @@ mod tests;
 pub use levels::RestingOrder;
 pub use snapshot::{BookSnapshot, RestoreError};
 
-use crate::command::{Action, AmendOrder, CancelOrder, Command, NewOrder};
+use crate::command::{Action, AmendOrder, CancelOrder, Command, Funding, NewOrder};
 use crate::event::{Event, EventRecord, ExpireReason, Fill, Trade};
 use crate::instrument::Instrument;
 use crate::reject::{Field, Reject, RejectReason};
@@ -181,11 +181,36 @@ impl Book {
     pub fn apply(&mut self, command: &Command, events: &mut Vec<EventRecord>) {
         debug_assert_eq!(command.action.symbol(), Some(self.instrument.symbol()));
         match &command.action {
-            Action::New(order) => self.new_order(command.ts, order, events),
+            Action::New(order) => self.new_order(command.ts, order, None, events),
             Action::Cancel(cancel) => self.cancel(command.ts, cancel, events),
             Action::Amend(amend) => self.amend(command.ts, amend, events),
             // Not book commands; the caller routes them to funds.
             Action::Deposit(_) | Action::Withdraw(_) => {}
+        }
+    }
+
+    /// Applies a command as funds decided it: a refused order or amendment is recorded as
+    /// rejected, a funded market buy by quantity trades no higher than the price it was held at.
+    pub fn apply_funded(
+        &mut self,
+        command: &Command,
+        funding: &Funding,
+        events: &mut Vec<EventRecord>,
+    ) {
+        debug_assert_eq!(command.action.symbol(), Some(self.instrument.symbol()));
+        let ts = command.ts;
+        match (&command.action, funding) {
+            (Action::New(order), Funding::Refused(reject)) => {
+                self.reject(ts, order, *reject, events)
+            }
+            (Action::Amend(amend), Funding::Refused(reject)) => {
+                self.reject_amend(ts, amend, *reject, events)
+            }
+            (Action::New(order), Funding::Funded { cap }) => {
+                self.new_order(ts, order, *cap, events)
+            }
+            // Funds never refuse a cancel; one marked so is applied all the same.
+            _ => self.apply(command, events),
         }
     }
 
@@ -239,10 +264,19 @@ impl Book {
             })
     }
 
-    fn new_order(&mut self, ts: Timestamp, order: &NewOrder, events: &mut Vec<EventRecord>) {
+    fn new_order(
+        &mut self,
+        ts: Timestamp,
+        order: &NewOrder,
+        cap: Option<Price>,
+        events: &mut Vec<EventRecord>,
+    ) {
         let reference = self.reference_price();
         let admitted = self.admit(order, reference);
-        let market_limit = self.market_limit(order.side);
+        let market_limit = match (self.market_limit(order.side), cap) {
+            (Some(limit), Some(cap)) => Some(limit.min(cap)),
+            (limit, cap) => limit.or(cap),
+        };
         let Book {
             instrument,
             checks,

@@ -37,11 +37,11 @@ mod tests;
 pub use assets::{Amount, Asset, Assets, MAX_SCALE, Market, ScaleError, fee};
 pub use snapshot::{FundsSnapshot, OrderHold};
 
-use crate::command::{AmendOrder, NewOrder};
+use crate::command::{Action, AmendOrder, Command, Funding, NewOrder};
 use crate::event::{Event, EventRecord, Fill, Trade};
 use crate::instrument::Instrument;
 use crate::reject::{Field, Reject, RejectReason};
-use crate::types::{AccountId, OrderId, Price, Quantity, Side, Symbol, Timestamp};
+use crate::types::{AccountId, OrderId, OrderType, Price, Quantity, Side, Symbol, Timestamp};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
@@ -76,6 +76,53 @@ pub struct Transfer {
     pub asset: Asset,
     /// How much, in the asset's units; positive.
     pub amount: Amount,
+}
+
+/// Whether a transfer is a deposit or a withdrawal.
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TransferKind {
+    /// Money in.
+    Deposit,
+    /// Money out.
+    Withdrawal,
+}
+
+/// A deposit or withdrawal as decided: done, or refused with a reason.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferOutcome {
+    /// The timestamp of the command.
+    pub ts: Timestamp,
+    /// Deposit or withdrawal.
+    pub kind: TransferKind,
+    /// What was asked.
+    pub transfer: Transfer,
+    /// Why it was refused; none if it was done.
+    pub reject: Option<Reject>,
+}
+
+/// What funds did with a client command.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decided {
+    /// An order command, for its book.
+    Order(Funding),
+    /// A deposit or withdrawal, finished here.
+    Transfer(TransferOutcome),
+}
+
+fn outcome(
+    ts: Timestamp,
+    kind: TransferKind,
+    transfer: &Transfer,
+    done: Result<(), Reject>,
+) -> TransferOutcome {
+    TransferOutcome {
+        ts,
+        kind,
+        transfer: transfer.clone(),
+        reject: done.err(),
+    }
 }
 
 /// What kind of change a ledger entry records.
@@ -167,8 +214,30 @@ struct Open {
     /// What it holds now, in the quote (buy) or base (sell) asset.
     held: Amount,
     /// A market buy sized by a quote budget: each trade pays out of the hold what it costs.
-    /// Such an order never rests, so no snapshot holds one.
+    /// Such an order never rests, but it may be on its way to the book when a funds stage
+    /// takes its snapshot.
     budget: bool,
+    /// Amendments held for (or refused) that the book has not answered yet. Only when the last
+    /// is answered does the order's hold shrink to what it needs: until then the book may be in
+    /// the state any of them leaves, and an amendment held while another is on its way counts
+    /// on that one's hold.
+    amending: u32,
+    /// While amendments are unanswered: the highest price and quantity any of them may leave
+    /// (the current ones otherwise).
+    top_price: Price,
+    top_quantity: Quantity,
+}
+
+impl Open {
+    /// The highest price and quantity the order may have once the book answered every
+    /// amendment on its way.
+    fn ceiling(&self) -> (Price, Quantity) {
+        if self.amending == 0 {
+            (self.price, self.quantity)
+        } else {
+            (self.top_price, self.top_quantity)
+        }
+    }
 }
 
 /// A market with the indexes of its assets.
@@ -370,9 +439,50 @@ impl Funds {
         held
     }
 
+    /// The orders that hold something.
+    #[cfg(test)]
+    pub(crate) fn held_order_ids(&self) -> Vec<OrderId> {
+        self.orders.keys().copied().collect()
+    }
+
     /// What an open order holds, if it holds anything.
     pub fn order_held(&self, order_id: OrderId) -> Option<Amount> {
         self.orders.get(&order_id).map(|open| open.held)
+    }
+
+    /// The account-owned half of a command: a deposit or withdrawal is done or refused here; an
+    /// order command is held for (or refused) and goes on to its book with the decision.
+    /// `hold_price` prices a market buy by quantity (see [`Funds::hold_order`]); it becomes the
+    /// cap the book trades the order under.
+    pub fn command(
+        &mut self,
+        command: &Command,
+        hold_price: Option<Price>,
+        entries: &mut Vec<LedgerEntry>,
+    ) -> Decided {
+        let ts = command.ts;
+        let decided = match &command.action {
+            Action::Deposit(transfer) => {
+                let done = self.deposit(ts, transfer, entries);
+                return Decided::Transfer(outcome(ts, TransferKind::Deposit, transfer, done));
+            }
+            Action::Withdraw(transfer) => {
+                let done = self.withdraw(ts, transfer, entries);
+                return Decided::Transfer(outcome(ts, TransferKind::Withdrawal, transfer, done));
+            }
+            Action::New(order) => self.hold_order(ts, order, hold_price, entries).map(|()| {
+                let by_quantity = order.order_type == OrderType::Market
+                    && order.side == Side::Buy
+                    && !order.is_quote();
+                by_quantity.then_some(hold_price).flatten()
+            }),
+            Action::Amend(amend) => self.hold_amend(ts, amend, entries).map(|()| None),
+            Action::Cancel(_) => Ok(None),
+        };
+        Decided::Order(match decided {
+            Ok(cap) => Funding::Funded { cap },
+            Err(reject) => Funding::Refused(reject),
+        })
     }
 
     /// Credits a deposit.
@@ -543,6 +653,9 @@ impl Funds {
             leaves: order.quantity,
             held: amount,
             budget: order.is_quote(),
+            amending: 0,
+            top_price: price,
+            top_quantity: order.quantity,
         });
         Ok(())
     }
@@ -559,42 +672,60 @@ impl Funds {
         let Some(open) = self.orders.get(&amend.order_id) else {
             return Ok(());
         };
-        if self.table.accounts[open.slot] != amend.account {
+        // Another account's order, or another book's: that book refuses it.
+        if self.table.accounts[open.slot] != amend.account
+            || self.market_index(&amend.symbol) != Some(open.market)
+        {
             return Ok(());
         }
-        let filled = open.quantity - open.leaves;
-        let quantity = amend.quantity.unwrap_or(open.quantity);
-        if quantity <= filled {
-            return Ok(());
-        }
+        // What the order may need once the book applied this amendment, whichever of the
+        // amendments before it (still unanswered) the book accepts: the highest price and
+        // quantity any of them could leave (see `Open::amending`). A buy lowered in price is
+        // also held at its old price: fills at the old price may be on their way, and each
+        // pays its hold at that price.
+        let (top_price, top_quantity) = open.ceiling();
         let price = match open.side {
-            Side::Buy => amend.price.unwrap_or(open.price),
+            Side::Buy => amend.price.map_or(top_price, |price| price.max(top_price)),
             Side::Sell => open.price,
         };
-        let Some(needed) = self.needs(open, price, quantity - filled) else {
-            return Err(Reject::new(RejectReason::InsufficientFunds));
+        let quantity = amend.quantity.unwrap_or(top_quantity);
+        let filled = open.quantity - open.leaves;
+        let needed = if quantity <= filled {
+            Some(0)
+        } else {
+            self.needs(open, price, quantity - filled)
         };
-        let extra = needed.saturating_sub(open.held);
-        if extra == 0 {
-            return Ok(());
-        }
+        let extra = needed.map(|needed| needed.saturating_sub(open.held));
         let (slot, asset) = (open.slot, self.markets[open.market].held(open.side));
-        let Funds {
-            names, table, seq, ..
-        } = self;
-        hold(
-            table,
-            names,
-            Ledger { seq, ts, entries },
-            slot,
-            asset,
-            extra,
-            Cause::Order(amend.order_id),
-        )?;
-        if let Some(open) = self.orders.get_mut(&amend.order_id) {
-            open.held += extra;
+        let held = match extra {
+            None => Err(Reject::new(RejectReason::InsufficientFunds)),
+            Some(0) => Ok(()),
+            Some(extra) => {
+                let Funds {
+                    names, table, seq, ..
+                } = self;
+                hold(
+                    table,
+                    names,
+                    Ledger { seq, ts, entries },
+                    slot,
+                    asset,
+                    extra,
+                    Cause::Order(amend.order_id),
+                )
+            }
+        };
+        let Some(open) = self.orders.get_mut(&amend.order_id) else {
+            return held;
+        };
+        // The book answers it, held or refused.
+        open.amending += 1;
+        if held.is_ok() {
+            open.held += extra.unwrap_or(0);
+            open.top_price = top_price.max(amend.price.unwrap_or(top_price));
+            open.top_quantity = top_quantity.max(amend.quantity.unwrap_or(top_quantity));
         }
-        Ok(())
+        held
     }
 
     /// Settles one event of a book: trades pay and receive, ended orders release their holds,
@@ -605,6 +736,8 @@ impl Funds {
         let ts = record.ts;
         match &record.event {
             Event::Accepted { .. } | Event::CancelRejected { .. } => {}
+            // The id is another order's: that order keeps its hold.
+            Event::Rejected { reject, .. } if reject.reason == RejectReason::DuplicateOrderId => {}
             Event::Rejected { order, .. } => self.end(ts, order.order_id, entries),
             Event::Canceled { order_id, .. } | Event::Expired { order_id, .. } => {
                 self.end(ts, *order_id, entries)
@@ -616,22 +749,50 @@ impl Funds {
             }
             Event::Amended {
                 order_id,
+                account,
                 price,
                 quantity,
                 leaves,
                 ..
             } => {
-                if let Some(open) = self.orders.get_mut(order_id) {
+                if let Some(open) = self.answered(record, *order_id, account) {
                     if open.side == Side::Buy {
                         open.price = *price;
                     }
                     open.quantity = *quantity;
                     open.leaves = *leaves;
+                    if open.amending == 0 {
+                        self.release_excess(ts, *order_id, entries);
+                    }
                 }
-                self.release_excess(ts, *order_id, entries);
             }
-            Event::AmendRejected { order_id, .. } => self.release_excess(ts, *order_id, entries),
+            Event::AmendRejected {
+                order_id, account, ..
+            } => {
+                if let Some(open) = self.answered(record, *order_id, account)
+                    && open.amending == 0
+                {
+                    self.release_excess(ts, *order_id, entries);
+                }
+            }
         }
+    }
+
+    /// The open order an amendment answer is about, with one answer fewer awaited; none if the
+    /// answer is to an amendment funds passed on unheld (another account's, another book's).
+    fn answered(
+        &mut self,
+        record: &EventRecord,
+        order_id: OrderId,
+        account: &AccountId,
+    ) -> Option<&mut Open> {
+        let market = self.market_index(&record.symbol)?;
+        let open = self.orders.get_mut(&order_id)?;
+        if open.market != market || self.table.accounts[open.slot] != *account {
+            return None;
+        }
+        open.amending = open.amending.saturating_sub(1);
+        Some(open)
     }
 
     /// What `open` must hold for `leaves` at `price`.

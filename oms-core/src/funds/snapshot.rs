@@ -36,6 +36,12 @@ pub struct OrderHold {
     pub leaves: Quantity,
     /// What it holds.
     pub held: Amount,
+    /// A market buy sized by a quote budget (on its way to the book).
+    pub budget: bool,
+    /// Amendments the book has not answered yet.
+    pub amending: u32,
+    /// The highest price and quantity those may leave.
+    pub ceiling: (Price, Quantity),
 }
 
 impl Funds {
@@ -65,6 +71,9 @@ impl Funds {
                 quantity: open.quantity,
                 leaves: open.leaves,
                 held: open.held,
+                budget: open.budget,
+                amending: open.amending,
+                ceiling: open.ceiling(),
             })
             .collect();
         orders.sort_by_key(|order| order.order_id);
@@ -109,7 +118,10 @@ impl Funds {
                     quantity: hold.quantity,
                     leaves: hold.leaves,
                     held: hold.held,
-                    budget: false,
+                    budget: hold.budget,
+                    amending: hold.amending,
+                    top_price: hold.ceiling.0,
+                    top_quantity: hold.ceiling.1,
                 },
             );
         }
