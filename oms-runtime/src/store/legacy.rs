@@ -9,13 +9,18 @@
 //! Format 1: orders without `quote_quantity` (before market buys by quote budget). Each type
 //! below is the earlier layout of the core type of the same name; only the types that contain
 //! a [`NewOrder`] differ.
+//!
+//! Embedded format 4: engine snapshots whose order holds lack the state of amendments on their
+//! way to a book (added for the distributed funds stage, issue 15).
 
 use super::{JournalEntry, LogPosition, Origin};
 use crate::processing::Processed;
+use oms_core::funds::{FundsSnapshot, OrderHold};
 use oms_core::{
-    AccountId, AmendOrder, CancelOrder, ClientOrderId, Command, Event, EventRecord, ExpireReason,
-    OrderId, OrderState, OrderStatus, OrderType, Price, Quantity, Reject, SelfTradePrevention,
-    Side, Symbol, TimeInForce, Timestamp, Trade, Transfer,
+    AccountId, AmendOrder, Amount, Asset, Balance, BookSnapshot, CancelOrder, ClientOrderId,
+    Command, EngineSnapshot, Event, EventRecord, ExpireReason, OrderId, OrderState, OrderStatus,
+    OrderType, Price, Quantity, Reject, SelfTradePrevention, Side, Symbol, TimeInForce, Timestamp,
+    Trade, Transfer,
 };
 use serde::Deserialize;
 
@@ -279,4 +284,68 @@ pub fn order_state(bytes: &[u8]) -> postcard::Result<OrderState> {
         version: s.version,
         seq: s.seq,
     })
+}
+
+/// An order's hold as formats 2 to 4 of the embedded database stored it in the engine
+/// snapshot: without the state of amendments and quote budgets on their way to a book, which
+/// single-node mode never has between two commands.
+#[derive(Deserialize)]
+struct OrderHoldV4 {
+    order_id: OrderId,
+    account: AccountId,
+    symbol: Symbol,
+    side: Side,
+    price: Price,
+    quantity: Quantity,
+    leaves: Quantity,
+    held: Amount,
+}
+
+#[derive(Deserialize)]
+struct FundsSnapshotV4 {
+    seq: u64,
+    balances: Vec<(AccountId, Asset, Balance)>,
+    orders: Vec<OrderHoldV4>,
+}
+
+#[derive(Deserialize)]
+struct EngineSnapshotV4 {
+    funds: FundsSnapshotV4,
+    books: Vec<BookSnapshot>,
+}
+
+/// The embedded database's engine snapshot of formats 2 to 4: its journal position and the
+/// engine state.
+pub fn engine_snapshot(bytes: &[u8]) -> postcard::Result<(u64, EngineSnapshot)> {
+    let (position, snapshot): (u64, EngineSnapshotV4) = postcard::from_bytes(bytes)?;
+    let orders = snapshot
+        .funds
+        .orders
+        .into_iter()
+        .map(|hold| OrderHold {
+            order_id: hold.order_id,
+            account: hold.account,
+            symbol: hold.symbol,
+            side: hold.side,
+            price: hold.price,
+            quantity: hold.quantity,
+            leaves: hold.leaves,
+            held: hold.held,
+            budget: false,
+            amending: 0,
+            ceiling: (hold.price, hold.quantity),
+        })
+        .collect();
+    let funds = FundsSnapshot {
+        seq: snapshot.funds.seq,
+        balances: snapshot.funds.balances,
+        orders,
+    };
+    Ok((
+        position,
+        EngineSnapshot {
+            funds,
+            books: snapshot.books,
+        },
+    ))
 }

@@ -83,9 +83,10 @@ const ENGINE_KEY: &str = "engine";
 /// `format` → [`FORMAT`].
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// 2: with funds (issue 13). 3: orders with a quote budget. 4: the journal and idempotency
-/// records in the log beside the database. Formats 2 and 3 are migrated at start; a database
-/// without a format and with a journal is older than funds.
-const FORMAT: u64 = 4;
+/// records in the log beside the database. 5: order holds in the engine snapshot carry the
+/// amendments on their way to the book (issue 15). Formats 2 to 4 are migrated at start; a
+/// database without a format and with a journal is older than funds.
+const FORMAT: u64 = 5;
 
 /// Journal entries kept in memory after their commit, so the processor reading right behind
 /// the writers gets them without a database read and a decode.
@@ -122,6 +123,26 @@ fn migrate_from_2(txn: &redb::WriteTransaction, path: &Path) -> Result<()> {
     for (key, bytes) in states {
         orders.insert(key, bytes.as_slice()).map_err(db_error)?;
     }
+    Ok(())
+}
+
+/// Rewrites the engine snapshot of formats 2 to 4 in today's layout, in the transaction that
+/// opens the database.
+fn migrate_engine_snapshot(txn: &redb::WriteTransaction) -> Result<()> {
+    let mut table = txn.open_table(ENGINE).map_err(db_error)?;
+    let Some(bytes) = table.get(ENGINE_KEY).map_err(db_error)? else {
+        return Ok(());
+    };
+    let (position, snapshot) =
+        super::legacy::engine_snapshot(bytes.value()).map_err(|error| StoreError::Corrupt {
+            table: "engine",
+            message: format!("format 4 snapshot: {error}"),
+        })?;
+    drop(bytes);
+    let stored = encode("engine", &StoredEngine { position, snapshot })?;
+    table
+        .insert(ENGINE_KEY, stored.as_slice())
+        .map_err(db_error)?;
     Ok(())
 }
 
@@ -427,11 +448,14 @@ impl Embedded {
                     }
                     meta.insert("format", FORMAT).map_err(db_error)?;
                 }
-                Some(found @ (2 | 3)) => {
+                Some(found @ (2..=4)) => {
                     if found == 2 {
                         migrate_from_2(&txn, path)?;
                     }
-                    migrate_journal(&txn, &log, path, found)?;
+                    if found < 4 {
+                        migrate_journal(&txn, &log, path, found)?;
+                    }
+                    migrate_engine_snapshot(&txn)?;
                     meta.insert("format", FORMAT).map_err(db_error)?;
                 }
                 found => {
@@ -1236,6 +1260,83 @@ mod tests {
             drop((meta, txn));
             runtime.block_on(store.close());
         }
+    }
+
+    /// A database of format 4 keeps its engine snapshot across the upgrade: the order holds are
+    /// rewritten with no amendment on its way (single-node mode has none between commands).
+    #[test]
+    fn a_format_4_engine_snapshot_is_migrated() {
+        use oms_core::{Action, Command, NewOrder, OrderType, Quantity, Side, Timestamp};
+        let instruments: Vec<_> = crate::default_instruments()
+            .into_iter()
+            .map(|spec| oms_core::Instrument::new(spec).unwrap())
+            .collect();
+        let mut engine =
+            oms_core::Engine::new(&instruments, &oms_core::RiskLimits::default()).unwrap();
+        let mut out = oms_core::Output::default();
+        let deposit = oms_core::Transfer {
+            transfer_id: 1,
+            account: "alice".into(),
+            asset: "USDT".into(),
+            amount: 1_000_000_000_000,
+        };
+        engine.deposit(Timestamp(1), &deposit, &mut out).unwrap();
+        let order = NewOrder {
+            order_id: OrderId(7),
+            client_order_id: "c7".into(),
+            account: "alice".into(),
+            symbol: "BTC-USDT".into(),
+            side: Side::Buy,
+            order_type: OrderType::Limit,
+            time_in_force: oms_core::TimeInForce::Gtc,
+            price: Some(oms_core::Price(1_000_000)),
+            quantity: Quantity(100),
+            post_only: false,
+            self_trade_prevention: oms_core::SelfTradePrevention::None,
+            quote_quantity: None,
+        };
+        let command = Command {
+            ts: Timestamp(2),
+            action: Action::New(order),
+        };
+        engine.apply(&command, &mut out);
+        let snapshot = engine.snapshot();
+        assert_eq!(snapshot.funds.orders.len(), 1, "the order rests and holds");
+        // Format 4's layout: postcard writes structs as tuples, and a hold ended at `held`.
+        let holds: Vec<_> = snapshot
+            .funds
+            .orders
+            .iter()
+            .map(|h| {
+                (
+                    h.order_id, &h.account, &h.symbol, h.side, h.price, h.quantity, h.leaves,
+                    h.held,
+                )
+            })
+            .collect();
+        let funds = (snapshot.funds.seq, &snapshot.funds.balances, holds);
+        let stored_v4 = postcard::to_allocvec(&(0u64, (funds, &snapshot.books))).unwrap();
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("oms.redb");
+        {
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(ENGINE)
+                .unwrap()
+                .insert(ENGINE_KEY, stored_v4.as_slice())
+                .unwrap();
+            txn.open_table(META).unwrap().insert("format", 4).unwrap();
+            txn.commit().unwrap();
+        }
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _guard = runtime.enter();
+        let store = open(&path).unwrap();
+        assert_eq!(store.engine_snapshot().unwrap(), Some((0, snapshot)));
+        runtime.block_on(store.close());
     }
 
     /// A database of format 3 (journal and idempotency keys in redb) moves both into the log at
