@@ -70,8 +70,12 @@ pub enum Role {
     All,
     /// The HTTP API: validates, journals to Kafka, answers from MongoDB.
     Ingest,
-    /// Applies the commands of its shard's partitions to the books; writes events.
+    /// The matching stage: applies the funded commands of its shard's commands partitions to
+    /// the books; writes events and settlements.
     Processor,
+    /// The funds stage: holds, deposits, withdrawals and settlement for the accounts of its
+    /// shard's accounts partitions; forwards order commands to the books.
+    Funds,
     /// Folds events into the MongoDB read projection.
     Projector,
 }
@@ -82,7 +86,7 @@ pub struct KafkaArgs {
     /// Kafka bootstrap servers; setting it selects distributed mode.
     #[arg(long = "kafka-bootstrap", env = "OMS_KAFKA_BOOTSTRAP")]
     pub bootstrap: Option<String>,
-    /// Prefix of the topics (<prefix>.commands, <prefix>.events), consumer groups and
+    /// Prefix of the topics (<prefix>.accounts, .commands, .events, .ledger), consumer groups and
     /// transactional ids: one per order system.
     #[arg(
         long = "kafka-topic-prefix",
@@ -169,14 +173,15 @@ pub struct MongoArgs {
     pub database: String,
 }
 
-/// Which partitions a processor owns: partition p belongs to shard p mod shards.
+/// Which input partitions a processor or funds process owns: partition p belongs to shard
+/// p mod shards (of its own role).
 #[derive(Args, Debug, Clone)]
 pub struct ShardArgs {
     /// This processor's shard; default: the number at the end of the host name (the
     /// StatefulSet ordinal), else 0.
     #[arg(long, env = "OMS_SHARD")]
     pub shard: Option<u32>,
-    /// Number of processor shards (1 to the partition count).
+    /// Number of shards of this process's role (1 to the partition count).
     #[arg(long, env = "OMS_SHARDS", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub shards: u32,
 }

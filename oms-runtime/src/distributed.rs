@@ -3,8 +3,9 @@
 //! | role | needs | runs |
 //! |---|---|---|
 //! | `ingest` | Kafka, Redis, MongoDB | the API: journal to Kafka, idempotency in Redis, reads from MongoDB |
-//! | `processor` | Kafka, Redis, MongoDB | the books of its shard's partitions ([`crate::processing::kafka`]) |
-//! | `projector` | Kafka, MongoDB | events into the read projection |
+//! | `funds` | Kafka, Redis, MongoDB | the balances of its shard's accounts partitions ([`crate::processing::kafka`]) |
+//! | `processor` | Kafka, Redis, MongoDB | the books of its shard's commands partitions (the matching stage) |
+//! | `projector` | Kafka, MongoDB | events and the ledger into the read projection |
 //! | `all` | all three | all of the above in one process, as shard 0 of 1 |
 //!
 //! # Start-up
@@ -23,7 +24,7 @@ use crate::config::{Role, ServeArgs};
 use crate::health::{Health, patiently, probe, supervise};
 use crate::ids::OrderIds;
 use crate::metrics::Metrics;
-use crate::processing::kafka::{ProcessorConfig, run_processor, run_projector};
+use crate::processing::kafka::{StageConfig, run_funds, run_processor, run_projector};
 use crate::server::Limits;
 use crate::store::kafka::{KafkaConfig, KafkaJournal, create_topics};
 use crate::store::mongo::MongoStore;
@@ -37,6 +38,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// What runs once the dependencies answered: the API and the roles' tasks.
 struct Started {
     api: Option<(std::net::SocketAddr, axum::Router)>,
+    funds: Option<tokio::task::JoinHandle<()>>,
     processor: Option<tokio::task::JoinHandle<()>>,
     projector: Option<tokio::task::JoinHandle<()>>,
 }
@@ -69,7 +71,10 @@ pub async fn serve(args: ServeArgs, limits: Limits) -> anyhow::Result<()> {
 
     let _ = stop.send(true);
     // The supervisors end once their role has stopped.
-    for task in [started.projector, started.processor].into_iter().flatten() {
+    for task in [started.projector, started.processor, started.funds]
+        .into_iter()
+        .flatten()
+    {
         let _ = task.await;
     }
     admin.stop().await;
@@ -112,7 +117,7 @@ impl Plan {
         if matches!(role, Role::All | Role::Ingest) && args.api_keys_file.is_none() {
             anyhow::bail!("distributed mode needs --api-keys-file (see `oms-runtime keygen`)");
         }
-        if role == Role::Processor {
+        if matches!(role, Role::Processor | Role::Funds) {
             let (shard, shards) = (args.sharding.shard(), args.sharding.shards);
             anyhow::ensure!(
                 shard < shards,
@@ -195,13 +200,14 @@ async fn start(
         None => None,
     };
 
-    let processor = match (plan.runs(Role::Processor), &redis) {
-        (true, Some(redis)) => {
-            let (shard, shards) = match plan.role {
-                Role::All => (0, 1),
-                _ => (args.sharding.shard(), args.sharding.shards),
-            };
-            let config = ProcessorConfig {
+    let stage = |role: Role| {
+        let (shard, shards) = match plan.role {
+            Role::All => (0, 1),
+            _ => (args.sharding.shard(), args.sharding.shards),
+        };
+        redis
+            .as_ref()
+            .map(|redis| StageConfig {
                 kafka: kafka.clone(),
                 shard,
                 shards,
@@ -217,15 +223,16 @@ async fn start(
                 metrics: metrics.clone(),
                 health: health.clone(),
                 faults: Arc::default(),
-            };
-            Some(spawn_processor(config, stopped.clone()))
-        }
-        _ => None,
+            })
+            .filter(|_| plan.runs(role))
     };
+    let funds = stage(Role::Funds).map(|config| spawn_stage("funds", config, stopped.clone()));
+    let processor =
+        stage(Role::Processor).map(|config| spawn_stage("processor", config, stopped.clone()));
     let projector = plan.runs(Role::Projector).then(|| {
-        let (kafka, store, metrics, health) = (
+        let (kafka, mongo, metrics, health) = (
             kafka.clone(),
-            Arc::new(mongo.clone()) as Arc<dyn OrderStore>,
+            mongo.clone(),
             metrics.clone(),
             health.clone(),
         );
@@ -236,7 +243,7 @@ async fn start(
             move || {
                 run_projector(
                     kafka.clone(),
-                    store.clone(),
+                    mongo.clone(),
                     metrics.clone(),
                     health.clone(),
                     stopped.clone(),
@@ -247,7 +254,10 @@ async fn start(
 
     let api = match (plan.runs(Role::Ingest), &redis) {
         (true, Some(redis)) => {
-            let journal = patiently(health, "kafka", || KafkaJournal::connect(kafka.clone())).await;
+            let journal = patiently(health, "kafka", || {
+                KafkaJournal::connect(kafka.clone(), redis.clone())
+            })
+            .await;
             let journal: Arc<dyn Journal> = Arc::new(journal);
             health.probe(
                 "kafka",
@@ -264,8 +274,7 @@ async fn start(
                 journal,
                 idempotency: Arc::new(redis.clone()),
                 orders: Arc::new(mongo.clone()),
-                // Money is single-node only until the account-sharded funds stage (issue 15).
-                funds: None,
+                funds: Arc::new(mongo.clone()),
                 depth: Arc::new(redis.clone()),
                 waiters: None,
                 ids: Arc::new(OrderIds::new(node, None)),
@@ -280,16 +289,18 @@ async fn start(
     tracing::info!(role = ?plan.role, prefix = %kafka.prefix, "oms-runtime started (distributed)");
     Ok(Started {
         api,
+        funds,
         processor,
         projector,
     })
 }
 
-/// The processor runs blocking Kafka calls on the blocking pool, under the same supervisor as
-/// the projector: after any failure (a panic included) the processing loop restarts with
+/// A stage (funds, processor) runs blocking Kafka calls on the blocking pool, under the same
+/// supervisor as the projector: after any failure (a panic included) its loop restarts with
 /// backoff, rebuilding every partition from its snapshot and committed offsets.
-fn spawn_processor(
-    config: ProcessorConfig,
+fn spawn_stage(
+    role: &'static str,
+    config: StageConfig,
     stopped: tokio::sync::watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     let stop = Arc::new(AtomicBool::new(false));
@@ -303,12 +314,16 @@ fn spawn_processor(
     }
     let config = Arc::new(config);
     let health = config.health.clone();
-    tokio::spawn(supervise(health, "processor", stopped, move || {
+    tokio::spawn(supervise(health, role, stopped, move || {
         let (config, stop) = (config.clone(), stop.clone());
         async move {
-            config.health.starting("processor", "recovering partitions");
+            config.health.starting(role, "recovering partitions");
             let handle = tokio::runtime::Handle::current();
-            tokio::task::spawn_blocking(move || run_processor(&config, &handle, &stop)).await?
+            tokio::task::spawn_blocking(move || match role {
+                "funds" => run_funds(&config, &handle, &stop),
+                _ => run_processor(&config, &handle, &stop),
+            })
+            .await?
         }
     }))
 }

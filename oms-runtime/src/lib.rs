@@ -168,7 +168,7 @@ impl Runtime {
             journal,
             idempotency: Arc::new(store.clone()),
             orders: orders.clone(),
-            funds: Some(Arc::new(store.clone())),
+            funds: Arc::new(store.clone()),
             depth: pipeline.books.clone(),
             waiters: Some(pipeline.waiters.clone()),
             ids: Arc::new(ids::OrderIds::new(config.node_id, floor)),

@@ -49,7 +49,7 @@ pub struct ConnectionMetrics {
 /// Label naming a consumer group.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ConsumerLabels {
-    /// Which consumer group: processor or projector.
+    /// Which consumer group: processor, funds or projector.
     pub consumer: &'static str,
 }
 
@@ -119,6 +119,10 @@ pub struct ProcessingMetrics {
     pub commands: Counter,
     /// Events produced.
     pub events: Counter,
+    /// Accounts-topic records (clients' commands, settlements) applied by the funds stage.
+    pub funds_records: Counter,
+    /// Ledger entries written (balance changes).
+    pub ledger_entries: Counter,
     /// Order states written to the projection.
     pub projected_orders: Counter,
     /// Time to write one projection batch.
@@ -279,6 +283,8 @@ impl Metrics {
         let processing = ProcessingMetrics {
             commands: Counter::default(),
             events: Counter::default(),
+            funds_records: Counter::default(),
+            ledger_entries: Counter::default(),
             projected_orders: Counter::default(),
             projection_seconds: seconds(),
             read_position: Gauge::default(),
@@ -297,6 +303,16 @@ impl Metrics {
             "events",
             "Events produced by books",
             processing.events.clone(),
+        );
+        sub.register(
+            "funds_records",
+            "Accounts-topic records (clients' commands, settlements) applied by the funds stage",
+            processing.funds_records.clone(),
+        );
+        sub.register(
+            "ledger_entries",
+            "Ledger entries written (balance changes)",
+            processing.ledger_entries.clone(),
         );
         sub.register(
             "projected_orders",

@@ -144,11 +144,6 @@ impl ApiError {
         ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
     }
 
-    /// 501: something this mode does not do.
-    pub fn not_implemented(code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::NOT_IMPLEMENTED, code, message)
-    }
-
     /// 503: a dependency failed or is too slow. Logged with its cause.
     pub fn unavailable(dependency: &'static str, cause: impl std::fmt::Display) -> ApiError {
         tracing::warn!(dependency, %cause, "dependency unavailable");

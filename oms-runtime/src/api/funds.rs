@@ -13,7 +13,7 @@ use super::model::{DecimalString, rfc3339};
 use super::write::{fingerprint, idempotency_key, prefer_wait};
 use super::{AppState, json, require};
 use crate::auth::{Principal, Scope};
-use crate::store::{Ack, FundsStore, LedgerQuery, Origin};
+use crate::store::{Ack, LedgerQuery, Origin};
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
@@ -199,15 +199,6 @@ pub struct LedgerList {
     pub next_cursor: Option<String>,
 }
 
-fn funds_store(app: &AppState) -> Result<&Arc<dyn FundsStore>, ApiError> {
-    app.funds.as_ref().ok_or_else(|| {
-        ApiError::not_implemented(
-            "funds_unavailable",
-            "balances, deposits and withdrawals are served in single-node mode only for now",
-        )
-    })
-}
-
 /// `GET /v1/balances` query.
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -227,7 +218,6 @@ pub struct BalancesQuery {
         (status = 400, description = "Invalid query", body = ErrorBody),
         (status = 401, description = "No valid API key", body = ErrorBody),
         (status = 403, description = "Another principal's account, or no read scope", body = ErrorBody),
-        (status = 501, description = "Distributed mode (funds are single-node for now)", body = ErrorBody),
         (status = 503, description = "The store is unavailable", body = ErrorBody),
     ),
     security(("api_key" = []))
@@ -238,7 +228,7 @@ pub async fn balances(
     query: Result<Query<BalancesQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     require(&principal, Scope::Read)?;
-    let store = funds_store(&app)?;
+    let store = &app.funds;
     let Query(query) = query.map_err(query_error)?;
     let account = account_of(&principal, query.account)?;
     let stored = app.guard("funds store", store.balances(&account)).await?;
@@ -288,7 +278,6 @@ pub struct LedgerParams {
         (status = 400, description = "Invalid query", body = ErrorBody),
         (status = 401, description = "No valid API key", body = ErrorBody),
         (status = 403, description = "Another principal's account, or no read scope", body = ErrorBody),
-        (status = 501, description = "Distributed mode (funds are single-node for now)", body = ErrorBody),
         (status = 503, description = "The store is unavailable", body = ErrorBody),
     ),
     security(("api_key" = []))
@@ -299,7 +288,7 @@ pub async fn ledger(
     query: Result<Query<LedgerParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     require(&principal, Scope::Read)?;
-    let store = funds_store(&app)?;
+    let store = &app.funds;
     let Query(query) = query.map_err(query_error)?;
     let account = account_of(&principal, query.account)?;
     let before = query
@@ -355,7 +344,6 @@ pub async fn ledger(
         (status = 409, description = "Same key still in flight", body = ErrorBody),
         (status = 415, description = "The body is not JSON (Content-Type)", body = ErrorBody),
         (status = 422, description = "Same key used for a different request", body = ErrorBody),
-        (status = 501, description = "Distributed mode (funds are single-node for now)", body = ErrorBody),
         (status = 503, description = "A dependency is unavailable", body = ErrorBody),
     ),
     security(("api_key" = []))
@@ -389,7 +377,6 @@ pub async fn deposit(
         (status = 409, description = "Same key still in flight", body = ErrorBody),
         (status = 415, description = "The body is not JSON (Content-Type)", body = ErrorBody),
         (status = 422, description = "Same key used for a different request", body = ErrorBody),
-        (status = 501, description = "Distributed mode (funds are single-node for now)", body = ErrorBody),
         (status = 503, description = "A dependency is unavailable", body = ErrorBody),
     ),
     security(("api_key" = []))
@@ -411,7 +398,6 @@ async fn transfer(
     kind: TransferKind,
 ) -> Result<Response, ApiError> {
     require(&principal, Scope::Funds)?;
-    funds_store(&app)?;
     let key = idempotency_key(&headers)?;
     json_content(&headers)?;
     let body = body.map_err(body_error)?;
@@ -463,7 +449,6 @@ async fn transfer(
         (status = 401, description = "No valid API key", body = ErrorBody),
         (status = 403, description = "Another principal's account, or no read scope", body = ErrorBody),
         (status = 404, description = "No such transfer (or not processed yet)", body = ErrorBody),
-        (status = 501, description = "Distributed mode (funds are single-node for now)", body = ErrorBody),
         (status = 503, description = "The store is unavailable", body = ErrorBody),
     ),
     security(("api_key" = []))
@@ -474,7 +459,7 @@ pub async fn get_transfer(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     require(&principal, Scope::Read)?;
-    let store = funds_store(&app)?;
+    let store = &app.funds;
     let Path(id) = path.map_err(path_error)?;
     let transfer_id: u64 = id.parse().map_err(|_| {
         ApiError::bad_request(

@@ -63,9 +63,8 @@ pub struct AppState {
     pub idempotency: Arc<dyn IdempotencyStore>,
     /// The read projection.
     pub orders: Arc<dyn OrderStore>,
-    /// Balances, ledger and transfers: single-node mode only, until the distributed funds
-    /// stage (issue 15).
-    pub funds: Option<Arc<dyn FundsStore>>,
+    /// Balances, ledger and transfers.
+    pub funds: Arc<dyn FundsStore>,
     /// Book depth.
     pub depth: Arc<dyn DepthSource>,
     /// In-process notification of processed commands (single-node mode); without it,

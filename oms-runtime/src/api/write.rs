@@ -189,7 +189,11 @@ impl AppState {
                     .await
                     .is_ok_and(|seen| seen)
             }
-            (None, Subject::Transfer(_)) => false,
+            (None, Subject::Transfer(transfer_id)) => {
+                tokio::time::timeout(wait, self.poll_transfer(transfer_id))
+                    .await
+                    .is_ok()
+            }
         };
         if !processed {
             self.forget(&origin);
@@ -237,11 +241,9 @@ impl AppState {
                 ))
             }
             Subject::Transfer(transfer_id) => {
-                let Some(funds) = &self.funds else {
-                    return Ok(None);
-                };
-                let Ok(Some(outcome)) =
-                    self.guard("funds store", funds.transfer(transfer_id)).await
+                let Ok(Some(outcome)) = self
+                    .guard("funds store", self.funds.transfer(transfer_id))
+                    .await
                 else {
                     return Ok(None);
                 };
@@ -279,6 +281,20 @@ impl AppState {
                 && state.version > before
             {
                 return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Polls the funds projection until the transfer is decided; each read is bounded by the
+    /// dependency timeout, the whole by the caller's wait.
+    async fn poll_transfer(&self, transfer_id: u64) {
+        loop {
+            let read = self.funds.transfer(transfer_id);
+            if let Ok(Ok(Some(_))) =
+                tokio::time::timeout(self.settings.dependency_timeout, read).await
+            {
+                return;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }

@@ -6,24 +6,33 @@
 //!   order state (postcard) the API renders, in the layout its `format` names.
 //! - `trades`: `_id` = `<symbol>/<seq>`, `accounts` = both sides, for the trades query.
 //! - `snapshots`: `_id` = command-log partition, the processor's snapshot of its books.
+//! - `funds_snapshots`: `_id` = accounts partition, the funds stage's snapshot.
+//! - `balances`: `_id` = `<account>/<asset>/<partition>`, one balance as one funds partition
+//!   holds it (only the fee account is in more than one; readers add the parts up), with the
+//!   ledger sequence number of the entry that set it.
+//! - `ledger`: `_id` = `<partition>/<seq>`, one ledger entry; `transfers`: `_id` = transfer id,
+//!   a deposit or withdrawal as decided.
 //!
 //! # Idempotence without transactions
 //! DocumentDB has no multi-document transactions and the tests run without retryable writes, so
 //! every write stands alone and may be repeated: an order is replaced only by a state with a
 //! higher event sequence number (`update_one` filtered on `seq < new`, upserting; the duplicate
 //! key error of a lost race means a newer state is already there), and trades are inserted under
-//! their natural id, a duplicate being a no-op.
+//! their natural id, a duplicate being a no-op. Balances follow the orders' rule on their
+//! ledger sequence number; ledger entries and transfers are inserted under their natural id.
 
+use super::kafka::FundsRecord;
 use super::{
-    Backend, OrderPage, OrderQuery, OrderStore, ProjectionBatch, Result, StoreError, TradeRecord,
-    encode,
+    Backend, FundsStore, LedgerPage, LedgerQuery, OrderPage, OrderQuery, OrderStore,
+    ProjectionBatch, Result, StoreError, TradeRecord, encode,
 };
 use async_trait::async_trait;
 use futures::{StreamExt, TryStreamExt};
 use mongodb::bson::{Binary, Bson, Document, doc, spec::BinarySubtype};
 use mongodb::options::{ClientOptions, IndexOptions};
 use mongodb::{Client, Collection, IndexModel};
-use oms_core::{BookSnapshot, OrderId, OrderState};
+use oms_core::funds::FundsSnapshot;
+use oms_core::{Balance, BookSnapshot, LedgerEntry, OrderId, OrderState, TransferOutcome};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -143,12 +152,25 @@ pub struct PartitionSnapshot {
     pub books: Vec<BookSnapshot>,
 }
 
+/// The funds stage's snapshot of one accounts partition.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FundsPartitionSnapshot {
+    /// The last accounts-topic offset applied.
+    pub offset: u64,
+    /// Balances and holds.
+    pub funds: FundsSnapshot,
+}
+
 /// The MongoDB order store.
 #[derive(Clone)]
 pub struct MongoStore {
     orders: Collection<Document>,
     trades: Collection<Document>,
     snapshots: Collection<Document>,
+    funds_snapshots: Collection<Document>,
+    balances: Collection<Document>,
+    ledger: Collection<Document>,
+    transfers: Collection<Document>,
     database: mongodb::Database,
     /// Bound on every operation: the driver has none of its own here.
     timeout: Duration,
@@ -201,6 +223,10 @@ impl MongoStore {
             orders: database.collection("orders"),
             trades: database.collection("trades"),
             snapshots: database.collection("snapshots"),
+            funds_snapshots: database.collection("funds_snapshots"),
+            balances: database.collection("balances"),
+            ledger: database.collection("ledger"),
+            transfers: database.collection("transfers"),
             database,
             timeout,
         };
@@ -237,7 +263,13 @@ impl MongoStore {
                 &self.trades,
                 vec![index(doc! {"accounts": 1, "ts": -1}, "accounts_newest")],
             )
-            .await
+            .await?;
+            ensure_indexes(
+                &self.ledger,
+                vec![index(doc! {"account": 1, "seq": -1}, "account_newest")],
+            )
+            .await?;
+            ensure_indexes(&self.balances, vec![index(doc! {"account": 1}, "account")]).await
         })
         .await
     }
@@ -323,6 +355,222 @@ impl MongoStore {
             ignoring_duplicate(result)
         })
         .await
+    }
+}
+
+/// A ledger sequence number as part of a document id: zero-padded, so string order is numeric.
+fn ledger_key(partition: u32, seq: u64) -> String {
+    format!("{partition}/{seq:020}")
+}
+
+impl MongoStore {
+    /// The latest snapshot of an accounts partition.
+    pub async fn funds_snapshot(&self, partition: u32) -> Result<Option<FundsPartitionSnapshot>> {
+        self.find_by_id(&self.funds_snapshots, partition.to_string(), "payload")
+            .await
+    }
+
+    /// Replaces an accounts partition's snapshot, unless a newer one is stored.
+    pub async fn save_funds_snapshot(
+        &self,
+        partition: u32,
+        snapshot: &FundsPartitionSnapshot,
+    ) -> Result<()> {
+        self.bounded(async {
+            let offset = snapshot.offset as i64;
+            let result = self
+                .funds_snapshots
+                .update_one(
+                    doc! {"_id": partition.to_string(), "offset": {"$lt": offset}},
+                    doc! {"$set": {"offset": offset, "payload": binary(encode("funds snapshot", snapshot)?)}},
+                )
+                .upsert(true)
+                .await;
+            ignoring_duplicate(result)
+        })
+        .await
+    }
+
+    /// Folds what funds partitions did into balances, the ledger and transfers; idempotent, so
+    /// a record projected twice (after a projector restart) changes nothing.
+    pub async fn apply_funds(&self, records: &[(u32, FundsRecord)]) -> Result<()> {
+        // The last balance of each (account, asset, partition) in these records.
+        let mut balances: std::collections::BTreeMap<(String, String, u32), &LedgerEntry> =
+            std::collections::BTreeMap::new();
+        let mut entries = Vec::new();
+        let mut transfers = Vec::new();
+        for (partition, record) in records {
+            for entry in &record.ledger {
+                let key = (
+                    entry.account.to_string(),
+                    entry.asset.to_string(),
+                    *partition,
+                );
+                balances.insert(key, entry);
+                entries.push((*partition, entry));
+            }
+            transfers.extend(record.transfer.as_ref());
+        }
+        let writes = entries
+            .into_iter()
+            .map(|(partition, entry)| {
+                let store = self.clone();
+                let entry = entry.clone();
+                async move { store.put_ledger_entry(partition, &entry).await }
+            })
+            .collect::<Vec<_>>();
+        futures::stream::iter(writes)
+            .buffer_unordered(CONCURRENT_WRITES)
+            .try_collect::<Vec<()>>()
+            .await?;
+        for transfer in transfers {
+            self.put_transfer(transfer).await?;
+        }
+        let writes = balances
+            .into_iter()
+            .map(|((account, asset, partition), entry)| {
+                let store = self.clone();
+                let (seq, balance) = (entry.seq, entry.balance);
+                async move {
+                    store
+                        .put_balance(&account, &asset, partition, seq, balance)
+                        .await
+                }
+            })
+            .collect::<Vec<_>>();
+        futures::stream::iter(writes)
+            .buffer_unordered(CONCURRENT_WRITES)
+            .try_collect::<Vec<()>>()
+            .await?;
+        Ok(())
+    }
+
+    async fn put_ledger_entry(&self, partition: u32, entry: &LedgerEntry) -> Result<()> {
+        self.bounded(async {
+            let document = doc! {
+                "_id": ledger_key(partition, entry.seq),
+                "account": entry.account.as_str(),
+                "asset": entry.asset.as_str(),
+                "partition": partition as i64,
+                "seq": entry.seq as i64,
+                "entry": binary(encode("ledger entry", entry)?),
+            };
+            ignoring_duplicate(self.ledger.insert_one(document).await)
+        })
+        .await
+    }
+
+    async fn put_transfer(&self, outcome: &TransferOutcome) -> Result<()> {
+        self.bounded(async {
+            let document = doc! {
+                "_id": order_key(outcome.transfer.transfer_id),
+                "outcome": binary(encode("transfer", outcome)?),
+            };
+            ignoring_duplicate(self.transfers.insert_one(document).await)
+        })
+        .await
+    }
+
+    async fn put_balance(
+        &self,
+        account: &str,
+        asset: &str,
+        partition: u32,
+        seq: u64,
+        balance: Balance,
+    ) -> Result<()> {
+        self.bounded(async {
+            let id = format!("{account}/{asset}/{partition}");
+            let seq = seq as i64;
+            let fields = doc! {
+                "account": account,
+                "asset": asset,
+                "partition": partition as i64,
+                "seq": seq,
+                "balance": binary(encode("balance", &balance)?),
+            };
+            // As for orders: an insert first, then an update only by a newer entry.
+            let mut document = fields.clone();
+            document.insert("_id", &id);
+            match self.balances.insert_one(document).await {
+                Ok(_) => return Ok(()),
+                Err(e) if is_duplicate(&e) => {}
+                Err(e) => return Err(error(e)),
+            }
+            let result = self
+                .balances
+                .update_one(
+                    doc! {"_id": &id, "seq": {"$lt": seq}},
+                    doc! {"$set": fields},
+                )
+                .upsert(true)
+                .await;
+            ignoring_duplicate(result)
+        })
+        .await
+    }
+}
+
+/// Balances, the ledger and transfers as the projector folded them from the ledger topic.
+#[async_trait]
+impl FundsStore for MongoStore {
+    async fn balances(&self, account: &str) -> Result<Vec<(String, Balance)>> {
+        self.bounded(async {
+            let mut cursor = self
+                .balances
+                .find(doc! {"account": account})
+                .await
+                .map_err(error)?;
+            // The fee account's balances are split across funds partitions: add them up.
+            let mut sums: std::collections::BTreeMap<String, Balance> =
+                std::collections::BTreeMap::new();
+            while let Some(document) = cursor.try_next().await.map_err(error)? {
+                let asset = document.get_str("asset").unwrap_or_default().to_string();
+                let part: Balance = decode(bytes_of(&document, "balance")?)?;
+                let sum = sums.entry(asset).or_default();
+                sum.available += part.available;
+                sum.held += part.held;
+            }
+            Ok(sums.into_iter().collect())
+        })
+        .await
+    }
+
+    async fn ledger(&self, query: &LedgerQuery) -> Result<LedgerPage> {
+        self.bounded(async {
+            let mut filter = doc! {"account": query.account.as_str()};
+            if let Some(asset) = &query.asset {
+                filter.insert("asset", asset.as_str());
+            }
+            if let Some(before) = query.before {
+                filter.insert("seq", doc! {"$lt": before as i64});
+            }
+            let mut cursor = self
+                .ledger
+                .find(filter)
+                .sort(doc! {"seq": -1, "partition": -1})
+                .limit(query.limit as i64 + 1)
+                .await
+                .map_err(error)?;
+            let mut entries: Vec<LedgerEntry> = Vec::new();
+            while let Some(document) = cursor.try_next().await.map_err(error)? {
+                entries.push(decode(bytes_of(&document, "entry")?)?);
+            }
+            let next = (entries.len() > query.limit).then(|| {
+                entries.truncate(query.limit);
+                entries.last().map(|entry| entry.seq)
+            });
+            Ok(LedgerPage {
+                entries,
+                next: next.flatten(),
+            })
+        })
+        .await
+    }
+
+    async fn transfer(&self, transfer_id: u64) -> Result<Option<TransferOutcome>> {
+        self.find_by_id(&self.transfers, order_key(transfer_id), "outcome")
+            .await
     }
 }
 

@@ -192,6 +192,46 @@ impl RedisStore {
         .transpose()
     }
 
+    fn limit_key(&self, symbol: &str) -> String {
+        format!("{}:buy-limit:{{{symbol}}}", self.prefix)
+    }
+
+    /// Publishes the highest price a market buy of `symbol` may trade at now (the matching
+    /// stage does, with the depth): the ingest holds a market buy by quantity at it.
+    pub async fn publish_buy_limit(
+        &self,
+        symbol: &str,
+        limit: Option<oms_core::Price>,
+    ) -> Result<()> {
+        let mut connection = self.connection.clone();
+        let command = match limit {
+            Some(price) => {
+                let mut set = redis::cmd("SET");
+                set.arg(self.limit_key(symbol)).arg(price.0);
+                set
+            }
+            None => {
+                let mut del = redis::cmd("DEL");
+                del.arg(self.limit_key(symbol));
+                del
+            }
+        };
+        let _: () = command.query_async(&mut connection).await.map_err(error)?;
+        Ok(())
+    }
+
+    /// The last buy limit published for `symbol`; none if its book has none (or has not
+    /// published one yet).
+    pub async fn buy_limit(&self, symbol: &str) -> Result<Option<oms_core::Price>> {
+        let mut connection = self.connection.clone();
+        let limit: Option<u64> = redis::cmd("GET")
+            .arg(self.limit_key(symbol))
+            .query_async(&mut connection)
+            .await
+            .map_err(error)?;
+        Ok(limit.map(oms_core::Price))
+    }
+
     /// A node id for order ids (0 to 1023) that no other process started recently holds: a
     /// shared counter, so up to 1024 ingest processes started in a row get distinct ids.
     pub async fn next_node_id(&self) -> Result<u16> {

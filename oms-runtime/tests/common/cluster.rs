@@ -243,6 +243,43 @@ impl Api {
         )
     }
 
+    /// A deposit (`path` `/v1/deposits`) or withdrawal (`/v1/withdrawals`) of `body`.
+    pub async fn transfer(
+        &self,
+        path: &str,
+        key: &str,
+        body: &str,
+        wait: bool,
+    ) -> (StatusCode, Value) {
+        let mut request = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(&self.key)
+            .header("idempotency-key", key)
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        if wait {
+            request = request.header("prefer", "wait=10");
+        }
+        let response = request.send().await.expect("request");
+        (
+            response.status(),
+            response.json().await.unwrap_or(Value::Null),
+        )
+    }
+
+    /// Funds alice and bob (the `TRADER` key's accounts) with [`super::FUNDING`], waiting until
+    /// each deposit is completed. The idempotency keys are fixed: funding again changes nothing.
+    pub async fn fund(&self) {
+        for account in ["alice", "bob"] {
+            for (key, body) in super::funding(account) {
+                let (status, done) = self.transfer("/v1/deposits", &key, &body, true).await;
+                assert_eq!(status, StatusCode::CREATED, "deposit: {done}");
+                assert_eq!(done["status"], "completed", "{done}");
+            }
+        }
+    }
+
     pub async fn delete(&self, key: &str, order_id: &str, wait: bool) -> (StatusCode, Value) {
         let mut request = self
             .client

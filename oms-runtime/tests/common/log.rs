@@ -1,10 +1,14 @@
 //! Reading a cluster's topics back, and what an uninterrupted run would have written.
 
 use super::cluster::Cluster;
-use oms_core::{Book, Instrument, OrderId, OrderState, RiskLimits, Symbol};
+use oms_core::funds::Decided;
+use oms_core::{Book, Funds, Instrument, OrderId, OrderState, RiskLimits, Symbol};
 use oms_runtime::processing::{Processed, unroutable};
 use oms_runtime::store::LogPosition;
-use oms_runtime::store::kafka::{DecodedCommand, decode_command, partition_of};
+use oms_runtime::store::kafka::{
+    AccountRecord, Decoded, FundsRecord, Settlement, decode_account_record, decode_command,
+    decode_funds_record, encode_command, partition_of,
+};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
@@ -81,8 +85,8 @@ pub fn events(cluster: &Cluster) -> BTreeMap<u32, Vec<Processed>> {
         .collect()
 }
 
-/// What one uninterrupted processor would have written: the commands topic replayed through
-/// fresh books, partition by partition.
+/// What one uninterrupted matching stage would have written: the commands topic replayed
+/// through fresh books, partition by partition, each command as funds decided it.
 pub fn expected_events(
     cluster: &Cluster,
     instruments: &[Instrument],
@@ -102,10 +106,10 @@ pub fn expected_events(
         let mut processed = Vec::new();
         for (offset, payload) in messages {
             let position = LogPosition { partition, offset };
-            let entry = match decode_command(&payload) {
-                DecodedCommand::Entry(entry) => entry,
+            let forwarded = match decode_command(&payload) {
+                Decoded::Record(forwarded) => forwarded,
                 // rejected without touching a book; a foreign record leaves no event
-                DecodedCommand::Unreadable { origin, reason } => {
+                Decoded::Unreadable { origin, reason } => {
                     processed.push(Processed {
                         position,
                         origin,
@@ -114,10 +118,10 @@ pub fn expected_events(
                     });
                     continue;
                 }
-                DecodedCommand::Foreign { .. } => continue,
-                DecodedCommand::Newer { version } => panic!("a format {version} record"),
+                Decoded::Foreign { .. } => continue,
+                Decoded::Newer { version } => panic!("a format {version} record"),
             };
-            // Distributed mode journals order commands only (funds come with issue 15).
+            let entry = &forwarded.entry;
             let symbol = entry
                 .command
                 .action
@@ -130,13 +134,16 @@ pub fn expected_events(
                 "command in the wrong partition"
             );
             let mut records = Vec::new();
-            match books.get_mut(&symbol) {
-                Some(book) => book.apply(&entry.command, &mut records),
-                None => records = unroutable(&entry),
+            match (books.get_mut(&symbol), &forwarded.funding) {
+                (Some(book), Some(funding)) => {
+                    book.apply_funded(&entry.command, funding, &mut records)
+                }
+                (Some(book), None) => book.apply(&entry.command, &mut records),
+                (None, _) => records = unroutable(entry),
             }
             processed.push(Processed {
                 position,
-                origin: entry.origin,
+                origin: forwarded.entry.origin,
                 records,
                 rejected: None,
             });
@@ -144,6 +151,204 @@ pub fn expected_events(
         out.insert(partition, processed);
     }
     out
+}
+
+/// The ledger topic, decoded, partition by partition.
+pub fn ledger(cluster: &Cluster) -> BTreeMap<u32, Vec<FundsRecord>> {
+    read_topic(cluster, &format!("{}.ledger", cluster.prefix))
+        .into_iter()
+        .map(|(partition, messages)| {
+            let decoded = messages
+                .into_iter()
+                .map(|(_, payload)| match decode_funds_record(&payload) {
+                    Decoded::Record(record) => record,
+                    other => panic!("a ledger record: {other:?}"),
+                })
+                .collect();
+            (partition, decoded)
+        })
+        .collect()
+}
+
+/// What uninterrupted funds stages would have written: the accounts topic replayed through
+/// fresh funds, partition by partition.
+pub struct FundsRun {
+    /// The ledger topic, partition by partition.
+    pub ledger: BTreeMap<u32, Vec<FundsRecord>>,
+    /// The commands forwarded from each accounts partition to each commands partition, in
+    /// order (the commands topic interleaves the sources; each source's order is fixed).
+    pub forwarded: BTreeMap<(u32, u32), Vec<Vec<u8>>>,
+    /// The settlements each commands partition sent to each accounts partition, in order.
+    pub settlements: BTreeMap<(u32, u32), Vec<Settlement>>,
+    /// Every partition's funds at the end.
+    pub funds: BTreeMap<u32, Funds>,
+    /// Deposits minus withdrawals, per asset.
+    pub net: BTreeMap<String, i128>,
+}
+
+pub fn expected_funds(cluster: &Cluster, instruments: &[Instrument]) -> FundsRun {
+    let accounts = read_topic(cluster, &format!("{}.accounts", cluster.prefix));
+    let mut run = FundsRun {
+        ledger: BTreeMap::new(),
+        forwarded: BTreeMap::new(),
+        settlements: BTreeMap::new(),
+        funds: BTreeMap::new(),
+        net: BTreeMap::new(),
+    };
+    for (partition, messages) in accounts {
+        let mut funds = Funds::new(instruments).unwrap();
+        let mut records = Vec::new();
+        for (offset, payload) in messages {
+            let position = LogPosition { partition, offset };
+            let mut ledger = Vec::new();
+            let mut transfer = None;
+            match decode_account_record(&payload) {
+                Decoded::Record(AccountRecord::Command { entry, hold_price }) => {
+                    assert_eq!(
+                        partition_of(entry.command.action.account(), cluster.partitions),
+                        partition,
+                        "command in the wrong accounts partition"
+                    );
+                    match funds.command(&entry.command, hold_price, &mut ledger) {
+                        Decided::Order(funding) => {
+                            let symbol = entry.command.action.symbol().unwrap();
+                            let to = partition_of(symbol, cluster.partitions);
+                            run.forwarded
+                                .entry((partition, to))
+                                .or_default()
+                                .push(encode_command(&entry, &funding).unwrap());
+                        }
+                        Decided::Transfer(outcome) => {
+                            if outcome.reject.is_none() {
+                                let sign = match outcome.kind {
+                                    oms_core::TransferKind::Deposit => 1,
+                                    oms_core::TransferKind::Withdrawal => -1,
+                                };
+                                *run.net
+                                    .entry(outcome.transfer.asset.to_string())
+                                    .or_default() += sign * outcome.transfer.amount as i128;
+                            }
+                            transfer = Some(outcome);
+                        }
+                    }
+                }
+                Decoded::Record(AccountRecord::Settle(settlement)) => {
+                    for record in &settlement.records {
+                        funds.settle(record, &mut ledger);
+                    }
+                    run.settlements
+                        .entry((settlement.position.partition, partition))
+                        .or_default()
+                        .push(settlement);
+                }
+                Decoded::Unreadable { .. } | Decoded::Foreign { .. } => continue,
+                Decoded::Newer { version } => panic!("an accounts record of format {version}"),
+            }
+            if !ledger.is_empty() || transfer.is_some() {
+                records.push(FundsRecord {
+                    position,
+                    ledger,
+                    transfer,
+                });
+            }
+        }
+        if !records.is_empty() {
+            run.ledger.insert(partition, records);
+        }
+        run.funds.insert(partition, funds);
+    }
+    run
+}
+
+/// The commands topic's records by where they came from: (accounts partition of the
+/// command's account, commands partition) → payloads, in order.
+pub fn forwarded(cluster: &Cluster) -> BTreeMap<(u32, u32), Vec<Vec<u8>>> {
+    let mut out: BTreeMap<(u32, u32), Vec<Vec<u8>>> = BTreeMap::new();
+    for (partition, messages) in read_topic(cluster, &format!("{}.commands", cluster.prefix)) {
+        for (_, payload) in messages {
+            if let Decoded::Record(forwarded) = decode_command(&payload) {
+                let account = forwarded.entry.command.action.account();
+                let from = partition_of(account, cluster.partitions);
+                out.entry((from, partition)).or_default().push(payload);
+            }
+        }
+    }
+    out
+}
+
+/// The settlements the events imply: each event that changes money, once per accounts
+/// partition it touches, grouped by command.
+pub fn settlements_of(
+    cluster: &Cluster,
+    events: &BTreeMap<u32, Vec<Processed>>,
+) -> BTreeMap<(u32, u32), Vec<Settlement>> {
+    let mut out: BTreeMap<(u32, u32), Vec<Settlement>> = BTreeMap::new();
+    for (partition, processed) in events {
+        for processed in processed {
+            let mut by_partition: BTreeMap<u32, Vec<oms_core::EventRecord>> = BTreeMap::new();
+            for record in &processed.records {
+                let mut to: Vec<u32> = record
+                    .event
+                    .settled_accounts()
+                    .map(|account| partition_of(account, cluster.partitions))
+                    .collect();
+                to.dedup();
+                for to in to {
+                    by_partition.entry(to).or_default().push(record.clone());
+                }
+            }
+            for (to, records) in by_partition {
+                out.entry((*partition, to)).or_default().push(Settlement {
+                    position: processed.position,
+                    records,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Checks that the topics hold exactly what uninterrupted stages would have written, message
+/// for message: events, ledger, forwarded commands and settlements. Gives the funds run.
+pub fn assert_exactly_once(cluster: &Cluster, instruments: &[Instrument]) -> FundsRun {
+    let (written, expected) = (events(cluster), expected_events(cluster, instruments));
+    assert_eq!(written, expected, "events differ from an uninterrupted run");
+    // Every event is written, and with it every settlement (one transaction): the accounts
+    // topic is complete. The funds stage may still be settling its tail.
+    let run = expected_funds(cluster, instruments);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut written_ledger = ledger(cluster);
+    while written_ledger != run.ledger && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(250));
+        written_ledger = ledger(cluster);
+    }
+    assert_eq!(
+        written_ledger, run.ledger,
+        "the ledger differs from an uninterrupted run"
+    );
+    assert_eq!(
+        forwarded(cluster),
+        run.forwarded,
+        "forwarded commands differ from an uninterrupted run"
+    );
+    assert_eq!(
+        run.settlements,
+        settlements_of(cluster, &written),
+        "settlements differ from what the events imply"
+    );
+    // Conservation: the partitions' totals add up to deposits minus withdrawals.
+    let mut totals: BTreeMap<String, i128> = BTreeMap::new();
+    for funds in run.funds.values() {
+        for (asset, total) in funds.totals() {
+            *totals.entry(asset.to_string()).or_default() += total as i128;
+        }
+        assert_eq!(funds.held_balances(), funds.held_by_orders());
+    }
+    totals.retain(|_, total| *total != 0);
+    let mut net = run.net.clone();
+    net.retain(|_, n| *n != 0);
+    assert_eq!(totals, net, "money is conserved per asset");
+    run
 }
 
 /// Every order's final state folded from `events`.

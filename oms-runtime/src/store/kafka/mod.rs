@@ -1,27 +1,39 @@
-//! The command log on Kafka (MSK in production): the ingest's journal and the topic layout.
+//! The logs on Kafka (MSK in production): the ingest's journal and the topic layout.
 //!
 //! # Topics
-//! `<prefix>.commands` carries journal entries, keyed by symbol and sent to the partition
-//! [`partition_of`] the symbol, so every command for one book is in one partition, in order,
-//! and a processor shard owning that partition owns the book. `<prefix>.events` carries what the
-//! processors decided, partition for partition, written in Kafka transactions together with the
-//! command offsets they consumed.
+//! ```text
+//! <prefix>.accounts  key account  clients' commands (ingest) and settlements (matching stage)
+//! <prefix>.commands  key symbol   funded commands (funds stage)
+//! <prefix>.events    by partition what the books decided (matching stage)
+//! <prefix>.ledger    by partition what funds did: balance changes, transfers (funds stage)
+//! ```
+//! A key goes to the partition [`partition_of`] it, so every command of one account is in one
+//! accounts partition and every command for one book in one commands partition, in order: a
+//! funds shard owning an accounts partition owns those accounts, a matching shard owning a
+//! commands partition owns those books. `events` and `ledger` are written partition for
+//! partition of their stage's input, in Kafka transactions together with the offsets consumed.
 //!
 //! # Record format
-//! A command record is a format version byte ([`COMMAND_FORMAT`]), then the request's
-//! [`Origin`], then the [`Command`] (postcard). The origin comes first so that a command a
-//! processor cannot read can still be answered to the request that sent it, and the version
-//! lets a processor tell a newer format (wait for the upgrade: never skip an acknowledged
-//! command) from a record it will never read (reject it). See [`decode_command`].
+//! See [`records`]: a format version byte, then the request's origin where there is one, then
+//! the rest (postcard).
 //!
 //! # Durability
 //! The producer is idempotent with `acks=all`: an append returns only after the delivery report,
 //! that is, once every in-sync replica has the command. A broker that does not answer fails the
 //! append after `message.timeout.ms`, which is set to the dependency timeout.
 
-use super::{Backend, Journal, JournalEntry, LogPosition, Origin, Result, StoreError, encode};
+pub mod records;
+
+pub use records::{
+    ACCOUNTS_FORMAT, AccountRecord, COMMAND_FORMAT, Decoded, Forwarded, FundsRecord, LEDGER_FORMAT,
+    Settlement, decode_account_record, decode_command, decode_funds_record, encode_client_command,
+    encode_command, encode_funds_record, encode_settlement,
+};
+
+use super::redis::RedisStore;
+use super::{Backend, Journal, JournalEntry, LogPosition, Result, StoreError};
 use async_trait::async_trait;
-use oms_core::Command;
+use oms_core::{Action, OrderType, Side};
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -53,6 +65,26 @@ impl KafkaConfig {
     /// The events topic.
     pub fn events(&self) -> String {
         format!("{}.events", self.prefix)
+    }
+
+    /// The accounts topic: clients' commands and settlements, keyed by account.
+    pub fn accounts(&self) -> String {
+        format!("{}.accounts", self.prefix)
+    }
+
+    /// The ledger topic: what the funds stage did, partition for partition of the accounts.
+    pub fn ledger(&self) -> String {
+        format!("{}.ledger", self.prefix)
+    }
+
+    /// Every topic of the order system.
+    pub fn topics(&self) -> [String; 4] {
+        [
+            self.accounts(),
+            self.commands(),
+            self.events(),
+            self.ledger(),
+        ]
     }
 
     /// A client configuration with the connection and security settings.
@@ -111,11 +143,11 @@ pub async fn partitions(config: &KafkaConfig, topic: &str) -> Result<u32> {
     .map_err(error)?
 }
 
-/// Creates the commands and events topics if they do not exist (for development and tests; in
-/// Kubernetes the operator owns them).
+/// Creates the topics if they do not exist, each with `partitions` partitions (for development
+/// and tests; in Kubernetes the operator owns them).
 pub async fn create_topics(config: &KafkaConfig, partitions: u32, replication: u32) -> Result<()> {
     let admin: AdminClient<DefaultClientContext> = config.client().create().map_err(error)?;
-    let names = [config.commands(), config.events()];
+    let names = config.topics();
     let topics: Vec<NewTopic> = names
         .iter()
         .map(|name| {
@@ -144,95 +176,22 @@ pub async fn create_topics(config: &KafkaConfig, partitions: u32, replication: u
     Ok(())
 }
 
-/// The format version of command records this build writes. It reads this one and format 1
-/// (see [`super::legacy`]).
-pub const COMMAND_FORMAT: u8 = 2;
-
-/// A journal entry as a command record (see the module doc).
-pub fn encode_command(entry: &JournalEntry) -> Result<Vec<u8>> {
-    let mut bytes = vec![COMMAND_FORMAT];
-    bytes.extend(encode("command origin", &entry.origin)?);
-    bytes.extend(encode("command", &entry.command)?);
-    Ok(bytes)
-}
-
-/// What a command record holds, as far as this build can read it.
-#[derive(Debug, PartialEq, Eq)]
-pub enum DecodedCommand {
-    /// A command to apply.
-    Entry(JournalEntry),
-    /// A newer format: a newer ingest wrote it, and only a newer processor may apply it.
-    Newer {
-        /// Its format version.
-        version: u8,
-    },
-    /// A record of this format whose command cannot be read: it is rejected, and its request
-    /// is told so.
-    Unreadable {
-        /// The request that wrote it.
-        origin: Origin,
-        /// Why it cannot be read.
-        reason: String,
-    },
-    /// Not a command record at all (no origin can be read): nothing to answer.
-    Foreign {
-        /// Why it cannot be read.
-        reason: String,
-    },
-}
-
-/// Reads a command record.
-pub fn decode_command(bytes: &[u8]) -> DecodedCommand {
-    let Some((&version, rest)) = bytes.split_first() else {
-        return DecodedCommand::Foreign {
-            reason: "empty record".into(),
-        };
-    };
-    if version > COMMAND_FORMAT {
-        return DecodedCommand::Newer { version };
-    }
-    if version == 0 {
-        return DecodedCommand::Foreign {
-            reason: format!("unknown format {version}"),
-        };
-    }
-    let (origin, rest) = match postcard::take_from_bytes::<Origin>(rest) {
-        Ok(decoded) => decoded,
-        Err(error) => {
-            return DecodedCommand::Foreign {
-                reason: format!("origin: {error}"),
-            };
-        }
-    };
-    let command = match version {
-        1 => super::legacy::command(rest),
-        _ => postcard::take_from_bytes::<Command>(rest),
-    };
-    match command {
-        Ok((command, [])) => DecodedCommand::Entry(JournalEntry { command, origin }),
-        Ok((_, trailing)) => DecodedCommand::Unreadable {
-            origin,
-            reason: format!("{} bytes after the command", trailing.len()),
-        },
-        Err(error) => DecodedCommand::Unreadable {
-            origin,
-            reason: error.to_string(),
-        },
-    }
-}
-
-/// The ingest's journal: an idempotent producer to the commands topic.
+/// The ingest's journal: an idempotent producer to the accounts topic. Every command of an
+/// account (orders, cancels, amendments, deposits, withdrawals) goes to its account's partition,
+/// so the funds stage sees them in the order they were acknowledged.
 pub struct KafkaJournal {
     producer: FutureProducer,
     topic: String,
     partitions: u32,
     config: KafkaConfig,
+    /// Where the matching stage publishes the price a market buy may trade up to.
+    limits: RedisStore,
 }
 
 impl KafkaJournal {
     /// Creates the producer and learns the topic's partition count.
-    pub async fn connect(config: KafkaConfig) -> Result<KafkaJournal> {
-        let topic = config.commands();
+    pub async fn connect(config: KafkaConfig, limits: RedisStore) -> Result<KafkaJournal> {
+        let topic = config.accounts();
         let partitions = partitions(&config, &topic).await?;
         let producer: FutureProducer = config
             .client()
@@ -248,28 +207,41 @@ impl KafkaJournal {
             topic,
             partitions,
             config,
+            limits,
         })
     }
 
-    /// Partitions of the commands topic.
+    /// Partitions of the accounts topic.
     pub fn partitions(&self) -> u32 {
         self.partitions
+    }
+
+    /// What a market buy by quantity is held at: the limit its book last published (the edge
+    /// of the price band). The book trades the order no higher (see `oms_core::Funding`), so a
+    /// limit that moved since only leaves part of the order unfilled.
+    async fn hold_price(&self, entry: &JournalEntry) -> Result<Option<oms_core::Price>> {
+        match &entry.command.action {
+            Action::New(order)
+                if order.order_type == OrderType::Market
+                    && order.side == Side::Buy
+                    && !order.is_quote() =>
+            {
+                self.limits.buy_limit(&order.symbol).await
+            }
+            _ => Ok(None),
+        }
     }
 }
 
 #[async_trait]
 impl Journal for KafkaJournal {
     async fn append(&self, entry: JournalEntry) -> Result<LogPosition> {
-        // Orders by symbol (a book's commands stay in order); funds commands by account.
-        let symbol = match entry.command.action.symbol() {
-            Some(symbol) => symbol.to_string(),
-            None => entry.command.action.account().to_string(),
-        };
-        let partition = partition_of(&symbol, self.partitions);
-        let payload = encode_command(&entry)?;
+        let account = entry.command.action.account().to_string();
+        let partition = partition_of(&account, self.partitions);
+        let payload = encode_client_command(&entry, self.hold_price(&entry).await?)?;
         let record = FutureRecord::to(&self.topic)
             .partition(partition as i32)
-            .key(&symbol)
+            .key(&account)
             .payload(&payload);
         let delivered = self
             .producer
@@ -289,7 +261,9 @@ impl Journal for KafkaJournal {
 
 #[cfg(test)]
 mod tests {
+    use super::super::Origin;
     use super::*;
+    use oms_core::{Command, Funding};
 
     fn entry() -> JournalEntry {
         JournalEntry {
@@ -350,13 +324,16 @@ mod tests {
     #[test]
     fn records_keep_their_wire_format() {
         let (command, event) = golden_records(golden_order(Some(12_345)));
+        let funding = Funding::Funded {
+            cap: Some(oms_core::Price(77)),
+        };
         let bytes = [
-            encode_command(&command).unwrap(),
+            encode_command(&command, &funding).unwrap(),
             postcard::to_allocvec(&event).unwrap(),
         ]
         .concat();
         let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-        assert_eq!(hex, GOLDEN_2, "{hex}");
+        assert_eq!(hex, GOLDEN_3, "{hex}");
         let written = postcard::to_allocvec(&event).unwrap();
         assert_eq!(
             postcard::from_bytes::<oms_core::EventRecord>(&written).unwrap(),
@@ -364,18 +341,29 @@ mod tests {
         );
     }
 
-    /// Records of format 1, as an earlier build wrote them, still read: an upgrade with
-    /// commands and events in flight loses nothing.
+    /// Command records of formats 1 and 2, as earlier builds wrote them straight to the
+    /// commands topic, still read (without funding), and so do events of format 1: an upgrade
+    /// with commands and events in flight loses nothing.
     #[test]
-    fn format_1_records_still_read() {
+    fn records_of_earlier_formats_still_read() {
         let golden = hex::decode(GOLDEN).unwrap();
         let (command, event) = golden_records(golden_order(None));
         let (_, rest) = postcard::take_from_bytes::<Origin>(&golden[1..]).unwrap();
         let (_, event_bytes) = super::super::legacy::command(rest).unwrap();
         let command_bytes = &golden[..golden.len() - event_bytes.len()];
+        let unfunded = |entry| {
+            Decoded::Record(Forwarded {
+                entry,
+                funding: None,
+            })
+        };
+        assert_eq!(decode_command(command_bytes), unfunded(command));
+        let golden_2 = hex::decode(GOLDEN_2).unwrap();
+        let (command_2, event_2) = golden_records(golden_order(Some(12_345)));
+        let event_2_len = postcard::to_allocvec(&event_2).unwrap().len();
         assert_eq!(
-            decode_command(command_bytes),
-            DecodedCommand::Entry(command)
+            decode_command(&golden_2[..golden_2.len() - event_2_len]),
+            unfunded(command_2)
         );
         let processed = crate::processing::Processed {
             position: LogPosition {
@@ -407,7 +395,7 @@ mod tests {
         "6e616d652d30303031084254432d555344540000000164050000",
     );
 
-    /// Format 2.
+    /// Format 2 (before the funds stage), printed by the build that wrote it.
     const GOLDEN_2: &str = concat!(
         "02046465736b036b2d3101660100072430313233343536373839616263646566303132333435363738396162",
         "636465663031323320616e2d6163636f756e742d776974682d612d6c6f6e672d6e616d652d30303031084254",
@@ -416,35 +404,47 @@ mod tests {
         "6e672d6e616d652d30303031084254432d55534454000000016405000001b960",
     );
 
+    /// Format 3 (funded commands).
+    const GOLDEN_3: &str = concat!(
+        "03046465736b036b2d3101660100072430313233343536373839616263646566303132333435363738396162",
+        "636465663031323320616e2d6163636f756e742d776974682d612d6c6f6e672d6e616d652d30303031084254",
+        "432d55534454000000016405000001b96000014d0101084254432d5553445400072430313233343536373839",
+        "616263646566303132333435363738396162636465663031323320616e2d6163636f756e742d776974682d61",
+        "2d6c6f6e672d6e616d652d30303031084254432d55534454000000016405000001b960",
+    );
+
     #[test]
     fn command_records_round_trip_and_say_what_they_cannot_read() {
         let entry = entry();
-        let bytes = encode_command(&entry).unwrap();
-        assert_eq!(decode_command(&bytes), DecodedCommand::Entry(entry.clone()));
+        let bytes = encode_command(&entry, &Funding::PASS).unwrap();
+        assert_eq!(
+            decode_command(&bytes),
+            Decoded::Record(Forwarded {
+                entry: entry.clone(),
+                funding: Some(Funding::PASS),
+            })
+        );
         let mut newer = bytes.clone();
         newer[0] = COMMAND_FORMAT + 1;
         assert_eq!(
             decode_command(&newer),
-            DecodedCommand::Newer {
+            Decoded::Newer {
                 version: COMMAND_FORMAT + 1
             }
         );
         // the origin is readable, the command is not (cut short, or with bytes after it)
-        let origin_len = encode("o", &entry.origin).unwrap().len();
+        let origin_len = super::super::encode("o", &entry.origin).unwrap().len();
         for broken in [
             bytes[..1 + origin_len + 2].to_vec(),
             [bytes.as_slice(), &[0xff]].concat(),
         ] {
             assert!(matches!(
                 decode_command(&broken),
-                DecodedCommand::Unreadable { origin, .. } if origin == entry.origin
+                Decoded::Unreadable { origin, .. } if origin == entry.origin
             ));
         }
         for foreign in [&[][..], &[0u8, 1, 2][..], &[COMMAND_FORMAT, 0xff][..]] {
-            assert!(matches!(
-                decode_command(foreign),
-                DecodedCommand::Foreign { .. }
-            ));
+            assert!(matches!(decode_command(foreign), Decoded::Foreign { .. }));
         }
     }
 
