@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 pub const GROUP: &str = "oms.dev";
 
 /// A running order management system: its instruments, its Kafka topics, where its state lives,
-/// and how many ingest and processor pods run it.
+/// and how many ingest, funds and processor pods run it.
 #[allow(
     clippy::duplicated_attributes,
     reason = "each kube printcolumn(...) repeats the same keys"
@@ -56,6 +56,7 @@ pub const GROUP: &str = "oms.dev";
     )
 )]
 #[x_kube(validation = Rule::new("self.processor.shards <= self.kafka.partitions").message("processor.shards must be between 1 and kafka.partitions: a shard owns at least one partition"))]
+#[x_kube(validation = Rule::new("self.funds.shards <= self.kafka.partitions").message("funds.shards must be between 1 and kafka.partitions: a shard owns at least one partition"))]
 #[x_kube(validation = Rule::new("!has(self.ingest.autoscaling) || self.ingest.autoscaling.minReplicas <= self.ingest.autoscaling.maxReplicas").message("ingest.autoscaling.minReplicas must not exceed maxReplicas"))]
 #[x_kube(validation = Rule::new("self.kafka.minInSyncReplicas <= self.kafka.replicationFactor").message("kafka.minInSyncReplicas must not exceed kafka.replicationFactor"))]
 #[serde(rename_all = "camelCase")]
@@ -76,7 +77,10 @@ pub struct OrderSystemSpec {
     /// The HTTP API pods.
     #[serde(default)]
     pub ingest: IngestSpec,
-    /// The matching pods.
+    /// The funds pods: balances, holds and settlement, sharded by account.
+    #[serde(default)]
+    pub funds: FundsSpec,
+    /// The matching pods, sharded by symbol.
     #[serde(default)]
     pub processor: ProcessorSpec,
     /// The pods that fold events into the read projection.
@@ -131,6 +135,14 @@ pub struct InstrumentSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[0-9]+(\.[0-9]+)?$"))]
     pub reference_price: Option<String>,
+    /// Fee of the resting side of a trade, in basis points of what it receives (0 to 1000).
+    #[serde(default)]
+    #[schemars(range(min = 0, max = 1000))]
+    pub maker_fee_bps: i32,
+    /// Fee of the incoming side of a trade, in basis points of what it receives (0 to 1000).
+    #[serde(default)]
+    #[schemars(range(min = 0, max = 1000))]
+    pub taker_fee_bps: i32,
     /// Trading or Halted (cancels only).
     #[serde(default)]
     pub status: InstrumentStatus,
@@ -150,7 +162,7 @@ pub enum InstrumentStatus {
     Halted,
 }
 
-/// The Kafka topics `<topicPrefix>.commands` and `<topicPrefix>.events`.
+/// The Kafka topics `<topicPrefix>.accounts`, `.commands`, `.events` and `.ledger`.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct KafkaSpec {
@@ -164,16 +176,16 @@ pub struct KafkaSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[a-zA-Z0-9._-]{1,200}$"))]
     pub topic_prefix: Option<String>,
-    /// Partitions of both topics; fixed at creation (state is owned per partition).
+    /// Partitions of every topic; fixed at creation (state is owned per partition).
     #[serde(default = "twelve")]
     #[schemars(range(min = 1, max = 1000))]
     #[x_kube(validation = Rule::new("self == oldSelf").message("kafka.partitions is immutable: state is owned per partition; create a new OrderSystem to change it"))]
     pub partitions: i32,
-    /// Replication factor of both topics.
+    /// Replication factor of every topic.
     #[serde(default = "three")]
     #[schemars(range(min = 1, max = 7))]
     pub replication_factor: i32,
-    /// `min.insync.replicas` of both topics.
+    /// `min.insync.replicas` of every topic.
     #[serde(default = "two")]
     #[schemars(range(min = 1, max = 7))]
     pub min_in_sync_replicas: i32,
@@ -283,6 +295,34 @@ fn seventy() -> i32 {
     70
 }
 
+/// The funds StatefulSet: pod `k` is shard `k` and owns the accounts partitions p with
+/// p mod shards = k.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct FundsSpec {
+    /// Shards, 1 to kafka.partitions; shard k owns accounts partitions p with p mod shards = k.
+    #[serde(default = "one")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub shards: i32,
+    /// Accounts-topic records per partition between snapshots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub snapshot_every: Option<i64>,
+    /// Container resources.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+impl Default for FundsSpec {
+    fn default() -> Self {
+        FundsSpec {
+            shards: 1,
+            snapshot_every: None,
+            resources: None,
+        }
+    }
+}
+
 /// The processor StatefulSet: pod `k` is shard `k`.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -377,13 +417,16 @@ pub struct OrderSystemStatus {
     /// The generation the status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// Ready, TopicsReady, IngestAvailable, ProcessorsReady, ProjectorReady, Progressing,
+    /// Ready, TopicsReady, IngestAvailable, FundsReady, ProcessorsReady, ProjectorReady, Progressing,
     /// Degraded, ReconciliationPaused.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// Processor shards.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shards: Option<ReadyCount>,
+    /// Funds shards.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub funds: Option<ReadyCount>,
     /// Ingest pods (the scale subresource reads `replicas`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ingest: Option<ReadyCount>,

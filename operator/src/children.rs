@@ -7,10 +7,12 @@
 //! | Deployment | `<name>-ingest` | the HTTP API |
 //! | Service | `<name>` | the API endpoint (port 80) and metrics (9090) |
 //! | HorizontalPodAutoscaler | `<name>-ingest` | only with `ingest.autoscaling` |
-//! | StatefulSet | `<name>-processor` | shard k = pod ordinal k |
+//! | StatefulSet | `<name>-funds` | the funds stage: accounts shard k = pod ordinal k |
+//! | Service (headless) | `<name>-funds` | the StatefulSet's identities |
+//! | StatefulSet | `<name>-processor` | the matching stage: symbols shard k = pod ordinal k |
 //! | Service (headless) | `<name>-processor` | the StatefulSet's identities |
-//! | Deployment | `<name>-projector` | events into the read projection |
-//! | PodDisruptionBudget | `<name>-ingest`, `<name>-processor` | maxUnavailable 1 |
+//! | Deployment | `<name>-projector` | events and the ledger into the read projection |
+//! | PodDisruptionBudget | `<name>-ingest`, `<name>-funds`, `<name>-processor` | maxUnavailable 1 |
 //! | NetworkPolicy | `<name>` | only the API and metrics ports are reachable |
 //!
 //! Every object carries an owner reference to the OrderSystem (garbage collection) and the
@@ -62,6 +64,10 @@ pub struct Children {
     pub ingest_service: Service,
     /// Autoscaling of the API pods, when wanted.
     pub ingest_autoscaler: Option<HorizontalPodAutoscaler>,
+    /// The funds pods.
+    pub funds: StatefulSet,
+    /// Headless Service of the funds pods.
+    pub funds_service: Service,
     /// The matching pods.
     pub processor: StatefulSet,
     /// Headless Service of the processors.
@@ -199,6 +205,8 @@ impl Children {
             ingest,
             ingest_service,
             ingest_autoscaler,
+            funds,
+            funds_service,
             processor,
             processor_service,
             projector,
@@ -212,11 +220,13 @@ impl Children {
             ],
             vec![
                 Child::Service(ingest_service),
+                Child::Service(funds_service),
                 Child::Service(processor_service),
                 Child::NetworkPolicy(network_policy),
             ],
             vec![
                 Child::Deployment(ingest),
+                Child::StatefulSet(funds),
                 Child::StatefulSet(processor),
                 Child::Deployment(projector),
             ],
@@ -242,6 +252,11 @@ pub fn children_selector(name: &str) -> String {
 /// Name of the ingest Deployment and autoscaler.
 pub fn ingest_name(system: &str) -> String {
     format!("{system}-ingest")
+}
+
+/// Name of the funds StatefulSet and its headless Service.
+pub fn funds_name(system: &str) -> String {
+    format!("{system}-funds")
 }
 
 /// Name of the processor StatefulSet and its headless Service.
@@ -370,6 +385,12 @@ fn env(system: &OrderSystem, plan: &Plan, role: &str) -> Vec<EnvVar> {
             "OMS_API_KEYS_FILE",
             format!("{KEYS_DIR}/api-keys.json"),
         )),
+        "funds" => {
+            env.push(value("OMS_SHARDS", plan.funds_shards.to_string()));
+            if let Some(every) = spec.funds.snapshot_every {
+                env.push(value("OMS_SNAPSHOT_EVERY", every.to_string()));
+            }
+        }
         "processor" => {
             env.push(value("OMS_SHARDS", plan.shards.to_string()));
             if let Some(every) = spec.processor.snapshot_every {
@@ -602,25 +623,42 @@ pub fn build(system: &OrderSystem, plan: &Plan) -> Children {
             },
             status: None,
         });
-    let processor = StatefulSet {
-        metadata: meta(system, plan, processor_name(name), Some("processor")),
+    let stage = |component: &str, set: String, shards: i32, resources| StatefulSet {
+        metadata: meta(system, plan, set.clone(), Some(component)),
         spec: Some(StatefulSetSpec {
-            replicas: Some(plan.shards),
-            service_name: Some(processor_name(name)),
+            replicas: Some(shards),
+            service_name: Some(set),
             // Shards are independent: start and stop them all at once.
             pod_management_policy: Some("Parallel".into()),
             selector: LabelSelector {
-                match_labels: Some(selector(plan, "processor")),
+                match_labels: Some(selector(plan, component)),
                 ..LabelSelector::default()
             },
-            template: pod(
-                system,
-                plan,
-                "processor",
-                spec.processor.resources.as_ref(),
-                &config_hash,
-            ),
+            template: pod(system, plan, component, resources, &config_hash),
             ..StatefulSetSpec::default()
+        }),
+        status: None,
+    };
+    let funds = stage(
+        "funds",
+        funds_name(name),
+        plan.funds_shards,
+        spec.funds.resources.as_ref(),
+    );
+    let processor = stage(
+        "processor",
+        processor_name(name),
+        plan.shards,
+        spec.processor.resources.as_ref(),
+    );
+    let headless = |component: &str, set: String| Service {
+        metadata: meta(system, plan, set, Some(component)),
+        spec: Some(ServiceSpec {
+            cluster_ip: Some("None".into()),
+            selector: Some(selector(plan, component)),
+            ports: Some(vec![port("metrics", ADMIN_PORT, "admin")]),
+            publish_not_ready_addresses: Some(true),
+            ..ServiceSpec::default()
         }),
         status: None,
     };
@@ -668,21 +706,14 @@ pub fn build(system: &OrderSystem, plan: &Plan) -> Children {
             status: None,
         },
         ingest_autoscaler,
+        funds,
+        funds_service: headless("funds", funds_name(name)),
         processor,
-        processor_service: Service {
-            metadata: meta(system, plan, processor_name(name), Some("processor")),
-            spec: Some(ServiceSpec {
-                cluster_ip: Some("None".into()),
-                selector: Some(selector(plan, "processor")),
-                ports: Some(vec![port("metrics", ADMIN_PORT, "admin")]),
-                publish_not_ready_addresses: Some(true),
-                ..ServiceSpec::default()
-            }),
-            status: None,
-        },
+        processor_service: headless("processor", processor_name(name)),
         projector,
         disruption_budgets: vec![
             budget(system, plan, ingest_name(name), "ingest"),
+            budget(system, plan, funds_name(name), "funds"),
             budget(system, plan, processor_name(name), "processor"),
         ],
         network_policy: NetworkPolicy {
@@ -946,6 +977,35 @@ mod tests {
         );
     }
 
+    #[test]
+    fn funds_shards_are_their_own_stateful_set() {
+        let c = built(&system());
+        let set = c.funds.spec.as_ref().unwrap();
+        assert_eq!(set.replicas, Some(3));
+        assert_eq!(set.service_name.as_deref(), Some("btc-desk-funds"));
+        assert_eq!(set.pod_management_policy.as_deref(), Some("Parallel"));
+        let env = env_of(&set.template);
+        assert_eq!(env["OMS_ROLE"].value.as_deref(), Some("funds"));
+        assert_eq!(env["OMS_SHARDS"].value.as_deref(), Some("3"));
+        assert_eq!(env["OMS_SNAPSHOT_EVERY"].value.as_deref(), Some("2000"));
+        let selector = c.funds_service.spec.as_ref().unwrap().selector.clone();
+        assert_eq!(
+            selector.unwrap()["app.kubernetes.io/component"],
+            "funds",
+            "the headless Service selects the funds pods only"
+        );
+        assert!(
+            c.disruption_budgets
+                .iter()
+                .any(|b| b.metadata.name.as_deref() == Some("btc-desk-funds"))
+        );
+        // fees reach the runtime's instruments file
+        let instruments: serde_json::Value =
+            serde_json::from_str(&c.config_map.data.as_ref().unwrap()["instruments.json"]).unwrap();
+        assert_eq!(instruments[0]["maker_fee_bps"], 10);
+        assert_eq!(instruments[0]["taker_fee_bps"], 20);
+    }
+
     /// Every kind is in `Kind::ALL` once (a new kind fails to compile in `index` until it is
     /// added there too), every child is in one stage, and nothing is applied before what it
     /// refers to.
@@ -981,7 +1041,7 @@ mod tests {
         names.sort_by_key(|(kind, name)| (index(*kind), name.to_string()));
         names.dedup();
         assert_eq!(names.len(), count, "no child twice");
-        assert_eq!(count, 9 + c.disruption_budgets.len());
+        assert_eq!(count, 11 + c.disruption_budgets.len());
         let stage_of = |kind: Kind| {
             c.stages()
                 .iter()

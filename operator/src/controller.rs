@@ -336,12 +336,13 @@ impl Sweep<'_> {
 /// `(ready, wanted)` pods of each workload.
 struct Pods {
     ingest: (i32, i32),
+    funds: (i32, i32),
     processor: (i32, i32),
     projector: (i32, i32),
 }
 
-/// Reads the ready and wanted pods of the ingest and projector Deployments and the processor
-/// StatefulSet.
+/// Reads the ready and wanted pods of the ingest and projector Deployments and the funds and
+/// processor StatefulSets.
 async fn observe_pods(client: &Client, ns: &str, plan: &Plan) -> Result<Pods> {
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
     let sets: Api<StatefulSet> = Api::namespaced(client.clone(), ns);
@@ -349,11 +350,13 @@ async fn observe_pods(client: &Client, ns: &str, plan: &Plan) -> Result<Pods> {
         children::ingest_name(&plan.name),
         children::projector_name(&plan.name),
         children::processor_name(&plan.name),
+        children::funds_name(&plan.name),
     );
-    let (ingest, projector, processor) = futures::try_join!(
+    let (ingest, projector, processor, funds) = futures::try_join!(
         deployments.get_opt(&names.0),
         deployments.get_opt(&names.1),
         sets.get_opt(&names.2),
+        sets.get_opt(&names.3),
     )?;
     let deployment = |d: Option<Deployment>| {
         d.map_or((0, 0), |d| {
@@ -362,14 +365,17 @@ async fn observe_pods(client: &Client, ns: &str, plan: &Plan) -> Result<Pods> {
             (ready, wanted)
         })
     };
-    let processor = processor.map_or((0, 0), |s| {
-        let wanted = s.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-        let ready = s.status.and_then(|s| s.ready_replicas).unwrap_or(0);
-        (ready, wanted)
-    });
+    let set = |s: Option<StatefulSet>| {
+        s.map_or((0, 0), |s| {
+            let wanted = s.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+            let ready = s.status.and_then(|s| s.ready_replicas).unwrap_or(0);
+            (ready, wanted)
+        })
+    };
     Ok(Pods {
         ingest: deployment(ingest),
-        processor,
+        funds: set(funds),
+        processor: set(processor),
         projector: deployment(projector),
     })
 }
@@ -478,7 +484,7 @@ fn now() -> Time {
 /// Deletes the topics if the policy says so, then lets the object go.
 async fn cleanup(system: &OrderSystem, ctx: &Context) -> Result<Action> {
     if let Ok(plan) = validate::validate(system) {
-        let names = vec![plan.commands_topic(), plan.events_topic()];
+        let names = plan.topics();
         let ns = plan.namespace.clone();
         let deleted = async {
             let properties = kafka_properties(&ctx.client, &ns, system).await?;
@@ -698,6 +704,7 @@ pub async fn reconcile(system: Arc<OrderSystem>, ctx: Arc<Context>) -> Result<Ac
     let pods = observe_pods(&ctx.client, &ns, &plan).await?;
     observed.ingest = Some(pods.ingest);
     observed.shards = Some(pods.processor);
+    observed.funds = Some(pods.funds);
     observed.projector = Some(pods.projector);
     let status = status::compute(&observed, system.status.as_ref(), now());
     let first_time = system.status.as_ref().and_then(|s| s.observed_generation) != Some(generation);

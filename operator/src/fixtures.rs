@@ -23,6 +23,8 @@ pub fn system() -> OrderSystem {
                 price_band_percent: Some("10".into()),
                 max_price: None,
                 reference_price: None,
+                maker_fee_bps: 10,
+                taker_fee_bps: 20,
                 status: InstrumentStatus::Trading,
             }],
             kafka: KafkaSpec {
@@ -63,6 +65,11 @@ pub fn system() -> OrderSystem {
                     )])),
                     ..ResourceRequirements::default()
                 }),
+            },
+            funds: FundsSpec {
+                shards: 3,
+                snapshot_every: Some(2000),
+                resources: None,
             },
             processor: ProcessorSpec {
                 shards: 4,

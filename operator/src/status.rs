@@ -2,11 +2,12 @@
 //!
 //! | condition | True when |
 //! |---|---|
-//! | `TopicsReady` | both topics exist and match the spec |
+//! | `TopicsReady` | every topic exists and matches the spec |
 //! | `IngestAvailable` | at least one ingest pod is ready (or none is wanted) |
-//! | `ProcessorsReady` | every shard's pod is ready |
+//! | `FundsReady` | every funds shard's pod is ready |
+//! | `ProcessorsReady` | every processor shard's pod is ready |
 //! | `ProjectorReady` | a projector pod is ready (its readiness says it writes the projection) |
-//! | `Ready` | all four, and not degraded |
+//! | `Ready` | all five, and not degraded |
 //! | `Progressing` | children or pods are still catching up with the spec |
 //! | `Degraded` | the spec is invalid, the Kafka Secret is missing or malformed, a topic cannot be made to match, or Kafka or the API failed |
 //! | `ReconciliationPaused` | the `oms.dev/paused: "true"` annotation is set; nothing is changed |
@@ -38,6 +39,8 @@ pub struct Observed {
     pub ingest: Option<(i32, i32)>,
     /// `(ready, wanted)` processor pods.
     pub shards: Option<(i32, i32)>,
+    /// `(ready, wanted)` funds pods.
+    pub funds: Option<(i32, i32)>,
     /// `(ready, wanted)` projector pods.
     pub projector: Option<(i32, i32)>,
     /// The API endpoint.
@@ -88,6 +91,8 @@ pub fn compute(
         && observed.invalid.is_none();
     let ingest_ok = observed.ingest.is_some() && (ingest_ready >= 1 || ingest_wanted == 0);
     let shards_ok = observed.shards.is_some() && shards_wanted > 0 && shards_ready >= shards_wanted;
+    let (funds_ready, funds_wanted) = observed.funds.unwrap_or((0, 0));
+    let funds_ok = observed.funds.is_some() && funds_wanted > 0 && funds_ready >= funds_wanted;
     let (projector_ready, projector_wanted) = observed.projector.unwrap_or((0, 0));
     let projector_ok = observed.projector.is_some() && projector_wanted > 0 && projector_ready >= 1;
     let problem = observed
@@ -113,6 +118,7 @@ pub fn compute(
     let converged = problem.is_none()
         && ingest_ready >= ingest_wanted
         && shards_ok
+        && funds_ok
         && projector_ready >= projector_wanted;
     let mut conditions = vec![
         condition(
@@ -147,6 +153,17 @@ pub fn compute(
                 "NoReadyPods"
             },
             format!("{ingest_ready}/{ingest_wanted} ingest pods ready"),
+            g,
+        ),
+        condition(
+            "FundsReady",
+            funds_ok,
+            if funds_ok {
+                "AllShardsReady"
+            } else {
+                "ShardsNotReady"
+            },
+            format!("{funds_ready}/{funds_wanted} funds shards ready"),
             g,
         ),
         condition(
@@ -203,7 +220,8 @@ pub fn compute(
             g,
         ),
     ];
-    let ready = topics_ok && ingest_ok && shards_ok && projector_ok && problem.is_none();
+    let ready =
+        topics_ok && ingest_ok && funds_ok && shards_ok && projector_ok && problem.is_none();
     conditions.insert(
         0,
         condition(
@@ -226,6 +244,7 @@ pub fn compute(
         observed_generation: Some(g),
         conditions,
         shards: observed.shards.map(count),
+        funds: observed.funds.map(count),
         ingest: observed.ingest.map(count),
         projector: observed.projector.map(count),
         topics: observed.topics.clone(),
@@ -279,6 +298,7 @@ mod tests {
             generation: 3,
             ingest: Some((2, 2)),
             shards: Some((2, 2)),
+            funds: Some((2, 2)),
             projector: Some((1, 1)),
             ..Observed::default()
         };
@@ -305,7 +325,17 @@ mod tests {
                 .iter()
                 .all(|c| c.observed_generation == Some(3))
         );
+        assert_eq!(get(&status, "FundsReady").status, "True");
         assert_eq!(status.shards.unwrap().summary, "2/2");
+        assert_eq!(status.funds.unwrap().summary, "2/2");
+        // a funds shard down makes the system unready
+        let funds_down = Observed {
+            funds: Some((1, 2)),
+            ..observed.clone()
+        };
+        let status = compute(&funds_down, None, now(10));
+        assert_eq!(get(&status, "Ready").status, "False");
+        assert_eq!(get(&status, "FundsReady").reason, "ShardsNotReady");
     }
 
     #[test]
@@ -314,6 +344,7 @@ mod tests {
             generation: 1,
             ingest: Some((0, 2)),
             shards: Some((0, 2)),
+            funds: Some((0, 2)),
             ..Observed::default()
         };
         let status = compute(&observed, None, now(10));
@@ -377,6 +408,7 @@ mod tests {
             generation: 1,
             ingest: Some((0, 1)),
             shards: Some((0, 1)),
+            funds: Some((0, 1)),
             projector: Some((0, 1)),
             ..Observed::default()
         };
@@ -386,6 +418,7 @@ mod tests {
         let ready = Observed {
             ingest: Some((1, 1)),
             shards: Some((1, 1)),
+            funds: Some((1, 1)),
             projector: Some((1, 1)),
             ..waiting
         };
@@ -400,6 +433,7 @@ mod tests {
             generation: 1,
             ingest: Some((1, 1)),
             shards: Some((1, 1)),
+            funds: Some((1, 1)),
             projector: Some((1, 1)),
             ..Observed::default()
         };

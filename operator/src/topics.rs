@@ -55,8 +55,8 @@ pub struct TopicReport {
     pub not_supported: Option<String>,
 }
 
-/// The topics of a system with the operator's configuration: commands and events are kept for
-/// seven days (snapshots make a restart replay far less), with the spec's min.insync.replicas.
+/// The topics of a system with the operator's configuration: each is kept for seven days
+/// (snapshots make a restart replay far less), with the spec's min.insync.replicas.
 pub fn wanted(
     prefix: &str,
     partitions: i32,
@@ -71,7 +71,7 @@ pub fn wanted(
         ),
         ("cleanup.policy".to_string(), "delete".to_string()),
     ]);
-    ["commands", "events"]
+    crate::validate::TOPICS
         .iter()
         .map(|suffix| WantedTopic {
             name: format!("{prefix}.{suffix}"),

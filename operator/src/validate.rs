@@ -35,9 +35,14 @@ pub struct Plan {
     pub partitions: i32,
     /// Processor shards.
     pub shards: i32,
+    /// Funds shards.
+    pub funds_shards: i32,
     /// What deletion does to the topics.
     pub deletion_policy: DeletionPolicy,
 }
+
+/// The topics of a system, by suffix (the runtime's `KafkaConfig::topics`).
+pub const TOPICS: [&str; 4] = ["accounts", "commands", "events", "ledger"];
 
 impl Plan {
     /// The commands topic.
@@ -45,9 +50,12 @@ impl Plan {
         format!("{}.commands", self.topic_prefix)
     }
 
-    /// The events topic.
-    pub fn events_topic(&self) -> String {
-        format!("{}.events", self.topic_prefix)
+    /// Every topic of the system.
+    pub fn topics(&self) -> Vec<String> {
+        TOPICS
+            .iter()
+            .map(|suffix| format!("{}.{suffix}", self.topic_prefix))
+            .collect()
     }
 }
 
@@ -56,16 +64,29 @@ fn decimal(field: &str, value: &str) -> Result<Decimal, InvalidSpec> {
         .map_err(|_| InvalidSpec(format!("{field}: {value:?} is not a decimal")))
 }
 
+/// A fee rate of the spec: 0 to 1000 basis points (the schema says so too).
+fn fee_bps(field: &str, bps: i32) -> Result<u32, InvalidSpec> {
+    u32::try_from(bps)
+        .ok()
+        .filter(|bps| *bps <= 1000)
+        .ok_or_else(|| InvalidSpec(format!("{field} {bps} must be between 0 and 1000")))
+}
+
 /// Checks a spec and turns it into a plan.
 pub fn validate(system: &OrderSystem) -> Result<Plan, InvalidSpec> {
     let spec = &system.spec;
     let name = system.name_any();
     let namespace = system.namespace().unwrap_or_else(|| "default".into());
-    if spec.processor.shards < 1 || spec.processor.shards > spec.kafka.partitions {
-        return Err(InvalidSpec(format!(
-            "processor.shards {} must be between 1 and kafka.partitions {}",
-            spec.processor.shards, spec.kafka.partitions
-        )));
+    for (field, shards) in [
+        ("processor.shards", spec.processor.shards),
+        ("funds.shards", spec.funds.shards),
+    ] {
+        if shards < 1 || shards > spec.kafka.partitions {
+            return Err(InvalidSpec(format!(
+                "{field} {shards} must be between 1 and kafka.partitions {}",
+                spec.kafka.partitions
+            )));
+        }
     }
     let optional = |field: &str, value: &Option<String>| {
         value.as_deref().map(|v| decimal(field, v)).transpose()
@@ -106,9 +127,8 @@ pub fn validate(system: &OrderSystem) -> Result<Plan, InvalidSpec> {
             price_band_percent: optional(&at("priceBandPercent"), &item.price_band_percent)?,
             max_price: optional(&at("maxPrice"), &item.max_price)?,
             reference_price: optional(&at("referencePrice"), &item.reference_price)?,
-            // Fees come to the CRD with the distributed funds pipeline (issue 15).
-            maker_fee_bps: 0,
-            taker_fee_bps: 0,
+            maker_fee_bps: fee_bps(&at("makerFeeBps"), item.maker_fee_bps)?,
+            taker_fee_bps: fee_bps(&at("takerFeeBps"), item.taker_fee_bps)?,
             status: match item.status {
                 InstrumentStatus::Trading => oms_core::InstrumentStatus::Trading,
                 InstrumentStatus::Halted => oms_core::InstrumentStatus::Halted,
@@ -139,6 +159,7 @@ pub fn validate(system: &OrderSystem) -> Result<Plan, InvalidSpec> {
         limits,
         partitions: spec.kafka.partitions,
         shards: spec.processor.shards,
+        funds_shards: spec.funds.shards,
         deletion_policy: spec.deletion_policy,
     })
 }
@@ -179,6 +200,12 @@ mod tests {
         let mut bad = system();
         bad.spec.processor.shards = 13;
         assert!(validate(&bad).unwrap_err().0.contains("processor.shards"));
+        let mut bad = system();
+        bad.spec.funds.shards = 13;
+        assert!(validate(&bad).unwrap_err().0.contains("funds.shards"));
+        let mut bad = system();
+        bad.spec.instruments[0].taker_fee_bps = 1001;
+        assert!(validate(&bad).unwrap_err().0.contains("takerFeeBps"));
         let mut bad = system();
         bad.spec.instruments.push(bad.spec.instruments[0].clone());
         assert!(validate(&bad).unwrap_err().0.contains("appears twice"));

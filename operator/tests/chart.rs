@@ -284,6 +284,8 @@ async fn installed_chart_runs_an_operator_that_reconciles_the_example() {
     let sets: Api<StatefulSet> = Api::namespaced(client.clone(), &apps_ns);
     let processor = sets.get(&format!("{name}-processor")).await.unwrap();
     assert_eq!(processor.spec.unwrap().replicas, Some(2));
+    let funds = sets.get(&format!("{name}-funds")).await.unwrap();
+    assert_eq!(funds.spec.unwrap().replicas, Some(2));
     let prefix = format!("{apps_ns}.{name}");
     assert_eq!(partitions(&env, &format!("{prefix}.commands")), Some(6));
 

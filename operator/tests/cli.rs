@@ -34,9 +34,12 @@ fn render_prints_every_object_of_the_example() {
         assert!(out.contains(kind), "{kind} missing from:\n{out}");
     }
     assert!(out.contains("name: dev-processor"));
-    assert!(out.contains("# Kafka topic trading.dev.commands"));
-    // no autoscaler in the example: 10 objects, and a note per topic
-    assert_eq!(out.matches("\n---\n").count() + 1, 10 + 2);
+    assert!(out.contains("name: dev-funds"));
+    for topic in ["accounts", "commands", "events", "ledger"] {
+        assert!(out.contains(&format!("# Kafka topic trading.dev.{topic}")));
+    }
+    // no autoscaler in the example: 13 objects, and a note per topic
+    assert_eq!(out.matches("\n---\n").count() + 1, 13 + 4);
     assert!(!out.contains("HorizontalPodAutoscaler"));
 }
 

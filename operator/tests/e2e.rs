@@ -75,6 +75,12 @@ async fn apply_yields_every_child_topics_and_status() {
     assert!(owned(&services.get("desk").await.unwrap().metadata));
     let headless = services.get("desk-processor").await.unwrap();
     assert_eq!(headless.spec.unwrap().cluster_ip.as_deref(), Some("None"));
+    // the funds stage: its own StatefulSet (one shard by default), headless Service, budget
+    let funds = sets.get("desk-funds").await.unwrap();
+    assert!(owned(&funds.metadata));
+    assert_eq!(funds.spec.as_ref().unwrap().replicas, Some(1));
+    let headless = services.get("desk-funds").await.unwrap();
+    assert_eq!(headless.spec.unwrap().cluster_ip.as_deref(), Some("None"));
     let config: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
     let data = config.get("desk-config").await.unwrap().data.unwrap();
     assert!(data["instruments.json"].contains("BTC-USDT"));
@@ -85,13 +91,19 @@ async fn apply_yields_every_child_topics_and_status() {
     assert!(owned(
         &budgets.get("desk-processor").await.unwrap().metadata
     ));
+    assert!(owned(&budgets.get("desk-funds").await.unwrap().metadata));
     let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), &ns);
     assert!(owned(&policies.get("desk").await.unwrap().metadata));
 
     // the topics exist in the real broker
     let prefix = format!("{ns}.desk");
-    assert_eq!(partitions(&env, &format!("{prefix}.commands")), Some(4));
-    assert_eq!(partitions(&env, &format!("{prefix}.events")), Some(4));
+    for topic in ["accounts", "commands", "events", "ledger"] {
+        assert_eq!(
+            partitions(&env, &format!("{prefix}.{topic}")),
+            Some(4),
+            "{topic}"
+        );
+    }
     // status for this generation: topics ready, waiting for pods (their image is not served)
     let topics = wait(WAIT, "TopicsReady", || {
         condition(&client, &ns, "desk", "TopicsReady")
@@ -113,6 +125,8 @@ async fn apply_yields_every_child_topics_and_status() {
         .status
         .unwrap();
     assert_eq!(status.shards.unwrap().summary, "0/2");
+    assert_eq!(status.funds.unwrap().summary, "0/1");
+    assert_eq!(status.topics.len(), 4, "{:?}", status.topics);
     assert_eq!(
         status.endpoint.as_deref(),
         Some(format!("http://desk.{ns}.svc:80").as_str())
@@ -194,6 +208,28 @@ async fn scaling_and_configuration_changes() {
             .and_then(|e| e.value.clone())
     };
     assert_eq!(env_var(&scaled, "OMS_SHARDS").as_deref(), Some("3"));
+    // the funds stage scales on its own: 1 -> 2
+    let patch = json!({"spec": {"funds": {"shards": 2}}});
+    systems(&client, &ns)
+        .patch("desk", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    let funds = wait(WAIT, "2 funds shards", || async {
+        let set = sets.get("desk-funds").await.ok()?;
+        (set.spec.as_ref()?.replicas == Some(2)).then_some(set)
+    })
+    .await;
+    assert_eq!(env_var(&funds, "OMS_SHARDS").as_deref(), Some("2"));
+    assert_eq!(
+        sets.get("desk-processor")
+            .await
+            .unwrap()
+            .spec
+            .unwrap()
+            .replicas,
+        Some(3),
+        "the processors are left alone"
+    );
     assert_eq!(
         hash(&scaled),
         hash(&before),
@@ -319,6 +355,12 @@ async fn invalid_specs_are_refused_by_the_api_server_with_their_messages() {
     let mut zero = manifest(&env, "c", 2, 1);
     zero["spec"]["processor"]["shards"] = json!(0);
     assert!(apply(zero).contains("processor.shards"));
+    let mut funds = manifest(&env, "g", 2, 1);
+    funds["spec"]["funds"] = json!({"shards": 3});
+    assert!(apply(funds).contains("funds.shards must be between 1 and kafka.partitions"));
+    let mut fee = manifest(&env, "h", 2, 1);
+    fee["spec"]["instruments"][0]["takerFeeBps"] = json!(5000);
+    assert!(apply(fee).contains("takerFeeBps"));
     let mut bad_decimal = manifest(&env, "d", 2, 1);
     bad_decimal["spec"]["instruments"][0]["tickSize"] = json!("1e-2");
     assert!(apply(bad_decimal).contains("tickSize"));
