@@ -229,6 +229,14 @@ async fn start(
     let funds = stage(Role::Funds).map(|config| spawn_stage("funds", config, stopped.clone()));
     let processor =
         stage(Role::Processor).map(|config| spawn_stage("processor", config, stopped.clone()));
+    // The projector prices each trade's fees from the instruments' rates, as funds charge
+    // them: the ledger that records them is another topic.
+    let assets = crate::assets(&plan.markets)?;
+    let fee_markets: std::collections::BTreeMap<_, _> = plan
+        .markets
+        .values()
+        .filter_map(|m| Some((m.instrument.symbol().clone(), assets.market(&m.instrument)?)))
+        .collect();
     let projector = plan.runs(Role::Projector).then(|| {
         let (kafka, mongo, metrics, health) = (
             kafka.clone(),
@@ -236,6 +244,7 @@ async fn start(
             metrics.clone(),
             health.clone(),
         );
+        let markets = fee_markets.clone();
         tokio::spawn(supervise(
             health.clone(),
             "projector",
@@ -244,6 +253,7 @@ async fn start(
                 run_projector(
                     kafka.clone(),
                     mongo.clone(),
+                    markets.clone(),
                     metrics.clone(),
                     health.clone(),
                     stopped.clone(),

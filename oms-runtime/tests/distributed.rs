@@ -121,6 +121,14 @@ async fn all_roles_in_one_process_round_trip() {
     let (status, trades) = api.get("/v1/trades?account=bob").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(trades["trades"][0]["price"], "100.00");
+    // the taker's fee (10 bps of the 0.4 BTC bob received), priced as funds charged it
+    let fill = &trades["trades"][0];
+    assert_eq!(fill["fee_asset"], "BTC", "{fill}");
+    assert_eq!(
+        fill["fee"].as_str().unwrap().trim_end_matches('0'),
+        "0.0004",
+        "{fill}"
+    );
     let book = api.get("/v1/book/BTC-USDT").await.1;
     assert_eq!(book["bids"], serde_json::json!([]));
     assert_eq!(book["asks"], serde_json::json!([]));

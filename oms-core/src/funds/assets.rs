@@ -7,7 +7,7 @@
 
 use crate::instrument::Instrument;
 use crate::reject::{Field, Reject, RejectReason};
-use crate::types::{Price, Quantity, Symbol};
+use crate::types::{Price, Quantity, Side, Symbol};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use smol_str::SmolStr;
@@ -150,6 +150,27 @@ impl Assets {
 }
 
 impl Market {
+    /// What one side of a trade receives (base for a buy, quote for a sell), and the fee it pays
+    /// on that, in that asset: the rule settlement charges by.
+    pub fn fill_fee(
+        &self,
+        side: Side,
+        maker: bool,
+        price: Price,
+        quantity: Quantity,
+    ) -> (&Asset, Amount) {
+        let (asset, received) = match side {
+            Side::Buy => (&self.base, self.base(quantity).unwrap_or(0)),
+            Side::Sell => (&self.quote, self.quote(price, quantity).unwrap_or(0)),
+        };
+        let bps = if maker {
+            self.maker_fee_bps
+        } else {
+            self.taker_fee_bps
+        };
+        (asset, fee(received, bps))
+    }
+
     /// Base units of `quantity`.
     pub fn base(&self, quantity: Quantity) -> Option<Amount> {
         u128::from(quantity.0).checked_mul(self.base_per_lot)

@@ -894,11 +894,6 @@ impl Funds {
         };
         let venue = &markets[open.market];
         let market = &venue.market;
-        let bps = if maker {
-            market.maker_fee_bps
-        } else {
-            market.taker_fee_bps
-        };
         // Cannot overflow: both amounts are at most what the order held.
         let base = market.base(trade.quantity).unwrap_or(0);
         let quote = market.quote(trade.price, trade.quantity).unwrap_or(0);
@@ -912,7 +907,7 @@ impl Funds {
         };
         let held_part = held_part.min(open.held);
         let refund = held_part.saturating_sub(paid);
-        let fee = fee(received, bps);
+        let (_, fee) = market.fill_fee(fill.side, maker, trade.price, trade.quantity);
         open.held -= held_part;
         open.leaves = fill.leaves;
         let cause = Cause::Trade {

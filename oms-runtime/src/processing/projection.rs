@@ -1,11 +1,13 @@
 //! Folding events into order states and trades for the read projection.
 
 use crate::store::{OrderStore, ProjectionBatch, StoreError, TradeRecord};
-use oms_core::funds::Cause;
+use oms_core::funds::{Cause, Market};
 use oms_core::{
-    EntryKind, Event, EventRecord, FEE_ACCOUNT, LedgerEntry, OrderId, OrderState, TransferOutcome,
+    Amount, EntryKind, Event, EventRecord, FEE_ACCOUNT, LedgerEntry, OrderId, OrderState, Symbol,
+    Trade, TransferOutcome,
 };
 use rustc_hash::FxHashMap;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// Folds events into order states, caching open orders so a busy order is read from the store
@@ -15,17 +17,42 @@ pub struct Projection {
     open: FxHashMap<OrderId, OrderState>,
     batch: ProjectionBatch,
     changed: Vec<OrderId>,
+    /// Where a trade's fees come from the instruments' rates (distributed mode: the ledger is
+    /// another topic); without them, from the ledger entries folded with the events.
+    markets: Option<BTreeMap<Symbol, Market>>,
 }
 
 impl Projection {
-    /// A projection writing to `store`.
+    /// A projection writing to `store`; trades get their fees from [`Projection::fold_funds`].
     pub fn new(store: Arc<dyn OrderStore>) -> Projection {
         Projection {
             store,
             open: FxHashMap::default(),
             batch: ProjectionBatch::default(),
             changed: Vec::new(),
+            markets: None,
         }
+    }
+
+    /// A projection writing to `store` whose trades carry the fees the instruments' rates give,
+    /// as funds charge them ([`Market::fill_fee`]).
+    pub fn with_markets(
+        store: Arc<dyn OrderStore>,
+        markets: BTreeMap<Symbol, Market>,
+    ) -> Projection {
+        Projection {
+            markets: Some(markets),
+            ..Projection::new(store)
+        }
+    }
+
+    /// A side's fee from the instrument's rate, if this projection prices fees so and there is
+    /// one.
+    fn fee(&self, symbol: &Symbol, trade: &Trade, maker: bool) -> Option<(String, Amount)> {
+        let market = self.markets.as_ref()?.get(symbol)?;
+        let side = if maker { &trade.maker } else { &trade.taker }.side;
+        let (asset, fee) = market.fill_fee(side, maker, trade.price, trade.quantity);
+        (fee > 0).then(|| (asset.to_string(), fee))
     }
 
     /// The state to fold `record` into. A new order starts from its own accepted or rejected
@@ -67,8 +94,8 @@ impl Projection {
                     maker_order_id: trade.maker.order_id,
                     maker_account: trade.maker.account.to_string(),
                     ts: record.ts.0,
-                    taker_fee: None,
-                    maker_fee: None,
+                    taker_fee: self.fee(&record.symbol, trade, false),
+                    maker_fee: self.fee(&record.symbol, trade, true),
                 });
             }
             for order_id in record.event.order_ids() {

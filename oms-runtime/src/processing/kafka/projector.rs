@@ -11,9 +11,12 @@ use crate::store::kafka::{Decoded, FundsRecord, KafkaConfig, LEDGER_FORMAT, deco
 use crate::store::mongo::MongoStore;
 use crate::store::{OrderStore, StoreError};
 use anyhow::bail;
+use oms_core::Symbol;
+use oms_core::funds::Market;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -95,6 +98,7 @@ fn read(kafka: &KafkaConfig, message: &BorrowedMessage<'_>) -> Read {
 pub async fn run_projector(
     kafka: KafkaConfig,
     mongo: MongoStore,
+    markets: BTreeMap<Symbol, Market>,
     metrics: Arc<Metrics>,
     health: Health,
     mut stopped: tokio::sync::watch::Receiver<bool>,
@@ -112,7 +116,7 @@ pub async fn run_projector(
         .create_with_context(observed)?;
     consumer.subscribe(&[&kafka.events(), &kafka.ledger()])?;
     let store: Arc<dyn OrderStore> = Arc::new(mongo.clone());
-    let mut projection = Projection::new(store.clone());
+    let mut projection = Projection::with_markets(store.clone(), markets.clone());
     health.running("projector");
     loop {
         let first = tokio::select! {
@@ -133,7 +137,7 @@ pub async fn run_projector(
             }
         }
         if moved.swap(false, Ordering::Relaxed) {
-            projection = Projection::new(store.clone());
+            projection = Projection::with_markets(store.clone(), markets.clone());
         }
         let mut offsets = TopicPartitionList::new();
         let mut funds = Vec::new();
