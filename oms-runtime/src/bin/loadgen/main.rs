@@ -3,7 +3,10 @@
 //!
 //! `oms-loadgen bench` is the documented benchmark: it measures the HTTP layer's ceiling (a
 //! bare axum handler answering a fixed 202, in its own process), then a single-node
-//! `oms-runtime` at full speed and at half of that rate. See docs/benchmarks.md.
+//! `oms-runtime` at full speed and at half of that rate. `oms-loadgen pipeline` measures the
+//! distributed stages without HTTP. See docs/benchmarks.md.
+
+mod pipeline;
 
 use anyhow::{Context, bail};
 use axum::routing::post;
@@ -26,6 +29,9 @@ struct Cli {
 enum Cmd {
     /// The documented benchmark: HTTP ceiling, then single-node oms-runtime at full and half rate.
     Bench(BenchArgs),
+    /// Distributed mode without HTTP: orders written straight to the accounts topic, the funds
+    /// and matching stages with 1 and 2 shards each, measured to events committed.
+    Pipeline(pipeline::PipelineArgs),
     /// Drive a running server.
     Run(RunArgs),
     /// Serve a bare handler that answers every POST /v1/orders with a fixed 202 (used by bench).
@@ -116,8 +122,8 @@ impl Report {
     }
 }
 
-/// Deposits far more than the bench can spend into every account, so that single-node mode's
-/// funds checks pass every order (they are part of what is measured).
+/// Deposits far more than the bench can spend into every account, so that the funds checks
+/// pass every order (they are part of what is measured).
 async fn fund(target: &str, key: &str, accounts: &[String]) -> anyhow::Result<()> {
     let client = reqwest::Client::new();
     for account in accounts {
@@ -350,7 +356,9 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     wait_until_up(&format!("http://127.0.0.1:{admin}/readyz")).await?;
     let target = format!("http://127.0.0.1:{api}");
     let accounts = ["alice".to_string(), "bob".to_string()];
-    if services.is_none() {
+    // Funds checks are part of what is measured; `--role ingest` alone has no funds stage to
+    // decide a deposit.
+    if services.is_none() || args.role != "ingest" {
         fund(&target, &key, &accounts).await?;
     }
     let mode = if services.is_some() {
@@ -647,6 +655,7 @@ async fn ceiling_server(addr: &str) -> anyhow::Result<()> {
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Cmd::Bench(args) => bench(args).await,
+        Cmd::Pipeline(args) => pipeline::pipeline(args).await,
         Cmd::Run(args) => {
             let report = drive(
                 &args.target,
