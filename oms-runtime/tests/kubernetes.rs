@@ -360,7 +360,8 @@ async fn an_order_system_runs_on_a_real_node() {
     let service = kube.get(&["service", "local"]);
     let service_ip = service["spec"]["clusterIP"].as_str().unwrap();
     let api = Api::at(&format!("http://{service_ip}:80"), KEY);
-    api.fund().await;
+    // (the example's one instrument: BTC-USDT)
+    api.fund_in(&["USDT", "BTC"]).await;
 
     step("an order through the ingest Service, filled against a second one");
     let (status, resting) = api

@@ -271,8 +271,18 @@ impl Api {
     /// Funds alice and bob (the `TRADER` key's accounts) with [`super::FUNDING`], waiting until
     /// each deposit is completed. The idempotency keys are fixed: funding again changes nothing.
     pub async fn fund(&self) {
+        self.fund_in(&["USDT", "BTC", "ETH"]).await;
+    }
+
+    /// [`Api::fund`] in the assets named only (those of the system's instruments).
+    pub async fn fund_in(&self, assets: &[&str]) {
         for account in ["alice", "bob"] {
-            for (key, body) in super::funding(account) {
+            let wanted = super::funding(account)
+                .into_iter()
+                .zip(super::FUNDING)
+                .filter(|(_, (asset, _))| assets.contains(asset))
+                .map(|(deposit, _)| deposit);
+            for (key, body) in wanted {
                 let (status, done) = self.transfer("/v1/deposits", &key, &body, true).await;
                 assert_eq!(status, StatusCode::CREATED, "deposit: {done}");
                 assert_eq!(done["status"], "completed", "{done}");
