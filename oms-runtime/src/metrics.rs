@@ -123,6 +123,10 @@ pub struct ProcessingMetrics {
     pub funds_records: Counter,
     /// Ledger entries written (balance changes).
     pub ledger_entries: Counter,
+    /// Kafka transactions committed, by stage (funds, processor).
+    pub transactions: Family<RoleLabels, Counter>,
+    /// Time the broker took to commit a transaction, by stage.
+    pub commit_seconds: Family<RoleLabels, Histogram>,
     /// Order states written to the projection.
     pub projected_orders: Counter,
     /// Time to write one projection batch.
@@ -285,6 +289,8 @@ impl Metrics {
             events: Counter::default(),
             funds_records: Counter::default(),
             ledger_entries: Counter::default(),
+            transactions: Family::default(),
+            commit_seconds: Family::new_with_constructor(seconds),
             projected_orders: Counter::default(),
             projection_seconds: seconds(),
             read_position: Gauge::default(),
@@ -313,6 +319,16 @@ impl Metrics {
             "ledger_entries",
             "Ledger entries written (balance changes)",
             processing.ledger_entries.clone(),
+        );
+        sub.register(
+            "transactions",
+            "Kafka transactions committed, by stage",
+            processing.transactions.clone(),
+        );
+        sub.register(
+            "transaction_commit_seconds",
+            "Time the broker took to commit a transaction, by stage",
+            processing.commit_seconds.clone(),
         );
         sub.register(
             "projected_orders",

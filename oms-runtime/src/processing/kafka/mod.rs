@@ -249,11 +249,20 @@ trait Stage: Sized {
     ) -> bool;
 }
 
+type TransactionalProducer = ThreadedProducer<DefaultProducerContext>;
+
+/// Aborts the open transaction of `producer` (its partition is recovered next).
+fn abort(producer: &TransactionalProducer, config: &StageConfig) {
+    if let Err(abort) = producer.abort_transaction(config.kafka.timeout * 5) {
+        tracing::error!(%abort, "abort failed");
+    }
+}
+
 /// One owned partition: its stage state and its transactional producer.
 struct PartitionWorker<S> {
     partition: u32,
     stage: S,
-    producer: ThreadedProducer<DefaultProducerContext>,
+    producer: TransactionalProducer,
     /// The next input offset to apply.
     next: u64,
     since_snapshot: u64,
@@ -327,16 +336,16 @@ impl<S: Stage> PartitionWorker<S> {
         })
     }
 
-    /// Applies a batch of input records in one transaction. On error the transaction is
-    /// aborted and the caller must recover the partition (its state may be ahead of what was
-    /// committed).
-    fn process(
+    /// Applies a batch of input records in a new transaction, with their outputs and the
+    /// consumed offsets, and leaves it open for [`PartitionWorker::commit`]; gives the last
+    /// offset applied. On error the transaction is aborted and the caller must recover the
+    /// partition (its state may be ahead of what was committed).
+    fn apply_batch(
         &mut self,
         config: &StageConfig,
-        handle: &Handle,
         consumer: &BaseConsumer<Observed>,
         messages: &[&BorrowedMessage<'_>],
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<u64> {
         let kafka = &config.kafka;
         let mut out = Vec::new();
         self.producer.begin_transaction()?;
@@ -365,28 +374,47 @@ impl<S: Stage> PartitionWorker<S> {
                 .context("stage consumer has no group metadata")?;
             self.producer
                 .send_offsets_to_transaction(&offsets, &group, kafka.timeout * 5)?;
-            if Faults::strike(&config.faults.commit) {
-                bail!("injected commit failure");
-            }
-            self.producer.commit_transaction(kafka.timeout * 5)?;
             Ok(last)
         })();
-        let last = match result {
-            Ok(last) => last,
-            Err(error) => {
-                if let Err(abort) = self.producer.abort_transaction(kafka.timeout * 5) {
-                    tracing::error!(%abort, "abort failed");
-                }
-                return Err(error);
-            }
+        if result.is_err() {
+            abort(&self.producer, config);
+        }
+        result
+    }
+
+    /// Commits the open transaction (the broker's round trips; several partitions' commits run
+    /// at once). On error the transaction is aborted.
+    fn commit(producer: &TransactionalProducer, config: &StageConfig) -> anyhow::Result<()> {
+        let started = Instant::now();
+        let result = if Faults::strike(&config.faults.commit) {
+            Err(anyhow::anyhow!("injected commit failure"))
+        } else {
+            producer
+                .commit_transaction(config.kafka.timeout * 5)
+                .map_err(anyhow::Error::from)
         };
+        if result.is_err() {
+            abort(producer, config);
+        } else {
+            let role = crate::metrics::RoleLabels { role: S::ROLE };
+            let metrics = &config.metrics.processing;
+            metrics.transactions.get_or_create(&role).inc();
+            metrics
+                .commit_seconds
+                .get_or_create(&role)
+                .observe(started.elapsed().as_secs_f64());
+        }
+        result
+    }
+
+    /// After the commit of records up to `last`: the stage's follow-up work.
+    fn committed(&mut self, config: &StageConfig, handle: &Handle, last: u64, records: usize) {
         self.next = last + 1;
-        self.since_snapshot += messages.len() as u64;
+        self.since_snapshot += records as u64;
         let due = self.since_snapshot >= config.snapshot_every;
         if handle.block_on(self.stage.committed(config, self.partition, last, due)) {
             self.since_snapshot = 0;
         }
-        Ok(())
     }
 
     /// Produces one output in the open transaction.
@@ -540,7 +568,11 @@ fn run_stage<S: Stage>(
                 None => break,
             }
         }
-        let (mut failed, mut newer) = (false, false);
+        // Each partition applies its batch in its own transaction, one after the other (the
+        // work is CPU); then all of them commit at once, so a pass waits for the broker once,
+        // not once per partition.
+        let (mut failed, mut newer) = (None, false);
+        let mut open: Vec<(u32, u64, usize)> = Vec::new();
         for (partition, messages) in &batches {
             let Some(worker) = workers.get_mut(partition) else {
                 continue;
@@ -553,23 +585,65 @@ fn run_stage<S: Stage>(
             if fresh.is_empty() {
                 continue;
             }
-            if let Err(error) = worker.process(config, handle, &consumer, &fresh) {
-                newer = error.downcast_ref::<NewerFormat>().is_some();
-                tracing::error!(
-                    role = S::ROLE,
-                    partition,
-                    error = format!("{error:#}"),
-                    "transaction failed; recovering"
-                );
-                config.metrics.processing.errors.inc();
-                config
-                    .health
-                    .failing(S::ROLE, format!("partition {partition}: {error:#}"));
-                failed = true;
-                // The other partitions' batches wait for the recovery too: it re-seeks all.
-                break;
+            match worker.apply_batch(config, &consumer, &fresh) {
+                Ok(last) => open.push((*partition, last, fresh.len())),
+                Err(error) => {
+                    newer = error.downcast_ref::<NewerFormat>().is_some();
+                    failed = Some((*partition, error));
+                    break;
+                }
             }
         }
+        let commits: Vec<anyhow::Result<()>> = if failed.is_some() {
+            // The other partitions' batches wait for the recovery too: it re-seeks all.
+            for (partition, _, _) in &open {
+                abort(&workers[partition].producer, config);
+            }
+            Vec::new()
+        } else {
+            std::thread::scope(|scope| {
+                let running: Vec<_> = open
+                    .iter()
+                    .map(|(partition, _, _)| {
+                        let producer = &workers[partition].producer;
+                        scope.spawn(move || PartitionWorker::<S>::commit(producer, config))
+                    })
+                    .collect();
+                running
+                    .into_iter()
+                    .map(|commit| {
+                        commit
+                            .join()
+                            .unwrap_or_else(|_| Err(anyhow::anyhow!("commit panicked")))
+                    })
+                    .collect()
+            })
+        };
+        for ((partition, last, records), commit) in open.iter().zip(commits) {
+            match commit {
+                Ok(()) => {
+                    if let Some(worker) = workers.get_mut(partition) {
+                        worker.committed(config, handle, *last, *records);
+                    }
+                }
+                Err(error) => {
+                    failed.get_or_insert((*partition, error));
+                }
+            }
+        }
+        if let Some((partition, error)) = &failed {
+            tracing::error!(
+                role = S::ROLE,
+                partition,
+                error = format!("{error:#}"),
+                "transaction failed; recovering"
+            );
+            config.metrics.processing.errors.inc();
+            config
+                .health
+                .failing(S::ROLE, format!("partition {partition}: {error:#}"));
+        }
+        let failed = failed.is_some();
         drop(batches);
         if !failed {
             // Running means a pass went through, so a partition that fails again right after
