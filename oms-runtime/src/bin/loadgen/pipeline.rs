@@ -257,6 +257,25 @@ struct Run {
     settled_rate: f64,
     cpu: Vec<(&'static str, f64)>,
     broker_cpu: Option<f64>,
+    /// Per stage: transactions committed, and the broker's time to commit them (seconds).
+    transactions: Vec<(&'static str, f64, f64)>,
+}
+
+/// Transactions committed by the stages of `role`, and the seconds their commits took.
+async fn transactions(stages: &[Stage], role: &'static str) -> (f64, f64) {
+    let count = metric(
+        stages,
+        role,
+        &format!("oms_processing_transactions_total{{role=\"{role}\"}}"),
+    )
+    .await;
+    let seconds = metric(
+        stages,
+        role,
+        &format!("oms_processing_transaction_commit_seconds_sum{{role=\"{role}\"}}"),
+    )
+    .await;
+    (count, seconds)
 }
 
 async fn run(
@@ -320,6 +339,10 @@ async fn run(
         .map(|s| cpu_seconds(s.process.0.id()))
         .collect();
     let broker_before = broker.map(cpu_seconds);
+    let mut transactions_before = Vec::new();
+    for role in ["funds", "processor"] {
+        transactions_before.push((role, transactions(&stages, role).await));
+    }
     let started = Instant::now();
     eprintln!(
         "  stages ready; waiting for {} orders' events ...",
@@ -357,6 +380,11 @@ async fn run(
     let broker_cpu = broker
         .zip(broker_before)
         .map(|(pid, b)| cpu_seconds(pid) - b);
+    let mut committed = Vec::new();
+    for (role, (count, seconds)) in transactions_before {
+        let (count_after, seconds_after) = transactions(&stages, role).await;
+        committed.push((role, count_after - count, seconds_after - seconds));
+    }
     // The commands written before the stages were ready count too: the events rate is the
     // backlog over the time to drain it.
     let orders = args.orders as f64;
@@ -367,6 +395,7 @@ async fn run(
         settled_rate: orders / to_settled.as_secs_f64(),
         cpu,
         broker_cpu,
+        transactions: committed,
     })
 }
 
@@ -417,6 +446,20 @@ pub async fn pipeline(args: PipelineArgs) -> anyhow::Result<()> {
                 cpu / orders * 1e6
             ))
         );
+        for (role, count, seconds) in &run.transactions {
+            let stage = if *role == "processor" {
+                "matching"
+            } else {
+                role
+            };
+            println!(
+                "    {stage}: {count:.0} transactions, {:.0} orders per transaction, commits \
+                 {:.1} ms each on average ({:.1} s of commits over all partitions)",
+                orders / count.max(1.0),
+                seconds / count.max(1.0) * 1e3,
+                seconds
+            );
+        }
     }
     println!("kafka ProducerPerformance, acks=all: {producer}");
     Ok(())
