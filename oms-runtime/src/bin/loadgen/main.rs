@@ -286,6 +286,18 @@ async fn wait_until_up(url: &str) -> anyhow::Result<()> {
     bail!("{url} did not come up")
 }
 
+async fn wait_until_ready(url: &str) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    for _ in 0..1200 {
+        let answer = client.get(url).send().await;
+        if answer.is_ok_and(|r| r.status().is_success()) {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!("{url} not ready in 60 s")
+}
+
 async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     let me = std::env::current_exe()?;
     let runtime = match args.runtime {
@@ -353,7 +365,8 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
             .spawn()
             .with_context(|| format!("cannot start {}", runtime.display()))?,
     );
-    wait_until_up(&format!("http://127.0.0.1:{admin}/readyz")).await?;
+    // Ready, not just up: in distributed mode the API port opens once the dependencies answer.
+    wait_until_ready(&format!("http://127.0.0.1:{admin}/readyz")).await?;
     let target = format!("http://127.0.0.1:{api}");
     let accounts = ["alice".to_string(), "bob".to_string()];
     // Funds checks are part of what is measured; `--role ingest` alone has no funds stage to
