@@ -27,16 +27,27 @@ fn whole(value: &Value) -> u64 {
     int.parse().unwrap()
 }
 
+/// The accounts an API key of the tests trades: the `DESK` key's 16, or alice and bob.
+fn accounts_of(api: &Api) -> Vec<String> {
+    if api.key == common::DESK {
+        (0..common::DESK_ACCOUNTS)
+            .map(common::desk_account)
+            .collect()
+    } else {
+        vec!["alice".into(), "bob".into()]
+    }
+}
+
 /// Order `n` of a deterministic mixed stream: both sides of both instruments around one price,
-/// so that about half trade.
-fn nth_order(n: usize) -> String {
+/// so that about half trade, spread over `accounts` (alice and bob alternate in pairs).
+fn nth_order(n: usize, accounts: &[String]) -> String {
     let (symbol, quantity) = if n.is_multiple_of(3) {
         ("ETH-USDT", "0.1000")
     } else {
         ("BTC-USDT", "0.10000")
     };
     let side = if n.is_multiple_of(2) { "buy" } else { "sell" };
-    let account = if n % 4 < 2 { "alice" } else { "bob" };
+    let account = &accounts[(n / 2) % accounts.len()];
     let price = format!("{}.{:02}", 100 + (n * 7) % 3, (n * 13) % 100);
     format!(
         r#"{{"account":"{account}","symbol":"{symbol}","side":"{side}","type":"limit","price":"{price}","quantity":"{quantity}"}}"#
@@ -67,7 +78,8 @@ async fn send(
                 if n >= end {
                     return acked;
                 }
-                let (status, ack) = api.post(&format!("{tag}-{n}"), &nth_order(n), false).await;
+                let order = nth_order(n, &accounts_of(&api));
+                let (status, ack) = api.post(&format!("{tag}-{n}"), &order, false).await;
                 assert_eq!(status, StatusCode::ACCEPTED, "order {n}: {ack}");
                 acked.push(ack["order_id"].as_str().unwrap().to_string());
             }
@@ -272,11 +284,12 @@ async fn exactly_once_across_a_funds_kill_9() {
     kill9_mid_stream("kill9funds", "funds").await;
 }
 
-/// Deposits and withdrawals `range` for alice and bob, one at a time (withdrawals of what an
-/// earlier deposit brought, so none is refused).
+/// Deposits and withdrawals `range` for the accounts of `api`'s key, one at a time (a
+/// withdrawal takes less than the account was funded with, so none is refused).
 async fn transfers(api: &Api, range: std::ops::Range<usize>, tag: &str) {
+    let accounts = accounts_of(api);
     for n in range {
-        let account = if n.is_multiple_of(2) { "alice" } else { "bob" };
+        let account = &accounts[n % accounts.len()];
         let (path, amount) = if n % 4 < 2 {
             ("/v1/deposits", "3")
         } else {
@@ -314,7 +327,7 @@ async fn stages(cluster: &Cluster, n: u32) -> Vec<Node> {
 }
 
 /// Separate processes (two ingest, two funds, two matching, a projector), thousands of orders
-/// of two accounts on two symbols with deposits and withdrawals between them, and both stages
+/// of 16 accounts on two symbols with deposits and withdrawals between them, and both stages
 /// resharded 2 → 1 → 2 on the way: the same books after each step, every topic exactly what an
 /// uninterrupted run writes, money conserved, and the projection's balances those of the
 /// stages.
@@ -328,7 +341,10 @@ async fn topology_of_separate_processes_survives_resharding() {
         cluster.spawn("ingest", &[]).await,
     ];
     let _projector = cluster.spawn("projector", &[]).await;
-    let apis: Vec<Api> = ingest.iter().map(Api::new).collect();
+    let apis: Vec<Api> = ingest
+        .iter()
+        .map(|node| Api::at(&node.api, common::DESK))
+        .collect();
     let depth = |api: Api| async move {
         let btc = api.get("/v1/book/BTC-USDT?depth=1000").await.1;
         let eth = api.get("/v1/book/ETH-USDT?depth=1000").await.1;
@@ -339,7 +355,10 @@ async fn topology_of_separate_processes_survives_resharding() {
     let step = |name: &str| eprintln!("topology: {name} at {:?}", started.elapsed());
     let two = stages(&cluster, 2).await;
     step("2 + 2 shards up");
-    apis[0].fund().await;
+    let accounts = accounts_of(&apis[0]);
+    apis[0]
+        .fund_accounts(&accounts, &["USDT", "BTC", "ETH"])
+        .await;
     let (mut acked, ()) = tokio::join!(
         send(&apis, 0..2000, 16, "t"),
         transfers(&apis[1], 0..40, "t")
@@ -399,7 +418,11 @@ async fn topology_of_separate_processes_survives_resharding() {
     )
     .await
     .unwrap();
-    for account in ["alice", "bob", oms_core::FEE_ACCOUNT] {
+    for account in accounts
+        .iter()
+        .map(String::as_str)
+        .chain([oms_core::FEE_ACCOUNT])
+    {
         let mut expected: std::collections::BTreeMap<String, oms_core::Balance> =
             std::collections::BTreeMap::new();
         for funds in run.funds.values() {

@@ -276,7 +276,14 @@ impl Api {
 
     /// [`Api::fund`] in the assets named only (those of the system's instruments).
     pub async fn fund_in(&self, assets: &[&str]) {
-        for account in ["alice", "bob"] {
+        self.fund_accounts(&["alice".into(), "bob".into()], assets)
+            .await;
+    }
+
+    /// Funds `accounts` (of this API's key) with [`super::FUNDING`] in `assets`, waiting until
+    /// each deposit is completed.
+    pub async fn fund_accounts(&self, accounts: &[String], assets: &[&str]) {
+        for account in accounts {
             let wanted = super::funding(account)
                 .into_iter()
                 .zip(super::FUNDING)

@@ -23,6 +23,17 @@ pub const VENUE: &str = "oms_venue_key_for_tests_only";
 /// Reads alice, and nothing else.
 pub const READER: &str = "oms_reader_key_for_tests_only";
 
+/// Trades the 16 accounts of [`desk_account`], with every scope (distributed tests with many
+/// accounts).
+pub const DESK: &str = "oms_desk_key_for_tests_only";
+/// How many accounts the `DESK` key has.
+pub const DESK_ACCOUNTS: usize = 16;
+
+/// The `i`-th account of the `DESK` key.
+pub fn desk_account(i: usize) -> String {
+    format!("desk-{:02}", i % DESK_ACCOUNTS)
+}
+
 /// What every account of the test keys starts with (deposited by [`fund`]).
 pub const FUNDING: [(&str, &str); 3] = [("USDT", "10000000"), ("BTC", "1000"), ("ETH", "10000")];
 
@@ -33,8 +44,8 @@ pub struct Harness {
     pub base: u64,
 }
 
-/// The test principals: `trader` (accounts alice and bob) and `other` (carol), with every
-/// scope; `venue` (the fee account) and `reader` (alice), read only.
+/// The test principals: `trader` (accounts alice and bob), `other` (carol) and `desk` (16
+/// accounts), with every scope; `venue` (the fee account) and `reader` (alice), read only.
 pub fn key_entries() -> Vec<KeyEntry> {
     let all = Some(vec![Scope::Read, Scope::Trade, Scope::Funds]);
     vec![
@@ -49,6 +60,12 @@ pub fn key_entries() -> Vec<KeyEntry> {
             sha256: hash_key(OTHER),
             accounts: vec!["carol".into()],
             scopes: all,
+        },
+        KeyEntry {
+            id: "desk".into(),
+            sha256: hash_key(DESK),
+            accounts: (0..DESK_ACCOUNTS).map(desk_account).collect(),
+            scopes: Some(vec![Scope::Read, Scope::Trade, Scope::Funds]),
         },
         KeyEntry {
             id: "venue".into(),
