@@ -683,40 +683,57 @@ async fn produce_raw(cluster: &Cluster, suffix: &str, key: &str, payloads: &[Vec
     }
 }
 
-/// A command record the processor cannot read is rejected, not skipped: an event says so, its
-/// request learns it on a retry (422), a metric counts it, and the partition goes on. A record
-/// that is no command at all is counted and skipped.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unreadable_command_is_rejected_and_answered() {
-    use oms_runtime::store::Origin;
-    use oms_runtime::store::kafka::COMMAND_FORMAT;
-    let Some(services) = services() else { return };
-    let cluster = Cluster::new(&services, "unreadable", 2);
+/// A record whose origin reads but whose command does not, written to `<prefix>.<suffix>` in
+/// the partition of `key` after `head` (its format and kind bytes), then a record that is none
+/// of ours: the first is rejected, not skipped (its request learns it on a retry: 422), both
+/// are counted, and the partition goes on. Gives the cluster, the node and the origin.
+async fn unreadable_is_answered(
+    services: &common::cluster::Services,
+    name: &str,
+    suffix: &str,
+    key: &str,
+    head: &[u8],
+) -> (Cluster, Node, oms_runtime::store::Origin) {
+    let cluster = Cluster::new(services, name, 2);
     let node = cluster.spawn("all", &[]).await;
     let api = Api::new(&node);
     let body = order("alice", "buy", "10.00", "1");
-    let origin = Origin {
+    let origin = oms_runtime::store::Origin {
         principal: "trader".into(),
         key: "bad-1".into(),
         fingerprint: oms_runtime::api::write::fingerprint("POST", "/v1/orders", body.as_bytes()),
     };
-    let mut unreadable = vec![COMMAND_FORMAT];
+    let mut unreadable = head.to_vec();
     unreadable.extend(postcard::to_allocvec(&origin).unwrap());
     unreadable.extend([0xff, 0xff, 0xff]);
-    produce_raw(
-        &cluster,
-        "commands",
-        "BTC-USDT",
-        &[unreadable, vec![0, 1, 2]],
-    )
-    .await;
+    produce_raw(&cluster, suffix, key, &[unreadable, vec![0, 1, 2]]).await;
     // the partition goes on after both
     let (status, placed) = api.post("good-1", &body, true).await;
     assert_eq!(status, StatusCode::CREATED, "{placed}");
-
     let (status, answer) = api.post("bad-1", &body, false).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
     assert_eq!(answer["error"]["code"], "command_unreadable");
+    let metrics = node.metrics().await;
+    assert!(
+        metrics.contains("oms_processing_undecodable_records_total 2"),
+        "{metrics}"
+    );
+    (cluster, node, origin)
+}
+
+/// A command record the matching stage cannot read: also an event says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_command_is_rejected_and_answered() {
+    use oms_runtime::store::kafka::COMMAND_FORMAT;
+    let Some(services) = services() else { return };
+    let (cluster, _node, origin) = unreadable_is_answered(
+        &services,
+        "unreadable",
+        "commands",
+        "BTC-USDT",
+        &[COMMAND_FORMAT],
+    )
+    .await;
     let (written, expected) = (events(&cluster), expected_events(&cluster, &instruments()));
     assert_eq!(written, expected);
     let rejected: Vec<_> = written
@@ -726,63 +743,35 @@ async fn an_unreadable_command_is_rejected_and_answered() {
         .collect();
     assert_eq!(rejected.len(), 1, "one rejection event");
     assert_eq!(rejected[0].origin, origin);
-    let metrics = node.metrics().await;
-    assert!(
-        metrics.contains("oms_processing_undecodable_records_total 2"),
-        "{metrics}"
-    );
 }
 
-/// A client's command the funds stage cannot read is rejected, not skipped: its request learns
-/// it on a retry (422), a metric counts it, and the partition goes on.
+/// A client's command the funds stage cannot read: every topic is still that of an
+/// uninterrupted run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreadable_client_command_is_rejected_by_the_funds_stage() {
-    use oms_runtime::store::Origin;
     use oms_runtime::store::kafka::ACCOUNTS_FORMAT;
     let Some(services) = services() else { return };
-    let cluster = Cluster::new(&services, "unreadablefunds", 2);
-    let node = cluster.spawn("all", &[]).await;
-    let api = Api::new(&node);
-    let body = order("alice", "buy", "10.00", "1");
-    let origin = Origin {
-        principal: "trader".into(),
-        key: "bad-1".into(),
-        fingerprint: oms_runtime::api::write::fingerprint("POST", "/v1/orders", body.as_bytes()),
-    };
-    let mut unreadable = vec![ACCOUNTS_FORMAT, 0];
-    unreadable.extend(postcard::to_allocvec(&origin).unwrap());
-    unreadable.extend([0xff, 0xff, 0xff]);
-    produce_raw(&cluster, "accounts", "alice", &[unreadable, vec![0, 1, 2]]).await;
-    // the partition goes on after both
-    let (status, placed) = api.post("good-1", &body, true).await;
-    assert_eq!(status, StatusCode::CREATED, "{placed}");
-    let (status, answer) = api.post("bad-1", &body, false).await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
-    assert_eq!(answer["error"]["code"], "command_unreadable");
-    let metrics = node.metrics().await;
-    assert!(
-        metrics.contains("oms_processing_undecodable_records_total 2"),
-        "{metrics}"
-    );
+    let head = [ACCOUNTS_FORMAT, 0];
+    let (cluster, _node, _) =
+        unreadable_is_answered(&services, "unreadablefunds", "accounts", "alice", &head).await;
     assert_exactly_once(&cluster, &instruments());
 }
 
-/// An accounts record of a newer format is never skipped: the funds stage waits for an
-/// upgrade, says so in readiness, and decides nothing after it on that partition meanwhile.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_newer_accounts_format_halts_the_funds_stage_visibly() {
-    use oms_runtime::store::kafka::ACCOUNTS_FORMAT;
-    let Some(services) = services() else { return };
-    let cluster = Cluster::new(&services, "newerfunds", 2);
+/// A record of a newer format in `<prefix>.<suffix>`, partition of `key`, is never skipped:
+/// the stage whose readiness check is `check` waits for an upgrade, says `upgrade` there, and
+/// nothing after the record is applied on that partition meanwhile (an order sent after it
+/// stays unknown). Gives the cluster.
+async fn newer_format_halts(
+    services: &common::cluster::Services,
+    name: &str,
+    (suffix, key): (&str, &str),
+    record: Vec<u8>,
+    (check, upgrade): (&str, &str),
+) -> Cluster {
+    let cluster = Cluster::new(services, name, 2);
     let node = cluster.spawn("all", &[]).await;
     let api = Api::new(&node);
-    produce_raw(
-        &cluster,
-        "accounts",
-        "alice",
-        &[vec![ACCOUNTS_FORMAT + 1, 1, 2, 3]],
-    )
-    .await;
+    produce_raw(&cluster, suffix, key, &[record]).await;
     let (status, accepted) = api
         .post("after-newer", &order("alice", "buy", "10.00", "1"), false)
         .await;
@@ -790,48 +779,8 @@ async fn a_newer_accounts_format_halts_the_funds_stage_visibly() {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let (status, ready) = node.readiness().await;
-        let funds = ready["checks"]["funds"].as_str().unwrap_or_default();
-        if status == StatusCode::SERVICE_UNAVAILABLE && funds.contains("upgrade the funds stage") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no visible halt: {ready}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let id = accepted["order_id"].as_str().unwrap();
-    let (status, _) = api.get(&format!("/v1/orders/{id}")).await;
-    assert_eq!(
-        status,
-        StatusCode::NOT_FOUND,
-        "nothing after the newer record is decided"
-    );
-}
-
-/// A record of a newer format is never skipped: the processor waits for an upgrade, says so in
-/// readiness, and applies nothing after it on that partition meanwhile.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_newer_command_format_halts_its_partition_visibly() {
-    use oms_runtime::store::kafka::COMMAND_FORMAT;
-    let Some(services) = services() else { return };
-    let cluster = Cluster::new(&services, "newer", 2);
-    let node = cluster.spawn("all", &[]).await;
-    let api = Api::new(&node);
-    produce_raw(
-        &cluster,
-        "commands",
-        "BTC-USDT",
-        &[vec![COMMAND_FORMAT + 1, 1, 2, 3]],
-    )
-    .await;
-    let (status, accepted) = api
-        .post("after-newer", &order("alice", "buy", "10.00", "1"), false)
-        .await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (status, ready) = node.readiness().await;
-        let processor = ready["checks"]["processor"].as_str().unwrap_or_default();
-        if status == StatusCode::SERVICE_UNAVAILABLE && processor.contains("upgrade the processors")
-        {
+        let said = ready["checks"][check].as_str().unwrap_or_default();
+        if status == StatusCode::SERVICE_UNAVAILABLE && said.contains(upgrade) {
             break;
         }
         assert!(Instant::now() < deadline, "no visible halt: {ready}");
@@ -844,6 +793,27 @@ async fn a_newer_command_format_halts_its_partition_visibly() {
         StatusCode::NOT_FOUND,
         "nothing after the newer record is applied"
     );
+    cluster
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_accounts_format_halts_the_funds_stage_visibly() {
+    use oms_runtime::store::kafka::ACCOUNTS_FORMAT;
+    let Some(services) = services() else { return };
+    let record = vec![ACCOUNTS_FORMAT + 1, 1, 2, 3];
+    let place = ("accounts", "alice");
+    let check = ("funds", "upgrade the funds stage");
+    newer_format_halts(&services, "newerfunds", place, record, check).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_command_format_halts_its_partition_visibly() {
+    use oms_runtime::store::kafka::COMMAND_FORMAT;
+    let Some(services) = services() else { return };
+    let record = vec![COMMAND_FORMAT + 1, 1, 2, 3];
+    let place = ("commands", "BTC-USDT");
+    let check = ("processor", "upgrade the processors");
+    let cluster = newer_format_halts(&services, "newer", place, record, check).await;
     assert!(
         events(&cluster).values().all(Vec::is_empty),
         "no event past the newer record"
