@@ -295,16 +295,15 @@ fn seventy() -> i32 {
     70
 }
 
-/// The funds StatefulSet: pod `k` is shard `k` and owns the accounts partitions p with
-/// p mod shards = k.
+/// A stage's StatefulSet (the funds stage's or the processors'): pod `k` is shard `k`.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
-pub struct FundsSpec {
-    /// Shards, 1 to kafka.partitions; shard k owns accounts partitions p with p mod shards = k.
+pub struct StageSpec {
+    /// Shards, 1 to kafka.partitions; shard k owns the input partitions p with p mod shards = k.
     #[serde(default = "one")]
     #[schemars(range(min = 1, max = 1000))]
     pub shards: i32,
-    /// Accounts-topic records per partition between snapshots.
+    /// Input records per partition between snapshots.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub snapshot_every: Option<i64>,
@@ -313,9 +312,9 @@ pub struct FundsSpec {
     pub resources: Option<ResourceRequirements>,
 }
 
-impl Default for FundsSpec {
+impl Default for StageSpec {
     fn default() -> Self {
-        FundsSpec {
+        StageSpec {
             shards: 1,
             snapshot_every: None,
             resources: None,
@@ -323,32 +322,11 @@ impl Default for FundsSpec {
     }
 }
 
-/// The processor StatefulSet: pod `k` is shard `k`.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct ProcessorSpec {
-    /// Shards, 1 to kafka.partitions; shard k owns partitions p with p mod shards = k.
-    #[serde(default = "one")]
-    #[schemars(range(min = 1, max = 1000))]
-    pub shards: i32,
-    /// Commands per partition between snapshots.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1))]
-    pub snapshot_every: Option<i64>,
-    /// Container resources.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resources: Option<ResourceRequirements>,
-}
+/// The funds stage's pods: their input is the accounts topic.
+pub type FundsSpec = StageSpec;
 
-impl Default for ProcessorSpec {
-    fn default() -> Self {
-        ProcessorSpec {
-            shards: 1,
-            snapshot_every: None,
-            resources: None,
-        }
-    }
-}
+/// The processors (the matching stage): their input is the commands topic.
+pub type ProcessorSpec = StageSpec;
 
 /// The projector Deployment (a Kafka consumer group; replicas share the event partitions).
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]

@@ -342,13 +342,27 @@ impl MongoStore {
         partition: u32,
         snapshot: &PartitionSnapshot,
     ) -> Result<()> {
+        let payload = encode("snapshot", snapshot)?;
+        self.save_snapshot(&self.snapshots, partition, snapshot.offset, payload)
+            .await
+    }
+
+    /// Replaces the snapshot of `partition` in `collection` by `payload`, taken at input
+    /// `offset`, unless one at a later offset is stored (a stage that lost its partition may
+    /// still write an older one).
+    async fn save_snapshot(
+        &self,
+        collection: &Collection<Document>,
+        partition: u32,
+        offset: u64,
+        payload: Vec<u8>,
+    ) -> Result<()> {
         self.bounded(async {
-            let offset = snapshot.offset as i64;
-            let result = self
-                .snapshots
+            let offset = offset as i64;
+            let result = collection
                 .update_one(
                     doc! {"_id": partition.to_string(), "offset": {"$lt": offset}},
-                    doc! {"$set": {"offset": offset, "payload": binary(encode("snapshot", snapshot)?)}},
+                    doc! {"$set": {"offset": offset, "payload": binary(payload)}},
                 )
                 .upsert(true)
                 .await;
@@ -376,19 +390,9 @@ impl MongoStore {
         partition: u32,
         snapshot: &FundsPartitionSnapshot,
     ) -> Result<()> {
-        self.bounded(async {
-            let offset = snapshot.offset as i64;
-            let result = self
-                .funds_snapshots
-                .update_one(
-                    doc! {"_id": partition.to_string(), "offset": {"$lt": offset}},
-                    doc! {"$set": {"offset": offset, "payload": binary(encode("funds snapshot", snapshot)?)}},
-                )
-                .upsert(true)
-                .await;
-            ignoring_duplicate(result)
-        })
-        .await
+        let payload = encode("funds snapshot", snapshot)?;
+        self.save_snapshot(&self.funds_snapshots, partition, snapshot.offset, payload)
+            .await
     }
 
     /// Folds what funds partitions did into balances, the ledger and transfers; idempotent, so

@@ -226,24 +226,11 @@ impl Api {
     }
 
     pub async fn post(&self, key: &str, body: &str, wait: bool) -> (StatusCode, Value) {
-        let mut request = self
-            .client
-            .post(format!("{}/v1/orders", self.base))
-            .bearer_auth(&self.key)
-            .header("idempotency-key", key)
-            .header("content-type", "application/json")
-            .body(body.to_string());
-        if wait {
-            request = request.header("prefer", "wait=10");
-        }
-        let response = request.send().await.expect("request");
-        (
-            response.status(),
-            response.json().await.unwrap_or(Value::Null),
-        )
+        self.transfer("/v1/orders", key, body, wait).await
     }
 
-    /// A deposit (`path` `/v1/deposits`) or withdrawal (`/v1/withdrawals`) of `body`.
+    /// A POST of `body` to `path` (`/v1/deposits`, `/v1/withdrawals`, `/v1/orders`) under the
+    /// idempotency key `key`, waiting for the outcome if `wait`.
     pub async fn transfer(
         &self,
         path: &str,
