@@ -416,6 +416,13 @@ async fn an_order_system_runs_on_a_real_node() {
     acked.extend(while_streaming(&api, 400..800, &kube, &args).await);
     ready_pods(&kube, "processor", 3).await;
 
+    step("resharding 2 -> 3 funds shards while orders stream in");
+    let patch = r#"{"spec":{"funds":{"shards":3}}}"#;
+    let args = ["patch", "ordersystem/local", "--type=merge", "-p", patch];
+    acked.extend(while_streaming(&api, 800..1200, &kube, &args).await);
+    ready_pods(&kube, "funds", 3).await;
+    system_ready(&kube).await;
+
     step("a funds pod deleted while orders stream in");
     let args = [
         "delete",
@@ -424,8 +431,8 @@ async fn an_order_system_runs_on_a_real_node() {
         "--grace-period=0",
         "--force",
     ];
-    acked.extend(while_streaming(&api, 800..1200, &kube, &args).await);
-    ready_pods(&kube, "funds", 2).await;
+    acked.extend(while_streaming(&api, 1200..1600, &kube, &args).await);
+    ready_pods(&kube, "funds", 3).await;
 
     step("nothing lost, nothing twice: every topic is that of one uninterrupted run");
     let cluster = Cluster {
@@ -468,7 +475,7 @@ async fn an_order_system_runs_on_a_real_node() {
         r#"[{"op":"add","path":"/spec/instruments/-","value":{"symbol":"ETH-USDT","base":"ETH","quote":"USDT","tickSize":"0.01","lotSize":"0.0001","minQuantity":"0.0001","maxQuantity":"1000","minNotional":"5"}}]"#]);
     for (component, count) in [
         ("ingest", 2),
-        ("funds", 2),
+        ("funds", 3),
         ("processor", 3),
         ("projector", 1),
     ] {
