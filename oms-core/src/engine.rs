@@ -145,7 +145,7 @@ impl Engine {
             }
             _ => None,
         };
-        let funding = match funds.command(command, hold_price, &mut out.ledger) {
+        let funding = match funds.command_in(market, command, hold_price, &mut out.ledger) {
             Decided::Transfer(outcome) => return out.transfers.push(outcome),
             Decided::Order(funding) => funding,
         };

@@ -460,6 +460,22 @@ impl Funds {
         hold_price: Option<Price>,
         entries: &mut Vec<LedgerEntry>,
     ) -> Decided {
+        let market = command
+            .action
+            .symbol()
+            .and_then(|symbol| self.market_index(symbol));
+        self.command_in(market, command, hold_price, entries)
+    }
+
+    /// [`Funds::command`] with the market of the command's symbol looked up already (the
+    /// engine needs it for the book too).
+    pub(crate) fn command_in(
+        &mut self,
+        market: Option<usize>,
+        command: &Command,
+        hold_price: Option<Price>,
+        entries: &mut Vec<LedgerEntry>,
+    ) -> Decided {
         let ts = command.ts;
         let decided = match &command.action {
             Action::Deposit(transfer) => {
@@ -470,7 +486,11 @@ impl Funds {
                 let done = self.withdraw(ts, transfer, entries);
                 return Decided::Transfer(outcome(ts, TransferKind::Withdrawal, transfer, done));
             }
-            Action::New(order) => self.hold_order(ts, order, hold_price, entries).map(|()| {
+            Action::New(order) => match market {
+                Some(market) => self.hold_order_at(market, ts, order, hold_price, entries),
+                None => Err(Reject::field(RejectReason::UnknownSymbol, Field::Symbol)),
+            }
+            .map(|()| {
                 let by_quantity = order.order_type == OrderType::Market
                     && order.side == Side::Buy
                     && !order.is_quote();
@@ -584,13 +604,13 @@ impl Funds {
         self.markets.len()
     }
 
-    /// The index of `symbol`'s market, which [`Funds::hold_order_at`] takes.
+    /// The index of `symbol`'s market.
     pub fn market_index(&self, symbol: &str) -> Option<usize> {
         self.by_symbol.get(symbol).copied()
     }
 
-    /// [`Funds::hold_order`] for the market at `market` (the engine knows it already).
-    pub fn hold_order_at(
+    /// [`Funds::hold_order`] for the market at `market`.
+    fn hold_order_at(
         &mut self,
         market: usize,
         ts: Timestamp,
