@@ -162,16 +162,24 @@ impl RedisStore {
         format!("{}:depth:{{{symbol}}}", self.prefix)
     }
 
-    /// Publishes a book's depth (the processor does, after each committed batch).
-    pub async fn publish_depth(&self, symbol: &str, depth: &oms_core::Depth) -> Result<()> {
+    /// Publishes a book's depth and the highest price a market buy of it may trade at now (the
+    /// matching stage does, after each committed batch), in one round trip. The ingest holds a
+    /// market buy by quantity at that price.
+    pub async fn publish_book(
+        &self,
+        symbol: &str,
+        depth: &oms_core::Depth,
+        buy_limit: Option<oms_core::Price>,
+    ) -> Result<()> {
         let mut connection = self.connection.clone();
         let json = super::encode_json("depth", depth)?;
-        let _: () = redis::cmd("SET")
-            .arg(self.depth_key(symbol))
-            .arg(json)
-            .query_async(&mut connection)
-            .await
-            .map_err(error)?;
+        let mut pipe = redis::pipe();
+        pipe.set(self.depth_key(symbol), json).ignore();
+        match buy_limit {
+            Some(price) => pipe.set(self.limit_key(symbol), price.0).ignore(),
+            None => pipe.del(self.limit_key(symbol)).ignore(),
+        };
+        let _: () = pipe.query_async(&mut connection).await.map_err(error)?;
         Ok(())
     }
 
@@ -194,30 +202,6 @@ impl RedisStore {
 
     fn limit_key(&self, symbol: &str) -> String {
         format!("{}:buy-limit:{{{symbol}}}", self.prefix)
-    }
-
-    /// Publishes the highest price a market buy of `symbol` may trade at now (the matching
-    /// stage does, with the depth): the ingest holds a market buy by quantity at it.
-    pub async fn publish_buy_limit(
-        &self,
-        symbol: &str,
-        limit: Option<oms_core::Price>,
-    ) -> Result<()> {
-        let mut connection = self.connection.clone();
-        let command = match limit {
-            Some(price) => {
-                let mut set = redis::cmd("SET");
-                set.arg(self.limit_key(symbol)).arg(price.0);
-                set
-            }
-            None => {
-                let mut del = redis::cmd("DEL");
-                del.arg(self.limit_key(symbol));
-                del
-            }
-        };
-        let _: () = command.query_async(&mut connection).await.map_err(error)?;
-        Ok(())
     }
 
     /// The last buy limit published for `symbol`; none if its book has none (or has not

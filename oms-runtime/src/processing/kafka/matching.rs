@@ -270,13 +270,10 @@ impl Books {
             let Some(book) = self.books.get(symbol) else {
                 continue;
             };
-            let published = async {
-                redis.publish_depth(symbol, &book.depth(100)).await?;
-                redis
-                    .publish_buy_limit(symbol, book.market_limit(Side::Buy))
-                    .await
-            };
-            if let Err(error) = published.await {
+            let published = redis
+                .publish_book(symbol, &book.depth(100), book.market_limit(Side::Buy))
+                .await;
+            if let Err(error) = published {
                 tracing::warn!(%error, "could not publish depth");
                 break;
             }
