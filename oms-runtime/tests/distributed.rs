@@ -169,6 +169,33 @@ async fn all_roles_in_one_process_round_trip() {
         .unwrap();
     assert_eq!(whole(&usdt["available"]), 9_999_960, "{balances}");
     assert_eq!(whole(&usdt["held"]), 0, "{balances}");
+    // a market buy by quantity: held at the buy limit the book published, filled
+    let (status, _) = api
+        .post("r-4", &order("alice", "sell", "100.00", "0.5"), true)
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let market =
+        r#"{"account":"bob","symbol":"BTC-USDT","side":"buy","type":"market","quantity":"0.5"}"#;
+    let (status, bought) = api.post("r-5", market, true).await;
+    assert_eq!(status, StatusCode::CREATED, "{bought}");
+    assert_eq!(bought["status"], "filled", "{bought}");
+    // once settled, its hold is gone and bob paid 50 more
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, balances) = api.get("/v1/balances?account=bob").await;
+        let usdt = balances["balances"]
+            .as_array()
+            .and_then(|all| all.iter().find(|b| b["asset"] == "USDT"))
+            .cloned()
+            .unwrap_or_default();
+        if usdt["held"].is_string() && whole(&usdt["held"]) == 0 {
+            assert_eq!(whole(&usdt["available"]), 9_999_910, "{balances}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "hold never released: {balances}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
     // librdkafka's statistics (every 5 s) give the consumers' lag, -1 until then. Caught up,
     // it is at most the transaction markers after the last record the consumer committed.
     let deadline = Instant::now() + Duration::from_secs(30);
