@@ -1,7 +1,7 @@
 //! Processing: commands, in log order, through the books, into events and the read projection.
 //!
 //! - [`local`]: single-node mode, one process, the embedded journal.
-//! - [`kafka`]: the processor and projector roles on Kafka.
+//! - [`kafka`]: the funds and matching stages and the projector on Kafka.
 //!
 //! Both apply commands with the same books and fold events with the same [`Projection`].
 
