@@ -36,6 +36,8 @@ pub enum Action {
     Deposit(Transfer),
     /// Debit an account, at most what is available.
     Withdraw(Transfer),
+    /// Cancel every open order of an account, on one instrument or on all.
+    CancelAll(CancelAll),
 }
 
 impl Action {
@@ -45,6 +47,7 @@ impl Action {
             Action::New(order) => Some(&order.symbol),
             Action::Cancel(cancel) => Some(&cancel.symbol),
             Action::Amend(amend) => Some(&amend.symbol),
+            Action::CancelAll(cancel) => cancel.symbol.as_ref(),
             Action::Deposit(_) | Action::Withdraw(_) => None,
         }
     }
@@ -55,6 +58,7 @@ impl Action {
             Action::New(order) => &order.account,
             Action::Cancel(cancel) => &cancel.account,
             Action::Amend(amend) => &amend.account,
+            Action::CancelAll(cancel) => &cancel.account,
             Action::Deposit(transfer) | Action::Withdraw(transfer) => &transfer.account,
         }
     }
@@ -108,6 +112,17 @@ pub struct CancelOrder {
     pub account: AccountId,
     /// The order's instrument.
     pub symbol: Symbol,
+}
+
+/// Cancel every open order of an account (a mass cancel), on one instrument or, without a
+/// symbol, on every instrument: what is open when the command reaches each book, so an order
+/// placed before it is canceled however far it got, and one placed after it is not.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CancelAll {
+    /// The account.
+    pub account: AccountId,
+    /// Only this instrument; every instrument when `None`.
+    pub symbol: Option<Symbol>,
 }
 
 /// Amend an open order.

@@ -4,7 +4,8 @@
 //! new order ─▶ Funds::hold_order ─ok─▶ Book::apply ─▶ Funds::settle (each event)
 //!                     └─refused─▶ Book::reject (the order ends `rejected`, insufficient_funds)
 //! amendment ─▶ Funds::hold_amend ─ok─▶ Book::apply ─▶ Funds::settle
-//! cancel ────────────────────────────▶ Book::apply ─▶ Funds::settle
+//! cancel, mass cancel ───────────────▶ Book::apply ─▶ Funds::settle (a mass cancel of every
+//!                                                     instrument: each book in turn)
 //! deposit, withdrawal ─▶ Funds
 //! ```
 //! Each command is finished, settlement included, before the next begins, so the state after
@@ -149,13 +150,18 @@ impl Engine {
             Decided::Transfer(outcome) => return out.transfers.push(outcome),
             Decided::Order(funding) => funding,
         };
-        let Some(market) = market else {
-            return;
+        let markets = match (market, &command.action) {
+            (Some(market), _) => market..market + 1,
+            // A mass cancel of every instrument goes to every book, in funds' market order.
+            (None, Action::CancelAll(cancel)) if cancel.symbol.is_none() => 0..books.len(),
+            (None, _) => return,
         };
-        let first = out.events.len();
-        books[market].apply_funded(command, &funding, &mut out.events);
-        for record in &out.events[first..] {
-            funds.settle(record, &mut out.ledger);
+        for market in markets {
+            let first = out.events.len();
+            books[market].apply_funded(command, &funding, &mut out.events);
+            for record in &out.events[first..] {
+                funds.settle(record, &mut out.ledger);
+            }
         }
     }
 

@@ -28,7 +28,7 @@ pub mod types;
 pub(crate) mod test_support;
 
 pub use book::{Book, BookSnapshot, Depth, RestingOrder, RestoreError};
-pub use command::{Action, AmendOrder, CancelOrder, Command, Funding, NewOrder};
+pub use command::{Action, AmendOrder, CancelAll, CancelOrder, Command, Funding, NewOrder};
 pub use engine::{Engine, EngineError, EngineSnapshot, Output, TransferKind, TransferOutcome};
 pub use event::{Event, EventRecord, ExpireReason, Fill, Trade};
 pub use funds::{Amount, Asset, Balance, EntryKind, FEE_ACCOUNT, Funds, LedgerEntry, Transfer};

@@ -102,3 +102,14 @@ pub fn amend(id: u64, account: &str, price: Option<u64>, quantity: Option<u64>) 
         }),
     }
 }
+
+/// A mass cancel of `account`'s orders, on `symbol` or on every instrument.
+pub fn cancel_all(account: &str, symbol: Option<&str>) -> Command {
+    Command {
+        ts: Timestamp(0),
+        action: Action::CancelAll(crate::command::CancelAll {
+            account: account.into(),
+            symbol: symbol.map(Into::into),
+        }),
+    }
+}

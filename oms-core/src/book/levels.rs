@@ -219,6 +219,23 @@ impl Orders {
         self.slab.len()
     }
 
+    /// The ids of `account`'s open orders, ascending. A scan of the book, skipped when the
+    /// account has nothing open.
+    pub fn of_account(&self, account: &str) -> Vec<OrderId> {
+        if self.open_count(Owner::new(account, ""), account) == 0 {
+            return Vec::new();
+        }
+        let mut ids: Vec<OrderId> = self
+            .slab
+            .iter()
+            .map(|(_, node)| &node.order)
+            .filter(|order| order.account == account)
+            .map(|order| order.order_id)
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
     /// Stores an order that is about to rest (`owner` hashes its account and client order id);
     /// link it with [`Orders::push_back`].
     pub fn insert(&mut self, order: RestingOrder, owner: Owner) -> usize {

@@ -32,7 +32,7 @@ mod tests;
 pub use levels::RestingOrder;
 pub use snapshot::{BookSnapshot, RestoreError};
 
-use crate::command::{Action, AmendOrder, CancelOrder, Command, Funding, NewOrder};
+use crate::command::{Action, AmendOrder, CancelAll, CancelOrder, Command, Funding, NewOrder};
 use crate::event::{Event, EventRecord, ExpireReason, Fill, Trade};
 use crate::instrument::Instrument;
 use crate::reject::{Field, Reject, RejectReason};
@@ -179,11 +179,17 @@ impl Book {
     ///
     /// The caller routes commands by symbol; a command for another symbol is a caller bug.
     pub fn apply(&mut self, command: &Command, events: &mut Vec<EventRecord>) {
-        debug_assert_eq!(command.action.symbol(), Some(self.instrument.symbol()));
+        debug_assert!(
+            command
+                .action
+                .symbol()
+                .is_none_or(|symbol| symbol == self.instrument.symbol())
+        );
         match &command.action {
             Action::New(order) => self.new_order(command.ts, order, None, events),
             Action::Cancel(cancel) => self.cancel(command.ts, cancel, events),
             Action::Amend(amend) => self.amend(command.ts, amend, events),
+            Action::CancelAll(cancel) => self.cancel_all(command.ts, cancel, events),
             // Not book commands; the caller routes them to funds.
             Action::Deposit(_) | Action::Withdraw(_) => {}
         }
@@ -197,7 +203,12 @@ impl Book {
         funding: &Funding,
         events: &mut Vec<EventRecord>,
     ) {
-        debug_assert_eq!(command.action.symbol(), Some(self.instrument.symbol()));
+        debug_assert!(
+            command
+                .action
+                .symbol()
+                .is_none_or(|symbol| symbol == self.instrument.symbol())
+        );
         let ts = command.ts;
         match (&command.action, funding) {
             (Action::New(order), Funding::Refused(reject)) => {
@@ -418,6 +429,20 @@ impl Book {
         self.orders
             .find(order_id)
             .filter(|key| self.orders.get(*key).account == account)
+    }
+
+    /// Cancels every open order of the account, oldest order id first (a replay from a
+    /// snapshot must give the same sequence numbers, and a snapshot does not keep the slab's
+    /// layout).
+    fn cancel_all(&mut self, ts: Timestamp, cancel: &CancelAll, events: &mut Vec<EventRecord>) {
+        for order_id in self.orders.of_account(&cancel.account) {
+            let cancel = CancelOrder {
+                order_id,
+                account: cancel.account.clone(),
+                symbol: self.instrument.symbol().clone(),
+            };
+            self.cancel(ts, &cancel, events);
+        }
     }
 
     fn cancel(&mut self, ts: Timestamp, cancel: &CancelOrder, events: &mut Vec<EventRecord>) {

@@ -42,6 +42,8 @@ pub(crate) enum Op {
         price: Option<u64>,
         quantity: Option<u64>,
     },
+    /// A mass cancel of one account, of the book's symbol or of every symbol.
+    CancelAll { account: usize, every: bool },
 }
 
 pub(crate) fn op() -> impl Strategy<Value = Op> {
@@ -95,7 +97,9 @@ pub(crate) fn op() -> impl Strategy<Value = Op> {
             price,
             quantity,
         });
-    prop_oneof![6 => new, 2 => cancel, 2 => amend]
+    let cancel_all = (0..ACCOUNTS.len(), prop::bool::ANY)
+        .prop_map(|(account, every)| Op::CancelAll { account, every });
+    prop_oneof![60 => new, 20 => cancel, 20 => amend, 1 => cancel_all]
 }
 
 /// The benchmark's "exchange-core shape": 44% passive GTC limits, 32% cancels, 12% price moves
@@ -236,6 +240,10 @@ pub(crate) fn commands(ops: &[Op]) -> Vec<Command> {
                     quantity: quantity.map(Quantity),
                 })
             }
+            Op::CancelAll { account, every } => Action::CancelAll(CancelAll {
+                account: ACCOUNTS[*account].into(),
+                symbol: (!every).then(|| "BTC-USDT".into()),
+            }),
         };
         out.push(Command { ts, action });
     }

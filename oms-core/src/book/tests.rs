@@ -1,6 +1,8 @@
 use super::*;
 use crate::order::OrderState;
-use crate::test_support::{amend, book, book_with, btc, cancel, limit, market, market_quote, new};
+use crate::test_support::{
+    amend, book, book_with, btc, cancel, cancel_all, limit, market, market_quote, new,
+};
 use crate::{InstrumentSpec, OrderStatus};
 use rust_decimal::Decimal;
 
@@ -349,6 +351,35 @@ fn self_trade_prevention_expire_both() {
         ]
     );
     assert_eq!(levels(&b), (vec![], vec![]));
+}
+
+#[test]
+fn a_mass_cancel_ends_every_open_order_of_the_account_oldest_first() {
+    let mut b = book();
+    run(&mut b, new(limit(7, "a", Side::Buy, 100, 5)));
+    run(&mut b, new(limit(3, "a", Side::Sell, 110, 5)));
+    run(&mut b, new(limit(4, "b", Side::Buy, 100, 2)));
+    run(&mut b, new(limit(5, "a", Side::Sell, 120, 5)));
+    // order 3 partly filled: its remainder is what the cancel reports
+    run(&mut b, new(limit(6, "c", Side::Buy, 110, 2)));
+    let canceled: Vec<(u64, u64)> = run(&mut b, cancel_all("a", None))
+        .into_iter()
+        .map(|event| match event {
+            Event::Canceled {
+                order_id,
+                account,
+                quantity,
+            } => {
+                assert_eq!(account.as_str(), "a");
+                (order_id.0, quantity.0)
+            }
+            other => panic!("only cancels expected, got {other:?}"),
+        })
+        .collect();
+    assert_eq!(canceled, vec![(3, 3), (5, 5), (7, 5)]);
+    assert_eq!(levels(&b), (vec![(100, 2)], vec![]));
+    // nothing left: a second mass cancel decides nothing
+    assert!(run(&mut b, cancel_all("a", Some("BTC-USDT"))).is_empty());
 }
 
 #[test]

@@ -497,7 +497,7 @@ impl Funds {
                 by_quantity.then_some(hold_price).flatten()
             }),
             Action::Amend(amend) => self.hold_amend(ts, amend, entries).map(|()| None),
-            Action::Cancel(_) => Ok(None),
+            Action::Cancel(_) | Action::CancelAll(_) => Ok(None),
         };
         Decided::Order(match decided {
             Ok(cap) => Funding::Funded { cap },

@@ -8,7 +8,7 @@ use crate::engine::{Engine, Output};
 use crate::event::ExpireReason;
 use crate::instrument::{Instrument, InstrumentSpec};
 use crate::risk::RiskLimits;
-use crate::test_support::{amend, btc, cancel, limit, market, market_quote, new};
+use crate::test_support::{amend, btc, cancel, cancel_all, limit, market, market_quote, new};
 use crate::types::{SelfTradePrevention, TimeInForce};
 
 fn engine_with(spec: InstrumentSpec, limits: RiskLimits) -> Engine {
@@ -234,6 +234,41 @@ fn partial_fills_keep_the_rest_held_and_cancel_releases_it() {
     assert_eq!(out.ledger.len(), 1);
     assert_eq!(out.ledger[0].kind, EntryKind::Release);
     assert_eq!(e.funds().order_held(OrderId(1)), None);
+}
+
+#[test]
+fn a_mass_cancel_of_every_instrument_releases_every_hold() {
+    let eth = InstrumentSpec {
+        symbol: "ETH-USDT".into(),
+        base: "ETH".into(),
+        ..btc()
+    };
+    let mut e = Engine::new(
+        &[Instrument::new(btc()).unwrap(), Instrument::new(eth).unwrap()],
+        &RiskLimits::default(),
+    )
+    .unwrap();
+    fund(&mut e, "b", "USDT", 10_000);
+    fund(&mut e, "b", "ETH", 50);
+    fund(&mut e, "o", "USDT", 1_000);
+    let on_eth = |order: NewOrder| NewOrder {
+        symbol: "ETH-USDT".into(),
+        ..order
+    };
+    run(&mut e, new(limit(1, "b", Side::Buy, 100, 10)));
+    run(&mut e, new(on_eth(limit(2, "b", Side::Sell, 200, 50))));
+    run(&mut e, new(on_eth(limit(3, "b", Side::Buy, 100, 20))));
+    run(&mut e, new(limit(4, "o", Side::Buy, 100, 10)));
+    assert_eq!(balance(&e, "b", "USDT"), (7_000, 3_000));
+    // one instrument first: the ETH orders stay
+    let out = run(&mut e, cancel_all("b", Some("BTC-USDT")));
+    assert_eq!(out.events.len(), 1);
+    assert_eq!(balance(&e, "b", "USDT"), (8_000, 2_000));
+    let out = run(&mut e, cancel_all("b", None));
+    assert_eq!(out.events.len(), 2);
+    assert_eq!(balance(&e, "b", "USDT"), (10_000, 0));
+    assert_eq!(balance(&e, "b", "ETH"), (50, 0));
+    assert_eq!(balance(&e, "o", "USDT"), (0, 1_000), "another account's order stays");
 }
 
 #[test]
