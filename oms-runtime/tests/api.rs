@@ -605,6 +605,14 @@ impl oms_runtime::store::OrderStore for SilentStore {
     ) -> Result<Option<oms_core::OrderId>, StoreError> {
         std::future::pending().await
     }
+    async fn by_client_id(
+        &self,
+        _: &str,
+        _: &str,
+        _: Option<&str>,
+    ) -> Result<Option<oms_core::OrderState>, StoreError> {
+        std::future::pending().await
+    }
     async fn snapshots(&self) -> Result<Vec<(u64, oms_core::BookSnapshot)>, StoreError> {
         std::future::pending().await
     }

@@ -43,7 +43,10 @@ pub(crate) enum Op {
         quantity: Option<u64>,
     },
     /// A mass cancel of one account, of the book's symbol or of every symbol.
-    CancelAll { account: usize, every: bool },
+    CancelAll {
+        account: usize,
+        every: bool,
+    },
 }
 
 pub(crate) fn op() -> impl Strategy<Value = Op> {

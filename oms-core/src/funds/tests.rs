@@ -244,7 +244,10 @@ fn a_mass_cancel_of_every_instrument_releases_every_hold() {
         ..btc()
     };
     let mut e = Engine::new(
-        &[Instrument::new(btc()).unwrap(), Instrument::new(eth).unwrap()],
+        &[
+            Instrument::new(btc()).unwrap(),
+            Instrument::new(eth).unwrap(),
+        ],
         &RiskLimits::default(),
     )
     .unwrap();
@@ -268,7 +271,11 @@ fn a_mass_cancel_of_every_instrument_releases_every_hold() {
     assert_eq!(out.events.len(), 2);
     assert_eq!(balance(&e, "b", "USDT"), (10_000, 0));
     assert_eq!(balance(&e, "b", "ETH"), (50, 0));
-    assert_eq!(balance(&e, "o", "USDT"), (0, 1_000), "another account's order stays");
+    assert_eq!(
+        balance(&e, "o", "USDT"),
+        (0, 1_000),
+        "another account's order stays"
+    );
 }
 
 #[test]

@@ -185,6 +185,30 @@ impl From<Reject> for ApiError {
     }
 }
 
+impl ApiError {
+    /// 409: the book refused a cancel or an amendment after it was journaled (the order is
+    /// unchanged); the code is the reason, as in an order's `reject_reason`.
+    pub fn refused(reject: Reject) -> ApiError {
+        let error = ApiError::conflict(reject.reason.code(), format!("refused: {reject}"));
+        match reject.field {
+            Some(field) => error.with_field(field.name()),
+            None => error,
+        }
+    }
+
+    /// The body this error is answered with, as JSON.
+    pub fn body(&self) -> String {
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code.to_string(),
+                message: self.message.clone(),
+                field: self.field.clone(),
+            },
+        };
+        serde_json::to_string(&body).unwrap_or_default()
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> ApiError {
         ApiError::unavailable("store", error)

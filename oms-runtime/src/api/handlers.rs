@@ -1,6 +1,7 @@
 //! Handlers of the v1 API. Bad input is refused here, before anything touches a store.
 
 use super::error::{ApiError, ErrorBody};
+use super::manage::order_id;
 use super::model::{BookView, FillView, OrderList, OrderRequest, OrderView, TradeList};
 use super::write::{fingerprint, idempotency_key, prefer_wait};
 use super::{AppState, MAX_BODY_BYTES, json};
@@ -11,7 +12,7 @@ use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
-use oms_core::{Action, CancelOrder, Command, InstrumentSpec, OrderId, OrderStatus, Timestamp};
+use oms_core::{Action, Command, InstrumentSpec, OrderStatus, Timestamp};
 use serde::Deserialize;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -92,13 +93,6 @@ pub(super) fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiE
         ApiError::bad_request("malformed_json", "trailing characters after the JSON body")
     })?;
     Ok(value)
-}
-
-fn order_id(text: &str) -> Result<OrderId, ApiError> {
-    text.parse().map(OrderId).map_err(|_| {
-        ApiError::bad_request("invalid_order_id", "order ids are unsigned 64-bit integers")
-            .with_field("order_id")
-    })
 }
 
 /// Place an order.
@@ -189,77 +183,6 @@ pub async fn place_order(
         })
     };
     app.write(origin, wait, StatusCode::CREATED, build).await
-}
-
-/// Cancel an order.
-///
-/// Answers 202 once the cancel is durable. With `Prefer: wait=N` it answers 200 with the
-/// order's state after the cancel was processed.
-#[utoipa::path(
-    delete,
-    path = "/v1/orders/{order_id}",
-    tag = "orders",
-    params(
-        ("order_id" = String, Path, description = "Order id"),
-        ("Idempotency-Key" = String, Header, description = "1 to 255 printable ASCII characters"),
-        ("Prefer" = Option<String>, Header, description = "`wait=N`"),
-    ),
-    responses(
-        (status = 202, description = "Durable; not processed yet", body = Ack),
-        (status = 200, description = "Processed (with Prefer: wait)", body = OrderView),
-        (status = 400, description = "Invalid request", body = ErrorBody),
-        (status = 401, description = "No valid API key", body = ErrorBody),
-        (status = 403, description = "Another principal's order", body = ErrorBody),
-        (status = 404, description = "No such order", body = ErrorBody),
-        (status = 409, description = "Order not open, or same key in flight", body = ErrorBody),
-        (status = 422, description = "Same key used for a different request", body = ErrorBody),
-        (status = 503, description = "A dependency is unavailable", body = ErrorBody),
-    ),
-    security(("api_key" = []))
-)]
-pub async fn cancel_order(
-    State(app): State<Arc<AppState>>,
-    principal: Principal,
-    headers: HeaderMap,
-    path: Result<Path<String>, PathRejection>,
-) -> Result<Response, ApiError> {
-    super::require(&principal, Scope::Trade)?;
-    let Path(id) = path.map_err(path_error)?;
-    let key = idempotency_key(&headers)?;
-    let order_id = order_id(&id)?;
-    let origin = Origin {
-        principal: principal.id.clone(),
-        key,
-        fingerprint: fingerprint("DELETE", &format!("/v1/orders/{order_id}"), b""),
-    };
-    let wait = prefer_wait(&headers, app.settings.max_wait);
-    let orders = app.orders.clone();
-    let build = async {
-        let state = app
-            .guard("order store", orders.order(order_id))
-            .await?
-            .ok_or_else(|| ApiError::not_found(format!("no order {order_id}")))?;
-        if !principal.may_use(&state.order.account) {
-            return Err(ApiError::forbidden(
-                "this order belongs to an account of another key",
-            ));
-        }
-        if !state.status.is_open() {
-            return Err(ApiError::conflict(
-                "order_not_open",
-                format!("order {order_id} is {:?}", state.status).to_lowercase(),
-            ));
-        }
-        Ok(Command {
-            ts: now(),
-            action: Action::Cancel(CancelOrder {
-                order_id,
-                account: state.order.account.clone(),
-                symbol: state.order.symbol.clone(),
-            }),
-        })
-    };
-    app.write(origin, wait, StatusCode::OK, build).await
 }
 
 /// One order.
@@ -528,6 +451,31 @@ pub async fn book(
         bids: side(depth.bids),
         asks: side(depth.asks),
     }))
+}
+
+/// The server's clock.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct TimeView {
+    /// Now, RFC 3339 (UTC).
+    pub now: String,
+    /// Now, milliseconds since the Unix epoch.
+    pub epoch_ms: u64,
+}
+
+/// The server's time: for clients that stamp or compare times (the cancel-after deadline,
+/// trade times). Public: no key needed.
+#[utoipa::path(
+    get,
+    path = "/v1/time",
+    tag = "market data",
+    responses((status = 200, description = "Now", body = TimeView))
+)]
+pub async fn time() -> Response {
+    let nanos = now().0;
+    json(TimeView {
+        now: super::model::rfc3339(nanos),
+        epoch_ms: nanos / 1_000_000,
+    })
 }
 
 /// The tradable instruments. Public: no key needed.

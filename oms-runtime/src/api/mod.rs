@@ -3,6 +3,7 @@
 pub mod error;
 mod funds;
 pub(crate) mod handlers;
+mod manage;
 pub mod model;
 mod openapi;
 pub mod write;
@@ -149,12 +150,21 @@ pub fn router(app: AppState) -> Router {
     Router::new()
         .route(
             "/v1/orders",
-            post(handlers::place_order).get(handlers::list_orders),
+            post(handlers::place_order)
+                .get(handlers::list_orders)
+                .delete(manage::cancel_all),
         )
         .route(
             "/v1/orders/{order_id}",
-            get(handlers::get_order).delete(handlers::cancel_order),
+            get(handlers::get_order)
+                .delete(manage::cancel_order)
+                .patch(manage::amend_order),
         )
+        .route(
+            "/v1/orders/client/{client_order_id}",
+            get(manage::get_by_client_id).delete(manage::cancel_by_client_id),
+        )
+        .route("/v1/time", get(handlers::time))
         .route("/v1/trades", get(handlers::list_trades))
         .route("/v1/balances", get(funds::balances))
         .route("/v1/ledger", get(funds::ledger))

@@ -165,6 +165,32 @@ impl OrderRequest {
     }
 }
 
+/// `PATCH /v1/orders/{order_id}` body: what changes. Priority in the queue is kept only when
+/// the quantity alone goes down.
+#[derive(Clone, Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AmendRequest {
+    /// The new limit price, a multiple of the tick size.
+    #[serde(default)]
+    #[schema(value_type = Option<String>, example = "65000.10")]
+    pub price: Option<DecimalString>,
+    /// The new total quantity, filled quantity included; more than what has filled.
+    #[serde(default)]
+    #[schema(value_type = Option<String>, example = "0.02")]
+    pub quantity: Option<DecimalString>,
+}
+
+/// The processed outcome of a mass cancel (`DELETE /v1/orders` with `Prefer: wait`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct MassCancelView {
+    /// The account.
+    pub account: String,
+    /// The instrument, or none for every instrument.
+    pub symbol: Option<String>,
+    /// How many open orders were canceled.
+    pub canceled: usize,
+}
+
 /// An order as the API shows it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct OrderView {

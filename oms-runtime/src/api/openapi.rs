@@ -1,7 +1,7 @@
 //! The OpenAPI document, generated from the handlers and types (utoipa).
 
 use super::json;
-use super::{funds, handlers};
+use super::{funds, handlers, manage};
 use axum::response::Response;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -10,16 +10,21 @@ use utoipa::{Modify, OpenApi};
 #[openapi(
     info(
         title = "OMS order API",
-        description = "Place, cancel and query orders; deposit, withdraw and read balances and the ledger. Writes need an API key and an Idempotency-Key; a 2xx on a write means the command is durable.",
+        description = "Place, amend, cancel (one, by client order id, or all) and query orders; deposit, withdraw and read balances and the ledger. Writes need an API key and an Idempotency-Key; a 2xx on a write means the command is durable.",
     ),
     paths(
         handlers::place_order,
-        handlers::cancel_order,
+        manage::cancel_order,
+        manage::amend_order,
+        manage::cancel_all,
         handlers::get_order,
         handlers::list_orders,
+        manage::get_by_client_id,
+        manage::cancel_by_client_id,
         handlers::list_trades,
         handlers::book,
         handlers::instruments,
+        handlers::time,
         funds::balances,
         funds::ledger,
         funds::deposit,

@@ -16,8 +16,9 @@
 use super::AppState;
 use super::error::ApiError;
 use super::funds::TransferView;
-use super::model::OrderView;
+use super::model::{MassCancelView, OrderView};
 use crate::metrics::OutcomeLabels;
+use crate::processing::Outcome;
 use crate::store::{
     Ack, IdempotencyStore, Journal, JournalEntry, Origin, Reservation, StoreError, StoredResponse,
 };
@@ -153,8 +154,8 @@ impl AppState {
             .and(self.waiters.as_ref())
             .map(|waiters| waiters.register(&origin));
         // Without in-process notification, waiting means watching the order's version move.
-        let version_before = match (wait, &waiter, subject) {
-            (Some(_), None, Subject::Order(order_id)) => self.current_version(order_id).await,
+        let version_before = match (wait, &waiter, &subject) {
+            (Some(_), None, Subject::Order(order_id)) => self.current_version(*order_id).await,
             _ => 0,
         };
         let started = std::time::Instant::now();
@@ -182,29 +183,33 @@ impl AppState {
         let Some(wait) = wait else {
             return Ok(stored(&ack, false));
         };
-        let processed = match (waiter, subject) {
-            (Some(waiter), _) => tokio::time::timeout(wait, waiter).await.is_ok(),
+        let processed = match (waiter, &subject) {
+            (Some(waiter), _) => tokio::time::timeout(wait, waiter)
+                .await
+                .ok()
+                .and_then(Result::ok),
             (None, Subject::Order(order_id)) => {
-                tokio::time::timeout(wait, self.poll_version(order_id, version_before))
+                tokio::time::timeout(wait, self.poll_version(*order_id, version_before))
                     .await
                     .is_ok_and(|seen| seen)
+                    .then(Outcome::default)
             }
             (None, Subject::Transfer(transfer_id)) => {
-                tokio::time::timeout(wait, self.poll_transfer(transfer_id))
+                tokio::time::timeout(wait, self.poll_transfer(*transfer_id))
                     .await
-                    .is_ok()
+                    .ok()
+                    .map(|()| Outcome::default())
             }
+            // The projection cannot tell when every book has applied a mass cancel: durable is
+            // all this mode says.
+            (None, Subject::Account(_)) => None,
         };
-        if !processed {
+        let Some(processed) = processed else {
             self.forget(&origin);
             return Ok(stored(&ack, false));
-        }
-        let Some(body) = self.outcome(subject).await? else {
-            return Ok(stored(&ack, false));
         };
-        let response = StoredResponse {
-            status: waited_status.as_u16(),
-            body,
+        let Some(response) = self.outcome(&subject, processed, waited_status).await? else {
+            return Ok(stored(&ack, false));
         };
         // Stored before answering, so a retry that follows this answer replays it. Failing to
         // store it only means retries get the 202 instead.
@@ -226,12 +231,27 @@ impl AppState {
         Ok(out)
     }
 
-    /// The processed state of what a command was about, as a JSON body; none if the store
-    /// cannot say.
-    async fn outcome(&self, subject: Subject) -> Result<Option<String>, ApiError> {
+    /// The processed outcome of a command as a response: the state of the order or transfer it
+    /// was about, the count of a mass cancel, or the refusal of a cancel or amendment. None if
+    /// the store cannot say.
+    async fn outcome(
+        &self,
+        subject: &Subject,
+        processed: Outcome,
+        waited_status: StatusCode,
+    ) -> Result<Option<StoredResponse>, ApiError> {
+        if let Some(reject) = processed.refused {
+            let error = ApiError::refused(reject);
+            return Ok(Some(StoredResponse {
+                status: error.status().as_u16(),
+                body: error.body(),
+            }));
+        }
         let body = match subject {
             Subject::Order(order_id) => {
-                let Ok(Some(state)) = self.guard("order store", self.orders.order(order_id)).await
+                let Ok(Some(state)) = self
+                    .guard("order store", self.orders.order(*order_id))
+                    .await
                 else {
                     return Ok(None);
                 };
@@ -242,15 +262,23 @@ impl AppState {
             }
             Subject::Transfer(transfer_id) => {
                 let Ok(Some(outcome)) = self
-                    .guard("funds store", self.funds.transfer(transfer_id))
+                    .guard("funds store", self.funds.transfer(*transfer_id))
                     .await
                 else {
                     return Ok(None);
                 };
                 serde_json::to_string(&TransferView::new(&outcome, &self.assets))
             }
+            Subject::Account(cancel) => serde_json::to_string(&MassCancelView {
+                account: cancel.account.to_string(),
+                symbol: cancel.symbol.as_ref().map(ToString::to_string),
+                canceled: processed.canceled,
+            }),
         };
-        body.map(Some).map_err(ApiError::internal)
+        Ok(Some(StoredResponse {
+            status: waited_status.as_u16(),
+            body: body.map_err(ApiError::internal)?,
+        }))
     }
 
     fn forget(&self, origin: &Origin) {
@@ -311,11 +339,13 @@ impl AppState {
     }
 }
 
-/// What a command is about: the order or the transfer whose state a waiting request gets.
-#[derive(Clone, Copy, Debug)]
+/// What a command is about: the order, the transfer or the account whose state a waiting
+/// request gets.
+#[derive(Clone, Debug)]
 enum Subject {
     Order(OrderId),
     Transfer(u64),
+    Account(oms_core::CancelAll),
 }
 
 impl Subject {
@@ -327,6 +357,7 @@ impl Subject {
             oms_core::Action::Deposit(transfer) | oms_core::Action::Withdraw(transfer) => {
                 Subject::Transfer(transfer.transfer_id)
             }
+            oms_core::Action::CancelAll(cancel) => Subject::Account(cancel.clone()),
         }
     }
 }

@@ -66,15 +66,42 @@ pub struct Options {
     pub hold_projection: bool,
 }
 
+/// What a waiting request learns of its processed command, beyond the states it can read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// Orders the command canceled (a mass cancel's count).
+    pub canceled: usize,
+    /// Why a cancel or amendment was refused (the order is unchanged then).
+    pub refused: Option<oms_core::Reject>,
+}
+
+impl Outcome {
+    /// The outcome of a command that decided `events`.
+    pub fn of(events: &[oms_core::EventRecord]) -> Outcome {
+        let mut outcome = Outcome::default();
+        for record in events {
+            match &record.event {
+                oms_core::Event::Canceled { .. } => outcome.canceled += 1,
+                oms_core::Event::CancelRejected { reject, .. }
+                | oms_core::Event::AmendRejected { reject, .. } => {
+                    outcome.refused.get_or_insert(*reject);
+                }
+                _ => {}
+            }
+        }
+        outcome
+    }
+}
+
 /// Requests waiting for their command to be processed, by idempotency scope.
 #[derive(Clone, Default)]
 pub struct Waiters {
-    inner: Arc<Mutex<HashMap<Origin, oneshot::Sender<()>>>>,
+    inner: Arc<Mutex<HashMap<Origin, oneshot::Sender<Outcome>>>>,
 }
 
 impl Waiters {
     /// Registers interest in the command written by `origin`; register before appending.
-    pub fn register(&self, origin: &Origin) -> oneshot::Receiver<()> {
+    pub fn register(&self, origin: &Origin) -> oneshot::Receiver<Outcome> {
         let (tx, rx) = oneshot::channel();
         if let Ok(mut map) = self.inner.lock() {
             map.insert(origin.clone(), tx);
@@ -89,14 +116,14 @@ impl Waiters {
         }
     }
 
-    fn wake(&self, origin: &Origin) {
+    fn wake(&self, origin: &Origin, outcome: Outcome) {
         let waiter = self
             .inner
             .lock()
             .ok()
             .and_then(|mut map| map.remove(origin));
         if let Some(waiter) = waiter {
-            let _ = waiter.send(());
+            let _ = waiter.send(outcome);
         }
     }
 }
@@ -377,7 +404,7 @@ async fn project(
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
             projection.fold_funds(&output.ledger, &output.transfers);
-            origins.push(origin);
+            origins.push((origin, Outcome::of(&output.events)));
         }
         let mut batch = projection.take_batch();
         batch.engine = engine;
@@ -398,8 +425,8 @@ async fn project(
         if let Some(last) = last {
             metrics.processing.projected_position.set(last as i64);
         }
-        for origin in &origins {
-            waiters.wake(origin);
+        for (origin, outcome) in origins {
+            waiters.wake(&origin, outcome);
         }
     }
 }

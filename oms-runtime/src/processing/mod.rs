@@ -9,7 +9,7 @@ pub mod kafka;
 pub mod local;
 mod projection;
 
-pub use local::{BookHandle, Pipeline, Waiters};
+pub use local::{BookHandle, Outcome, Pipeline, Waiters};
 pub use projection::Projection;
 
 use crate::store::redis::RedisStore;

@@ -209,6 +209,7 @@ impl Ack {
             ),
             oms_core::Action::Cancel(cancel) => (Some(cancel.order_id), None, None),
             oms_core::Action::Amend(amend) => (Some(amend.order_id), None, None),
+            oms_core::Action::CancelAll(_) => (None, None, None),
             oms_core::Action::Deposit(transfer) | oms_core::Action::Withdraw(transfer) => {
                 (None, None, Some(transfer.transfer_id))
             }
@@ -398,6 +399,15 @@ pub trait OrderStore: Send + Sync + 'static {
         symbol: &str,
         client_order_id: &str,
     ) -> Result<Option<OrderId>>;
+    /// The newest order of `account` with this client order id (on `symbol`, if given): a
+    /// client order id is unique among an account's open orders on an instrument, so older
+    /// orders, or orders on other instruments, may share it.
+    async fn by_client_id(
+        &self,
+        account: &str,
+        client_order_id: &str,
+        symbol: Option<&str>,
+    ) -> Result<Option<OrderState>>;
     /// The latest snapshot of each book, with the journal position it includes.
     async fn snapshots(&self) -> Result<Vec<(Position, BookSnapshot)>>;
     /// Whether the store answers; for readiness.

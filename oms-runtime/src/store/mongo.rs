@@ -692,6 +692,30 @@ impl OrderStore for MongoStore {
         Ok(None)
     }
 
+    /// On the `account_client_order_id` index (DocumentDB and MongoDB use it; the test server,
+    /// FerretDB on SQLite, scans, which its small data affords).
+    async fn by_client_id(
+        &self,
+        account: &str,
+        client_order_id: &str,
+        symbol: Option<&str>,
+    ) -> Result<Option<OrderState>> {
+        self.bounded(async {
+            let mut filter = doc! {"account": account, "client_order_id": client_order_id};
+            if let Some(symbol) = symbol {
+                filter.insert("symbol", symbol);
+            }
+            let found = self
+                .orders
+                .find_one(filter)
+                .sort(doc! {"_id": -1})
+                .await
+                .map_err(error)?;
+            found.as_ref().map(order_state).transpose()
+        })
+        .await
+    }
+
     async fn snapshots(&self) -> Result<Vec<(super::Position, BookSnapshot)>> {
         // Book snapshots of the single-node pipeline; processors keep partition snapshots.
         Ok(Vec::new())

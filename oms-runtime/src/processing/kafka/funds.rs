@@ -17,10 +17,10 @@ use crate::store::kafka::{
     encode_command, encode_funds_record, partition_of, partitions,
 };
 use crate::store::mongo::FundsPartitionSnapshot;
-use crate::store::{Ack, LogPosition};
+use crate::store::{Ack, JournalEntry, LogPosition};
 use anyhow::Context;
 use oms_core::funds::Decided;
-use oms_core::{Funds, LedgerEntry};
+use oms_core::{Action, CancelAll, Funds, LedgerEntry};
 use rdkafka::message::{BorrowedMessage, Message};
 use tokio::runtime::Handle;
 
@@ -51,6 +51,30 @@ impl Accounts {
                 None
             }
         }
+    }
+}
+
+/// An order command as the books get it: a mass cancel of every instrument becomes one mass
+/// cancel per instrument (each book sees it in its own partition, after every command the
+/// account sent before it); anything else goes as it is.
+fn per_symbol<'a>(
+    entry: &'a JournalEntry,
+    instruments: &[oms_core::Instrument],
+) -> Vec<std::borrow::Cow<'a, JournalEntry>> {
+    use std::borrow::Cow;
+    match &entry.command.action {
+        Action::CancelAll(cancel) if cancel.symbol.is_none() => instruments
+            .iter()
+            .map(|instrument| {
+                let mut one = entry.clone();
+                one.command.action = Action::CancelAll(CancelAll {
+                    account: cancel.account.clone(),
+                    symbol: Some(instrument.symbol().clone()),
+                });
+                Cow::Owned(one)
+            })
+            .collect(),
+        _ => vec![Cow::Borrowed(entry)],
     }
 }
 
@@ -142,15 +166,17 @@ impl Stage for Accounts {
                 .push(Answer::Applied(entry.origin.clone(), ack));
             match decided {
                 Some(Decided::Order(funding)) => {
-                    let symbol = entry.command.action.symbol().map(|s| s.to_string());
-                    let symbol = symbol.unwrap_or_default();
-                    out.push(Output {
-                        topic: kafka.commands(),
-                        partition: partition_of(&symbol, self.commands),
-                        key: symbol,
-                        payload: encode_command(entry, &funding)?,
-                        format: None,
-                    });
+                    for entry in per_symbol(entry, &config.instruments) {
+                        let symbol = entry.command.action.symbol().map(|s| s.to_string());
+                        let symbol = symbol.unwrap_or_default();
+                        out.push(Output {
+                            topic: kafka.commands(),
+                            partition: partition_of(&symbol, self.commands),
+                            key: symbol,
+                            payload: encode_command(&entry, &funding)?,
+                            format: None,
+                        });
+                    }
                 }
                 Some(Decided::Transfer(outcome)) => transfer = Some(outcome),
                 None => {}

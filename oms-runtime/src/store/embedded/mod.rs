@@ -68,6 +68,8 @@ const OPEN_ORDERS: TableDefinition<(&str, u64), ()> = TableDefinition::new("open
 /// `(account, symbol, client order id)` of every open order.
 const CLIENT_IDS: TableDefinition<(&str, &str, &str), u64> =
     TableDefinition::new("open_client_ids_by_symbol");
+/// `(account, client order id, order id)` of every order: the lookup by client order id.
+const CLIENT_ORDERS: TableDefinition<(&str, &str, u64), ()> = TableDefinition::new("client_orders");
 const TRADES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("trades");
 const ACCOUNT_TRADES: TableDefinition<(&str, u64, &str, u64), ()> =
     TableDefinition::new("account_trades");
@@ -469,6 +471,8 @@ impl Embedded {
                 }
             }
         }
+        // After the migrations: it reads the orders in today's format.
+        backfill_client_orders(&txn)?;
         txn.commit().map_err(db_error)?;
         let head = log.head()?;
         metrics.head.set(head as i64);
@@ -573,7 +577,9 @@ impl Embedded {
                 oms_core::Action::Deposit(t) | oms_core::Action::Withdraw(t) => {
                     OrderId(t.transfer_id)
                 }
-                oms_core::Action::Cancel(_) | oms_core::Action::Amend(_) => continue,
+                oms_core::Action::Cancel(_)
+                | oms_core::Action::Amend(_)
+                | oms_core::Action::CancelAll(_) => continue,
             };
             highest = highest.max(Some(id));
         }
@@ -874,6 +880,36 @@ impl OrderStore for Embedded {
         })
     }
 
+    async fn by_client_id(
+        &self,
+        account: &str,
+        client_order_id: &str,
+        symbol: Option<&str>,
+    ) -> Result<Option<OrderState>> {
+        let (account, client_order_id) = (account.to_string(), client_order_id.to_string());
+        let symbol = symbol.map(str::to_string);
+        self.read_off(move |txn| {
+            let index = txn.open_table(CLIENT_ORDERS).map_err(db_error)?;
+            let orders = txn.open_table(ORDERS).map_err(db_error)?;
+            let (account, client) = (account.as_str(), client_order_id.as_str());
+            for row in index
+                .range((account, client, 0)..=(account, client, u64::MAX))
+                .map_err(db_error)?
+                .rev()
+            {
+                let (key, _) = row.map_err(db_error)?;
+                let Some(state) = get_order(&orders, OrderId(key.value().2))? else {
+                    continue;
+                };
+                if symbol.as_deref().is_none_or(|s| state.order.symbol == s) {
+                    return Ok(Some(state));
+                }
+            }
+            Ok(None)
+        })
+        .await
+    }
+
     async fn snapshots(&self) -> Result<Vec<(Position, BookSnapshot)>> {
         self.read(|txn| {
             let table = txn.open_table(SNAPSHOTS).map_err(db_error)?;
@@ -969,6 +1005,32 @@ impl FundsStore for Embedded {
     }
 }
 
+/// Fills the client order id index of a database from before it (it is created empty beside
+/// the orders it should cover).
+fn backfill_client_orders(txn: &redb::WriteTransaction) -> Result<()> {
+    let orders = txn.open_table(ORDERS).map_err(db_error)?;
+    let mut index = txn.open_table(CLIENT_ORDERS).map_err(db_error)?;
+    if !index.is_empty().map_err(db_error)? {
+        return Ok(());
+    }
+    for row in orders.iter().map_err(db_error)? {
+        let (id, bytes) = row.map_err(db_error)?;
+        let state: OrderState = decode("orders", bytes.value().get(8..).unwrap_or_default())?;
+        let order = &state.order;
+        index
+            .insert(
+                (
+                    order.account.as_str(),
+                    order.client_order_id.as_str(),
+                    id.value(),
+                ),
+                (),
+            )
+            .map_err(db_error)?;
+    }
+    Ok(())
+}
+
 fn get_order(
     table: &impl ReadableTable<u64, &'static [u8]>,
     order_id: OrderId,
@@ -1020,6 +1082,7 @@ struct Tables<'txn> {
     account_orders: redb::Table<'txn, (&'static str, u64), ()>,
     open_orders: redb::Table<'txn, (&'static str, u64), ()>,
     client_ids: redb::Table<'txn, (&'static str, &'static str, &'static str), u64>,
+    client_orders: redb::Table<'txn, (&'static str, &'static str, u64), ()>,
     trades: redb::Table<'txn, (&'static str, u64), &'static [u8]>,
     account_trades: redb::Table<'txn, (&'static str, u64, &'static str, u64), ()>,
     snapshots: redb::Table<'txn, &'static str, &'static [u8]>,
@@ -1036,6 +1099,7 @@ impl<'txn> Tables<'txn> {
             account_orders: txn.open_table(ACCOUNT_ORDERS)?,
             open_orders: txn.open_table(OPEN_ORDERS)?,
             client_ids: txn.open_table(CLIENT_IDS)?,
+            client_orders: txn.open_table(CLIENT_ORDERS)?,
             trades: txn.open_table(TRADES)?,
             account_trades: txn.open_table(ACCOUNT_TRADES)?,
             snapshots: txn.open_table(SNAPSHOTS)?,
@@ -1063,7 +1127,11 @@ impl<'txn> Tables<'txn> {
                 order.client_order_id.as_str(),
             );
             self.orders.insert(id, order.value.as_slice())?;
-            self.account_orders.insert((account, id), ())?;
+            if stored.is_none() {
+                self.account_orders.insert((account, id), ())?;
+                self.client_orders
+                    .insert((account, order.client_order_id.as_str(), id), ())?;
+            }
             if order.open {
                 self.open_orders.insert((account, id), ())?;
                 self.client_ids.insert(client_id, id)?;
@@ -1254,6 +1322,14 @@ mod tests {
                 .block_on(OrderStore::order(&store, OrderId(7)))
                 .unwrap();
             assert_eq!(found, Some(state.clone()));
+            // the client order id index, newer than the database, was filled at the opening
+            let by_client_id = runtime.block_on(OrderStore::by_client_id(
+                &store,
+                &state.order.account,
+                &state.order.client_order_id,
+                None,
+            ));
+            assert_eq!(by_client_id.unwrap(), Some(state.clone()));
             let txn = store.db.begin_read().unwrap();
             let meta = txn.open_table(META).unwrap();
             assert_eq!(meta.get("format").unwrap().unwrap().value(), FORMAT);

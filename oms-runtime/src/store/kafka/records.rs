@@ -14,17 +14,28 @@
 //!
 //! Command records of formats 1 and 2 (an ingest older than the funds stage wrote them straight
 //! to the commands topic) carry no funding; the matching stage applies them as they were.
+//!
+//! A record is written in the oldest format that can carry it: a mass cancel (a command older
+//! builds cannot read) in command format 4 and accounts format 2, everything else as before. An
+//! older stage then waits for its upgrade at the first mass cancel instead of rejecting it, and
+//! a rolling upgrade that has not sent one yet needs no order.
 
 use super::super::{JournalEntry, LogPosition, Origin, Result, encode, legacy};
 use oms_core::{Command, EventRecord, Funding, LedgerEntry, Price, TransferOutcome};
 use serde::{Deserialize, Serialize};
 
-/// The format of command records this build writes. It reads this one, format 2 and format 1
-/// (see [`legacy`]).
-pub const COMMAND_FORMAT: u8 = 3;
+/// The newest format of command records this build writes (4: format 3 that may hold a mass
+/// cancel). It reads formats 1 to 4 (1 with [`legacy`]).
+pub const COMMAND_FORMAT: u8 = 4;
 
-/// The format of accounts-topic records this build writes.
-pub const ACCOUNTS_FORMAT: u8 = 1;
+/// The newest format of accounts-topic records this build writes (2: format 1 that may hold a
+/// mass cancel).
+pub const ACCOUNTS_FORMAT: u8 = 2;
+
+/// Whether a command needs the newest formats: only a mass cancel does.
+fn newest_only(command: &Command) -> bool {
+    matches!(command.action, oms_core::Action::CancelAll(_))
+}
 
 /// The format of ledger-topic records this build writes.
 pub const LEDGER_FORMAT: u8 = 1;
@@ -33,9 +44,10 @@ pub const LEDGER_FORMAT: u8 = 1;
 const CLIENT_COMMAND: u8 = 0;
 const SETTLEMENT: u8 = 1;
 
-/// A funded command as a command record (format 3).
+/// A funded command as a command record (format 3, or 4 for a mass cancel).
 pub fn encode_command(entry: &JournalEntry, funding: &Funding) -> Result<Vec<u8>> {
-    let mut bytes = vec![COMMAND_FORMAT];
+    let format = if newest_only(&entry.command) { 4 } else { 3 };
+    let mut bytes = vec![format];
     bytes.extend(encode("command origin", &entry.origin)?);
     bytes.extend(encode("command", &entry.command)?);
     bytes.extend(encode("funding", funding)?);
@@ -88,7 +100,7 @@ pub fn decode_command(bytes: &[u8]) -> Decoded<Forwarded> {
         _ => postcard::take_from_bytes::<Command>(rest),
     };
     let read = command.and_then(|(command, rest)| match version {
-        3 => postcard::take_from_bytes::<Funding>(rest)
+        3 | 4 => postcard::take_from_bytes::<Funding>(rest)
             .map(|(funding, rest)| ((command, Some(funding)), rest)),
         _ => Ok(((command, None), rest)),
     });
@@ -167,7 +179,8 @@ pub enum AccountRecord {
 
 /// A client's command as an accounts-topic record.
 pub fn encode_client_command(entry: &JournalEntry, hold_price: Option<Price>) -> Result<Vec<u8>> {
-    let mut bytes = vec![ACCOUNTS_FORMAT, CLIENT_COMMAND];
+    let format = if newest_only(&entry.command) { 2 } else { 1 };
+    let mut bytes = vec![format, CLIENT_COMMAND];
     bytes.extend(encode("command origin", &entry.origin)?);
     bytes.extend(encode("command", &entry.command)?);
     bytes.extend(encode("hold price", &hold_price)?);
@@ -176,7 +189,7 @@ pub fn encode_client_command(entry: &JournalEntry, hold_price: Option<Price>) ->
 
 /// A settlement as an accounts-topic record.
 pub fn encode_settlement(settlement: &Settlement) -> Result<Vec<u8>> {
-    let mut bytes = vec![ACCOUNTS_FORMAT, SETTLEMENT];
+    let mut bytes = vec![1, SETTLEMENT];
     bytes.extend(encode("settlement", settlement)?);
     Ok(bytes)
 }
@@ -188,14 +201,14 @@ pub fn decode_account_record(bytes: &[u8]) -> Decoded<AccountRecord> {
             reason: "empty record".into(),
         },
         [version, ..] if *version > ACCOUNTS_FORMAT => Decoded::Newer { version: *version },
-        [ACCOUNTS_FORMAT, SETTLEMENT, rest @ ..] => match postcard::from_bytes(rest) {
+        [1 | 2, SETTLEMENT, rest @ ..] => match postcard::from_bytes(rest) {
             Ok(settlement) => Decoded::Record(AccountRecord::Settle(settlement)),
             // Only a matching stage writes these, and no request waits on one.
             Err(error) => Decoded::Foreign {
                 reason: format!("settlement: {error}"),
             },
         },
-        [ACCOUNTS_FORMAT, CLIENT_COMMAND, rest @ ..] => {
+        [1 | 2, CLIENT_COMMAND, rest @ ..] => {
             let (origin, rest) = match postcard::take_from_bytes::<Origin>(rest) {
                 Ok(read) => read,
                 Err(error) => {
@@ -292,7 +305,7 @@ mod tests {
             Funding::Refused(Reject::new(RejectReason::InsufficientFunds)),
         ] {
             let bytes = encode_command(&entry(), &funding).unwrap();
-            assert_eq!(bytes[0], COMMAND_FORMAT);
+            assert_eq!(bytes[0], 3, "what older matching stages read");
             assert_eq!(
                 decode_command(&bytes),
                 Decoded::Record(Forwarded {
@@ -301,6 +314,34 @@ mod tests {
                 })
             );
         }
+    }
+
+    #[test]
+    fn a_mass_cancel_is_written_in_the_newest_formats_only() {
+        let mut mass = entry();
+        mass.command.action = Action::CancelAll(oms_core::CancelAll {
+            account: "alice".into(),
+            symbol: None,
+        });
+        let bytes = encode_command(&mass, &Funding::PASS).unwrap();
+        assert_eq!(bytes[0], COMMAND_FORMAT);
+        assert_eq!(
+            decode_command(&bytes),
+            Decoded::Record(Forwarded {
+                entry: mass.clone(),
+                funding: Some(Funding::PASS),
+            })
+        );
+        let bytes = encode_client_command(&mass, None).unwrap();
+        assert_eq!(bytes[0], ACCOUNTS_FORMAT);
+        assert_eq!(
+            decode_account_record(&bytes),
+            Decoded::Record(AccountRecord::Command {
+                entry: Box::new(mass),
+                hold_price: None,
+            })
+        );
+        assert_eq!(encode_client_command(&entry(), None).unwrap()[0], 1);
     }
 
     #[test]

@@ -1,0 +1,482 @@
+//! The trading API beyond place and cancel, in single-node mode through the router: amend,
+//! mass cancel, client order ids, the clock. Every refusal at the edge journals nothing.
+
+mod common;
+
+use axum::http::StatusCode;
+use common::{Call, OTHER, READER, Reply, TRADER, order, start};
+use serde_json::Value;
+
+/// Places `body` with `key`, waiting for the outcome; gives the order id.
+async fn place(router: &axum::Router, key: &str, idempotency: &str, body: &str) -> String {
+    let reply = Call::new("POST", "/v1/orders")
+        .key(Some(key))
+        .idempotency(idempotency)
+        .prefer("wait=5")
+        .body(body)
+        .send(router)
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    reply.json["order_id"].as_str().unwrap().to_string()
+}
+
+fn eth(account: &str, side: &str, price: &str, quantity: &str) -> String {
+    order(account, side, price, quantity).replace("BTC-USDT", "ETH-USDT")
+}
+
+fn with_client_id(body: &str, client_order_id: &str) -> String {
+    body.replacen(
+        '{',
+        &format!(r#"{{"client_order_id":"{client_order_id}","#),
+        1,
+    )
+}
+
+async fn amend(router: &axum::Router, id: &str, idempotency: &str, body: &str) -> Reply {
+    Call::new("PATCH", &format!("/v1/orders/{id}"))
+        .idempotency(idempotency)
+        .prefer("wait=5")
+        .body(body)
+        .send(router)
+        .await
+}
+
+async fn get(router: &axum::Router, path: &str) -> Value {
+    let reply = Call::new("GET", path).send(router).await;
+    assert_eq!(reply.status, StatusCode::OK, "{path}: {}", reply.text);
+    reply.json
+}
+
+async fn status(router: &axum::Router, id: &str) -> (String, String) {
+    let order = get(router, &format!("/v1/orders/{id}")).await;
+    (
+        order["status"].as_str().unwrap().to_string(),
+        order["filled_quantity"].as_str().unwrap().to_string(),
+    )
+}
+
+async fn held(router: &axum::Router, account: &str, asset: &str) -> String {
+    let key = if account == "carol" { OTHER } else { TRADER };
+    let reply = Call::new("GET", &format!("/v1/balances?account={account}"))
+        .key(Some(key))
+        .send(router)
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    let balances = reply.json;
+    balances["balances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["asset"] == asset)
+        .map(|b| b["held"].as_str().unwrap().to_string())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn amend_keeps_priority_only_for_a_smaller_quantity_and_moves_the_hold() {
+    let h = start().await;
+    let router = h.router();
+    let first = place(
+        &router,
+        TRADER,
+        "a-1",
+        &order("alice", "sell", "100.00", "1"),
+    )
+    .await;
+    let second = place(&router, TRADER, "a-2", &order("bob", "sell", "100.00", "1")).await;
+
+    // a smaller quantity keeps the first order ahead: a buy of 0.5 fills it
+    let reply = amend(&router, &first, "a-3", r#"{"quantity":"0.5"}"#).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    assert_eq!(reply.json["quantity"], "0.50000");
+    assert_eq!(reply.headers["preference-applied"], "wait=5");
+    place(
+        &router,
+        OTHER,
+        "a-4",
+        &order("carol", "buy", "100.00", "0.5"),
+    )
+    .await;
+    assert_eq!(status(&router, &first).await.0, "filled");
+    assert_eq!(status(&router, &second).await.1, "0.00000");
+
+    // a larger quantity sends bob's order behind alice's new one
+    let third = place(
+        &router,
+        TRADER,
+        "a-5",
+        &order("alice", "sell", "100.00", "1"),
+    )
+    .await;
+    let reply = amend(&router, &second, "a-6", r#"{"quantity":"2"}"#).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    place(&router, OTHER, "a-7", &order("carol", "buy", "100.00", "1")).await;
+    assert_eq!(status(&router, &third).await.0, "filled");
+    assert_eq!(
+        status(&router, &second).await,
+        ("new".to_string(), "0.00000".to_string())
+    );
+
+    // a buy's hold follows its price, and a new price crossing the book trades at once
+    let buy = place(&router, OTHER, "a-8", &order("carol", "buy", "50.00", "1")).await;
+    assert_eq!(held(&router, "carol", "USDT").await, "50.0000000");
+    let reply = Call::new("PATCH", &format!("/v1/orders/{buy}"))
+        .key(Some(OTHER))
+        .idempotency("a-9")
+        .prefer("wait=5")
+        .body(r#"{"price":"60.00"}"#)
+        .send(&router)
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    assert_eq!(reply.json["price"], "60.00");
+    assert_eq!(held(&router, "carol", "USDT").await, "60.0000000");
+    let reply = Call::new("PATCH", &format!("/v1/orders/{buy}"))
+        .key(Some(OTHER))
+        .idempotency("a-10")
+        .prefer("wait=5")
+        .body(r#"{"price":"100.00"}"#)
+        .send(&router)
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    assert_eq!(reply.json["status"], "filled");
+    assert_eq!(held(&router, "carol", "USDT").await, "0.0000000");
+    h.runtime.stop().await;
+}
+
+#[tokio::test]
+async fn amend_refusals() {
+    let h = start().await;
+    let router = h.router();
+    let id = place(
+        &router,
+        TRADER,
+        "r-1",
+        &order("alice", "buy", "100.00", "1"),
+    )
+    .await;
+    let path = format!("/v1/orders/{id}");
+    let head = h.head();
+    for (body, status, code) in [
+        ("{}", StatusCode::BAD_REQUEST, "nothing_to_amend"),
+        (r#"{"size":"1"}"#, StatusCode::BAD_REQUEST, "malformed_json"),
+        (
+            r#"{"price":"100.001"}"#,
+            StatusCode::BAD_REQUEST,
+            "off_tick",
+        ),
+        (r#"{"price":100}"#, StatusCode::BAD_REQUEST, "invalid_field"),
+        (
+            r#"{"quantity":"0"}"#,
+            StatusCode::BAD_REQUEST,
+            "not_positive",
+        ),
+        (
+            r#"{"quantity":"1000000"}"#,
+            StatusCode::BAD_REQUEST,
+            "quantity_above_max",
+        ),
+        ("[1]", StatusCode::BAD_REQUEST, "malformed_json"),
+    ] {
+        let reply = Call::new("PATCH", &path)
+            .idempotency("r-x")
+            .body(body)
+            .send(&router)
+            .await;
+        assert_eq!(reply.status, status, "{body}: {}", reply.text);
+        if code != "malformed_json" || body == "[1]" {
+            assert_eq!(reply.code(), code, "{body}: {}", reply.text);
+        }
+    }
+    let cases = [
+        (
+            Call::new("PATCH", &path).body(r#"{"quantity":"2"}"#),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Call::new("PATCH", &path)
+                .key(Some(OTHER))
+                .idempotency("r-y")
+                .body(r#"{"quantity":"2"}"#),
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            Call::new("PATCH", &path)
+                .key(Some(READER))
+                .idempotency("r-y")
+                .body(r#"{"quantity":"2"}"#),
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            Call::new("PATCH", "/v1/orders/42")
+                .idempotency("r-y")
+                .body(r#"{"quantity":"2"}"#),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            Call::new("PATCH", "/v1/orders/x")
+                .idempotency("r-y")
+                .body(r#"{"quantity":"2"}"#),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Call::new("PATCH", &path)
+                .idempotency("r-y")
+                .content_type("text/plain")
+                .body(r#"{"quantity":"2"}"#),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ),
+    ];
+    for (call, status) in cases {
+        let reply = call.send(&router).await;
+        assert_eq!(reply.status, status, "{}", reply.text);
+    }
+    assert_eq!(h.head(), head, "nothing journaled");
+
+    // the book refuses what changes nothing: journaled, answered 409 with the reason
+    let reply = amend(&router, &id, "r-2", r#"{"price":"100.00","quantity":"1"}"#).await;
+    assert_eq!(reply.status, StatusCode::CONFLICT, "{}", reply.text);
+    assert_eq!(reply.code(), "no_change");
+    assert_eq!(h.head(), head + 1);
+    // ... and a retry replays that answer
+    let again = amend(&router, &id, "r-2", r#"{"price":"100.00","quantity":"1"}"#).await;
+    assert_eq!(again.status, StatusCode::CONFLICT);
+    assert_eq!(again.headers["idempotent-replayed"], "true");
+
+    // a closed order cannot be amended
+    let canceled = Call::new("DELETE", &path)
+        .idempotency("r-3")
+        .prefer("wait=5")
+        .send(&router)
+        .await;
+    assert_eq!(canceled.status, StatusCode::OK);
+    let reply = amend(&router, &id, "r-4", r#"{"quantity":"2"}"#).await;
+    assert_eq!(reply.status, StatusCode::CONFLICT);
+    assert_eq!(reply.code(), "order_not_open");
+    h.runtime.stop().await;
+}
+
+#[tokio::test]
+async fn mass_cancel_ends_every_open_order_and_releases_the_holds() {
+    let h = start().await;
+    let router = h.router();
+    let buy = place(
+        &router,
+        TRADER,
+        "m-1",
+        &order("alice", "buy", "100.00", "1"),
+    )
+    .await;
+    let sell = place(
+        &router,
+        TRADER,
+        "m-2",
+        &order("alice", "sell", "200.00", "1"),
+    )
+    .await;
+    let on_eth = place(&router, TRADER, "m-3", &eth("alice", "buy", "10.00", "1")).await;
+    let bobs = place(&router, TRADER, "m-4", &order("bob", "buy", "100.00", "1")).await;
+    assert_ne!(held(&router, "alice", "USDT").await, "0.0000000");
+
+    let head = h.head();
+    for (call, status) in [
+        (
+            Call::new("DELETE", "/v1/orders?account=alice"),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Call::new("DELETE", "/v1/orders?account=alice&symbol=DOGE-USDT").idempotency("m-x"),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Call::new("DELETE", "/v1/orders?account=alice&side=buy").idempotency("m-x"),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Call::new("DELETE", "/v1/orders").idempotency("m-x"),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Call::new("DELETE", "/v1/orders?account=carol").idempotency("m-x"),
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            Call::new("DELETE", "/v1/orders?account=alice")
+                .key(Some(READER))
+                .idempotency("m-x"),
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            Call::new("DELETE", "/v1/orders?account=alice").key(None),
+            StatusCode::UNAUTHORIZED,
+        ),
+    ] {
+        let reply = call.send(&router).await;
+        assert_eq!(reply.status, status, "{}", reply.text);
+    }
+    assert_eq!(h.head(), head, "nothing journaled");
+
+    let reply = Call::new("DELETE", "/v1/orders?account=alice&symbol=BTC-USDT")
+        .idempotency("m-5")
+        .prefer("wait=5")
+        .send(&router)
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    assert_eq!(
+        reply.json,
+        serde_json::json!({"account": "alice", "symbol": "BTC-USDT", "canceled": 2})
+    );
+    for id in [&buy, &sell] {
+        assert_eq!(status(&router, id).await.0, "canceled");
+    }
+    assert_eq!(status(&router, &on_eth).await.0, "new");
+    // a retry replays the count; it cancels nothing again
+    let again = Call::new("DELETE", "/v1/orders?account=alice&symbol=BTC-USDT")
+        .idempotency("m-5")
+        .send(&router)
+        .await;
+    assert_eq!(again.json, reply.json);
+    assert_eq!(again.headers["idempotent-replayed"], "true");
+
+    // without a symbol: every instrument; without a wait: durable
+    let reply = Call::new("DELETE", "/v1/orders?account=alice")
+        .idempotency("m-6")
+        .send(&router)
+        .await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.text);
+    assert_eq!(reply.json["status"], "pending");
+    let mut open = Value::Null;
+    for _ in 0..200 {
+        open = get(&router, "/v1/orders?account=alice&status=open").await;
+        if open["orders"].as_array().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(open["orders"], serde_json::json!([]));
+    assert_eq!(held(&router, "alice", "USDT").await, "0.0000000");
+    assert_eq!(held(&router, "alice", "BTC").await, "0.00000");
+    assert_eq!(
+        status(&router, &bobs).await.0,
+        "new",
+        "another account's order stays"
+    );
+
+    // nothing open: a mass cancel is answered with zero
+    let reply = Call::new("DELETE", "/v1/orders?account=alice")
+        .idempotency("m-7")
+        .prefer("wait=5")
+        .send(&router)
+        .await;
+    assert_eq!(reply.json["canceled"], 0);
+    h.runtime.stop().await;
+}
+
+#[tokio::test]
+async fn orders_by_client_order_id() {
+    let h = start().await;
+    let router = h.router();
+    let first = place(
+        &router,
+        TRADER,
+        "k-1",
+        &with_client_id(&order("alice", "buy", "100.00", "1"), "mm-1"),
+    )
+    .await;
+    let found = get(&router, "/v1/orders/client/mm-1?account=alice").await;
+    assert_eq!(found["order_id"], first.as_str());
+    let found = get(
+        &router,
+        "/v1/orders/client/mm-1?account=alice&symbol=BTC-USDT",
+    )
+    .await;
+    assert_eq!(found["order_id"], first.as_str());
+    for (path, key, status) in [
+        (
+            "/v1/orders/client/mm-1?account=alice&symbol=ETH-USDT",
+            TRADER,
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "/v1/orders/client/mm-1?account=bob",
+            TRADER,
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "/v1/orders/client/mm-2?account=alice",
+            TRADER,
+            StatusCode::NOT_FOUND,
+        ),
+        ("/v1/orders/client/mm-1", TRADER, StatusCode::BAD_REQUEST),
+        (
+            "/v1/orders/client/mm-1?account=alice",
+            OTHER,
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            "/v1/orders/client/mm-1?account=alice&x=1",
+            TRADER,
+            StatusCode::BAD_REQUEST,
+        ),
+    ] {
+        let reply = Call::new("GET", path).key(Some(key)).send(&router).await;
+        assert_eq!(reply.status, status, "{path}: {}", reply.text);
+    }
+
+    let head = h.head();
+    let reply = Call::new("DELETE", "/v1/orders/client/mm-1?account=alice")
+        .key(Some(OTHER))
+        .idempotency("k-x")
+        .send(&router)
+        .await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    let reply = Call::new("DELETE", "/v1/orders/client/nope?account=alice")
+        .idempotency("k-x")
+        .send(&router)
+        .await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND);
+    assert_eq!(h.head(), head, "nothing journaled");
+
+    let reply = Call::new("DELETE", "/v1/orders/client/mm-1?account=alice")
+        .idempotency("k-2")
+        .prefer("wait=5")
+        .send(&router)
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    assert_eq!(reply.json["order_id"], first.as_str());
+    assert_eq!(reply.json["status"], "canceled");
+    let reply = Call::new("DELETE", "/v1/orders/client/mm-1?account=alice")
+        .idempotency("k-3")
+        .send(&router)
+        .await;
+    assert_eq!(reply.status, StatusCode::CONFLICT);
+    assert_eq!(reply.code(), "order_not_open");
+
+    // the id is free again once the order ended; the lookup finds the newest order
+    let second = place(
+        &router,
+        TRADER,
+        "k-4",
+        &with_client_id(&order("alice", "buy", "101.00", "1"), "mm-1"),
+    )
+    .await;
+    let found = get(&router, "/v1/orders/client/mm-1?account=alice").await;
+    assert_eq!(found["order_id"], second.as_str());
+    assert_eq!(found["status"], "new");
+    h.runtime.stop().await;
+}
+
+#[tokio::test]
+async fn the_clock_is_public() {
+    let h = start().await;
+    let router = h.router();
+    let reply = Call::new("GET", "/v1/time").key(None).send(&router).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let epoch_ms = reply.json["epoch_ms"].as_u64().unwrap();
+    assert!(epoch_ms.abs_diff(now) < 60_000, "{epoch_ms} vs {now}");
+    assert!(reply.json["now"].as_str().unwrap().ends_with('Z'));
+    h.runtime.stop().await;
+}
