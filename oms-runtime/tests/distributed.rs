@@ -221,6 +221,121 @@ async fn all_roles_in_one_process_round_trip() {
     }
 }
 
+/// Amend, lookup and cancel by client order id, and mass cancel through the stages; every
+/// topic still agrees with a replay of the commands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn amend_client_ids_and_mass_cancel_through_the_stages() {
+    use reqwest::Method;
+    let Some(services) = services() else { return };
+    let cluster = Cluster::new(&services, "trading", 4);
+    let node = cluster.spawn("all", &[]).await;
+    let api = Api::new(&node);
+    api.fund().await;
+    let placed = |key: &'static str, body: String| {
+        let api = api.clone();
+        async move {
+            let (status, order) = api.post(key, &body, true).await;
+            assert_eq!(status, StatusCode::CREATED, "{order}");
+            order["order_id"].as_str().unwrap().to_string()
+        }
+    };
+    let amend = |key: &'static str, id: String, body: &'static str| {
+        let api = api.clone();
+        async move {
+            api.write(
+                Method::PATCH,
+                &format!("/v1/orders/{id}"),
+                key,
+                Some(body),
+                true,
+            )
+            .await
+        }
+    };
+    let filled = |id: String| {
+        let api = api.clone();
+        async move {
+            let order = api.get(&format!("/v1/orders/{id}")).await.1;
+            order["filled_quantity"].as_str().unwrap().to_string()
+        }
+    };
+
+    // priority: kept by a smaller quantity, lost by a larger one
+    let first = placed("t-1", order("alice", "sell", "100.00", "1")).await;
+    let second = placed("t-2", order("bob", "sell", "100.00", "1")).await;
+    let (status, amended) = amend("t-3", first.clone(), r#"{"quantity":"0.5"}"#).await;
+    assert_eq!(status, StatusCode::OK, "{amended}");
+    assert_eq!(amended["quantity"], "0.50000");
+    placed("t-4", order("bob", "buy", "100.00", "0.5")).await;
+    assert_eq!(filled(first).await, "0.50000");
+    assert_eq!(filled(second.clone()).await, "0.00000");
+    let third = placed("t-5", order("alice", "sell", "100.00", "1")).await;
+    let (status, amended) = amend("t-6", second.clone(), r#"{"quantity":"2"}"#).await;
+    assert_eq!(status, StatusCode::OK, "{amended}");
+    placed("t-7", order("bob", "buy", "100.00", "1")).await;
+    assert_eq!(filled(third).await, "1.00000");
+    assert_eq!(filled(second.clone()).await, "0.00000");
+
+    // by client order id
+    let body = order("alice", "buy", "90.00", "1").replacen('{', r#"{"client_order_id":"d-1","#, 1);
+    let mine = placed("t-8", body).await;
+    let (status, found) = api.get("/v1/orders/client/d-1?account=alice").await;
+    assert_eq!(status, StatusCode::OK, "{found}");
+    assert_eq!(found["order_id"], mine.as_str());
+    let (status, canceled) = api
+        .write(
+            Method::DELETE,
+            "/v1/orders/client/d-1?account=alice",
+            "t-9",
+            None,
+            true,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{canceled}");
+    assert_eq!(canceled["status"], "canceled");
+
+    // mass cancel of every instrument: durable at once, then nothing of alice's stays open
+    placed("t-10", order("alice", "buy", "90.00", "1")).await;
+    placed(
+        "t-11",
+        order("alice", "buy", "10.00", "1").replace("BTC-USDT", "ETH-USDT"),
+    )
+    .await;
+    let (status, ack) = api
+        .write(
+            Method::DELETE,
+            "/v1/orders?account=alice",
+            "t-12",
+            None,
+            true,
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{ack}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let open = api.get("/v1/orders?account=alice&status=open").await.1;
+        let (_, balances) = api.get("/v1/balances?account=alice").await;
+        let held: Vec<&Value> = balances["balances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|balance| &balance["held"])
+            .filter(|held| {
+                held.as_str()
+                    .is_some_and(|h| h.trim_matches(['0', '.']) != "")
+            })
+            .collect();
+        if open["orders"] == serde_json::json!([]) && held.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{open} {balances}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let bobs = api.get(&format!("/v1/orders/{second}")).await.1;
+    assert_eq!(bobs["status"], "new", "another account's order stays");
+    assert_exactly_once(&cluster, &instruments());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idempotent_replay_across_two_ingest_processes() {
     let Some(services) = services() else { return };

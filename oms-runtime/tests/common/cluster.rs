@@ -300,6 +300,36 @@ impl Api {
         )
     }
 
+    /// `method` on `path` under the idempotency key `key`, with a JSON `body` if given, waiting
+    /// for the outcome if `wait`.
+    pub async fn write(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        key: &str,
+        body: Option<&str>,
+        wait: bool,
+    ) -> (StatusCode, Value) {
+        let mut request = self
+            .client
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.key)
+            .header("idempotency-key", key);
+        if let Some(body) = body {
+            request = request
+                .header("content-type", "application/json")
+                .body(body.to_string());
+        }
+        if wait {
+            request = request.header("prefer", "wait=10");
+        }
+        let response = request.send().await.expect("request");
+        (
+            response.status(),
+            response.json().await.unwrap_or(Value::Null),
+        )
+    }
+
     pub async fn get(&self, path: &str) -> (StatusCode, Value) {
         let response = self
             .client

@@ -211,12 +211,33 @@ pub fn expected_funds(cluster: &Cluster, instruments: &[Instrument]) -> FundsRun
                     );
                     match funds.command(&entry.command, hold_price, &mut ledger) {
                         Decided::Order(funding) => {
-                            let symbol = entry.command.action.symbol().unwrap();
-                            let to = partition_of(symbol, cluster.partitions);
-                            run.forwarded
-                                .entry((partition, to))
-                                .or_default()
-                                .push(encode_command(&entry, &funding).unwrap());
+                            // a mass cancel of every instrument goes to each book, in the
+                            // instruments' order
+                            let entries: Vec<_> = match &entry.command.action {
+                                oms_core::Action::CancelAll(cancel) if cancel.symbol.is_none() => {
+                                    instruments
+                                        .iter()
+                                        .map(|instrument| {
+                                            let mut one = (*entry).clone();
+                                            one.command.action =
+                                                oms_core::Action::CancelAll(oms_core::CancelAll {
+                                                    account: cancel.account.clone(),
+                                                    symbol: Some(instrument.symbol().clone()),
+                                                });
+                                            one
+                                        })
+                                        .collect()
+                                }
+                                _ => vec![(*entry).clone()],
+                            };
+                            for entry in entries {
+                                let symbol = entry.command.action.symbol().unwrap();
+                                let to = partition_of(symbol, cluster.partitions);
+                                run.forwarded
+                                    .entry((partition, to))
+                                    .or_default()
+                                    .push(encode_command(&entry, &funding).unwrap());
+                            }
                         }
                         Decided::Transfer(outcome) => {
                             if outcome.reject.is_none() {
