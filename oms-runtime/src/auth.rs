@@ -10,7 +10,10 @@
 //!
 //! Scopes: `read` (orders, fills, balances, the ledger), `trade` (place and cancel), `funds`
 //! (deposits and withdrawals). An entry without `scopes` (a file from before they existed) has
-//! `read` and `trade`.
+//! `read` and `trade`. An entry may set its own `rate_limits`.
+//!
+//! The server watches the keys file ([`KeyRing::watch`]): `keygen` and `revoke` (or an updated
+//! Kubernetes Secret) take effect within seconds, without a restart.
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -55,6 +58,22 @@ pub struct KeyEntry {
     /// What the key may do; absent means `read` and `trade`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scopes: Option<Vec<Scope>>,
+    /// Requests per second the key may make; absent means the server's defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limits: Option<RateLimits>,
+}
+
+/// Requests per second of one key, writes and reads counted apart (see [`crate::api::limits`]).
+/// A value left out is the server's default.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimits {
+    /// Writes (POST, PATCH, DELETE) per second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub writes_per_second: Option<u32>,
+    /// Reads (GET) per second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reads_per_second: Option<u32>,
 }
 
 /// What a key may do.
@@ -120,6 +139,8 @@ pub struct Principal {
     pub accounts: Vec<String>,
     /// What it may do.
     pub scopes: Vec<Scope>,
+    /// Its own rate limits, where its entry sets them.
+    pub rate_limits: RateLimits,
 }
 
 impl Principal {
@@ -177,10 +198,18 @@ impl ApiKeys {
             if scopes.is_empty() {
                 return Err(invalid(format!("key {} has no scopes", entry.id)));
             }
+            let rate_limits = entry.rate_limits.unwrap_or_default();
+            if rate_limits.writes_per_second == Some(0) || rate_limits.reads_per_second == Some(0) {
+                return Err(invalid(format!(
+                    "key {}: a rate limit must be at least 1 per second (revoke a key to stop it)",
+                    entry.id
+                )));
+            }
             let principal = Principal {
                 id: entry.id,
                 accounts: entry.accounts,
                 scopes,
+                rate_limits,
             };
             if by_hash
                 .insert(entry.sha256.to_lowercase(), principal)
@@ -231,13 +260,15 @@ pub fn generate_key() -> Result<String, Error> {
     Ok(format!("oms_{}", hex::encode(bytes)))
 }
 
-/// Creates a key for `accounts` with `scopes`, adds its hash to the keys file (creating the
-/// file, readable by its owner only), and returns the key. Fails if `id` is already in the file.
+/// Creates a key for `accounts` with `scopes` (and its own rate limits, if given), adds its hash
+/// to the keys file (creating the file, readable by its owner only), and returns the key. Fails
+/// if `id` is already in the file.
 pub fn add_key(
     path: &Path,
     id: &str,
     accounts: Vec<String>,
     scopes: Vec<Scope>,
+    rate_limits: Option<RateLimits>,
 ) -> Result<String, Error> {
     let mut entries = if path.exists() {
         read_entries(path)?
@@ -256,10 +287,116 @@ pub fn add_key(
         sha256: hash_key(&key),
         accounts,
         scopes: Some(scopes),
+        rate_limits,
     });
     ApiKeys::new(entries.clone(), &path.display().to_string())?;
     write_entries(path, &entries)?;
     Ok(key)
+}
+
+/// Removes the key `id` from the keys file. A server that watches the file (every server does)
+/// refuses the key within seconds, without a restart.
+pub fn revoke_key(path: &Path, id: &str) -> Result<(), Error> {
+    let mut entries = read_entries(path)?;
+    let before = entries.len();
+    entries.retain(|entry| entry.id != id);
+    if entries.len() == before {
+        return Err(Error::Invalid {
+            path: path.display().to_string(),
+            message: format!("no key with id {id:?}"),
+        });
+    }
+    write_entries(path, &entries)
+}
+
+/// The keys in use: replaced whole when the keys file changes, so a revoked key stops working
+/// and a new one starts without a restart.
+#[derive(Debug, Default)]
+pub struct KeyRing {
+    current: std::sync::RwLock<std::sync::Arc<ApiKeys>>,
+}
+
+impl KeyRing {
+    /// A ring holding `keys`.
+    pub fn new(keys: ApiKeys) -> KeyRing {
+        KeyRing {
+            current: std::sync::RwLock::new(std::sync::Arc::new(keys)),
+        }
+    }
+
+    /// The principal a presented key belongs to, in the keys of the moment.
+    pub fn authenticate(&self, key: &str) -> Option<Principal> {
+        self.keys().authenticate(key).cloned()
+    }
+
+    /// The keys of the moment.
+    pub fn keys(&self) -> std::sync::Arc<ApiKeys> {
+        match self.current.read() {
+            Ok(keys) => keys.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Puts `keys` in place of the current ones.
+    pub fn replace(&self, keys: ApiKeys) {
+        let keys = std::sync::Arc::new(keys);
+        match self.current.write() {
+            Ok(mut current) => *current = keys,
+            Err(poisoned) => *poisoned.into_inner() = keys,
+        }
+    }
+
+    /// Reads `path` every `every` and takes its keys when its content changes. A file that does
+    /// not read or parse is logged and the keys in use stay (a half-written Secret update must
+    /// not lock everyone out). Kubernetes updates a mounted Secret by swapping a symlink, so the
+    /// content is compared, not the modification time.
+    pub fn watch(
+        self: std::sync::Arc<Self>,
+        path: std::path::PathBuf,
+        every: std::time::Duration,
+        reloads: prometheus_client::metrics::family::Family<
+            crate::metrics::OutcomeLabels,
+            prometheus_client::metrics::counter::Counter,
+        >,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let fingerprint = |bytes: &[u8]| Sha256::digest(bytes).to_vec();
+            let mut seen = std::fs::read(&path).ok().map(|bytes| fingerprint(&bytes));
+            let mut every = tokio::time::interval(every);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                let Ok(bytes) = tokio::fs::read(&path).await else {
+                    continue;
+                };
+                let now = Some(fingerprint(&bytes));
+                if now == seen {
+                    continue;
+                }
+                seen = now;
+                let parsed = serde_json::from_slice::<Vec<KeyEntry>>(&bytes)
+                    .map_err(|error| error.to_string())
+                    .and_then(|entries| {
+                        ApiKeys::new(entries, &path.display().to_string())
+                            .map_err(|error| error.to_string())
+                    });
+                let outcome = match parsed {
+                    Ok(keys) => {
+                        tracing::info!(keys = keys.len(), path = %path.display(), "API keys reloaded");
+                        self.replace(keys);
+                        "reloaded"
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, "the changed keys file is invalid; the keys in use stay");
+                        "invalid"
+                    }
+                };
+                reloads
+                    .get_or_create(&crate::metrics::OutcomeLabels { outcome })
+                    .inc();
+            }
+        })
+    }
 }
 
 fn write_entries(path: &Path, entries: &[KeyEntry]) -> Result<(), Error> {
@@ -290,7 +427,14 @@ mod tests {
     fn keys_are_stored_hashed_and_authenticate() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("keys.json");
-        let key = add_key(&path, "alice", vec!["acc-1".into()], vec![Scope::Read]).unwrap();
+        let key = add_key(
+            &path,
+            "alice",
+            vec!["acc-1".into()],
+            vec![Scope::Read],
+            None,
+        )
+        .unwrap();
         assert!(key.starts_with("oms_") && key.len() == 68);
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(!text.contains(&key), "the key itself must not be stored");
@@ -300,7 +444,11 @@ mod tests {
         assert!(principal.may_use("acc-1") && !principal.may_use("acc-2"));
         assert!(principal.can(Scope::Read) && !principal.can(Scope::Trade));
         assert!(keys.authenticate("oms_wrong").is_none());
-        assert!(add_key(&path, "alice", vec!["x".into()], vec![Scope::Read]).is_err());
+        assert!(add_key(&path, "alice", vec!["x".into()], vec![Scope::Read], None).is_err());
+        // revoked: gone from the file, and a second revoke says so
+        revoke_key(&path, "alice").unwrap();
+        assert!(ApiKeys::load(&path).unwrap().authenticate(&key).is_none());
+        assert!(revoke_key(&path, "alice").is_err());
     }
 
     #[test]
@@ -356,7 +504,8 @@ mod tests {
                 &dir.path().join("k.json"),
                 "a/b",
                 vec!["x".into()],
-                Scope::DEFAULT.to_vec()
+                Scope::DEFAULT.to_vec(),
+                None
             )
             .is_err()
         );

@@ -30,6 +30,23 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Create an API key: add its hash to a keys file and print the key once.
     Keygen(KeygenArgs),
+    /// Revoke an API key: remove it from a keys file. Running servers refuse it within seconds.
+    Revoke(RevokeArgs),
+}
+
+/// `revoke` options.
+#[derive(Args, Debug)]
+pub struct RevokeArgs {
+    /// Id of the key to remove.
+    #[arg(long)]
+    pub id: String,
+    /// Keys file to remove it from.
+    #[arg(
+        long,
+        env = "OMS_API_KEYS_FILE",
+        default_value = "oms-data/api-keys.json"
+    )]
+    pub keys_file: PathBuf,
 }
 
 /// `keygen` options.
@@ -45,6 +62,12 @@ pub struct KeygenArgs {
     /// (place and cancel), funds (deposits and withdrawals).
     #[arg(long, value_delimiter = ',', default_value = "read,trade")]
     pub scopes: Vec<crate::auth::Scope>,
+    /// Writes per second for this key (default: the server's --rate-limit-writes).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub writes_per_second: Option<u32>,
+    /// Reads per second for this key (default: the server's --rate-limit-reads).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub reads_per_second: Option<u32>,
     /// Keys file to add it to (created if missing).
     #[arg(
         long,
@@ -262,6 +285,16 @@ pub struct ServeArgs {
     /// Longest wait honoured for `Prefer: wait=N`.
     #[arg(long, env = "OMS_MAX_WAIT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub max_wait: Duration,
+    /// Writes (POST, PATCH, DELETE) per second of an API key whose entry in the keys file sets
+    /// no `rate_limits` of its own; counted per process (see docs/api.md).
+    #[arg(long, env = "OMS_RATE_LIMIT_WRITES", default_value_t = 1_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_limit_writes: u32,
+    /// Reads (GET) per second of such a key.
+    #[arg(long, env = "OMS_RATE_LIMIT_READS", default_value_t = 2_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_limit_reads: u32,
+    /// How often the API keys file is read for changes (new and revoked keys).
+    #[arg(long, env = "OMS_KEYS_RELOAD_EVERY", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub keys_reload_every: Duration,
     /// A dependency slower than this makes the request fail fast with 503.
     #[arg(long, env = "OMS_DEPENDENCY_TIMEOUT", default_value = "2s", value_parser = humantime::parse_duration)]
     pub dependency_timeout: Duration,

@@ -276,11 +276,20 @@ async fn start(
                 }),
             );
             let path = args.api_keys_file.as_ref().context("--api-keys-file")?;
-            let keys = crate::auth::ApiKeys::load(path)?;
+            let keys = Arc::new(crate::auth::KeyRing::new(crate::auth::ApiKeys::load(path)?));
+            // Lives as long as the process: the watch ends with the runtime.
+            drop(keys.clone().watch(
+                path.clone(),
+                args.keys_reload_every,
+                metrics.ingest.key_reloads.clone(),
+            ));
             let app = AppState {
                 assets: Arc::new(crate::assets(&plan.markets)?),
                 markets: Arc::new(plan.markets),
-                keys: Arc::new(keys),
+                keys,
+                limiter: Arc::new(crate::api::limits::RateLimiter::new(
+                    settings(args).rate_limits,
+                )),
                 journal,
                 idempotency: Arc::new(redis.clone()),
                 orders: Arc::new(mongo.clone()),

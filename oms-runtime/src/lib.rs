@@ -106,6 +106,7 @@ pub struct Runtime {
     pub store: Embedded,
     pipeline: Pipeline,
     sweeper: tokio::task::JoinHandle<()>,
+    watcher: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// What [`Runtime::start`] needs.
@@ -118,6 +119,8 @@ pub struct RuntimeConfig {
     pub limits: RiskLimits,
     /// API keys.
     pub keys: auth::ApiKeys,
+    /// The keys file to watch for changes, and how often.
+    pub keys_file: Option<(std::path::PathBuf, Duration)>,
     /// Idempotency key lifetime.
     pub idempotency_ttl: Duration,
     /// API limits.
@@ -161,10 +164,16 @@ impl Runtime {
         )
         .await?;
         let floor = store.last_id()?;
+        let keys = Arc::new(auth::KeyRing::new(config.keys));
+        let watcher = config.keys_file.map(|(path, every)| {
+            keys.clone()
+                .watch(path, every, metrics.ingest.key_reloads.clone())
+        });
         let app = AppState {
             assets: Arc::new(assets(&config.markets)?),
             markets: Arc::new(config.markets),
-            keys: Arc::new(config.keys),
+            keys: keys.clone(),
+            limiter: Arc::new(api::limits::RateLimiter::new(config.settings.rate_limits)),
             journal,
             idempotency: Arc::new(store.clone()),
             orders: orders.clone(),
@@ -205,12 +214,16 @@ impl Runtime {
             store,
             pipeline,
             sweeper,
+            watcher,
         })
     }
 
     /// Stops processing and waits until every write handed to the store is committed.
     pub async fn stop(self) {
         self.sweeper.abort();
+        if let Some(watcher) = &self.watcher {
+            watcher.abort();
+        }
         self.pipeline.shutdown().await;
         let Runtime {
             app, admin, store, ..
@@ -231,7 +244,13 @@ fn api_keys(args: &ServeArgs) -> anyhow::Result<(auth::ApiKeys, bool)> {
     let first = !path.exists();
     if first {
         let scopes = vec![auth::Scope::Read, auth::Scope::Trade, auth::Scope::Funds];
-        let key = auth::add_key(&path, "bootstrap", args.bootstrap_accounts.clone(), scopes)?;
+        let key = auth::add_key(
+            &path,
+            "bootstrap",
+            args.bootstrap_accounts.clone(),
+            scopes,
+            None,
+        )?;
         println!(
             "\nCreated API key \"bootstrap\" for accounts {}. It is shown only this once:\n\n    {key}\n\n\
              Its hash is in {}. Use it as: Authorization: Bearer {key}\n",
@@ -309,11 +328,16 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Checked on every start, used on the first: a typo is an error, not a surprise later.
     args.bootstrap_deposits()?;
     let (keys, first_start) = api_keys(&args)?;
+    let keys_file = args
+        .api_keys_file
+        .clone()
+        .unwrap_or_else(|| args.data_dir.join("api-keys.json"));
     let runtime = Runtime::start(RuntimeConfig {
         database: args.data_dir.join("oms.redb"),
         markets: markets(instrument_specs(&args)?, &limits)?,
         limits,
         keys,
+        keys_file: Some((keys_file, args.keys_reload_every)),
         idempotency_ttl: args.idempotency_ttl,
         settings: settings(&args),
         snapshot_every: args.snapshot_every,
@@ -357,6 +381,10 @@ pub fn settings(args: &ServeArgs) -> Settings {
         max_wait: args.max_wait,
         dependency_timeout: args.dependency_timeout,
         body_timeout: args.connections.body_timeout,
+        rate_limits: api::limits::Defaults {
+            writes_per_second: args.rate_limit_writes,
+            reads_per_second: args.rate_limit_reads,
+        },
     }
 }
 

@@ -8,11 +8,16 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let args = match cli.command {
         Some(Command::Keygen(keygen)) => {
+            let limits = oms_runtime::auth::RateLimits {
+                writes_per_second: keygen.writes_per_second,
+                reads_per_second: keygen.reads_per_second,
+            };
             let key = oms_runtime::auth::add_key(
                 &keygen.keys_file,
                 &keygen.id,
                 keygen.accounts,
                 keygen.scopes,
+                (limits != Default::default()).then_some(limits),
             )?;
             eprintln!(
                 "added key {:?} to {}; the key is shown once:",
@@ -20,6 +25,15 @@ async fn main() -> anyhow::Result<()> {
                 keygen.keys_file.display()
             );
             println!("{key}");
+            return Ok(());
+        }
+        Some(Command::Revoke(revoke)) => {
+            oms_runtime::auth::revoke_key(&revoke.keys_file, &revoke.id)?;
+            eprintln!(
+                "removed key {:?} from {}; servers watching the file refuse it within seconds",
+                revoke.id,
+                revoke.keys_file.display()
+            );
             return Ok(());
         }
         Some(Command::Serve(args)) => *args,

@@ -90,6 +90,10 @@ pub struct IngestMetrics {
     pub idempotency: Family<OutcomeLabels, Counter>,
     /// Dependency failures answered with 503, by dependency.
     pub unavailable: Family<OutcomeLabels, Counter>,
+    /// Requests refused with 429, by class (reads, writes).
+    pub rate_limited: Family<OutcomeLabels, Counter>,
+    /// Changes of the keys file seen, by outcome (reloaded, invalid).
+    pub key_reloads: Family<OutcomeLabels, Counter>,
 }
 
 /// Embedded store writer metrics.
@@ -214,6 +218,8 @@ impl Metrics {
             append_seconds: seconds(),
             idempotency: Family::default(),
             unavailable: Family::default(),
+            rate_limited: Family::default(),
+            key_reloads: Family::default(),
         };
         let sub = registry.sub_registry_with_prefix("ingest");
         sub.register(
@@ -230,6 +236,16 @@ impl Metrics {
             "unavailable",
             "Requests answered 503, by failing dependency",
             ingest.unavailable.clone(),
+        );
+        sub.register(
+            "rate_limited",
+            "Requests answered 429, by class (reads, writes)",
+            ingest.rate_limited.clone(),
+        );
+        sub.register(
+            "api_key_reloads",
+            "Changes of the API keys file, by outcome (reloaded, invalid)",
+            ingest.key_reloads.clone(),
         );
 
         let store = StoreMetrics {

@@ -322,7 +322,7 @@ async fn amend_client_ids_and_mass_cancel_through_the_stages() {
             .map(|balance| &balance["held"])
             .filter(|held| {
                 held.as_str()
-                    .is_some_and(|h| h.trim_matches(['0', '.']) != "")
+                    .is_some_and(|h| !h.trim_matches(['0', '.']).is_empty())
             })
             .collect();
         if open["orders"] == serde_json::json!([]) && held.is_empty() {

@@ -4,7 +4,7 @@
 mod common;
 
 use axum::http::StatusCode;
-use common::{Call, OTHER, READER, Reply, TRADER, order, start};
+use common::{Call, LIMITED, OTHER, READER, Reply, TRADER, order, start};
 use serde_json::Value;
 
 /// Places `body` with `key`, waiting for the outcome; gives the order id.
@@ -478,5 +478,138 @@ async fn the_clock_is_public() {
     let epoch_ms = reply.json["epoch_ms"].as_u64().unwrap();
     assert!(epoch_ms.abs_diff(now) < 60_000, "{epoch_ms} vs {now}");
     assert!(reply.json["now"].as_str().unwrap().ends_with('Z'));
+    h.runtime.stop().await;
+}
+
+/// Sends `call` until the key's quota runs out (a window may reset in between on a slow
+/// machine, so no count is assumed); gives the 429.
+async fn exhaust(router: &axum::Router, call: impl Fn(usize) -> Call<'static>) -> Reply {
+    for n in 0..1000 {
+        let reply = call(n).send(router).await;
+        if reply.status == StatusCode::TOO_MANY_REQUESTS {
+            return reply;
+        }
+        assert!(
+            reply.headers.contains_key("ratelimit"),
+            "{:?}",
+            reply.headers
+        );
+    }
+    panic!("never limited");
+}
+
+#[tokio::test]
+async fn a_key_over_its_quota_gets_429_with_the_headers_and_recovers() {
+    let h = start().await;
+    let router = h.router();
+    let ok = Call::new("GET", "/v1/orders?account=dave")
+        .key(Some(LIMITED))
+        .send(&router)
+        .await;
+    assert_eq!(ok.status, StatusCode::OK);
+    assert_eq!(ok.headers["ratelimit-policy"], "\"reads\";q=3;w=1");
+    assert!(
+        ok.headers["ratelimit"]
+            .to_str()
+            .unwrap()
+            .starts_with("\"reads\";r=")
+    );
+
+    let head = h.head();
+    let keys: Vec<&'static str> = (0..1000)
+        .map(|n| &*Box::leak(format!("q-{n}").into_boxed_str()))
+        .collect();
+    let limited = exhaust(&router, |n| {
+        Call::new("POST", "/v1/orders")
+            .key(Some(LIMITED))
+            .idempotency(keys[n])
+            .body(order("dave", "buy", "100.00", "1"))
+    })
+    .await;
+    assert_eq!(limited.code(), "rate_limited");
+    assert_eq!(limited.headers["retry-after"], "1");
+    assert_eq!(limited.headers["ratelimit-policy"], "\"writes\";q=2;w=1");
+    assert_eq!(limited.headers["ratelimit"], "\"writes\";r=0;t=1");
+    let accepted = h.head() - head;
+    assert!(accepted >= 2, "the quota's writes went through");
+    // reads have their own quota, and other keys are not affected
+    let other = Call::new("GET", "/v1/orders?account=alice")
+        .send(&router)
+        .await;
+    assert_eq!(other.status, StatusCode::OK);
+    assert!(
+        !other.headers["ratelimit-policy"]
+            .to_str()
+            .unwrap()
+            .contains("q=2")
+    );
+
+    // once the window has passed, the key writes again
+    let mut recovered = None;
+    for n in 0..200 {
+        let reply = Call::new("POST", "/v1/orders")
+            .key(Some(LIMITED))
+            .idempotency(keys[999 - n])
+            .body(order("dave", "buy", "100.00", "1"))
+            .send(&router)
+            .await;
+        if reply.status != StatusCode::TOO_MANY_REQUESTS {
+            recovered = Some(reply);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        recovered.expect("never recovered").status,
+        StatusCode::ACCEPTED
+    );
+    h.runtime.stop().await;
+}
+
+#[tokio::test]
+async fn keys_are_revoked_and_added_without_a_restart() {
+    let h = start().await;
+    let router = h.router();
+    let path = h.dir.path().join("keys.json");
+    let reply = Call::new("GET", "/v1/orders")
+        .key(Some(OTHER))
+        .send(&router)
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    oms_runtime::auth::revoke_key(&path, "other").unwrap();
+    let new = oms_runtime::auth::add_key(
+        &path,
+        "fresh",
+        vec!["erin".into()],
+        vec![oms_runtime::auth::Scope::Read],
+        None,
+    )
+    .unwrap();
+    let (mut revoked, mut added) = (false, false);
+    for _ in 0..100 {
+        let old = Call::new("GET", "/v1/orders")
+            .key(Some(OTHER))
+            .send(&router)
+            .await;
+        let fresh = Call::new("GET", "/v1/orders")
+            .key(Some(&new))
+            .send(&router)
+            .await;
+        revoked = old.status == StatusCode::UNAUTHORIZED;
+        added = fresh.status == StatusCode::OK;
+        if revoked && added {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(revoked && added, "revoked {revoked}, added {added}");
+    // a broken file changes nothing: the keys in use stay
+    std::fs::write(&path, "[{").unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let fresh = Call::new("GET", "/v1/orders")
+        .key(Some(&new))
+        .send(&router)
+        .await;
+    assert_eq!(fresh.status, StatusCode::OK);
     h.runtime.stop().await;
 }

@@ -139,6 +139,15 @@ impl ApiError {
         )
     }
 
+    /// 429: the key used up its quota of `class` requests.
+    pub fn rate_limited(class: &str) -> ApiError {
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!("this API key made too many {class} requests; retry after Retry-After seconds"),
+        )
+    }
+
     /// 422 with a code of its own.
     pub fn unprocessable(code: &'static str, message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)

@@ -3,12 +3,13 @@
 pub mod error;
 mod funds;
 pub(crate) mod handlers;
+pub mod limits;
 mod manage;
 pub mod model;
 mod openapi;
 pub mod write;
 
-use crate::auth::{ApiKeys, Principal};
+use crate::auth::{KeyRing, Principal};
 use crate::ids::OrderIds;
 use crate::metrics::{Metrics, OutcomeLabels, RouteLabels};
 use crate::processing::{DepthSource, Waiters};
@@ -39,6 +40,8 @@ pub struct Settings {
     pub dependency_timeout: Duration,
     /// How long a request body may take to arrive before the request gets a 408.
     pub body_timeout: Duration,
+    /// Rate limits of keys that set none.
+    pub rate_limits: limits::Defaults,
 }
 
 /// An instrument with its scaled limits.
@@ -56,8 +59,10 @@ pub struct AppState {
     pub markets: Arc<BTreeMap<Symbol, Market>>,
     /// The assets of the instruments, with their decimals.
     pub assets: Arc<oms_core::funds::Assets>,
-    /// Known API keys.
-    pub keys: Arc<ApiKeys>,
+    /// Known API keys, reloaded when their file changes.
+    pub keys: Arc<KeyRing>,
+    /// Requests per key.
+    pub limiter: Arc<limits::RateLimiter>,
     /// Where writes go.
     pub journal: Arc<dyn Journal>,
     /// Idempotency keys.
@@ -130,17 +135,51 @@ impl FromRequestParts<Arc<AppState>> for Principal {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &Arc<AppState>) -> Result<Self, ApiError> {
-        let key = parts
-            .headers
-            .get(AUTHORIZATION)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.strip_prefix("Bearer "))
-            .ok_or_else(ApiError::unauthorized)?;
-        app.keys
-            .authenticate(key.trim())
-            .cloned()
+        // The rate limiter authenticated the request already.
+        if let Some(principal) = parts.extensions.remove::<Principal>() {
+            return Ok(principal);
+        }
+        bearer(&parts.headers)
+            .and_then(|key| app.keys.authenticate(key))
             .ok_or_else(ApiError::unauthorized)
     }
+}
+
+/// The key of `Authorization: Bearer <key>`.
+fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
+        .get(AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .map(str::trim)
+}
+
+/// Counts every request with a valid key against its quota (see [`limits`]): over it, `429`
+/// before the body is read; within it, the quota's headers on the answer. Requests without a
+/// valid key go on to be refused (or served, if public) by their handler.
+async fn limit(State(app): State<Arc<AppState>>, mut request: Request, next: Next) -> Response {
+    let Some(principal) = bearer(request.headers()).and_then(|key| app.keys.authenticate(key))
+    else {
+        return next.run(request).await;
+    };
+    let class = limits::Class::of(request.method());
+    let verdict = app.limiter.check(&principal, class, Instant::now());
+    if !verdict.allowed {
+        app.metrics
+            .ingest
+            .rate_limited
+            .get_or_create(&OutcomeLabels {
+                outcome: class.name(),
+            })
+            .inc();
+        let mut response = ApiError::rate_limited(class.name()).into_response();
+        verdict.headers(response.headers_mut());
+        return response;
+    }
+    request.extensions_mut().insert(principal);
+    let mut response = next.run(request).await;
+    verdict.headers(response.headers_mut());
+    response
 }
 
 /// The API router. The state is shared behind one `Arc`: every request clones it, and a clone
@@ -178,6 +217,7 @@ pub fn router(app: AppState) -> Router {
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(app.clone(), read_body))
+        .layer(middleware::from_fn_with_state(app.clone(), limit))
         .layer(middleware::from_fn_with_state(app.clone(), observe))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
             ApiError::internal("handler panicked").into_response()

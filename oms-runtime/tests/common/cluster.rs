@@ -118,6 +118,14 @@ impl Cluster {
             .args(["--api-addr", &format!("127.0.0.1:{api}")])
             .args(["--admin-addr", &format!("127.0.0.1:{admin}")])
             .args(["--dependency-timeout", "2s", "--snapshot-every", "100"])
+            // the tests' load is not what the default quotas are for; the `limited` key has its
+            // own
+            .args([
+                "--rate-limit-writes",
+                "1000000",
+                "--rate-limit-reads",
+                "1000000",
+            ])
             .args(extra)
             .envs(env.iter().copied())
             .env(

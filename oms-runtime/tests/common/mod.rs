@@ -10,7 +10,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode};
 use oms_runtime::api::Settings;
-use oms_runtime::auth::{ApiKeys, KeyEntry, Scope, hash_key};
+use oms_runtime::auth::{ApiKeys, KeyEntry, RateLimits, Scope, hash_key};
 use oms_runtime::{Runtime, RuntimeConfig, default_instruments, markets};
 use serde_json::Value;
 use std::time::Duration;
@@ -22,6 +22,8 @@ pub const OTHER: &str = "oms_other_key_for_tests_only";
 pub const VENUE: &str = "oms_venue_key_for_tests_only";
 /// Reads alice, and nothing else.
 pub const READER: &str = "oms_reader_key_for_tests_only";
+/// Trades dave, at 2 writes and 3 reads a second.
+pub const LIMITED: &str = "oms_limited_key_for_tests_only";
 
 /// Trades the 16 accounts of [`desk_account`], with every scope (distributed tests with many
 /// accounts).
@@ -54,30 +56,53 @@ pub fn key_entries() -> Vec<KeyEntry> {
             sha256: hash_key(TRADER),
             accounts: vec!["alice".into(), "bob".into()],
             scopes: all.clone(),
+            // the load of the tests (a thousand orders at once), whatever the defaults
+            rate_limits: Some(RateLimits {
+                writes_per_second: Some(1_000_000),
+                reads_per_second: Some(1_000_000),
+            }),
         },
         KeyEntry {
             id: "other".into(),
             sha256: hash_key(OTHER),
             accounts: vec!["carol".into()],
             scopes: all,
+            rate_limits: None,
         },
         KeyEntry {
             id: "desk".into(),
             sha256: hash_key(DESK),
             accounts: (0..DESK_ACCOUNTS).map(desk_account).collect(),
             scopes: Some(vec![Scope::Read, Scope::Trade, Scope::Funds]),
+            // the load of the distributed tests, whatever the server's defaults
+            rate_limits: Some(RateLimits {
+                writes_per_second: Some(1_000_000),
+                reads_per_second: Some(1_000_000),
+            }),
         },
         KeyEntry {
             id: "venue".into(),
             sha256: hash_key(VENUE),
             accounts: vec!["fees".into()],
             scopes: Some(vec![Scope::Read]),
+            rate_limits: None,
         },
         KeyEntry {
             id: "reader".into(),
             sha256: hash_key(READER),
             accounts: vec!["alice".into()],
             scopes: Some(vec![Scope::Read]),
+            rate_limits: None,
+        },
+        KeyEntry {
+            id: "limited".into(),
+            sha256: hash_key(LIMITED),
+            accounts: vec!["dave".into()],
+            scopes: Some(vec![Scope::Read, Scope::Trade]),
+            rate_limits: Some(RateLimits {
+                writes_per_second: Some(2),
+                reads_per_second: Some(3),
+            }),
         },
     ]
 }
@@ -127,16 +152,23 @@ pub fn keys() -> ApiKeys {
 /// A runtime on `dir` whose accounts hold nothing.
 pub async fn start_unfunded(dir: tempfile::TempDir) -> Harness {
     let limits = oms_core::RiskLimits::default();
+    // Watched like a server's: a test may revoke a key by rewriting it.
+    let keys_file = write_keys(dir.path());
     let runtime = Runtime::start(RuntimeConfig {
         database: dir.path().join("oms.redb"),
         markets: markets(default_instruments(), &limits).unwrap(),
         limits,
         keys: keys(),
+        keys_file: Some((keys_file, Duration::from_millis(100))),
         idempotency_ttl: Duration::from_secs(3600),
         settings: Settings {
             max_wait: Duration::from_secs(5),
             dependency_timeout: Duration::from_millis(500),
             body_timeout: Duration::from_secs(5),
+            rate_limits: oms_runtime::api::limits::Defaults {
+                writes_per_second: 100_000,
+                reads_per_second: 100_000,
+            },
         },
         snapshot_every: 3,
         hold_projection: false,

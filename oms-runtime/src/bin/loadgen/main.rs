@@ -331,8 +331,18 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         oms_runtime::auth::Scope::Trade,
         oms_runtime::auth::Scope::Funds,
     ];
-    let key =
-        oms_runtime::auth::add_key(&keys, "loadgen", vec!["alice".into(), "bob".into()], scopes)?;
+    // The bench measures throughput: its key's quota is far above what it can send.
+    let unlimited = oms_runtime::auth::RateLimits {
+        writes_per_second: Some(u32::MAX),
+        reads_per_second: Some(u32::MAX),
+    };
+    let key = oms_runtime::auth::add_key(
+        &keys,
+        "loadgen",
+        vec!["alice".into(), "bob".into()],
+        scopes,
+        Some(unlimited),
+    )?;
     let (api, admin) = (free_port()?, free_port()?);
     let mut command = Command::new(&runtime);
     command
