@@ -593,6 +593,7 @@ impl oms_runtime::store::OrderStore for SilentStore {
         &self,
         _: &str,
         _: Option<&str>,
+        _: Option<&oms_runtime::store::TradeCursor>,
         _: usize,
     ) -> Result<Vec<oms_runtime::store::TradeRecord>, StoreError> {
         std::future::pending().await
@@ -611,6 +612,21 @@ impl oms_runtime::store::OrderStore for SilentStore {
         _: &str,
         _: Option<&str>,
     ) -> Result<Option<oms_core::OrderState>, StoreError> {
+        std::future::pending().await
+    }
+    async fn market_trades(
+        &self,
+        _: &str,
+        _: usize,
+    ) -> Result<Vec<oms_runtime::store::TradeRecord>, StoreError> {
+        std::future::pending().await
+    }
+    async fn candles(
+        &self,
+        _: &str,
+        _: u64,
+        _: usize,
+    ) -> Result<Vec<oms_runtime::store::Candle>, StoreError> {
         std::future::pending().await
     }
     async fn snapshots(&self) -> Result<Vec<(u64, oms_core::BookSnapshot)>, StoreError> {

@@ -333,6 +333,25 @@ async fn amend_client_ids_and_mass_cancel_through_the_stages() {
     }
     let bobs = api.get(&format!("/v1/orders/{second}")).await.1;
     assert_eq!(bobs["status"], "new", "another account's order stays");
+
+    // market data from the projection: the two trades, in the ticker and the candles too
+    let (status, trades) = api.get("/v1/markets/BTC-USDT/trades").await;
+    assert_eq!(status, StatusCode::OK, "{trades}");
+    assert_eq!(trades.as_array().unwrap().len(), 2, "{trades}");
+    assert_eq!(trades[0]["quantity"], "1.00000");
+    let (_, ticker) = api.get("/v1/markets/BTC-USDT/ticker").await;
+    assert_eq!(ticker["last_price"], "100.00", "{ticker}");
+    assert_eq!(ticker["volume"], "1.50000", "{ticker}");
+    assert_eq!(ticker["trades"], 2, "{ticker}");
+    assert_eq!(ticker["best_ask"]["price"], "100.00", "{ticker}");
+    // bob's fills a page at a time, through the cursor
+    let (_, first) = api.get("/v1/trades?account=bob&limit=1").await;
+    let cursor = first["next_cursor"].as_str().expect("a next page").to_string();
+    let (_, page) = api
+        .get(&format!("/v1/trades?account=bob&limit=1&cursor={cursor}"))
+        .await;
+    assert_eq!(page["trades"][0]["quantity"], "0.50000", "{page}");
+    assert_eq!(page["next_cursor"], Value::Null, "{page}");
     assert_exactly_once(&cluster, &instruments());
 }
 

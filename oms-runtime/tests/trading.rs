@@ -613,3 +613,144 @@ async fn keys_are_revoked_and_added_without_a_restart() {
     assert_eq!(fresh.status, StatusCode::OK);
     h.runtime.stop().await;
 }
+
+#[tokio::test]
+async fn public_trades_ticker_candles_and_fill_pages() {
+    let h = start().await;
+    let router = h.router();
+    place(&router, TRADER, "d-1", &order("bob", "sell", "100.00", "1")).await;
+    place(&router, TRADER, "d-2", &order("bob", "sell", "101.00", "1")).await;
+    place(
+        &router,
+        TRADER,
+        "d-3",
+        &order("alice", "buy", "100.00", "1"),
+    )
+    .await;
+    place(
+        &router,
+        TRADER,
+        "d-4",
+        &order("alice", "buy", "101.00", "0.5"),
+    )
+    .await;
+    place(
+        &router,
+        TRADER,
+        "d-5",
+        &order("alice", "buy", "101.00", "0.25"),
+    )
+    .await;
+    place(
+        &router,
+        OTHER,
+        "d-6",
+        &order("carol", "buy", "90.00", "0.1"),
+    )
+    .await;
+
+    fn public(path: &str) -> Call<'_> {
+        Call::new("GET", path).key(None)
+    }
+    let trades = public("/v1/markets/BTC-USDT/trades").send(&router).await;
+    assert_eq!(trades.status, StatusCode::OK, "{}", trades.text);
+    let list = trades.json.as_array().unwrap();
+    assert_eq!(list.len(), 3);
+    assert_eq!(list[0]["price"], "101.00");
+    assert_eq!(list[0]["quantity"], "0.25000");
+    assert_eq!(list[0]["taker_side"], "buy");
+    assert_eq!(list[2]["price"], "100.00");
+    assert!(list[0]["trade_id"].as_u64() > list[1]["trade_id"].as_u64());
+    for trade in list {
+        let mut keys: Vec<&String> = trade.as_object().unwrap().keys().collect();
+        keys.sort();
+        assert_eq!(
+            keys,
+            ["executed_at", "price", "quantity", "taker_side", "trade_id"],
+            "nothing of the accounts or orders"
+        );
+    }
+    let one = public("/v1/markets/BTC-USDT/trades?limit=1")
+        .send(&router)
+        .await;
+    assert_eq!(one.json.as_array().unwrap().len(), 1);
+    for (path, status) in [
+        (
+            "/v1/markets/BTC-USDT/trades?limit=0",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "/v1/markets/BTC-USDT/trades?since=1",
+            StatusCode::BAD_REQUEST,
+        ),
+        ("/v1/markets/DOGE-USDT/trades", StatusCode::NOT_FOUND),
+        ("/v1/markets/DOGE-USDT/ticker", StatusCode::NOT_FOUND),
+        (
+            "/v1/markets/BTC-USDT/candles?minutes=0",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "/v1/markets/BTC-USDT/candles?minutes=1441",
+            StatusCode::BAD_REQUEST,
+        ),
+    ] {
+        let reply = public(path).send(&router).await;
+        assert_eq!(reply.status, status, "{path}: {}", reply.text);
+    }
+
+    let ticker = public("/v1/markets/BTC-USDT/ticker").send(&router).await;
+    assert_eq!(ticker.status, StatusCode::OK, "{}", ticker.text);
+    let t = &ticker.json;
+    assert_eq!(t["symbol"], "BTC-USDT");
+    assert_eq!(t["last_price"], "101.00");
+    assert_eq!(
+        t["best_bid"],
+        serde_json::json!({"price": "90.00", "quantity": "0.10000"})
+    );
+    assert_eq!(
+        t["best_ask"],
+        serde_json::json!({"price": "101.00", "quantity": "0.25000"})
+    );
+    assert_eq!(
+        (&t["open"], &t["high"], &t["low"]),
+        (&"100.00".into(), &"101.00".into(), &"100.00".into())
+    );
+    assert_eq!(t["volume"], "1.75000");
+    assert_eq!(
+        t["quote_volume"].as_str().unwrap().trim_end_matches('0'),
+        "175.75"
+    );
+    assert_eq!(t["trades"], 3);
+    // an instrument that never traded
+    let quiet = public("/v1/markets/ETH-USDT/ticker").send(&router).await;
+    assert_eq!(quiet.json["last_price"], Value::Null);
+    assert_eq!(quiet.json["trades"], 0);
+
+    let candles = public("/v1/markets/BTC-USDT/candles?minutes=1440")
+        .send(&router)
+        .await;
+    let candles = candles.json.as_array().unwrap();
+    let traded: u64 = candles.iter().map(|c| c["trades"].as_u64().unwrap()).sum();
+    assert_eq!(traded, 3, "{candles:?}");
+    assert_eq!(candles.last().unwrap()["close"], "101.00");
+
+    // alice's fills, two to a page
+    let first = get(&router, "/v1/trades?account=alice&limit=2").await;
+    assert_eq!(first["trades"].as_array().unwrap().len(), 2);
+    let cursor = first["next_cursor"].as_str().unwrap().to_string();
+    let second = get(
+        &router,
+        &format!("/v1/trades?account=alice&limit=2&cursor={cursor}"),
+    )
+    .await;
+    let rest = second["trades"].as_array().unwrap();
+    assert_eq!(rest.len(), 1);
+    assert_eq!(rest[0]["price"], "100.00", "the oldest last");
+    assert_eq!(second["next_cursor"], Value::Null);
+    let bad = Call::new("GET", "/v1/trades?account=alice&cursor=x")
+        .send(&router)
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert_eq!(bad.code(), "invalid_cursor");
+    h.runtime.stop().await;
+}

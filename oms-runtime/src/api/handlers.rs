@@ -2,17 +2,17 @@
 
 use super::error::{ApiError, ErrorBody};
 use super::manage::order_id;
-use super::model::{BookView, FillView, OrderList, OrderRequest, OrderView, TradeList};
+use super::model::{FillView, OrderList, OrderRequest, OrderView, TradeList};
 use super::write::{fingerprint, idempotency_key, prefer_wait};
 use super::{AppState, MAX_BODY_BYTES, json};
 use crate::auth::{Principal, Scope};
-use crate::store::{Ack, OrderQuery, Origin};
+use crate::store::{Ack, OrderQuery, Origin, TradeCursor};
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
-use oms_core::{Action, Command, InstrumentSpec, OrderStatus, Timestamp};
+use oms_core::{Action, Command, OrderStatus, Timestamp};
 use serde::Deserialize;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -344,9 +344,11 @@ pub struct ListTrades {
     symbol: Option<String>,
     /// Most trades returned, 1 to 1000 (default 100).
     limit: Option<usize>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
 }
 
-/// Trades of an account, newest first.
+/// The account's fills, newest first, a page at a time.
 #[utoipa::path(
     get,
     path = "/v1/trades",
@@ -369,13 +371,27 @@ pub async fn list_trades(
     super::require(&principal, Scope::Read)?;
     let Query(query) = query.map_err(query_error)?;
     let account = account_of(&principal, query.account)?;
-    let trades = app
+    let before = match query.cursor.as_deref() {
+        Some(text) => Some(TradeCursor::parse(text).ok_or_else(|| {
+            ApiError::bad_request("invalid_cursor", "cursor must be a next_cursor of a page")
+                .with_field("cursor")
+        })?),
+        None => None,
+    };
+    let limit = limit(query.limit)?;
+    let mut trades = app
         .guard(
             "order store",
-            app.orders
-                .trades(&account, query.symbol.as_deref(), limit(query.limit)?),
+            app.orders.trades(
+                &account,
+                query.symbol.as_deref(),
+                before.as_ref(),
+                limit + 1,
+            ),
         )
         .await?;
+    let more = trades.len() > limit;
+    trades.truncate(limit);
     Ok(json(TradeList {
         trades: trades
             .iter()
@@ -383,113 +399,12 @@ pub async fn list_trades(
                 FillView::of(trade, &account, app.instrument(&trade.symbol), &app.assets)
             })
             .collect(),
-    }))
-}
-
-/// Depth query.
-#[derive(Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-pub struct BookQuery {
-    /// Levels per side, 1 to 1000 (default 20).
-    depth: Option<usize>,
-}
-
-/// Aggregated order book depth. Public market data: no key needed.
-#[utoipa::path(
-    get,
-    path = "/v1/book/{symbol}",
-    tag = "market data",
-    params(("symbol" = String, Path, description = "Instrument"), BookQuery),
-    responses(
-        (status = 200, description = "Depth", body = BookView),
-        (status = 400, description = "Invalid depth", body = ErrorBody),
-        (status = 404, description = "Unknown symbol", body = ErrorBody),
-        (status = 503, description = "The book is not running", body = ErrorBody),
-    )
-)]
-pub async fn book(
-    State(app): State<Arc<AppState>>,
-    path: Result<Path<String>, PathRejection>,
-    query: Result<Query<BookQuery>, QueryRejection>,
-) -> Result<Response, ApiError> {
-    let Path(symbol) = path.map_err(path_error)?;
-    let Query(query) = query.map_err(query_error)?;
-    let levels = match query.depth.unwrap_or(20) {
-        depth @ 1..=1000 => depth,
-        _ => {
-            return Err(
-                ApiError::bad_request("invalid_depth", "depth must be 1 to 1000")
-                    .with_field("depth"),
-            );
-        }
-    };
-    let Some(instrument) = app.instrument(&symbol) else {
-        return Err(ApiError::not_found(format!("unknown symbol {symbol:?}")));
-    };
-    let depth = app
-        .guard("book depth", app.depth.depth(&symbol, levels))
-        .await?
-        .unwrap_or(oms_core::Depth {
-            seq: 0,
-            bids: Vec::new(),
-            asks: Vec::new(),
-        });
-    let side = |levels: Vec<(oms_core::Price, oms_core::Quantity)>| {
-        levels
-            .into_iter()
-            .map(|(price, quantity)| {
-                [
-                    instrument.price_decimal(price).to_string(),
-                    instrument.quantity_decimal(quantity).to_string(),
-                ]
+        next_cursor: more
+            .then(|| {
+                trades
+                    .last()
+                    .map(|trade| TradeCursor::after(trade).to_string())
             })
-            .collect()
-    };
-    Ok(json(BookView {
-        symbol,
-        seq: depth.seq,
-        bids: side(depth.bids),
-        asks: side(depth.asks),
+            .flatten(),
     }))
-}
-
-/// The server's clock.
-#[derive(serde::Serialize, utoipa::ToSchema)]
-pub struct TimeView {
-    /// Now, RFC 3339 (UTC).
-    pub now: String,
-    /// Now, milliseconds since the Unix epoch.
-    pub epoch_ms: u64,
-}
-
-/// The server's time: for clients that stamp or compare times (the cancel-after deadline,
-/// trade times). Public: no key needed.
-#[utoipa::path(
-    get,
-    path = "/v1/time",
-    tag = "market data",
-    responses((status = 200, description = "Now", body = TimeView))
-)]
-pub async fn time() -> Response {
-    let nanos = now().0;
-    json(TimeView {
-        now: super::model::rfc3339(nanos),
-        epoch_ms: nanos / 1_000_000,
-    })
-}
-
-/// The tradable instruments. Public: no key needed.
-#[utoipa::path(
-    get,
-    path = "/v1/instruments",
-    tag = "market data",
-    responses((status = 200, description = "Instruments", body = Vec<InstrumentSpec>))
-)]
-pub async fn instruments(State(app): State<Arc<AppState>>) -> Response {
-    let specs: Vec<&InstrumentSpec> = app
-        .markets
-        .values()
-        .map(|market| market.instrument.spec())
-        .collect();
-    json(specs)
 }

@@ -5,6 +5,7 @@ mod funds;
 pub(crate) mod handlers;
 pub mod limits;
 mod manage;
+mod market;
 pub mod model;
 mod openapi;
 pub mod write;
@@ -203,15 +204,18 @@ pub fn router(app: AppState) -> Router {
             "/v1/orders/client/{client_order_id}",
             get(manage::get_by_client_id).delete(manage::cancel_by_client_id),
         )
-        .route("/v1/time", get(handlers::time))
+        .route("/v1/time", get(market::time))
         .route("/v1/trades", get(handlers::list_trades))
         .route("/v1/balances", get(funds::balances))
         .route("/v1/ledger", get(funds::ledger))
         .route("/v1/deposits", post(funds::deposit))
         .route("/v1/withdrawals", post(funds::withdraw))
         .route("/v1/transfers/{transfer_id}", get(funds::get_transfer))
-        .route("/v1/book/{symbol}", get(handlers::book))
-        .route("/v1/instruments", get(handlers::instruments))
+        .route("/v1/book/{symbol}", get(market::book))
+        .route("/v1/markets/{symbol}/trades", get(market::trades))
+        .route("/v1/markets/{symbol}/ticker", get(market::ticker))
+        .route("/v1/markets/{symbol}/candles", get(market::candles))
+        .route("/v1/instruments", get(market::instruments))
         .route("/openapi.json", get(openapi::document))
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })

@@ -400,6 +400,8 @@ impl FillView {
 pub struct TradeList {
     /// The fills.
     pub trades: Vec<FillView>,
+    /// Pass as `cursor` for the next page; none on the last.
+    pub next_cursor: Option<String>,
 }
 
 /// Aggregated book depth.
@@ -413,6 +415,158 @@ pub struct BookView {
     pub bids: Vec<[String; 2]>,
     /// `[price, quantity]`, best first.
     pub asks: Vec<[String; 2]>,
+}
+
+/// A public trade: what traded and which side took liquidity; no account, no order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct MarketTradeView {
+    /// The trade's sequence number in its book.
+    pub trade_id: u64,
+    /// Price (the maker's).
+    pub price: String,
+    /// Quantity.
+    pub quantity: String,
+    /// The side of the order that came in (the taker).
+    pub taker_side: Side,
+    /// When (RFC 3339).
+    pub executed_at: String,
+}
+
+impl MarketTradeView {
+    /// Renders a trade of `instrument`.
+    pub fn new(trade: &TradeRecord, instrument: &Instrument) -> MarketTradeView {
+        MarketTradeView {
+            trade_id: trade.seq,
+            price: instrument.price_decimal(trade.price).to_string(),
+            quantity: instrument.quantity_decimal(trade.quantity).to_string(),
+            taker_side: trade.taker_side,
+            executed_at: rfc3339(trade.ts),
+        }
+    }
+}
+
+/// A price level: price and the quantity resting there.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct LevelView {
+    /// Price.
+    pub price: String,
+    /// Quantity at that price.
+    pub quantity: String,
+}
+
+/// Base volume in lots as a decimal.
+fn volume(instrument: &Instrument, lots: u128) -> String {
+    let lots = rust_decimal::Decimal::try_from_i128_with_scale(lots as i128, 0).ok();
+    lots.and_then(|lots| lots.checked_mul(instrument.spec().lot_size))
+        .map_or_else(|| lots.unwrap_or_default().to_string(), |v| v.to_string())
+}
+
+/// Quote volume in notional units as a decimal.
+fn quote_volume(instrument: &Instrument, units: u128) -> String {
+    instrument
+        .notional_decimal(units)
+        .map_or_else(|| units.to_string(), |value| value.to_string())
+}
+
+/// The ticker of an instrument.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TickerView {
+    /// Instrument.
+    pub symbol: String,
+    /// The last trade's price, if it ever traded.
+    pub last_price: Option<String>,
+    /// The best bid and its size.
+    pub best_bid: Option<LevelView>,
+    /// The best ask and its size.
+    pub best_ask: Option<LevelView>,
+    /// The first price of the window, if it traded in it.
+    pub open: Option<String>,
+    /// The highest price of the window.
+    pub high: Option<String>,
+    /// The lowest price of the window.
+    pub low: Option<String>,
+    /// Base traded in the window.
+    pub volume: String,
+    /// Quote traded in the window.
+    pub quote_volume: String,
+    /// Trades in the window.
+    pub trades: u64,
+    /// Where the window starts (RFC 3339): the start of the minute 24 hours back.
+    pub window_start: String,
+    /// When this view was made (RFC 3339).
+    pub at: String,
+}
+
+impl TickerView {
+    /// A ticker from its parts.
+    pub fn new(
+        instrument: &Instrument,
+        last: Option<&TradeRecord>,
+        depth: Option<&oms_core::Depth>,
+        day: Option<&crate::store::WindowStats>,
+        window_start: String,
+        at: String,
+    ) -> TickerView {
+        let price = |p: oms_core::Price| instrument.price_decimal(p).to_string();
+        let level = |level: Option<&(oms_core::Price, Quantity)>| {
+            level.map(|(p, q)| LevelView {
+                price: price(*p),
+                quantity: instrument.quantity_decimal(*q).to_string(),
+            })
+        };
+        TickerView {
+            symbol: instrument.symbol().to_string(),
+            last_price: last.map(|trade| price(trade.price)),
+            best_bid: level(depth.and_then(|d| d.bids.first())),
+            best_ask: level(depth.and_then(|d| d.asks.first())),
+            open: day.map(|d| price(d.open)),
+            high: day.map(|d| price(d.high)),
+            low: day.map(|d| price(d.low)),
+            volume: volume(instrument, day.map_or(0, |d| d.volume)),
+            quote_volume: quote_volume(instrument, day.map_or(0, |d| d.quote_volume)),
+            trades: day.map_or(0, |d| d.trades),
+            window_start,
+            at,
+        }
+    }
+}
+
+/// One minute of trades.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct CandleView {
+    /// The minute's start (RFC 3339).
+    pub start: String,
+    /// First price.
+    pub open: String,
+    /// Highest price.
+    pub high: String,
+    /// Lowest price.
+    pub low: String,
+    /// Last price.
+    pub close: String,
+    /// Base traded.
+    pub volume: String,
+    /// Quote traded.
+    pub quote_volume: String,
+    /// Trades.
+    pub trades: u64,
+}
+
+impl CandleView {
+    /// Renders a candle of `instrument`.
+    pub fn new(candle: &crate::store::Candle, instrument: &Instrument) -> CandleView {
+        let price = |p: oms_core::Price| instrument.price_decimal(p).to_string();
+        CandleView {
+            start: rfc3339(candle.minute * 60_000_000_000),
+            open: price(candle.open),
+            high: price(candle.high),
+            low: price(candle.low),
+            close: price(candle.close),
+            volume: volume(instrument, candle.volume),
+            quote_volume: quote_volume(instrument, candle.quote_volume),
+            trades: candle.trades,
+        }
+    }
 }
 
 /// The instruments list.

@@ -1,7 +1,7 @@
 //! The OpenAPI document, generated from the handlers and types (utoipa).
 
 use super::json;
-use super::{funds, handlers, manage};
+use super::{funds, handlers, manage, market};
 use axum::response::Response;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -22,9 +22,12 @@ use utoipa::{Modify, OpenApi};
         manage::get_by_client_id,
         manage::cancel_by_client_id,
         handlers::list_trades,
-        handlers::book,
-        handlers::instruments,
-        handlers::time,
+        market::book,
+        market::trades,
+        market::ticker,
+        market::candles,
+        market::instruments,
+        market::time,
         funds::balances,
         funds::ledger,
         funds::deposit,

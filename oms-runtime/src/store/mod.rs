@@ -298,6 +298,172 @@ pub struct TradeRecord {
     pub maker_fee: Option<(String, Amount)>,
 }
 
+/// Where a page of an account's trades ends: the last trade's time, symbol and sequence number.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TradeCursor {
+    /// Command time of the trade, nanoseconds.
+    pub ts: u64,
+    /// Its instrument.
+    pub symbol: String,
+    /// Its sequence number.
+    pub seq: u64,
+}
+
+impl TradeCursor {
+    /// The cursor after `trade`.
+    pub fn after(trade: &TradeRecord) -> TradeCursor {
+        TradeCursor {
+            ts: trade.ts,
+            symbol: trade.symbol.clone(),
+            seq: trade.seq,
+        }
+    }
+
+    /// Reads a cursor written by [`std::fmt::Display`].
+    pub fn parse(text: &str) -> Option<TradeCursor> {
+        let mut parts = text.splitn(3, '.');
+        let ts = parts.next()?.parse().ok()?;
+        let seq = parts.next()?.parse().ok()?;
+        let symbol = parts.next()?.to_string();
+        Some(TradeCursor { ts, symbol, seq })
+    }
+}
+
+impl std::fmt::Display for TradeCursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}.{}", self.ts, self.seq, self.symbol)
+    }
+}
+
+/// Nanoseconds in a minute.
+const MINUTE_NS: u64 = 60_000_000_000;
+
+/// One minute of one instrument's trades: the read model behind the ticker (and charts). Built
+/// from trades by the projection, in the same write as the trades.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Candle {
+    /// Instrument.
+    pub symbol: String,
+    /// Minutes since the Unix epoch (of the trades' command times).
+    pub minute: u64,
+    /// First trade's price, in ticks.
+    pub open: Price,
+    /// Highest price.
+    pub high: Price,
+    /// Lowest price.
+    pub low: Price,
+    /// Last trade's price.
+    pub close: Price,
+    /// Base traded, in lots.
+    pub volume: u128,
+    /// Quote traded, in notional units (ticks × lots).
+    pub quote_volume: u128,
+    /// Number of trades.
+    pub trades: u64,
+    /// The sequence number of the last trade folded in: the trades of a symbol come in
+    /// sequence order, so one at or below it was counted already (a replay).
+    pub last_seq: u64,
+}
+
+impl Candle {
+    /// The minute of a command time.
+    pub fn minute_of(ts: u64) -> u64 {
+        ts / MINUTE_NS
+    }
+
+    /// A candle of one trade.
+    pub fn of(trade: &TradeRecord) -> Candle {
+        Candle {
+            symbol: trade.symbol.clone(),
+            minute: Candle::minute_of(trade.ts),
+            open: trade.price,
+            high: trade.price,
+            low: trade.price,
+            close: trade.price,
+            volume: u128::from(trade.quantity.0),
+            quote_volume: u128::from(trade.price.0) * u128::from(trade.quantity.0),
+            trades: 1,
+            last_seq: trade.seq,
+        }
+    }
+
+    /// Folds in a trade of its minute; a trade already folded changes nothing.
+    pub fn add(&mut self, trade: &TradeRecord) {
+        if trade.seq <= self.last_seq {
+            return;
+        }
+        self.high = self.high.max(trade.price);
+        self.low = self.low.min(trade.price);
+        self.close = trade.price;
+        self.volume += u128::from(trade.quantity.0);
+        self.quote_volume += u128::from(trade.price.0) * u128::from(trade.quantity.0);
+        self.trades += 1;
+        self.last_seq = trade.seq;
+    }
+}
+
+/// Folds `trades` (of any symbols, each symbol's in sequence order) into the candles they
+/// change; `stored` gives a candle as the store has it.
+pub fn fold_candles(
+    trades: &[TradeRecord],
+    mut stored: impl FnMut(&str, u64) -> Result<Option<Candle>>,
+) -> Result<Vec<Candle>> {
+    let mut changed: std::collections::BTreeMap<(String, u64), Candle> =
+        std::collections::BTreeMap::new();
+    for trade in trades {
+        let key = (trade.symbol.clone(), Candle::minute_of(trade.ts));
+        if let Some(candle) = changed.get_mut(&key) {
+            candle.add(trade);
+            continue;
+        }
+        let candle = match stored(&key.0, key.1)? {
+            Some(mut candle) => {
+                candle.add(trade);
+                candle
+            }
+            None => Candle::of(trade),
+        };
+        changed.insert(key, candle);
+    }
+    Ok(changed.into_values().collect())
+}
+
+/// Open, high, low, last and volumes over a run of candles (in minute order); none without a
+/// trade.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WindowStats {
+    /// The first trade's price.
+    pub open: Price,
+    /// Highest.
+    pub high: Price,
+    /// Lowest.
+    pub low: Price,
+    /// The last trade's price.
+    pub close: Price,
+    /// Base traded, in lots.
+    pub volume: u128,
+    /// Quote traded, in notional units.
+    pub quote_volume: u128,
+    /// Trades.
+    pub trades: u64,
+}
+
+impl WindowStats {
+    /// The statistics of `candles`.
+    pub fn of(candles: &[Candle]) -> Option<WindowStats> {
+        let (first, last) = (candles.first()?, candles.last()?);
+        Some(WindowStats {
+            open: first.open,
+            high: candles.iter().map(|c| c.high).max()?,
+            low: candles.iter().map(|c| c.low).min()?,
+            close: last.close,
+            volume: candles.iter().map(|c| c.volume).sum(),
+            quote_volume: candles.iter().map(|c| c.quote_volume).sum(),
+            trades: candles.iter().map(|c| c.trades).sum(),
+        })
+    }
+}
+
 /// The changes one processed command makes to the projection.
 #[derive(Clone, Debug, Default)]
 pub struct ProjectionBatch {
@@ -384,13 +550,19 @@ pub trait OrderStore: Send + Sync + 'static {
     async fn order(&self, order_id: OrderId) -> Result<Option<OrderState>>;
     /// Orders of an account, newest first.
     async fn orders(&self, query: &OrderQuery) -> Result<OrderPage>;
-    /// Trades of an account, newest first.
+    /// Trades of an account, newest first (by time, then symbol and sequence number); only
+    /// those after `before` (a previous page's last) when given.
     async fn trades(
         &self,
         account: &str,
         symbol: Option<&str>,
+        before: Option<&TradeCursor>,
         limit: usize,
     ) -> Result<Vec<TradeRecord>>;
+    /// The newest trades of an instrument (public market data), newest first.
+    async fn market_trades(&self, symbol: &str, limit: usize) -> Result<Vec<TradeRecord>>;
+    /// The candles of an instrument from minute `from` on, oldest first (at most `limit`).
+    async fn candles(&self, symbol: &str, from: u64, limit: usize) -> Result<Vec<Candle>>;
     /// The open order of `account` on `symbol` with this client order id, if the store can
     /// tell cheaply and exactly; `None` otherwise (the book enforces uniqueness regardless).
     async fn open_by_client_id(
@@ -417,6 +589,62 @@ pub trait OrderStore: Send + Sync + 'static {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn trade(seq: u64, ts_s: u64, price: u64, quantity: u64) -> TradeRecord {
+        TradeRecord {
+            seq,
+            symbol: "BTC-USDT".into(),
+            price: Price(price),
+            quantity: Quantity(quantity),
+            taker_side: Side::Buy,
+            taker_order_id: OrderId(1),
+            taker_account: "a".into(),
+            maker_order_id: OrderId(2),
+            maker_account: "b".into(),
+            ts: ts_s * 1_000_000_000,
+            taker_fee: None,
+            maker_fee: None,
+        }
+    }
+
+    #[test]
+    fn candles_fold_trades_once_per_minute() {
+        let trades = [
+            trade(1, 60, 100, 2),
+            trade(2, 70, 120, 1),
+            trade(3, 80, 90, 1),
+            trade(4, 125, 95, 3),
+        ];
+        let candles = fold_candles(&trades, |_, _| Ok(None)).unwrap();
+        assert_eq!(candles.len(), 2);
+        let first = &candles[0];
+        assert_eq!(
+            (first.minute, first.open, first.high, first.low, first.close),
+            (1, Price(100), Price(120), Price(90), Price(90))
+        );
+        assert_eq!(
+            (first.volume, first.quote_volume, first.trades),
+            (4, 410, 3)
+        );
+        // replayed with the stored candles: nothing counted twice, a new trade added
+        let stored = candles.clone();
+        let again = fold_candles(&[trades[2].clone(), trade(5, 126, 97, 1)], |_, minute| {
+            Ok(stored.iter().find(|c| c.minute == minute).cloned())
+        })
+        .unwrap();
+        assert_eq!(again[0], candles[0]);
+        assert_eq!(
+            (again[1].trades, again[1].close, again[1].last_seq),
+            (2, Price(97), 5)
+        );
+        let day = WindowStats::of(&[again[0].clone(), again[1].clone()]).unwrap();
+        assert_eq!(
+            (day.open, day.high, day.low, day.close),
+            (Price(100), Price(120), Price(90), Price(97))
+        );
+        assert_eq!((day.volume, day.trades), (8, 5));
+        assert_eq!(WindowStats::of(&[]), None);
+    }
 
     #[test]
     fn failures_name_their_backend() {

@@ -23,8 +23,8 @@
 
 use super::kafka::FundsRecord;
 use super::{
-    Backend, FundsStore, LedgerPage, LedgerQuery, OrderPage, OrderQuery, OrderStore,
-    ProjectionBatch, Result, StoreError, TradeRecord, encode,
+    Backend, Candle, FundsStore, LedgerPage, LedgerQuery, OrderPage, OrderQuery, OrderStore,
+    ProjectionBatch, Result, StoreError, TradeCursor, TradeRecord, encode,
 };
 use async_trait::async_trait;
 use futures::{StreamExt, TryStreamExt};
@@ -166,6 +166,7 @@ pub struct FundsPartitionSnapshot {
 pub struct MongoStore {
     orders: Collection<Document>,
     trades: Collection<Document>,
+    candles: Collection<Document>,
     snapshots: Collection<Document>,
     funds_snapshots: Collection<Document>,
     balances: Collection<Document>,
@@ -222,6 +223,7 @@ impl MongoStore {
         let store = MongoStore {
             orders: database.collection("orders"),
             trades: database.collection("trades"),
+            candles: database.collection("candles"),
             snapshots: database.collection("snapshots"),
             funds_snapshots: database.collection("funds_snapshots"),
             balances: database.collection("balances"),
@@ -261,7 +263,10 @@ impl MongoStore {
             .await?;
             ensure_indexes(
                 &self.trades,
-                vec![index(doc! {"accounts": 1, "ts": -1}, "accounts_newest")],
+                vec![
+                    index(doc! {"accounts": 1, "ts": -1}, "accounts_newest"),
+                    index(doc! {"symbol": 1, "seq": -1}, "symbol_newest"),
+                ],
             )
             .await?;
             ensure_indexes(
@@ -313,6 +318,66 @@ impl MongoStore {
             ignoring_duplicate(result)
         })
         .await
+    }
+
+    /// Folds `trades` into the candles they fall in: the stored candles are read, added to
+    /// (a trade folded already is skipped, see [`Candle::add`]) and written back. One projector
+    /// writes a symbol's trades, in order, so nothing else writes these candles meanwhile.
+    async fn put_candles(&self, trades: &[TradeRecord]) -> Result<()> {
+        if trades.is_empty() {
+            return Ok(());
+        }
+        let ids: std::collections::BTreeSet<String> = trades
+            .iter()
+            .map(|trade| candle_key(&trade.symbol, Candle::minute_of(trade.ts)))
+            .collect();
+        let stored: std::collections::HashMap<String, Candle> = self
+            .bounded(async {
+                let ids: Vec<&String> = ids.iter().collect();
+                let mut cursor = self
+                    .candles
+                    .find(doc! {"_id": {"$in": ids}})
+                    .await
+                    .map_err(error)?;
+                let mut found = std::collections::HashMap::new();
+                while let Some(document) = cursor.try_next().await.map_err(error)? {
+                    let candle: Candle = decode(bytes_of(&document, "candle")?)?;
+                    found.insert(candle_key(&candle.symbol, candle.minute), candle);
+                }
+                Ok(found)
+            })
+            .await?;
+        let candles = super::fold_candles(trades, |symbol, minute| {
+            Ok(stored.get(&candle_key(symbol, minute)).cloned())
+        })?;
+        let writes = candles.into_iter().map(|candle| {
+            let store = self.clone();
+            async move {
+                let id = candle_key(&candle.symbol, candle.minute);
+                let document = doc! {
+                    "_id": &id,
+                    "symbol": candle.symbol.as_str(),
+                    "minute": candle.minute as i64,
+                    "candle": binary(encode("candle", &candle)?),
+                };
+                store
+                    .bounded(async {
+                        store
+                            .candles
+                            .replace_one(doc! {"_id": &id}, document)
+                            .upsert(true)
+                            .await
+                            .map_err(error)?;
+                        Ok(())
+                    })
+                    .await
+            }
+        });
+        futures::stream::iter(writes)
+            .buffer_unordered(CONCURRENT_WRITES)
+            .try_collect::<Vec<()>>()
+            .await?;
+        Ok(())
     }
 
     async fn put_trade(&self, trade: &TradeRecord) -> Result<()> {
@@ -373,6 +438,11 @@ impl MongoStore {
 }
 
 /// A ledger sequence number as part of a document id: zero-padded, so string order is numeric.
+/// A candle's id: its symbol and minute, the minute zero-padded so ids sort in time.
+fn candle_key(symbol: &str, minute: u64) -> String {
+    format!("{symbol}/{minute:012}")
+}
+
 fn ledger_key(partition: u32, seq: u64) -> String {
     format!("{partition}/{seq:020}")
 }
@@ -590,7 +660,7 @@ impl OrderStore for MongoStore {
             .buffer_unordered(CONCURRENT_WRITES)
             .try_collect::<Vec<()>>()
             .await?;
-        let trades = batch.trades.into_iter().map(|trade| {
+        let trades = batch.trades.iter().cloned().map(|trade| {
             let store = self.clone();
             async move { store.put_trade(&trade).await }
         });
@@ -598,7 +668,9 @@ impl OrderStore for MongoStore {
             .buffer_unordered(CONCURRENT_WRITES)
             .try_collect::<Vec<()>>()
             .await?;
-        Ok(())
+        // After the trades: a crash between the two replays both, and the candles skip what
+        // they counted.
+        self.put_candles(&batch.trades).await
     }
 
     async fn order(&self, order_id: OrderId) -> Result<Option<OrderState>> {
@@ -654,10 +726,13 @@ impl OrderStore for MongoStore {
         .await
     }
 
+    /// In `(ts, _id)` order, newest first: the `_id` (`symbol/seq`) orders the trades of one
+    /// time, as a string, the same way in the sort and in the cursor's filter.
     async fn trades(
         &self,
         account: &str,
         symbol: Option<&str>,
+        before: Option<&TradeCursor>,
         limit: usize,
     ) -> Result<Vec<TradeRecord>> {
         self.bounded(async {
@@ -665,10 +740,21 @@ impl OrderStore for MongoStore {
             if let Some(symbol) = symbol {
                 filter.insert("symbol", symbol);
             }
+            if let Some(cursor) = before {
+                let ts = cursor.ts as i64;
+                let id = format!("{}/{}", cursor.symbol, cursor.seq);
+                filter.insert(
+                    "$or",
+                    vec![
+                        doc! {"ts": {"$lt": ts}},
+                        doc! {"ts": ts, "_id": {"$lt": id}},
+                    ],
+                );
+            }
             let mut cursor = self
                 .trades
                 .find(filter)
-                .sort(doc! {"ts": -1, "seq": -1})
+                .sort(doc! {"ts": -1, "_id": -1})
                 .limit(limit as i64)
                 .await
                 .map_err(error)?;
@@ -677,6 +763,43 @@ impl OrderStore for MongoStore {
                 trades.push(decode(bytes_of(&document, "trade")?)?);
             }
             Ok(trades)
+        })
+        .await
+    }
+
+    async fn market_trades(&self, symbol: &str, limit: usize) -> Result<Vec<TradeRecord>> {
+        self.bounded(async {
+            let mut cursor = self
+                .trades
+                .find(doc! {"symbol": symbol})
+                .sort(doc! {"seq": -1})
+                .limit(limit as i64)
+                .await
+                .map_err(error)?;
+            let mut trades = Vec::new();
+            while let Some(document) = cursor.try_next().await.map_err(error)? {
+                trades.push(decode(bytes_of(&document, "trade")?)?);
+            }
+            Ok(trades)
+        })
+        .await
+    }
+
+    async fn candles(&self, symbol: &str, from: u64, limit: usize) -> Result<Vec<Candle>> {
+        self.bounded(async {
+            let range = doc! {"$gte": candle_key(symbol, from), "$lte": candle_key(symbol, 999_999_999_999)};
+            let mut cursor = self
+                .candles
+                .find(doc! {"_id": range})
+                .sort(doc! {"_id": 1})
+                .limit(limit as i64)
+                .await
+                .map_err(error)?;
+            let mut candles = Vec::new();
+            while let Some(document) = cursor.try_next().await.map_err(error)? {
+                candles.push(decode(bytes_of(&document, "candle")?)?);
+            }
+            Ok(candles)
         })
         .await
     }

@@ -37,7 +37,7 @@ use super::{
     OrderStore, Origin, Position, ProjectionBatch, Reservation, Result, StoreError, StoredResponse,
     TradeRecord, encode,
 };
-use super::{FundsStore, LedgerPage, LedgerQuery};
+use super::{Candle, FundsStore, LedgerPage, LedgerQuery, TradeCursor};
 use crate::metrics::StoreMetrics;
 use async_trait::async_trait;
 use log::{IdempotencyRecord, Log, LogOp};
@@ -71,6 +71,8 @@ const CLIENT_IDS: TableDefinition<(&str, &str, &str), u64> =
 /// `(account, client order id, order id)` of every order: the lookup by client order id.
 const CLIENT_ORDERS: TableDefinition<(&str, &str, u64), ()> = TableDefinition::new("client_orders");
 const TRADES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("trades");
+/// `(symbol, minute)` → the minute's [`Candle`].
+const CANDLES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("candles");
 const ACCOUNT_TRADES: TableDefinition<(&str, u64, &str, u64), ()> =
     TableDefinition::new("account_trades");
 const SNAPSHOTS: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshots");
@@ -220,6 +222,8 @@ fn now_ms() -> u64 {
 struct EncodedBatch {
     orders: Vec<EncodedOrder>,
     trades: Vec<EncodedTrade>,
+    /// The trades again, for the candles (folded with the stored ones in the transaction).
+    trade_records: Vec<TradeRecord>,
     snapshots: Vec<(String, Vec<u8>)>,
     /// `(account, seq, entry)`.
     ledger: Vec<(String, u64, Vec<u8>)>,
@@ -281,6 +285,7 @@ impl EncodedBatch {
                     })
                 })
                 .collect::<Result<_>>()?,
+            trade_records: batch.trades.clone(),
             snapshots: batch
                 .snapshots
                 .iter()
@@ -424,6 +429,7 @@ impl Embedded {
             txn.open_table(OPEN_ORDERS).map_err(db_error)?;
             txn.open_table(CLIENT_IDS).map_err(db_error)?;
             txn.open_table(TRADES).map_err(db_error)?;
+            txn.open_table(CANDLES).map_err(db_error)?;
             txn.open_table(ACCOUNT_TRADES).map_err(db_error)?;
             txn.open_table(SNAPSHOTS).map_err(db_error)?;
             txn.open_table(BALANCES).map_err(db_error)?;
@@ -834,17 +840,24 @@ impl OrderStore for Embedded {
         &self,
         account: &str,
         symbol: Option<&str>,
+        before: Option<&TradeCursor>,
         limit: usize,
     ) -> Result<Vec<TradeRecord>> {
         let (account, symbol) = (account.to_string(), symbol.map(str::to_string));
+        let before = before.cloned();
         self.read_off(move |txn| {
             let (account, symbol) = (account.as_str(), symbol.as_deref());
             let index = txn.open_table(ACCOUNT_TRADES).map_err(db_error)?;
             let trades = txn.open_table(TRADES).map_err(db_error)?;
             let mut out = Vec::new();
-            let range = index
-                .range((account, 0, "", 0)..=(account, u64::MAX, "\u{10ffff}", u64::MAX))
-                .map_err(db_error)?;
+            let start = (account, 0, "", 0);
+            let range = match &before {
+                Some(cursor) => {
+                    index.range(start..(account, cursor.ts, cursor.symbol.as_str(), cursor.seq))
+                }
+                None => index.range(start..=(account, u64::MAX, "\u{10ffff}", u64::MAX)),
+            }
+            .map_err(db_error)?;
             for row in range.rev() {
                 let (key, _) = row.map_err(db_error)?;
                 let (_, _, trade_symbol, seq) = key.value();
@@ -857,6 +870,40 @@ impl OrderStore for Embedded {
                 if out.len() == limit {
                     break;
                 }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn market_trades(&self, symbol: &str, limit: usize) -> Result<Vec<TradeRecord>> {
+        let symbol = symbol.to_string();
+        self.read_off(move |txn| {
+            let trades = txn.open_table(TRADES).map_err(db_error)?;
+            let range = trades
+                .range((symbol.as_str(), 0)..=(symbol.as_str(), u64::MAX))
+                .map_err(db_error)?;
+            let mut out = Vec::new();
+            for row in range.rev().take(limit) {
+                let (_, bytes) = row.map_err(db_error)?;
+                out.push(decode("trades", bytes.value())?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn candles(&self, symbol: &str, from: u64, limit: usize) -> Result<Vec<Candle>> {
+        let symbol = symbol.to_string();
+        self.read_off(move |txn| {
+            let candles = txn.open_table(CANDLES).map_err(db_error)?;
+            let range = candles
+                .range((symbol.as_str(), from)..=(symbol.as_str(), u64::MAX))
+                .map_err(db_error)?;
+            let mut out = Vec::new();
+            for row in range.take(limit) {
+                let (_, bytes) = row.map_err(db_error)?;
+                out.push(decode("candles", bytes.value())?);
             }
             Ok(out)
         })
@@ -1084,6 +1131,7 @@ struct Tables<'txn> {
     client_ids: redb::Table<'txn, (&'static str, &'static str, &'static str), u64>,
     client_orders: redb::Table<'txn, (&'static str, &'static str, u64), ()>,
     trades: redb::Table<'txn, (&'static str, u64), &'static [u8]>,
+    candles: redb::Table<'txn, (&'static str, u64), &'static [u8]>,
     account_trades: redb::Table<'txn, (&'static str, u64, &'static str, u64), ()>,
     snapshots: redb::Table<'txn, &'static str, &'static [u8]>,
     balances: redb::Table<'txn, (&'static str, &'static str), &'static [u8]>,
@@ -1101,6 +1149,7 @@ impl<'txn> Tables<'txn> {
             client_ids: txn.open_table(CLIENT_IDS)?,
             client_orders: txn.open_table(CLIENT_ORDERS)?,
             trades: txn.open_table(TRADES)?,
+            candles: txn.open_table(CANDLES)?,
             account_trades: txn.open_table(ACCOUNT_TRADES)?,
             snapshots: txn.open_table(SNAPSHOTS)?,
             balances: txn.open_table(BALANCES)?,
@@ -1151,6 +1200,19 @@ impl<'txn> Tables<'txn> {
                 self.account_trades
                     .insert((account.as_str(), trade.ts, symbol, trade.seq), ())?;
             }
+        }
+        let corrupt = |error: StoreError| redb::Error::Corrupted(error.to_string());
+        let candles = super::fold_candles(&batch.trade_records, |symbol, minute| {
+            let stored = self.candles.get((symbol, minute)).map_err(db_error)?;
+            stored
+                .map(|bytes| decode::<Candle>("candles", bytes.value()))
+                .transpose()
+        })
+        .map_err(corrupt)?;
+        for candle in &candles {
+            let value = encode("candle", candle).map_err(corrupt)?;
+            self.candles
+                .insert((candle.symbol.as_str(), candle.minute), value.as_slice())?;
         }
         for (symbol, value) in &batch.snapshots {
             self.snapshots.insert(symbol.as_str(), value.as_slice())?;
