@@ -346,13 +346,90 @@ async fn amend_client_ids_and_mass_cancel_through_the_stages() {
     assert_eq!(ticker["best_ask"]["price"], "100.00", "{ticker}");
     // bob's fills a page at a time, through the cursor
     let (_, first) = api.get("/v1/trades?account=bob&limit=1").await;
-    let cursor = first["next_cursor"].as_str().expect("a next page").to_string();
+    let cursor = first["next_cursor"]
+        .as_str()
+        .expect("a next page")
+        .to_string();
     let (_, page) = api
         .get(&format!("/v1/trades?account=bob&limit=1&cursor={cursor}"))
         .await;
     assert_eq!(page["trades"][0]["quantity"], "0.50000", "{page}");
     assert_eq!(page["next_cursor"], Value::Null, "{page}");
     assert_exactly_once(&cluster, &instruments());
+}
+
+/// Rate limits and key changes on an ingest process: a key over its quota gets 429 with the
+/// headers and recovers; a revoked key gets 401 and a new one works, without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quotas_and_key_changes_on_an_ingest() {
+    let Some(services) = services() else { return };
+    let cluster = Cluster::new(&services, "quotas", 2);
+    let node = cluster
+        .spawn("ingest", &["--keys-reload-every", "200ms"])
+        .await;
+    let limited = Api::at(&node.api, common::LIMITED);
+    let mut refused = None;
+    for n in 0..1000 {
+        let response = limited
+            .client
+            .post(format!("{}/v1/orders", limited.base))
+            .bearer_auth(&limited.key)
+            .header("idempotency-key", format!("q-{n}"))
+            .body(order("dave", "buy", "100.00", "1"))
+            .send()
+            .await
+            .unwrap();
+        assert!(response.headers().contains_key("ratelimit"));
+        if response.status() == StatusCode::TOO_MANY_REQUESTS {
+            refused = Some(response);
+            break;
+        }
+        assert_eq!(response.status(), StatusCode::ACCEPTED);
+    }
+    let refused = refused.expect("never limited");
+    assert_eq!(refused.headers()["retry-after"], "1");
+    assert_eq!(refused.headers()["ratelimit-policy"], "\"writes\";q=2;w=1");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, _) = limited
+            .post("q-recovered", &order("dave", "buy", "100.00", "1"), false)
+            .await;
+        if status == StatusCode::ACCEPTED {
+            break;
+        }
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+        assert!(Instant::now() < deadline, "never recovered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let keys = cluster.dir.path().join("keys.json");
+    oms_runtime::auth::revoke_key(&keys, "other").unwrap();
+    let fresh = oms_runtime::auth::add_key(
+        &keys,
+        "fresh",
+        vec!["erin".into()],
+        vec![oms_runtime::auth::Scope::Read],
+        None,
+    )
+    .unwrap();
+    let (old, new) = (
+        Api::at(&node.api, common::OTHER),
+        Api::at(&node.api, &fresh),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let revoked = old.get("/v1/instruments").await.0 == StatusCode::OK
+            && old.get("/v1/orders").await.0 == StatusCode::UNAUTHORIZED;
+        let added = new.get("/v1/orders").await.0 == StatusCode::OK;
+        if revoked && added {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "revoked {revoked}, added {added}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
