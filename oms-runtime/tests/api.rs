@@ -483,6 +483,17 @@ impl Journal for BrokenJournal {
         }
         Err(StoreError::unavailable(Backend::Embedded, "disk on fire"))
     }
+
+    async fn append_batch(
+        &self,
+        entries: Vec<JournalEntry>,
+    ) -> Result<Vec<LogPosition>, StoreError> {
+        let mut positions = Vec::new();
+        for entry in entries {
+            positions.push(self.append(entry).await?);
+        }
+        Ok(positions)
+    }
 }
 
 #[tokio::test]

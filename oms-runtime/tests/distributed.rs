@@ -355,6 +355,42 @@ async fn amend_client_ids_and_mass_cancel_through_the_stages() {
         .await;
     assert_eq!(page["trades"][0]["quantity"], "0.50000", "{page}");
     assert_eq!(page["next_cursor"], Value::Null, "{page}");
+
+    // a batch: the good orders journaled (to their accounts' partitions), the bad refused
+    let batch = format!(
+        r#"{{"orders":[{},{},{}]}}"#,
+        order("alice", "buy", "95.00", "1"),
+        order("alice", "buy", "95.001", "1"),
+        order("bob", "buy", "81.00", "1").replace("BTC-USDT", "ETH-USDT"),
+    );
+    let (status, answer) = api
+        .write(
+            Method::POST,
+            "/v1/orders/batch",
+            "t-13",
+            Some(&batch),
+            false,
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    assert_eq!(
+        answer["results"][1]["error"]["code"], "off_tick",
+        "{answer}"
+    );
+    let (again_status, again) = api
+        .write(
+            Method::POST,
+            "/v1/orders/batch",
+            "t-13",
+            Some(&batch),
+            false,
+        )
+        .await;
+    assert_eq!((again_status, &again), (StatusCode::ACCEPTED, &answer));
+    for index in [0, 2] {
+        let id = answer["results"][index]["order_id"].as_str().unwrap();
+        api.await_order(id, |order| order["status"] == "new").await;
+    }
     assert_exactly_once(&cluster, &instruments());
 }
 

@@ -12,7 +12,7 @@ use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
-use oms_core::{Action, Command, OrderStatus, Timestamp};
+use oms_core::{Action, Command, NewOrder, OrderStatus, Timestamp};
 use serde::Deserialize;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -95,6 +95,57 @@ pub(super) fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiE
     Ok(value)
 }
 
+/// A new order, checked against its instrument and the key's accounts.
+fn checked_order(
+    app: &AppState,
+    principal: &Principal,
+    request: OrderRequest,
+) -> Result<NewOrder, ApiError> {
+    let market = app.markets.get(request.symbol.as_str()).ok_or_else(|| {
+        ApiError::bad_request(
+            "unknown_symbol",
+            format!("unknown symbol {:?}", request.symbol),
+        )
+        .with_field("symbol")
+    })?;
+    if !principal.may_use(&request.account) {
+        return Err(ApiError::forbidden(format!(
+            "this API key may not trade account {:?}",
+            request.account
+        )));
+    }
+    request.to_order(app.ids.next(), &market.instrument, &market.checks)
+}
+
+/// The command placing `order`, unless the account has an order open on the instrument with
+/// its client order id: a fast 409 where the store can tell. The book enforces the rule exactly
+/// regardless (the order is then rejected with duplicate_client_order_id), so while the read
+/// store is down orders still go in.
+async fn order_command(app: &AppState, order: NewOrder) -> Result<Command, ApiError> {
+    match app
+        .guard(
+            "order store",
+            app.orders
+                .open_by_client_id(&order.account, &order.symbol, &order.client_order_id),
+        )
+        .await
+    {
+        Ok(Some(existing)) => {
+            return Err(ApiError::conflict(
+                "duplicate_client_order_id",
+                format!("order {existing} of this account is open with the same client_order_id"),
+            )
+            .with_field("client_order_id"));
+        }
+        Ok(None) => {}
+        Err(_) => tracing::warn!("client order id not checked: the order store is unavailable"),
+    }
+    Ok(Command {
+        ts: now(),
+        action: Action::New(order),
+    })
+}
+
 /// Place an order.
 ///
 /// Answers 202 once the order is durable in the journal. With `Prefer: wait=N` it waits up to N
@@ -133,56 +184,95 @@ pub async fn place_order(
     json_content(&headers)?;
     let body = body.map_err(body_error)?;
     let request: OrderRequest = parse(&body)?;
-    let market = app.markets.get(request.symbol.as_str()).ok_or_else(|| {
-        ApiError::bad_request(
-            "unknown_symbol",
-            format!("unknown symbol {:?}", request.symbol),
-        )
-        .with_field("symbol")
-    })?;
-    if !principal.may_use(&request.account) {
-        return Err(ApiError::forbidden(format!(
-            "this API key may not trade account {:?}",
-            request.account
-        )));
-    }
-    let order = request.to_order(app.ids.next(), &market.instrument, &market.checks)?;
+    let order = checked_order(&app, &principal, request)?;
     let origin = Origin {
-        principal: principal.id,
+        principal: principal.id.clone(),
         key,
         fingerprint: fingerprint("POST", "/v1/orders", &body),
     };
     let wait = prefer_wait(&headers, app.settings.max_wait);
-    let orders = app.orders.clone();
-    let build = async {
-        // A fast 409 for a client order id already open on this instrument, where the store can
-        // tell. The book enforces the rule exactly regardless (the order is then rejected with
-        // duplicate_client_order_id), so while the read store is down orders still go in.
-        match app
-            .guard(
-                "order store",
-                orders.open_by_client_id(&order.account, &order.symbol, &order.client_order_id),
-            )
-            .await
-        {
-            Ok(Some(existing)) => {
-                return Err(ApiError::conflict(
-                    "duplicate_client_order_id",
-                    format!(
-                        "order {existing} of this account is open with the same client_order_id"
-                    ),
-                )
-                .with_field("client_order_id"));
-            }
-            Ok(None) => {}
-            Err(_) => tracing::warn!("client order id not checked: the order store is unavailable"),
-        }
-        Ok(Command {
+    let build = order_command(&app, order);
+    app.write(origin, wait, StatusCode::CREATED, build).await
+}
+
+/// Most orders in one batch.
+pub const MAX_BATCH: usize = 20;
+
+/// `POST /v1/orders/batch` body.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchRequest {
+    /// 1 to 20 orders, each as the body of `POST /v1/orders`.
+    #[schema(value_type = Vec<OrderRequest>)]
+    orders: Vec<serde_json::Value>,
+}
+
+/// Place up to 20 orders in one request.
+///
+/// Each order is checked on its own: the valid ones are journaled together in one durable
+/// append, the others refused with their error; the answer (202) has one result per order, in
+/// order. The batch's `Idempotency-Key` covers the whole: a retry gets the same answer and
+/// journals nothing twice. Processing is as for single orders; follow each with
+/// `GET /v1/orders/{order_id}`.
+#[utoipa::path(
+    post,
+    path = "/v1/orders/batch",
+    tag = "orders",
+    request_body = BatchRequest,
+    params(
+        ("Idempotency-Key" = String, Header, description = "1 to 255 printable ASCII characters; covers the whole batch"),
+    ),
+    responses(
+        (status = 202, description = "The valid orders are durable; one result per order", body = super::write::BatchResponse),
+        (status = 400, description = "Not a batch (malformed, empty, more than 20 orders)", body = ErrorBody),
+        (status = 401, description = "No valid API key", body = ErrorBody),
+        (status = 403, description = "A key without the trade scope", body = ErrorBody),
+        (status = 409, description = "Same key still in flight", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "The body is not JSON (Content-Type)", body = ErrorBody),
+        (status = 422, description = "Same key used for a different request", body = ErrorBody),
+        (status = 503, description = "A dependency is unavailable; retry after Retry-After", body = ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn place_batch(
+    State(app): State<Arc<AppState>>,
+    principal: Principal,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    super::require(&principal, Scope::Trade)?;
+    let key = idempotency_key(&headers)?;
+    json_content(&headers)?;
+    let body = body.map_err(body_error)?;
+    let request: BatchRequest = parse(&body)?;
+    if request.orders.is_empty() || request.orders.len() > MAX_BATCH {
+        return Err(ApiError::bad_request(
+            "invalid_batch",
+            format!("a batch has 1 to {MAX_BATCH} orders"),
+        )
+        .with_field("orders"));
+    }
+    let origin = Origin {
+        principal: principal.id.clone(),
+        key,
+        fingerprint: fingerprint("POST", "/v1/orders/batch", &body),
+    };
+    let mut items = Vec::with_capacity(request.orders.len());
+    for order in request.orders {
+        let parsed = serde_json::to_vec(&order)
+            .map_err(ApiError::internal)
+            .and_then(|bytes| parse::<OrderRequest>(&bytes));
+        // No early duplicate_client_order_id here: a retry of a batch whose first attempt
+        // journaled some orders must find those by their keys, not refuse them as duplicates.
+        // The book enforces the rule.
+        let order = parsed.and_then(|request| checked_order(&app, &principal, request));
+        items.push(order.map(|order| Command {
             ts: now(),
             action: Action::New(order),
-        })
-    };
-    app.write(origin, wait, StatusCode::CREATED, build).await
+        }));
+    }
+    app.write_batch(origin, items).await
 }
 
 /// One order.

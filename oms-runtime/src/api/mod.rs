@@ -200,6 +200,7 @@ pub fn router(app: AppState) -> Router {
                 .delete(manage::cancel_order)
                 .patch(manage::amend_order),
         )
+        .route("/v1/orders/batch", post(handlers::place_batch))
         .route(
             "/v1/orders/client/{client_order_id}",
             get(manage::get_by_client_id).delete(manage::cancel_by_client_id),

@@ -14,6 +14,7 @@ use utoipa::{Modify, OpenApi};
     ),
     paths(
         handlers::place_order,
+        handlers::place_batch,
         manage::cancel_order,
         manage::amend_order,
         manage::cancel_all,

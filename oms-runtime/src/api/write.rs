@@ -20,7 +20,8 @@ use super::model::{MassCancelView, OrderView};
 use crate::metrics::OutcomeLabels;
 use crate::processing::Outcome;
 use crate::store::{
-    Ack, IdempotencyStore, Journal, JournalEntry, Origin, Reservation, StoreError, StoredResponse,
+    Ack, IdempotencyStore, Journal, JournalEntry, LogPosition, Origin, Reservation, StoreError,
+    StoredResponse,
 };
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -360,6 +361,174 @@ impl Subject {
             oms_core::Action::CancelAll(cancel) => Subject::Account(cancel.clone()),
         }
     }
+}
+
+/// One order of a batch as the edge judged it: its command, or why it was refused.
+pub type BatchItem = Result<Command, ApiError>;
+
+/// The answer to a batch: one result per order, in the request's order.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct BatchResponse {
+    /// For each order: its acknowledgement (`status: pending`), or `{"error": ...}` with why it
+    /// was refused (nothing of it journaled).
+    #[schema(value_type = Vec<Object>)]
+    pub results: Vec<serde_json::Value>,
+}
+
+impl AppState {
+    /// Runs a batch of writes under `origin`'s idempotency key: the valid commands are journaled
+    /// in one append, each under a key of its own (`<key>#<index>`), so that a retry after a
+    /// crash journals none twice. The whole answer is stored under the batch's key.
+    pub async fn write_batch(
+        &self,
+        origin: Origin,
+        items: Vec<BatchItem>,
+    ) -> Result<Response, ApiError> {
+        let reservation = self
+            .guard("idempotency store", self.idempotency.reserve(&origin))
+            .await?;
+        match reservation {
+            Reservation::Completed(response) => return Ok(stored(&response, true)),
+            Reservation::InFlight => {
+                return Err(ApiError::conflict(
+                    "idempotency_key_in_use",
+                    "a request with this Idempotency-Key is still being processed; retry later",
+                ));
+            }
+            Reservation::Mismatch => {
+                return Err(ApiError::unprocessable(
+                    "idempotency_key_reused",
+                    "this Idempotency-Key was used for a different request",
+                ));
+            }
+            Reservation::Reserved => {}
+        }
+        let refused = |error: &ApiError| serde_json::from_str(&error.body()).unwrap_or_default();
+        let mut results = vec![serde_json::Value::Null; items.len()];
+        let mut pending = Vec::new();
+        let mut reserved = Vec::new();
+        for (index, item) in items.into_iter().enumerate() {
+            let command = match item {
+                Ok(command) => command,
+                Err(error) => {
+                    results[index] = refused(&error);
+                    continue;
+                }
+            };
+            let one = Origin {
+                key: format!("{}#{index}", origin.key),
+                ..origin.clone()
+            };
+            match self
+                .guard("idempotency store", self.idempotency.reserve(&one))
+                .await
+            {
+                Ok(Reservation::Reserved) => {
+                    reserved.push(one.clone());
+                    pending.push((
+                        index,
+                        JournalEntry {
+                            command,
+                            origin: one,
+                        },
+                    ));
+                }
+                // Journaled by an earlier attempt that died before answering.
+                Ok(Reservation::Completed(response)) => {
+                    results[index] = serde_json::from_str(&response.body).unwrap_or_default();
+                }
+                Ok(Reservation::InFlight | Reservation::Mismatch) => {
+                    results[index] = refused(&ApiError::conflict(
+                        "idempotency_key_in_use",
+                        "an earlier attempt at this batch is still journaling this order",
+                    ));
+                }
+                Err(error) => {
+                    for one in reserved.iter().chain([&origin]) {
+                        self.release(one).await;
+                    }
+                    return Err(error);
+                }
+            }
+        }
+        let started = std::time::Instant::now();
+        let task = tokio::spawn(append_batch_and_store(
+            self.journal.clone(),
+            self.idempotency.clone(),
+            origin,
+            pending,
+            results,
+        ));
+        let response = match tokio::time::timeout(self.settings.dependency_timeout, task).await {
+            Ok(Ok(Ok(response))) => response,
+            Err(_) => return Err(self.unavailable("journal", "append timed out")),
+            Ok(Err(join)) => return Err(ApiError::internal(join)),
+            Ok(Ok(Err(store))) => return Err(self.unavailable("journal", store)),
+        };
+        self.metrics
+            .ingest
+            .append_seconds
+            .observe(started.elapsed().as_secs_f64());
+        Ok(stored(&response, false))
+    }
+}
+
+/// Appends a batch's commands in one append, stores each one's acknowledgement under its own
+/// key and the whole answer under the batch's; on a failed append releases them all. Runs to
+/// the end even when the request that started it is gone.
+async fn append_batch_and_store(
+    journal: Arc<dyn Journal>,
+    idempotency: Arc<dyn IdempotencyStore>,
+    origin: Origin,
+    pending: Vec<(usize, JournalEntry)>,
+    mut results: Vec<serde_json::Value>,
+) -> Result<StoredResponse, StoreError> {
+    let (indexes, entries): (Vec<usize>, Vec<JournalEntry>) = pending.into_iter().unzip();
+    let acks: Vec<(Origin, Ack)> = entries
+        .iter()
+        .map(|entry| {
+            (
+                entry.origin.clone(),
+                Ack::new(
+                    entry,
+                    LogPosition {
+                        partition: 0,
+                        offset: 0,
+                    },
+                ),
+            )
+        })
+        .collect();
+    let positions = match journal.append_batch(entries).await {
+        Ok(positions) => positions,
+        Err(error) => {
+            for one in acks.iter().map(|(one, _)| one).chain([&origin]) {
+                if let Err(error) = idempotency.release(one).await {
+                    tracing::warn!(%error, "could not release an idempotency key");
+                }
+            }
+            return Err(error);
+        }
+    };
+    for ((index, (one, ack)), position) in indexes.into_iter().zip(acks).zip(positions) {
+        let ack = Ack { position, ..ack };
+        let response = ack.response()?;
+        if let Err(error) = idempotency.complete(&one, &response).await {
+            tracing::error!(%error, "journaled, but an order's response could not be stored");
+        }
+        results[index] = serde_json::to_value(&ack).map_err(|error| StoreError::Encode {
+            what: "acknowledgement",
+            message: error.to_string(),
+        })?;
+    }
+    let response = StoredResponse {
+        status: 202,
+        body: crate::store::encode_json("batch answer", &BatchResponse { results })?,
+    };
+    if let Err(error) = idempotency.complete(&origin, &response).await {
+        tracing::error!(%error, "journaled, but the batch's response could not be stored");
+    }
+    Ok(response)
 }
 
 /// Appends and then stores the acknowledgement under the key, or releases the key if the

@@ -168,6 +168,11 @@ pub trait Journal: Send + Sync + 'static {
     /// acknowledged by every in-sync replica).
     async fn append(&self, entry: JournalEntry) -> Result<LogPosition>;
 
+    /// Appends entries together and returns where each landed once all are durable: one
+    /// commit (single node), or records produced together and acknowledged by every in-sync
+    /// replica (Kafka).
+    async fn append_batch(&self, entries: Vec<JournalEntry>) -> Result<Vec<LogPosition>>;
+
     /// Whether the log answers; for readiness.
     async fn ping(&self) -> Result<()>;
 }

@@ -203,19 +203,25 @@ impl IdempotencyRecord {
     }
 }
 
+/// One entry to append.
+pub(super) struct Appending {
+    /// The entry, moved into the in-memory tail after the commit.
+    pub entry: Option<Box<JournalEntry>>,
+    /// The entry as stored.
+    pub bytes: Vec<u8>,
+    /// Its idempotency key, scoped.
+    pub key: String,
+    pub fingerprint: String,
+    /// Its acknowledgement, without the position the writer assigns.
+    pub ack: Ack,
+}
+
 /// What the log's writer does.
 pub(super) enum LogOp {
+    /// Entries appended together, in one commit (a batch of orders is one append).
     Append {
-        /// The entry, moved into the in-memory tail after the commit.
-        entry: Option<Box<JournalEntry>>,
-        /// The entry as stored.
-        bytes: Vec<u8>,
-        /// Its idempotency key, scoped.
-        key: String,
-        fingerprint: String,
-        /// Its acknowledgement, without the position the writer assigns.
-        ack: Ack,
-        reply: oneshot::Sender<Result<Position>>,
+        items: Vec<Appending>,
+        reply: oneshot::Sender<Result<Vec<Position>>>,
     },
     Complete {
         key: String,
@@ -235,8 +241,8 @@ fn reply(op: LogOp, result: Result<Done>) {
     match op {
         LogOp::Append { reply, .. } => {
             let _ = reply.send(result.map(|done| match done {
-                Done::Position(position) => position,
-                _ => 0,
+                Done::Positions(positions) => positions,
+                _ => Vec::new(),
             }));
         }
         LogOp::Complete { reply, .. } | LogOp::Close { reply } => {
@@ -287,13 +293,17 @@ pub(super) fn write_loop(
                 last = new_last;
                 if let Ok(mut tail) = tail.lock() {
                     for (op, done) in ops.iter_mut().zip(&done) {
-                        if let (LogOp::Append { entry, .. }, Done::Position(position)) = (op, done)
-                            && let Some(entry) = entry.take()
+                        if let (LogOp::Append { items, .. }, Done::Positions(positions)) =
+                            (op, done)
                         {
-                            if tail.len() == TAIL {
-                                tail.pop_front();
+                            for (item, position) in items.iter_mut().zip(positions) {
+                                if let Some(entry) = item.entry.take() {
+                                    if tail.len() == TAIL {
+                                        tail.pop_front();
+                                    }
+                                    tail.push_back((*position, *entry));
+                                }
                             }
-                            tail.push_back((*position, *entry));
                         }
                     }
                 }
@@ -355,26 +365,24 @@ fn write_batch(log: &Log, ops: &[LogOp], last: Position, ttl: Duration) -> Resul
     };
     for op in ops {
         done.push(match op {
-            LogOp::Append {
-                bytes: entry,
-                key,
-                fingerprint,
-                ack,
-                ..
-            } => {
-                position += 1;
-                appended += 1;
-                bytes += 8 + entry.len() as u64;
-                batch.insert(&log.journal, position.to_be_bytes(), entry.as_slice());
-                let ack = Ack {
-                    position: local(position),
-                    ..ack.clone()
-                };
-                // Cannot fail for our plain type; if it did, the whole batch is refused (a
-                // 503), never stored with an empty answer.
-                let response = ack.response()?;
-                bytes += put(&mut batch, key, fingerprint, &response);
-                Done::Position(position)
+            LogOp::Append { items, .. } => {
+                let mut positions = Vec::with_capacity(items.len());
+                for item in items {
+                    position += 1;
+                    appended += 1;
+                    bytes += 8 + item.bytes.len() as u64;
+                    batch.insert(&log.journal, position.to_be_bytes(), item.bytes.as_slice());
+                    let ack = Ack {
+                        position: local(position),
+                        ..item.ack.clone()
+                    };
+                    // Cannot fail for our plain type; if it did, the whole batch is refused (a
+                    // 503), never stored with an empty answer.
+                    let response = ack.response()?;
+                    bytes += put(&mut batch, &item.key, &item.fingerprint, &response);
+                    positions.push(position);
+                }
+                Done::Positions(positions)
             }
             LogOp::Complete {
                 key,

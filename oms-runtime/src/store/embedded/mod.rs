@@ -395,7 +395,7 @@ impl Op {
 
 /// What one operation gave back, before the commit decides whether it counts.
 enum Done {
-    Position(Position),
+    Positions(Vec<Position>),
     Unit,
     Count(usize),
 }
@@ -656,24 +656,40 @@ fn local(position: Position) -> LogPosition {
 #[async_trait]
 impl Journal for Embedded {
     async fn append(&self, entry: JournalEntry) -> Result<LogPosition> {
-        let key = scoped(&entry.origin);
-        let ack = Ack::new(&entry, local(0));
-        let fingerprint = entry.origin.fingerprint.clone();
-        let bytes = encode("journal entry", &entry)?;
-        let position = call(&self.log_writer, |reply| LogOp::Append {
-            bytes,
-            entry: Some(Box::new(entry)),
-            key: key.clone(),
-            fingerprint,
-            ack: ack.clone(),
-            reply,
-        })
-        .await?;
-        let position = local(position);
-        if let Some(in_flight) = self.in_flight.lock().map_err(db_error)?.get_mut(&key) {
-            in_flight.stored = Some(Ack { position, ..ack }.response()?);
+        let positions = self.append_batch(vec![entry]).await?;
+        positions.into_iter().next().ok_or(StoreError::Closed)
+    }
+
+    async fn append_batch(&self, entries: Vec<JournalEntry>) -> Result<Vec<LogPosition>> {
+        let mut items = Vec::with_capacity(entries.len());
+        for entry in entries {
+            items.push(log::Appending {
+                key: scoped(&entry.origin),
+                ack: Ack::new(&entry, local(0)),
+                fingerprint: entry.origin.fingerprint.clone(),
+                bytes: encode("journal entry", &entry)?,
+                entry: Some(Box::new(entry)),
+            });
         }
-        Ok(position)
+        let acks: Vec<(String, Ack)> = items
+            .iter()
+            .map(|item| (item.key.clone(), item.ack.clone()))
+            .collect();
+        let positions = call(&self.log_writer, |reply| LogOp::Append { items, reply }).await?;
+        let positions: Vec<LogPosition> = positions.into_iter().map(local).collect();
+        let mut in_flight = self.in_flight.lock().map_err(db_error)?;
+        for ((key, ack), position) in acks.into_iter().zip(&positions) {
+            if let Some(in_flight) = in_flight.get_mut(&key) {
+                in_flight.stored = Some(
+                    Ack {
+                        position: *position,
+                        ..ack
+                    }
+                    .response()?,
+                );
+            }
+        }
+        Ok(positions)
     }
 
     async fn ping(&self) -> Result<()> {

@@ -254,6 +254,13 @@ impl Journal for KafkaJournal {
         })
     }
 
+    /// The records go to the producer together, so the ones of a partition share a produce
+    /// request; each is acknowledged by every in-sync replica before this returns.
+    async fn append_batch(&self, entries: Vec<JournalEntry>) -> Result<Vec<LogPosition>> {
+        let appends = entries.into_iter().map(|entry| self.append(entry));
+        futures::future::try_join_all(appends).await
+    }
+
     async fn ping(&self) -> Result<()> {
         partitions(&self.config, &self.topic).await.map(|_| ())
     }
