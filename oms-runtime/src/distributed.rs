@@ -294,12 +294,20 @@ async fn start(
                 idempotency: Arc::new(redis.clone()),
                 orders: Arc::new(mongo.clone()),
                 funds: Arc::new(mongo.clone()),
+                deadlines: Arc::new(redis.clone()),
                 depth: Arc::new(redis.clone()),
                 waiters: None,
                 ids: Arc::new(OrderIds::new(node, None)),
                 metrics: metrics.clone(),
                 settings: settings(args),
             };
+            // Any ingest fires any lapsed deadline: lives as long as the process.
+            drop(crate::api::cancel_after::sweep(
+                app.journal.clone(),
+                app.deadlines.clone(),
+                metrics.clone(),
+                crate::CANCEL_AFTER_SWEEP,
+            ));
             tracing::info!(node, "ingest order ids use node {node}");
             Some((args.api_addr, api::router(app)))
         }

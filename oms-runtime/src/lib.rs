@@ -28,6 +28,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use store::embedded::Embedded;
 
+/// How often cancel-after deadlines are looked at: the most a lapsed one waits.
+pub const CANCEL_AFTER_SWEEP: Duration = Duration::from_millis(250);
 /// How often expired idempotency keys are swept.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
@@ -107,6 +109,7 @@ pub struct Runtime {
     pipeline: Pipeline,
     sweeper: tokio::task::JoinHandle<()>,
     watcher: Option<tokio::task::JoinHandle<()>>,
+    deadlines: tokio::task::JoinHandle<()>,
 }
 
 /// What [`Runtime::start`] needs.
@@ -178,12 +181,19 @@ impl Runtime {
             idempotency: Arc::new(store.clone()),
             orders: orders.clone(),
             funds: Arc::new(store.clone()),
+            deadlines: Arc::new(store.clone()),
             depth: pipeline.books.clone(),
             waiters: Some(pipeline.waiters.clone()),
             ids: Arc::new(ids::OrderIds::new(config.node_id, floor)),
             metrics: metrics.clone(),
             settings: config.settings,
         };
+        let deadlines = api::cancel_after::sweep(
+            app.journal.clone(),
+            app.deadlines.clone(),
+            metrics.clone(),
+            CANCEL_AFTER_SWEEP,
+        );
         let health = health::Health::new(metrics.clone());
         health.probe(
             "store",
@@ -215,12 +225,14 @@ impl Runtime {
             pipeline,
             sweeper,
             watcher,
+            deadlines,
         })
     }
 
     /// Stops processing and waits until every write handed to the store is committed.
     pub async fn stop(self) {
         self.sweeper.abort();
+        self.deadlines.abort();
         if let Some(watcher) = &self.watcher {
             watcher.abort();
         }

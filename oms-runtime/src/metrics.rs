@@ -94,6 +94,8 @@ pub struct IngestMetrics {
     pub rate_limited: Family<OutcomeLabels, Counter>,
     /// Changes of the keys file seen, by outcome (reloaded, invalid).
     pub key_reloads: Family<OutcomeLabels, Counter>,
+    /// Cancel-after deadlines that lapsed and were fired (a mass cancel journaled).
+    pub cancel_after_fired: Counter,
 }
 
 /// Embedded store writer metrics.
@@ -220,6 +222,7 @@ impl Metrics {
             unavailable: Family::default(),
             rate_limited: Family::default(),
             key_reloads: Family::default(),
+            cancel_after_fired: Counter::default(),
         };
         let sub = registry.sub_registry_with_prefix("ingest");
         sub.register(
@@ -246,6 +249,11 @@ impl Metrics {
             "api_key_reloads",
             "Changes of the API keys file, by outcome (reloaded, invalid)",
             ingest.key_reloads.clone(),
+        );
+        sub.register(
+            "cancel_after_fired",
+            "Cancel-after deadlines that lapsed: mass cancels journaled",
+            ingest.cancel_after_fired.clone(),
         );
 
         let store = StoreMetrics {

@@ -925,3 +925,61 @@ async fn a_crash_between_journal_and_projection_is_rebuilt_at_restart() {
     money_adds_up(&money, &orders);
     assert_ne!(money, funded, "the trades settled");
 }
+
+/// A cancel-after deadline outlives the process that took it: set, then kill -9 before it
+/// lapses; the restarted process fires it, and the orders end canceled with their holds back.
+#[tokio::test]
+async fn cancel_after_fires_after_a_kill_9_and_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path()).await;
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let (status, placed) = server
+            .post(
+                TRADER,
+                &format!("dms-{n}"),
+                &order("alice", "buy", "90.00", "1"),
+                true,
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{placed}");
+        ids.push(placed["order_id"].as_str().unwrap().to_string());
+    }
+    let response = server
+        .client
+        .post(format!("{}/v1/cancel-after", server.api))
+        .bearer_auth(TRADER)
+        .header("content-type", "application/json")
+        .body(r#"{"account":"alice","timeout_seconds":2}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    server.kill9();
+
+    let server = Server::start(dir.path()).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, open) = server
+            .get(TRADER, "/v1/orders?account=alice&status=open")
+            .await;
+        if open["orders"] == serde_json::json!([]) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "cancel-after never fired: {open}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for id in &ids {
+        let (_, order) = server.get(TRADER, &format!("/v1/orders/{id}")).await;
+        assert_eq!(order["status"], "canceled", "{order}");
+    }
+    let (_, switch) = server.get(TRADER, "/v1/cancel-after?account=alice").await;
+    assert_eq!(switch["deadline"], Value::Null, "fired once, then off");
+    assert_eq!(
+        server.metric("oms_ingest_cancel_after_fired_total").await,
+        1.0
+    );
+}

@@ -468,6 +468,59 @@ async fn quotas_and_key_changes_on_an_ingest() {
     }
 }
 
+/// A cancel-after deadline set through one ingest fires through another after the first was
+/// killed: the deadline lives in Redis, and any ingest takes it when it lapses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_after_fires_after_its_ingest_is_killed() {
+    let Some(services) = services() else { return };
+    let cluster = Cluster::new(&services, "deadman", 2);
+    let survivor = cluster.spawn("all", &[]).await;
+    let mut doomed = cluster.spawn("ingest", &[]).await;
+    let (via, other) = (Api::new(&doomed), Api::new(&survivor));
+    via.fund().await;
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let (status, placed) = via
+            .post(
+                &format!("dm-{n}"),
+                &order("alice", "buy", "90.00", "1"),
+                true,
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{placed}");
+        ids.push(placed["order_id"].as_str().unwrap().to_string());
+    }
+    let (_, bobs) = via
+        .post("dm-bob", &order("bob", "buy", "90.00", "1"), true)
+        .await;
+    let response = via
+        .client
+        .post(format!("{}/v1/cancel-after", via.base))
+        .bearer_auth(&via.key)
+        .header("content-type", "application/json")
+        .body(r#"{"account":"alice","timeout_seconds":2}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    doomed.kill9();
+    for id in &ids {
+        other
+            .await_order(id, |order| order["status"] == "canceled")
+            .await;
+    }
+    let (_, bobs) = other
+        .get(&format!(
+            "/v1/orders/{}",
+            bobs["order_id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(bobs["status"], "new");
+    let (_, switch) = other.get("/v1/cancel-after?account=alice").await;
+    assert_eq!(switch["deadline"], Value::Null, "fired, then off");
+    assert_exactly_once(&cluster, &instruments());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idempotent_replay_across_two_ingest_processes() {
     let Some(services) = services() else { return };

@@ -918,3 +918,66 @@ async fn a_retried_batch_never_journals_an_order_twice() {
     assert_eq!(h.runtime.store.head(), journaled, "nothing journaled again");
     h.runtime.stop().await;
 }
+
+#[tokio::test]
+async fn cancel_after_is_set_refreshed_cleared_and_fires() {
+    let h = start().await;
+    let router = h.router();
+    let set = |body: &'static str| {
+        Call::new("POST", "/v1/cancel-after")
+            .body(body)
+            .send(&router)
+    };
+    let reply = set(r#"{"account":"alice","timeout_seconds":3600}"#).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    let deadline = reply.json["deadline"].as_str().unwrap().to_string();
+    let shown = get(&router, "/v1/cancel-after?account=alice").await;
+    assert_eq!(shown["deadline"], deadline.as_str());
+    let cleared = set(r#"{"account":"alice","timeout_seconds":0}"#).await;
+    assert_eq!(cleared.json["deadline"], Value::Null);
+    for (body, status) in [
+        (
+            r#"{"account":"alice","timeout_seconds":86401}"#,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            r#"{"account":"alice","timeout_seconds":-1}"#,
+            StatusCode::BAD_REQUEST,
+        ),
+        (r#"{"account":"alice"}"#, StatusCode::BAD_REQUEST),
+        (r#"{"timeout_seconds":5}"#, StatusCode::BAD_REQUEST),
+        (
+            r#"{"account":"carol","timeout_seconds":5}"#,
+            StatusCode::FORBIDDEN,
+        ),
+    ] {
+        let reply = set(body).await;
+        assert_eq!(reply.status, status, "{body}: {}", reply.text);
+    }
+    let reader = Call::new("POST", "/v1/cancel-after")
+        .key(Some(READER))
+        .body(r#"{"account":"alice","timeout_seconds":5}"#)
+        .send(&router)
+        .await;
+    assert_eq!(reader.status, StatusCode::FORBIDDEN);
+
+    // it fires: alice's orders are canceled, bob's stay
+    let alices = place(&router, TRADER, "x-1", &order("alice", "buy", "90.00", "1")).await;
+    let bobs = place(&router, TRADER, "x-2", &order("bob", "buy", "90.00", "1")).await;
+    let reply = set(r#"{"account":"alice","timeout_seconds":1}"#).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let mut state = (String::new(), String::new());
+    for _ in 0..300 {
+        state = status(&router, &alices).await;
+        if state.0 == "canceled" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(state.0, "canceled");
+    assert_eq!(status(&router, &bobs).await.0, "new");
+    assert_eq!(held(&router, "alice", "USDT").await, "0.0000000");
+    let shown = get(&router, "/v1/cancel-after?account=alice").await;
+    assert_eq!(shown["deadline"], Value::Null);
+    h.runtime.stop().await;
+}

@@ -1,5 +1,6 @@
 //! The v1 HTTP API (see `docs/api.md` and `GET /openapi.json`).
 
+pub mod cancel_after;
 pub mod error;
 mod funds;
 pub(crate) mod handlers;
@@ -14,7 +15,7 @@ use crate::auth::{KeyRing, Principal};
 use crate::ids::OrderIds;
 use crate::metrics::{Metrics, OutcomeLabels, RouteLabels};
 use crate::processing::{DepthSource, Waiters};
-use crate::store::{FundsStore, IdempotencyStore, Journal, OrderStore, StoreError};
+use crate::store::{Deadlines, FundsStore, IdempotencyStore, Journal, OrderStore, StoreError};
 use axum::extract::{DefaultBodyLimit, FromRequestParts, MatchedPath, Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
@@ -72,6 +73,8 @@ pub struct AppState {
     pub orders: Arc<dyn OrderStore>,
     /// Balances, ledger and transfers.
     pub funds: Arc<dyn FundsStore>,
+    /// Cancel-after deadlines.
+    pub deadlines: Arc<dyn Deadlines>,
     /// Book depth.
     pub depth: Arc<dyn DepthSource>,
     /// In-process notification of processed commands (single-node mode); without it,
@@ -206,6 +209,10 @@ pub fn router(app: AppState) -> Router {
             get(manage::get_by_client_id).delete(manage::cancel_by_client_id),
         )
         .route("/v1/time", get(market::time))
+        .route(
+            "/v1/cancel-after",
+            post(cancel_after::set).get(cancel_after::get),
+        )
         .route("/v1/trades", get(handlers::list_trades))
         .route("/v1/balances", get(funds::balances))
         .route("/v1/ledger", get(funds::ledger))

@@ -1,7 +1,7 @@
 //! The OpenAPI document, generated from the handlers and types (utoipa).
 
 use super::json;
-use super::{funds, handlers, manage, market};
+use super::{cancel_after, funds, handlers, manage, market};
 use axum::response::Response;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -22,6 +22,8 @@ use utoipa::{Modify, OpenApi};
         handlers::list_orders,
         manage::get_by_client_id,
         manage::cancel_by_client_id,
+        cancel_after::set,
+        cancel_after::get,
         handlers::list_trades,
         market::book,
         market::trades,

@@ -271,6 +271,30 @@ pub trait IdempotencyStore: Send + Sync + 'static {
     async fn release(&self, origin: &Origin) -> Result<()>;
 }
 
+/// Cancel-after deadlines (the dead man's switch): per account, the time after which its open
+/// orders are canceled unless the deadline moves first. Kept where every ingest process sees
+/// them and a restart keeps them: Redis in distributed mode, the embedded database in
+/// single-node mode.
+#[async_trait]
+pub trait Deadlines: Send + Sync + 'static {
+    /// Sets or moves `account`'s deadline (milliseconds since the epoch); `None` clears it.
+    async fn set_deadline(&self, account: &str, deadline_ms: Option<u64>) -> Result<()>;
+    /// `account`'s deadline, if it has one.
+    async fn deadline(&self, account: &str) -> Result<Option<u64>>;
+    /// Claims up to `max` deadlines at or before `now_ms`: each moves to `claimed_until_ms`,
+    /// so no other process takes it meanwhile, and comes back (due again) if the claimer dies
+    /// before [`Deadlines::finish`]. Gives each account with the deadline it had.
+    async fn claim_due(
+        &self,
+        now_ms: u64,
+        claimed_until_ms: u64,
+        max: usize,
+    ) -> Result<Vec<(String, u64)>>;
+    /// Removes a deadline whose cancel is journaled, unless the account set a new one since the
+    /// claim (it is then no longer `claimed_until_ms`).
+    async fn finish(&self, account: &str, claimed_until_ms: u64) -> Result<()>;
+}
+
 /// A trade as the read API shows it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TradeRecord {

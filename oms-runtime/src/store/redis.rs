@@ -59,6 +59,23 @@ end
 return 0
 ";
 
+/// Claims the due members of the deadlines set, atomically: one process gets each.
+const CLAIM_DUE: &str = r"
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, ARGV[3])
+for i = 1, #due, 2 do redis.call('ZADD', KEYS[1], 'XX', ARGV[2], due[i]) end
+return due
+";
+
+/// Removes a claimed deadline, unless it moved since.
+const FINISH: &str = r"
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if score and tonumber(score) == tonumber(ARGV[2]) then
+  redis.call('ZREM', KEYS[1], ARGV[1])
+  return 1
+end
+return 0
+";
+
 /// Connection settings.
 #[derive(Clone, Debug)]
 pub struct RedisConfig {
@@ -84,6 +101,8 @@ pub struct RedisStore {
     reserve: Script,
     complete: Script,
     release: Script,
+    claim_due: Script,
+    finish: Script,
 }
 
 fn error(error: redis::RedisError) -> StoreError {
@@ -119,6 +138,8 @@ impl RedisStore {
             reserve: Script::new(RESERVE),
             complete: Script::new(COMPLETE),
             release: Script::new(RELEASE),
+            claim_due: Script::new(CLAIM_DUE),
+            finish: Script::new(FINISH),
         })
     }
 
@@ -156,6 +177,10 @@ impl RedisStore {
             .await
             .map_err(error)?;
         Ok(())
+    }
+
+    fn deadlines_key(&self) -> String {
+        format!("{}:cancel-after", self.prefix)
     }
 
     fn depth_key(&self, symbol: &str) -> String {
@@ -233,6 +258,79 @@ impl RedisStore {
         let mut connection = self.connection.clone();
         let _: String = redis::cmd("PING")
             .query_async(&mut connection)
+            .await
+            .map_err(error)?;
+        Ok(())
+    }
+}
+
+/// Deadlines are one sorted set, `<prefix>:cancel-after`, account → deadline in milliseconds.
+#[async_trait]
+impl super::Deadlines for RedisStore {
+    async fn set_deadline(&self, account: &str, deadline_ms: Option<u64>) -> Result<()> {
+        let mut connection = self.connection.clone();
+        let key = self.deadlines_key();
+        let mut command = match deadline_ms {
+            Some(deadline) => {
+                let mut command = redis::cmd("ZADD");
+                command.arg(key).arg(deadline);
+                command
+            }
+            None => {
+                let mut command = redis::cmd("ZREM");
+                command.arg(key);
+                command
+            }
+        };
+        command.arg(account);
+        let _: i64 = command.query_async(&mut connection).await.map_err(error)?;
+        Ok(())
+    }
+
+    async fn deadline(&self, account: &str) -> Result<Option<u64>> {
+        let mut connection = self.connection.clone();
+        let score: Option<f64> = redis::cmd("ZSCORE")
+            .arg(self.deadlines_key())
+            .arg(account)
+            .query_async(&mut connection)
+            .await
+            .map_err(error)?;
+        Ok(score.map(|score| score as u64))
+    }
+
+    async fn claim_due(
+        &self,
+        now_ms: u64,
+        claimed_until_ms: u64,
+        max: usize,
+    ) -> Result<Vec<(String, u64)>> {
+        let mut connection = self.connection.clone();
+        let due: Vec<String> = self
+            .claim_due
+            .key(self.deadlines_key())
+            .arg(now_ms)
+            .arg(claimed_until_ms)
+            .arg(max)
+            .invoke_async(&mut connection)
+            .await
+            .map_err(error)?;
+        Ok(due
+            .chunks(2)
+            .filter_map(|pair| match pair {
+                [account, score] => Some((account.clone(), score.parse::<f64>().ok()? as u64)),
+                _ => None,
+            })
+            .collect())
+    }
+
+    async fn finish(&self, account: &str, claimed_until_ms: u64) -> Result<()> {
+        let mut connection = self.connection.clone();
+        let _: i64 = self
+            .finish
+            .key(self.deadlines_key())
+            .arg(account)
+            .arg(claimed_until_ms)
+            .invoke_async(&mut connection)
             .await
             .map_err(error)?;
         Ok(())

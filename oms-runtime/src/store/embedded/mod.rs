@@ -71,6 +71,8 @@ const CLIENT_IDS: TableDefinition<(&str, &str, &str), u64> =
 /// `(account, client order id, order id)` of every order: the lookup by client order id.
 const CLIENT_ORDERS: TableDefinition<(&str, &str, u64), ()> = TableDefinition::new("client_orders");
 const TRADES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("trades");
+/// account → its cancel-after deadline, milliseconds since the epoch.
+const DEADLINES: TableDefinition<&str, u64> = TableDefinition::new("cancel_after");
 /// `(symbol, minute)` → the minute's [`Candle`].
 const CANDLES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("candles");
 const ACCOUNT_TRADES: TableDefinition<(&str, u64, &str, u64), ()> =
@@ -430,6 +432,7 @@ impl Embedded {
             txn.open_table(CLIENT_IDS).map_err(db_error)?;
             txn.open_table(TRADES).map_err(db_error)?;
             txn.open_table(CANDLES).map_err(db_error)?;
+            txn.open_table(DEADLINES).map_err(db_error)?;
             txn.open_table(ACCOUNT_TRADES).map_err(db_error)?;
             txn.open_table(SNAPSHOTS).map_err(db_error)?;
             txn.open_table(BALANCES).map_err(db_error)?;
@@ -615,6 +618,26 @@ impl Embedded {
 
     /// A read on the blocking pool, so that a scan (or a slow disk) never stalls the async
     /// workers that serve requests.
+    /// A durable write transaction off the async threads (waits for the projection's writer
+    /// to finish its transaction: milliseconds).
+    async fn write_off<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&redb::WriteTransaction) -> Result<T> + Send + 'static,
+    {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || {
+            let txn = db.begin_write().map_err(db_error)?;
+            let value = f(&txn)?;
+            txn.commit().map_err(db_error)?;
+            Ok(value)
+        })
+        .await
+        .map_err(|error| {
+            StoreError::unavailable(Backend::Embedded, format!("write task: {error}"))
+        })?
+    }
+
     async fn read_off<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
@@ -793,6 +816,92 @@ impl super::IdempotencyStore for Embedded {
             .map_err(db_error)?
             .remove(&scoped(origin));
         Ok(())
+    }
+}
+
+#[async_trait]
+impl super::Deadlines for Embedded {
+    async fn set_deadline(&self, account: &str, deadline_ms: Option<u64>) -> Result<()> {
+        let account = account.to_string();
+        self.write_off(move |txn| {
+            let mut table = txn.open_table(DEADLINES).map_err(db_error)?;
+            match deadline_ms {
+                Some(deadline) => table.insert(account.as_str(), deadline).map(drop),
+                None => table.remove(account.as_str()).map(drop),
+            }
+            .map_err(db_error)
+        })
+        .await
+    }
+
+    async fn deadline(&self, account: &str) -> Result<Option<u64>> {
+        let account = account.to_string();
+        self.read_off(move |txn| {
+            let table = txn.open_table(DEADLINES).map_err(db_error)?;
+            let found = table.get(account.as_str()).map_err(db_error)?;
+            Ok(found.map(|deadline| deadline.value()))
+        })
+        .await
+    }
+
+    async fn claim_due(
+        &self,
+        now_ms: u64,
+        claimed_until_ms: u64,
+        max: usize,
+    ) -> Result<Vec<(String, u64)>> {
+        // A read first: almost always nothing is due, and a write transaction would wait for
+        // the projection's writer for nothing.
+        let due = self
+            .read_off(move |txn| {
+                let table = txn.open_table(DEADLINES).map_err(db_error)?;
+                let mut due = Vec::new();
+                for row in table.iter().map_err(db_error)? {
+                    let (account, deadline) = row.map_err(db_error)?;
+                    if deadline.value() <= now_ms && due.len() < max {
+                        due.push(account.value().to_string());
+                    }
+                }
+                Ok(due)
+            })
+            .await?;
+        if due.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.write_off(move |txn| {
+            let mut table = txn.open_table(DEADLINES).map_err(db_error)?;
+            let mut claimed = Vec::new();
+            for account in due {
+                let deadline = table
+                    .get(account.as_str())
+                    .map_err(db_error)?
+                    .map(|d| d.value());
+                if let Some(deadline) = deadline.filter(|deadline| *deadline <= now_ms) {
+                    table
+                        .insert(account.as_str(), claimed_until_ms)
+                        .map_err(db_error)?;
+                    claimed.push((account, deadline));
+                }
+            }
+            Ok(claimed)
+        })
+        .await
+    }
+
+    async fn finish(&self, account: &str, claimed_until_ms: u64) -> Result<()> {
+        let account = account.to_string();
+        self.write_off(move |txn| {
+            let mut table = txn.open_table(DEADLINES).map_err(db_error)?;
+            let current = table
+                .get(account.as_str())
+                .map_err(db_error)?
+                .map(|d| d.value());
+            if current == Some(claimed_until_ms) {
+                table.remove(account.as_str()).map_err(db_error)?;
+            }
+            Ok(())
+        })
+        .await
     }
 }
 
