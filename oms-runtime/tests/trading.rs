@@ -761,7 +761,7 @@ async fn a_batch_journals_its_good_orders_in_one_append_and_refuses_the_bad() {
     let off_tick = order("alice", "buy", "100.001", "1");
     let foreign = order("carol", "buy", "100.00", "1");
     let sell = order("bob", "sell", "101.00", "0.5");
-    let body = format!(r#"{{"orders":[{good},{off_tick},{foreign},{sell},[1]]}}"#);
+    let body = format!(r#"{{"orders":[{good},{off_tick},{foreign},{sell},{{"price":1}}]}}"#);
     let head = h.head();
     let commits = |h: &common::Harness| {
         let metrics = h.runtime.app.metrics.encode();
@@ -785,7 +785,7 @@ async fn a_batch_journals_its_good_orders_in_one_append_and_refuses_the_bad() {
     assert_eq!(results[1]["error"]["field"], "price");
     assert_eq!(results[2]["error"]["code"], "forbidden");
     assert_eq!(results[3]["status"], "pending");
-    assert_eq!(results[4]["error"]["code"], "malformed_json");
+    assert_eq!(results[4]["error"]["code"], "invalid_field");
     assert_eq!(h.head(), head + 2, "the two good orders, nothing else");
     assert_eq!(commits(&h), commits_before + 1, "in one durable append");
     assert_eq!(
@@ -826,6 +826,7 @@ async fn a_batch_journals_its_good_orders_in_one_append_and_refuses_the_bad() {
         (format!(r#"{{"orders":[{many}]}}"#), "invalid_batch"),
         (format!(r#"[{good}]"#), "malformed_json"),
         (r#"{"orders":[],"x":1}"#.to_string(), "invalid_field"),
+        (format!(r#"{{"orders":[{good},[1]]}}"#), "invalid_field"),
     ] {
         let reply = Call::new("POST", "/v1/orders/batch")
             .idempotency("b-2")

@@ -115,6 +115,7 @@ pub async fn set(
 
 /// Whose switch.
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AccountQuery {
     /// Account; may be left out when the key has exactly one.

@@ -38,7 +38,7 @@ pub struct TransferRequest {
     /// The asset, such as `USDT`.
     pub asset: String,
     /// How much: a positive decimal string with at most the asset's decimals.
-    #[schema(value_type = String, example = "1000.50")]
+    #[schema(value_type = String, example = "1000.50", pattern = r"^-?[0-9]+(\.[0-9]+)?$", max_length = 40)]
     pub amount: DecimalString,
 }
 
@@ -201,6 +201,7 @@ pub struct LedgerList {
 
 /// `GET /v1/balances` query.
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct BalancesQuery {
     /// Account; may be left out when the key has exactly one.
@@ -255,6 +256,7 @@ pub async fn balances(
 
 /// `GET /v1/ledger` query.
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct LedgerParams {
     /// Account; may be left out when the key has exactly one.
@@ -262,6 +264,7 @@ pub struct LedgerParams {
     /// Only this asset.
     asset: Option<String>,
     /// Page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
     /// `next_cursor` of the previous page.
     cursor: Option<String>,

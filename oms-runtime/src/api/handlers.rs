@@ -202,9 +202,11 @@ pub const MAX_BATCH: usize = 20;
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchRequest {
-    /// 1 to 20 orders, each as the body of `POST /v1/orders`.
-    #[schema(value_type = Vec<OrderRequest>)]
-    orders: Vec<serde_json::Value>,
+    /// 1 to 20 orders, each as the body of `POST /v1/orders` (see `OrderRequest`). Each is
+    /// checked on its own: an object that is not a valid order is refused in its result, not
+    /// with the request (anything but an object makes the whole request a 400).
+    #[schema(value_type = Vec<Object>)]
+    orders: Vec<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// Place up to 20 orders in one request.
@@ -316,6 +318,7 @@ pub async fn get_order(
 
 /// Filters of `GET /v1/orders`.
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListOrders {
     /// Account; may be left out when the key has exactly one.
@@ -325,6 +328,7 @@ pub struct ListOrders {
     /// `open` (new or partially filled) or one status.
     status: Option<String>,
     /// Page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
     /// `next_cursor` of the previous page.
     cursor: Option<String>,
@@ -426,6 +430,7 @@ pub async fn list_orders(
 
 /// Filters of `GET /v1/trades`.
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListTrades {
     /// Account; may be left out when the key has exactly one.
@@ -433,6 +438,7 @@ pub struct ListTrades {
     /// Only this instrument.
     symbol: Option<String>,
     /// Most trades returned, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
     /// `next_cursor` of the previous page.
     cursor: Option<String>,

@@ -219,6 +219,7 @@ pub async fn amend_order(
 
 /// Which orders a mass cancel or a client order id lookup is about.
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AccountScope {
     /// Account; may be left out when the key has exactly one.

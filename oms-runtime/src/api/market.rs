@@ -25,9 +25,11 @@ fn instrument<'a>(app: &'a AppState, symbol: &str) -> Result<&'a Instrument, Api
 
 /// Depth query.
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct BookQuery {
     /// Levels per side, 1 to 1000 (default 20).
+    #[param(minimum = 1, maximum = 1000)]
     depth: Option<usize>,
 }
 
@@ -131,9 +133,11 @@ pub async fn instruments(State(app): State<Arc<AppState>>) -> Response {
 
 /// How many trades.
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct TradesQuery {
     /// Most trades returned, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
 }
 
@@ -213,9 +217,11 @@ pub async fn ticker(
 
 /// Which candles.
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct CandlesQuery {
     /// The last this many minutes, 1 to 1440 (default 60), the current one included.
+    #[param(minimum = 1, maximum = 1440)]
     minutes: Option<u64>,
 }
 

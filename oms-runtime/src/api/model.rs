@@ -74,17 +74,17 @@ pub struct OrderRequest {
     pub time_in_force: Option<TimeInForce>,
     /// Limit price as a decimal string; limit orders only.
     #[serde(default)]
-    #[schema(value_type = Option<String>, example = "65000.10")]
+    #[schema(value_type = Option<String>, example = "65000.10", pattern = r"^-?[0-9]+(\.[0-9]+)?$", max_length = 40)]
     pub price: Option<DecimalString>,
     /// Quantity as a decimal string. Required unless `quote_quantity` is given.
     #[serde(default)]
-    #[schema(value_type = Option<String>, example = "0.01")]
+    #[schema(value_type = Option<String>, example = "0.01", pattern = r"^-?[0-9]+(\.[0-9]+)?$", max_length = 40)]
     pub quantity: Option<DecimalString>,
     /// A market buy's budget in the quote asset instead of a quantity (Binance's
     /// `quoteOrderQty`): the order buys as many lots as the budget affords, best price first.
     /// Only for `ioc` market buys; a multiple of `tick_size × lot_size`.
     #[serde(default)]
-    #[schema(value_type = Option<String>, example = "100.00")]
+    #[schema(value_type = Option<String>, example = "100.00", pattern = r"^-?[0-9]+(\.[0-9]+)?$", max_length = 40)]
     pub quote_quantity: Option<DecimalString>,
     /// Your reference, unique among the account's open orders (1 to 64 characters); the order
     /// id is used when omitted.
@@ -172,11 +172,11 @@ impl OrderRequest {
 pub struct AmendRequest {
     /// The new limit price, a multiple of the tick size.
     #[serde(default)]
-    #[schema(value_type = Option<String>, example = "65000.10")]
+    #[schema(value_type = Option<String>, example = "65000.10", pattern = r"^-?[0-9]+(\.[0-9]+)?$", max_length = 40)]
     pub price: Option<DecimalString>,
     /// The new total quantity, filled quantity included; more than what has filled.
     #[serde(default)]
-    #[schema(value_type = Option<String>, example = "0.02")]
+    #[schema(value_type = Option<String>, example = "0.02", pattern = r"^-?[0-9]+(\.[0-9]+)?$", max_length = 40)]
     pub quantity: Option<DecimalString>,
 }
 
