@@ -103,9 +103,13 @@ impl Report {
     }
 
     fn print(&self, name: &str) {
+        self.print_as(name, "orders/s");
+    }
+
+    fn print_as(&self, name: &str, unit: &str) {
         let ms = |q: f64| self.latency.value_at_quantile(q) as f64 / 1000.0;
         println!(
-            "{name:<34} {:>9.0} orders/s   p50 {:>6.2} ms   p99 {:>6.2} ms   p99.9 {:>6.2} ms   max {:>7.2} ms   ({} ok, {} errors{})",
+            "{name:<34} {:>9.0} {unit:<8}   p50 {:>6.2} ms   p99 {:>6.2} ms   p99.9 {:>6.2} ms   max {:>7.2} ms   ({} ok, {} errors{})",
             self.rate(),
             ms(0.5),
             ms(0.99),
@@ -149,6 +153,17 @@ async fn fund(target: &str, key: &str, accounts: &[String]) -> anyhow::Result<()
     Ok(())
 }
 
+/// What a run sends.
+#[derive(Clone)]
+enum Kind {
+    /// `POST /v1/orders`: limit orders around 100.00 on both sides.
+    Place,
+    /// `PATCH /v1/orders/{id}` of these resting orders, their quantity alternating.
+    Amend(Arc<Vec<String>>),
+    /// `DELETE /v1/orders?account=`, the accounts in turn.
+    MassCancel,
+}
+
 /// Sends orders to `target` for `load.duration` (after a 2 s warm-up that is not counted).
 async fn drive(
     target: &str,
@@ -157,13 +172,30 @@ async fn drive(
     load: &Load,
     rate: Option<f64>,
 ) -> anyhow::Result<Report> {
+    drive_kind(target, key, accounts, load, rate, Kind::Place).await
+}
+
+/// Sends requests of `kind` to `target` for `load.duration` (after a 2 s warm-up that is not
+/// counted).
+async fn drive_kind(
+    target: &str,
+    key: &str,
+    accounts: &[String],
+    load: &Load,
+    rate: Option<f64>,
+    kind: Kind,
+) -> anyhow::Result<Report> {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(load.connections)
         .tcp_nodelay(true)
         .timeout(Duration::from_secs(10))
         .build()?;
     let url = format!("{target}/v1/orders");
-    let run = std::process::id();
+    let run = format!(
+        "{}-{}",
+        std::process::id(),
+        NEXT_RUN.fetch_add(1, Ordering::Relaxed)
+    );
     let next = Arc::new(AtomicU64::new(0));
     let warmup = Duration::from_secs(2);
     let start = Instant::now();
@@ -172,7 +204,7 @@ async fn drive(
     let mut tasks = Vec::new();
     for _ in 0..load.connections {
         let (client, url, key, next) = (client.clone(), url.clone(), key.to_string(), next.clone());
-        let accounts = accounts.to_vec();
+        let (accounts, kind, run) = (accounts.to_vec(), kind.clone(), run.clone());
         tasks.push(tokio::spawn(async move {
             let mut latency = Histogram::<u64>::new(3).expect("histogram");
             let (mut sent, mut ok) = (0u64, 0u64);
@@ -189,20 +221,30 @@ async fn drive(
                     break;
                 }
                 tokio::time::sleep_until(due.into()).await;
-                let side = if i % 2 == 0 { "buy" } else { "sell" };
                 let account = &accounts[i as usize % accounts.len()];
-                let price = 10_000 + (i * 7919 % 200);
-                let body = format!(
-                    r#"{{"account":"{account}","symbol":"BTC-USDT","side":"{side}","type":"limit","price":"{}.{:02}","quantity":"0.1"}}"#,
-                    price / 100,
-                    price % 100
-                );
-                let response = client
-                    .post(&url)
+                let request = match &kind {
+                    Kind::Place => {
+                        let side = if i % 2 == 0 { "buy" } else { "sell" };
+                        let price = 10_000 + (i * 7919 % 200);
+                        client.post(&url).body(format!(
+                            r#"{{"account":"{account}","symbol":"BTC-USDT","side":"{side}","type":"limit","price":"{}.{:02}","quantity":"0.1"}}"#,
+                            price / 100,
+                            price % 100
+                        ))
+                    }
+                    Kind::Amend(ids) => {
+                        let id = &ids[i as usize % ids.len()];
+                        let quantity = if (i as usize / ids.len()).is_multiple_of(2) { "0.2" } else { "0.1" };
+                        client
+                            .patch(format!("{url}/{id}"))
+                            .body(format!(r#"{{"quantity":"{quantity}"}}"#))
+                    }
+                    Kind::MassCancel => client.delete(format!("{url}?account={account}")),
+                };
+                let response = request
                     .bearer_auth(&key)
                     .header("idempotency-key", format!("lg-{run}-{i}"))
                     .header("content-type", "application/json")
-                    .body(body)
                     .send()
                     .await;
                 let outcome = match response {
@@ -245,6 +287,140 @@ async fn drive(
         report.latency.add(latency)?;
     }
     Ok(report)
+}
+
+/// Tells the runs of one process apart in their idempotency keys.
+static NEXT_RUN: AtomicU64 = AtomicU64::new(0);
+
+/// Places `count` buys of `account` that rest (below the place phase's prices, within its price
+/// band) and gives their ids.
+async fn rest(target: &str, key: &str, account: &str, count: usize) -> anyhow::Result<Vec<String>> {
+    let client = reqwest::Client::new();
+    let mut ids = Vec::with_capacity(count);
+    let batches = (0..count).collect::<Vec<_>>();
+    for chunk in batches.chunks(20) {
+        let orders: Vec<String> = chunk
+            .iter()
+            .map(|n| {
+                format!(
+                    r#"{{"account":"{account}","symbol":"BTC-USDT","side":"buy","type":"limit","price":"{}.{:02}","quantity":"0.1"}}"#,
+                    92 + n % 5,
+                    n % 100
+                )
+            })
+            .collect();
+        let response = client
+            .post(format!("{target}/v1/orders/batch"))
+            .bearer_auth(key)
+            .header(
+                "idempotency-key",
+                format!("rest-{account}-{}-{}", std::process::id(), chunk[0]),
+            )
+            .header("content-type", "application/json")
+            .body(format!(r#"{{"orders":[{}]}}"#, orders.join(",")))
+            .send()
+            .await?;
+        anyhow::ensure!(
+            response.status().is_success(),
+            "batch: {}",
+            response.status()
+        );
+        let answer: serde_json::Value = response.json().await?;
+        for result in answer["results"].as_array().into_iter().flatten() {
+            let id = result["order_id"]
+                .as_str()
+                .context("a refused resting order")?;
+            ids.push(id.to_string());
+        }
+    }
+    Ok(ids)
+}
+
+/// Waits until the order is processed (the projection has it).
+async fn processed(target: &str, key: &str, order_id: &str) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let response = client
+            .get(format!("{target}/v1/orders/{order_id}"))
+            .bearer_auth(key)
+            .send()
+            .await?;
+        if response.status().is_success() {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "order {order_id} never processed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Amends and mass cancels through HTTP (single-node mode), next to placing: printed lines.
+async fn bench_changes(target: &str, key: &str, load: &Load) -> anyhow::Result<Vec<String>> {
+    eprintln!("resting 2,000 orders to amend ...");
+    let ids = rest(target, key, "alice", 2_000).await?;
+    if let Some(last) = ids.last() {
+        processed(target, key, last).await?;
+    }
+    eprintln!("measuring amendments (PATCH /v1/orders/{{id}}) at full speed ...");
+    let amend = drive_kind(
+        target,
+        key,
+        &["alice".into()],
+        load,
+        None,
+        Kind::Amend(Arc::new(ids)),
+    )
+    .await?;
+    eprintln!("measuring mass cancels (DELETE /v1/orders?account=) at full speed ...");
+    let mass = drive_kind(
+        target,
+        key,
+        &["alice".into(), "bob".into()],
+        load,
+        None,
+        Kind::MassCancel,
+    )
+    .await?;
+
+    eprintln!("resting 10,000 orders, then one mass cancel of them all ...");
+    let ids = rest(target, key, "bob", 10_000).await?;
+    if let Some(last) = ids.last() {
+        processed(target, key, last).await?;
+    }
+    let started = Instant::now();
+    let response = reqwest::Client::new()
+        .delete(format!("{target}/v1/orders?account=bob"))
+        .bearer_auth(key)
+        .header("idempotency-key", format!("mass-{}", std::process::id()))
+        .header("prefer", "wait=60")
+        .send()
+        .await?;
+    let elapsed = started.elapsed();
+    let answer: serde_json::Value = response.json().await?;
+    let canceled = answer["canceled"].as_u64().unwrap_or(0);
+    let capture = |report: &Report, name: &str, unit: &str| {
+        let ms = |q: f64| report.latency.value_at_quantile(q) as f64 / 1000.0;
+        format!(
+            "{name:<34} {:>9.0} {unit:<8}   p50 {:>6.2} ms   p99 {:>6.2} ms   ({} ok, {} errors)",
+            report.rate(),
+            ms(0.5),
+            ms(0.99),
+            report.ok,
+            report.sent - report.ok
+        )
+    };
+    Ok(vec![
+        capture(&amend, "amend (PATCH), max", "amends/s"),
+        capture(&mass, "mass cancel (DELETE), max", "cancels/s"),
+        format!(
+            "one mass cancel of {canceled} resting orders, Prefer: wait: {:.1} ms ({:.0} orders canceled/s)",
+            elapsed.as_secs_f64() * 1000.0,
+            canceled as f64 / elapsed.as_secs_f64()
+        ),
+    ])
 }
 
 /// A child process stopped when dropped.
@@ -398,6 +574,10 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     let half_rate = full.rate() / 2.0;
     eprintln!("measuring oms-runtime at half of that rate ({half_rate:.0}/s, open loop) ...");
     let half = drive(&target, &key, &accounts, load, Some(half_rate)).await?;
+    let changes = match &services {
+        None => bench_changes(&target, &key, load).await?,
+        Some(_) => Vec::new(),
+    };
     let rss = server.peak_rss_mib();
     drop(server);
 
@@ -414,6 +594,9 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     };
     full.print(&format!("oms-runtime {short}, max"));
     half.print(&format!("oms-runtime at {half_rate:.0}/s (half)"));
+    for line in &changes {
+        println!("{line}");
+    }
     if let Some(line) = producer {
         println!("kafka ProducerPerformance, acks=all: {line}");
     }
