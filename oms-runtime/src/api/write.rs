@@ -109,35 +109,8 @@ impl AppState {
         waited_status: StatusCode,
         build: impl Future<Output = Result<Command, ApiError>>,
     ) -> Result<Response, ApiError> {
-        let reservation = self
-            .guard("idempotency store", self.idempotency.reserve(&origin))
-            .await?;
-        let outcome = match &reservation {
-            Reservation::Reserved => "reserved",
-            Reservation::Completed(_) => "replayed",
-            Reservation::InFlight => "in_flight",
-            Reservation::Mismatch => "mismatch",
-        };
-        self.metrics
-            .ingest
-            .idempotency
-            .get_or_create(&OutcomeLabels { outcome })
-            .inc();
-        match reservation {
-            Reservation::Completed(response) => return Ok(stored(&response, true)),
-            Reservation::InFlight => {
-                return Err(ApiError::conflict(
-                    "idempotency_key_in_use",
-                    "a request with this Idempotency-Key is still being processed; retry later",
-                ));
-            }
-            Reservation::Mismatch => {
-                return Err(ApiError::unprocessable(
-                    "idempotency_key_reused",
-                    "this Idempotency-Key was used for a different request",
-                ));
-            }
-            Reservation::Reserved => {}
+        if let Some(replayed) = self.reserve(&origin).await? {
+            return Ok(replayed);
         }
         let command = match build.await {
             Ok(command) => command,
@@ -230,6 +203,37 @@ impl AppState {
                 .unwrap_or(HeaderValue::from_static("wait")),
         );
         Ok(out)
+    }
+
+    /// Reserves `origin`'s key: `None` when this request may go on, the stored answer when
+    /// the key's request completed, an error when it is in flight or was another request.
+    async fn reserve(&self, origin: &Origin) -> Result<Option<Response>, ApiError> {
+        let reservation = self
+            .guard("idempotency store", self.idempotency.reserve(origin))
+            .await?;
+        let outcome = match &reservation {
+            Reservation::Reserved => "reserved",
+            Reservation::Completed(_) => "replayed",
+            Reservation::InFlight => "in_flight",
+            Reservation::Mismatch => "mismatch",
+        };
+        self.metrics
+            .ingest
+            .idempotency
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+        match reservation {
+            Reservation::Reserved => Ok(None),
+            Reservation::Completed(response) => Ok(Some(stored(&response, true))),
+            Reservation::InFlight => Err(ApiError::conflict(
+                "idempotency_key_in_use",
+                "a request with this Idempotency-Key is still being processed; retry later",
+            )),
+            Reservation::Mismatch => Err(ApiError::unprocessable(
+                "idempotency_key_reused",
+                "this Idempotency-Key was used for a different request",
+            )),
+        }
     }
 
     /// The processed outcome of a command as a response: the state of the order or transfer it
@@ -384,24 +388,8 @@ impl AppState {
         origin: Origin,
         items: Vec<BatchItem>,
     ) -> Result<Response, ApiError> {
-        let reservation = self
-            .guard("idempotency store", self.idempotency.reserve(&origin))
-            .await?;
-        match reservation {
-            Reservation::Completed(response) => return Ok(stored(&response, true)),
-            Reservation::InFlight => {
-                return Err(ApiError::conflict(
-                    "idempotency_key_in_use",
-                    "a request with this Idempotency-Key is still being processed; retry later",
-                ));
-            }
-            Reservation::Mismatch => {
-                return Err(ApiError::unprocessable(
-                    "idempotency_key_reused",
-                    "this Idempotency-Key was used for a different request",
-                ));
-            }
-            Reservation::Reserved => {}
+        if let Some(replayed) = self.reserve(&origin).await? {
+            return Ok(replayed);
         }
         let refused = |error: &ApiError| serde_json::from_str(&error.body()).unwrap_or_default();
         let mut results = vec![serde_json::Value::Null; items.len()];
