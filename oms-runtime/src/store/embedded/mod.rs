@@ -415,6 +415,11 @@ pub struct Embedded {
     ttl: Duration,
     threads: Arc<Mutex<Vec<std::thread::JoinHandle<()>>>>,
     tail: Arc<Mutex<VecDeque<(Position, JournalEntry)>>>,
+    /// The cancel-after deadlines, as in the [`DEADLINES`] table: this process is the table's
+    /// only writer, so the sweep looks here and touches the database only when one is due (a
+    /// read transaction every 250 ms stalled requests during the projection's durable commits).
+    /// Held across each change (database, then memory), so changes never interleave.
+    deadlines: Arc<tokio::sync::Mutex<HashMap<String, u64>>>,
 }
 
 impl Embedded {
@@ -532,7 +537,18 @@ impl Embedded {
                 .map_err(db_error)?;
             vec![journal, projection]
         };
+        let deadlines = {
+            let txn = db.begin_read().map_err(db_error)?;
+            let table = txn.open_table(DEADLINES).map_err(db_error)?;
+            let mut deadlines = HashMap::new();
+            for row in table.iter().map_err(db_error)? {
+                let (account, deadline) = row.map_err(db_error)?;
+                deadlines.insert(account.value().to_string(), deadline.value());
+            }
+            Arc::new(tokio::sync::Mutex::new(deadlines))
+        };
         Ok(Embedded {
+            deadlines,
             db,
             writer,
             log,
@@ -819,29 +835,30 @@ impl super::IdempotencyStore for Embedded {
     }
 }
 
+/// Written through to the [`DEADLINES`] table (durable before the answer), read from memory.
 #[async_trait]
 impl super::Deadlines for Embedded {
     async fn set_deadline(&self, account: &str, deadline_ms: Option<u64>) -> Result<()> {
-        let account = account.to_string();
+        let mut deadlines = self.deadlines.lock().await;
+        let owned = account.to_string();
         self.write_off(move |txn| {
             let mut table = txn.open_table(DEADLINES).map_err(db_error)?;
             match deadline_ms {
-                Some(deadline) => table.insert(account.as_str(), deadline).map(drop),
-                None => table.remove(account.as_str()).map(drop),
+                Some(deadline) => table.insert(owned.as_str(), deadline).map(drop),
+                None => table.remove(owned.as_str()).map(drop),
             }
             .map_err(db_error)
         })
-        .await
+        .await?;
+        match deadline_ms {
+            Some(deadline) => deadlines.insert(account.to_string(), deadline),
+            None => deadlines.remove(account),
+        };
+        Ok(())
     }
 
     async fn deadline(&self, account: &str) -> Result<Option<u64>> {
-        let account = account.to_string();
-        self.read_off(move |txn| {
-            let table = txn.open_table(DEADLINES).map_err(db_error)?;
-            let found = table.get(account.as_str()).map_err(db_error)?;
-            Ok(found.map(|deadline| deadline.value()))
-        })
-        .await
+        Ok(self.deadlines.lock().await.get(account).copied())
     }
 
     async fn claim_due(
@@ -850,58 +867,49 @@ impl super::Deadlines for Embedded {
         claimed_until_ms: u64,
         max: usize,
     ) -> Result<Vec<(String, u64)>> {
-        // A read first: almost always nothing is due, and a write transaction would wait for
-        // the projection's writer for nothing.
-        let due = self
-            .read_off(move |txn| {
-                let table = txn.open_table(DEADLINES).map_err(db_error)?;
-                let mut due = Vec::new();
-                for row in table.iter().map_err(db_error)? {
-                    let (account, deadline) = row.map_err(db_error)?;
-                    if deadline.value() <= now_ms && due.len() < max {
-                        due.push(account.value().to_string());
-                    }
-                }
-                Ok(due)
-            })
-            .await?;
+        let mut deadlines = self.deadlines.lock().await;
+        let due: Vec<(String, u64)> = deadlines
+            .iter()
+            .filter(|(_, deadline)| **deadline <= now_ms)
+            .take(max)
+            .map(|(account, deadline)| (account.clone(), *deadline))
+            .collect();
         if due.is_empty() {
             return Ok(Vec::new());
         }
+        let claimed = due.clone();
         self.write_off(move |txn| {
             let mut table = txn.open_table(DEADLINES).map_err(db_error)?;
-            let mut claimed = Vec::new();
-            for account in due {
-                let deadline = table
-                    .get(account.as_str())
-                    .map_err(db_error)?
-                    .map(|d| d.value());
-                if let Some(deadline) = deadline.filter(|deadline| *deadline <= now_ms) {
-                    table
-                        .insert(account.as_str(), claimed_until_ms)
-                        .map_err(db_error)?;
-                    claimed.push((account, deadline));
-                }
-            }
-            Ok(claimed)
-        })
-        .await
-    }
-
-    async fn finish(&self, account: &str, claimed_until_ms: u64) -> Result<()> {
-        let account = account.to_string();
-        self.write_off(move |txn| {
-            let mut table = txn.open_table(DEADLINES).map_err(db_error)?;
-            let current = table
-                .get(account.as_str())
-                .map_err(db_error)?
-                .map(|d| d.value());
-            if current == Some(claimed_until_ms) {
-                table.remove(account.as_str()).map_err(db_error)?;
+            for (account, _) in &claimed {
+                table
+                    .insert(account.as_str(), claimed_until_ms)
+                    .map_err(db_error)?;
             }
             Ok(())
         })
-        .await
+        .await?;
+        for (account, _) in &due {
+            deadlines.insert(account.clone(), claimed_until_ms);
+        }
+        Ok(due)
+    }
+
+    async fn finish(&self, account: &str, claimed_until_ms: u64) -> Result<()> {
+        let mut deadlines = self.deadlines.lock().await;
+        if deadlines.get(account) != Some(&claimed_until_ms) {
+            return Ok(());
+        }
+        let owned = account.to_string();
+        self.write_off(move |txn| {
+            txn.open_table(DEADLINES)
+                .map_err(db_error)?
+                .remove(owned.as_str())
+                .map_err(db_error)?;
+            Ok(())
+        })
+        .await?;
+        deadlines.remove(account);
+        Ok(())
     }
 }
 
