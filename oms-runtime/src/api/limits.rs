@@ -29,6 +29,14 @@ pub enum Class {
 }
 
 impl Class {
+    /// Its place in a key's windows.
+    fn index(self) -> usize {
+        match self {
+            Class::Reads => 0,
+            Class::Writes => 1,
+        }
+    }
+
     /// The class of a request method.
     pub fn of(method: &Method) -> Class {
         if method == Method::GET || method == Method::HEAD {
@@ -92,15 +100,17 @@ impl Verdict {
 }
 
 /// One key's current window of one class.
+#[derive(Clone, Copy)]
 struct Window {
     started: Instant,
     used: u32,
 }
 
-/// The counts of every key.
+/// The counts of every key: its windows by [`Class::index`], under its id (looked up by `&str`,
+/// so a request allocates nothing once its key has been seen).
 pub struct RateLimiter {
     defaults: Defaults,
-    windows: Mutex<HashMap<(String, Class), Window>>,
+    windows: Mutex<HashMap<String, [Window; 2]>>,
 }
 
 impl RateLimiter {
@@ -128,28 +138,37 @@ impl RateLimiter {
             Ok(windows) => windows,
             Err(poisoned) => poisoned.into_inner(),
         };
-        let window = windows
-            .entry((principal.id.clone(), class))
-            .or_insert(Window {
-                started: now,
-                used: 0,
-            });
-        if now.duration_since(window.started) >= WINDOW {
-            window.started = now;
-            window.used = 0;
-        }
-        let allowed = window.used < quota;
-        if allowed {
-            window.used += 1;
-        }
-        let left = WINDOW.saturating_sub(now.duration_since(window.started));
-        Verdict {
-            class,
-            allowed,
-            quota,
-            remaining: quota - window.used,
-            reset: left.as_secs_f64().ceil().max(1.0) as u64,
-        }
+        let window = match windows.get_mut(principal.id.as_str()) {
+            Some(key) => &mut key[class.index()],
+            None => {
+                let fresh = Window {
+                    started: now,
+                    used: 0,
+                };
+                &mut windows.entry(principal.id.clone()).or_insert([fresh; 2])[class.index()]
+            }
+        };
+        count(window, class, quota, now)
+    }
+}
+
+/// Counts a request in `window` if `quota` allows it.
+fn count(window: &mut Window, class: Class, quota: u32, now: Instant) -> Verdict {
+    if now.duration_since(window.started) >= WINDOW {
+        window.started = now;
+        window.used = 0;
+    }
+    let allowed = window.used < quota;
+    if allowed {
+        window.used += 1;
+    }
+    let left = WINDOW.saturating_sub(now.duration_since(window.started));
+    Verdict {
+        class,
+        allowed,
+        quota,
+        remaining: quota - window.used,
+        reset: left.as_secs_f64().ceil().max(1.0) as u64,
     }
 }
 
