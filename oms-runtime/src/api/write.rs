@@ -1,5 +1,6 @@
-//! The write path shared by placing, canceling, depositing and withdrawing: idempotency,
-//! durability, optional wait.
+//! The write path shared by placing, amending, canceling (one order or all of an account's),
+//! depositing and withdrawing: idempotency, durability, optional wait. A batch of orders
+//! ([`AppState::write_batch`]) takes the same steps for several commands in one append.
 //!
 //! ```text
 //! reserve key ─▶ build command (may refuse: key released) ─▶ append, durable ─▶ store response
