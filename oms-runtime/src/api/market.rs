@@ -5,7 +5,7 @@ use super::error::{ApiError, ErrorBody};
 use super::handlers::{limit, now, path_error, query_error};
 use super::model::{BookView, CandleView, MarketTradeView, TickerView, rfc3339};
 use super::{AppState, json};
-use crate::store::{Candle, WindowStats};
+use crate::store::Candle;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
@@ -209,7 +209,7 @@ pub async fn ticker(
         instrument,
         last.first(),
         depth.as_ref(),
-        WindowStats::of(&candles).as_ref(),
+        Candle::merged(&candles).as_ref(),
         rfc3339(from * 60_000_000_000),
         rfc3339(at),
     )))

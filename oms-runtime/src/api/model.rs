@@ -503,7 +503,7 @@ impl TickerView {
         instrument: &Instrument,
         last: Option<&TradeRecord>,
         depth: Option<&oms_core::Depth>,
-        day: Option<&crate::store::WindowStats>,
+        day: Option<&crate::store::Candle>,
         window_start: String,
         at: String,
     ) -> TickerView {

@@ -416,6 +416,23 @@ impl Candle {
         }
     }
 
+    /// The candle of a run of candles (in minute order) taken as one: the first's open, the
+    /// last's close, the extremes and the sums; none without a candle. Its `minute` is the
+    /// first's.
+    pub fn merged(candles: &[Candle]) -> Option<Candle> {
+        let (first, rest) = candles.split_first()?;
+        Some(rest.iter().fold(first.clone(), |mut merged, candle| {
+            merged.high = merged.high.max(candle.high);
+            merged.low = merged.low.min(candle.low);
+            merged.close = candle.close;
+            merged.volume += candle.volume;
+            merged.quote_volume += candle.quote_volume;
+            merged.trades += candle.trades;
+            merged.last_seq = merged.last_seq.max(candle.last_seq);
+            merged
+        }))
+    }
+
     /// Folds in a trade of its minute; a trade already folded changes nothing.
     pub fn add(&mut self, trade: &TradeRecord) {
         if trade.seq <= self.last_seq {
@@ -455,42 +472,6 @@ pub fn fold_candles(
         changed.insert(key, candle);
     }
     Ok(changed.into_values().collect())
-}
-
-/// Open, high, low, last and volumes over a run of candles (in minute order); none without a
-/// trade.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct WindowStats {
-    /// The first trade's price.
-    pub open: Price,
-    /// Highest.
-    pub high: Price,
-    /// Lowest.
-    pub low: Price,
-    /// The last trade's price.
-    pub close: Price,
-    /// Base traded, in lots.
-    pub volume: u128,
-    /// Quote traded, in notional units.
-    pub quote_volume: u128,
-    /// Trades.
-    pub trades: u64,
-}
-
-impl WindowStats {
-    /// The statistics of `candles`.
-    pub fn of(candles: &[Candle]) -> Option<WindowStats> {
-        let (first, last) = (candles.first()?, candles.last()?);
-        Some(WindowStats {
-            open: first.open,
-            high: candles.iter().map(|c| c.high).max()?,
-            low: candles.iter().map(|c| c.low).min()?,
-            close: last.close,
-            volume: candles.iter().map(|c| c.volume).sum(),
-            quote_volume: candles.iter().map(|c| c.quote_volume).sum(),
-            trades: candles.iter().map(|c| c.trades).sum(),
-        })
-    }
 }
 
 /// The changes one processed command makes to the projection.
@@ -666,13 +647,13 @@ mod tests {
             (again[1].trades, again[1].close, again[1].last_seq),
             (2, Price(97), 5)
         );
-        let day = WindowStats::of(&[again[0].clone(), again[1].clone()]).unwrap();
+        let day = Candle::merged(&[again[0].clone(), again[1].clone()]).unwrap();
         assert_eq!(
             (day.open, day.high, day.low, day.close),
             (Price(100), Price(120), Price(90), Price(97))
         );
         assert_eq!((day.volume, day.trades), (8, 5));
-        assert_eq!(WindowStats::of(&[]), None);
+        assert_eq!(Candle::merged(&[]), None);
     }
 
     #[test]

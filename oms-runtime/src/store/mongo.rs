@@ -121,6 +121,18 @@ fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T> {
 const ORDER_FORMAT: i32 = 2;
 
 /// The order state of an order document, of any format this build knows.
+/// Every document of `cursor`, the postcard value of its `field` decoded.
+async fn decode_all<T: for<'de> Deserialize<'de>>(
+    mut cursor: mongodb::Cursor<Document>,
+    field: &'static str,
+) -> Result<Vec<T>> {
+    let mut out = Vec::new();
+    while let Some(document) = cursor.try_next().await.map_err(error)? {
+        out.push(decode(bytes_of(&document, field)?)?);
+    }
+    Ok(out)
+}
+
 fn order_state(document: &Document) -> Result<OrderState> {
     let bytes = bytes_of(document, "state")?;
     match document.get_i32("format") {
@@ -334,17 +346,16 @@ impl MongoStore {
         let stored: std::collections::HashMap<String, Candle> = self
             .bounded(async {
                 let ids: Vec<&String> = ids.iter().collect();
-                let mut cursor = self
+                let cursor = self
                     .candles
                     .find(doc! {"_id": {"$in": ids}})
                     .await
                     .map_err(error)?;
-                let mut found = std::collections::HashMap::new();
-                while let Some(document) = cursor.try_next().await.map_err(error)? {
-                    let candle: Candle = decode(bytes_of(&document, "candle")?)?;
-                    found.insert(candle_key(&candle.symbol, candle.minute), candle);
-                }
-                Ok(found)
+                let found: Vec<Candle> = decode_all(cursor, "candle").await?;
+                Ok(found
+                    .into_iter()
+                    .map(|candle| (candle_key(&candle.symbol, candle.minute), candle))
+                    .collect())
             })
             .await?;
         let candles = super::fold_candles(trades, |symbol, minute| {
@@ -619,17 +630,14 @@ impl FundsStore for MongoStore {
             if let Some(before) = query.before {
                 filter.insert("seq", doc! {"$lt": before as i64});
             }
-            let mut cursor = self
+            let cursor = self
                 .ledger
                 .find(filter)
                 .sort(doc! {"seq": -1, "partition": -1})
                 .limit(query.limit as i64 + 1)
                 .await
                 .map_err(error)?;
-            let mut entries: Vec<LedgerEntry> = Vec::new();
-            while let Some(document) = cursor.try_next().await.map_err(error)? {
-                entries.push(decode(bytes_of(&document, "entry")?)?);
-            }
+            let mut entries: Vec<LedgerEntry> = decode_all(cursor, "entry").await?;
             let next = (entries.len() > query.limit).then(|| {
                 entries.truncate(query.limit);
                 entries.last().map(|entry| entry.seq)
@@ -751,36 +759,28 @@ impl OrderStore for MongoStore {
                     ],
                 );
             }
-            let mut cursor = self
+            let cursor = self
                 .trades
                 .find(filter)
                 .sort(doc! {"ts": -1, "_id": -1})
                 .limit(limit as i64)
                 .await
                 .map_err(error)?;
-            let mut trades = Vec::new();
-            while let Some(document) = cursor.try_next().await.map_err(error)? {
-                trades.push(decode(bytes_of(&document, "trade")?)?);
-            }
-            Ok(trades)
+            decode_all(cursor, "trade").await
         })
         .await
     }
 
     async fn market_trades(&self, symbol: &str, limit: usize) -> Result<Vec<TradeRecord>> {
         self.bounded(async {
-            let mut cursor = self
+            let cursor = self
                 .trades
                 .find(doc! {"symbol": symbol})
                 .sort(doc! {"seq": -1})
                 .limit(limit as i64)
                 .await
                 .map_err(error)?;
-            let mut trades = Vec::new();
-            while let Some(document) = cursor.try_next().await.map_err(error)? {
-                trades.push(decode(bytes_of(&document, "trade")?)?);
-            }
-            Ok(trades)
+            decode_all(cursor, "trade").await
         })
         .await
     }
@@ -788,18 +788,14 @@ impl OrderStore for MongoStore {
     async fn candles(&self, symbol: &str, from: u64, limit: usize) -> Result<Vec<Candle>> {
         self.bounded(async {
             let range = doc! {"$gte": candle_key(symbol, from), "$lte": candle_key(symbol, 999_999_999_999)};
-            let mut cursor = self
+            let cursor = self
                 .candles
                 .find(doc! {"_id": range})
                 .sort(doc! {"_id": 1})
                 .limit(limit as i64)
                 .await
                 .map_err(error)?;
-            let mut candles = Vec::new();
-            while let Some(document) = cursor.try_next().await.map_err(error)? {
-                candles.push(decode(bytes_of(&document, "candle")?)?);
-            }
-            Ok(candles)
+            decode_all(cursor, "candle").await
         })
         .await
     }
