@@ -279,6 +279,9 @@ pub struct ServeArgs {
     /// Connection limits and timeouts.
     #[command(flatten)]
     pub connections: ConnectionArgs,
+    /// WebSocket stream limits.
+    #[command(flatten)]
+    pub streams: StreamArgs,
     /// How long idempotency keys and their responses are kept.
     #[arg(long, env = "OMS_IDEMPOTENCY_TTL", default_value = "24h", value_parser = humantime::parse_duration)]
     pub idempotency_ttl: Duration,
@@ -375,6 +378,47 @@ impl<T: std::str::FromStr> std::str::FromStr for Limit<T> {
         text.parse()
             .map(|value| Limit(Some(value)))
             .map_err(|_| format!("{text:?} is neither a number nor `none`"))
+    }
+}
+
+/// Limits of the WebSocket streams (`GET /v1/ws`, see docs/api.md).
+#[derive(Args, Debug, Clone)]
+pub struct StreamArgs {
+    /// Messages queued for one stream connection; a client that falls this far behind is
+    /// disconnected (close code 4001) instead of slowing anyone else.
+    #[arg(long, env = "OMS_STREAM_QUEUE", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+    pub stream_queue: u32,
+    /// Stream connections of one API key (per process).
+    #[arg(long, env = "OMS_STREAM_CONNECTIONS_PER_KEY", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
+    pub stream_connections_per_key: u32,
+    /// Subscriptions of one API key over its stream connections (per process).
+    #[arg(long, env = "OMS_STREAM_SUBSCRIPTIONS_PER_KEY", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    pub stream_subscriptions_per_key: u32,
+    /// Stream connections of the process.
+    #[arg(long, env = "OMS_STREAM_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub stream_connections: u32,
+    /// Private updates kept for clients that reconnect and resume with a cursor.
+    #[arg(long, env = "OMS_STREAM_REPLAY", default_value_t = 200_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub stream_replay: u32,
+    /// How often the server sends a heartbeat and a ping; a client silent for 4.5 times this
+    /// is disconnected (close code 4000).
+    #[arg(long, env = "OMS_STREAM_HEARTBEAT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub stream_heartbeat: Duration,
+}
+
+impl StreamArgs {
+    /// The streams' limits.
+    pub fn limits(&self) -> crate::streams::Limits {
+        crate::streams::Limits {
+            queue: self.stream_queue as usize,
+            connections_per_key: self.stream_connections_per_key as usize,
+            subscriptions_per_key: self.stream_subscriptions_per_key as usize,
+            connections: self.stream_connections as usize,
+            replay: self.stream_replay as usize,
+            heartbeat: self.stream_heartbeat,
+            idle_timeout: self.stream_heartbeat.mul_f64(4.5),
+            ..crate::streams::Limits::default()
+        }
     }
 }
 

@@ -37,7 +37,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 /// What runs once the dependencies answered: the API and the roles' tasks.
 struct Started {
-    api: Option<(std::net::SocketAddr, axum::Router)>,
+    api: Option<(std::net::SocketAddr, axum::Router, Arc<crate::streams::Hub>)>,
     funds: Option<tokio::task::JoinHandle<()>>,
     processor: Option<tokio::task::JoinHandle<()>>,
     projector: Option<tokio::task::JoinHandle<()>>,
@@ -283,9 +283,52 @@ async fn start(
                 args.keys_reload_every,
                 metrics.ingest.key_reloads.clone(),
             ));
+            // Streams: this pod follows the events and ledger topics for its own clients.
+            let sources = patiently(health, "kafka", || {
+                let kafka = kafka.clone();
+                async move {
+                    tokio::task::spawn_blocking(move || crate::streams::kafka::sources(&kafka))
+                        .await
+                        .map_err(anyhow::Error::from)
+                        .and_then(|sources| sources)
+                        .map_err(|error| crate::store::StoreError::Unavailable {
+                            backend: crate::store::Backend::Kafka,
+                            message: format!("{error:#}"),
+                        })
+                }
+            })
+            .await;
+            let markets = Arc::new(plan.markets);
+            let assets = Arc::new(crate::assets(&markets)?);
+            let limits = settings(args).streams;
+            let hub = Arc::new(crate::streams::Hub::new(
+                sources.len(),
+                limits,
+                metrics.clone(),
+            ));
+            let orders: Arc<dyn crate::store::OrderStore> = Arc::new(mongo.clone());
+            let depth: Arc<dyn crate::processing::DepthSource> = Arc::new(redis.clone());
+            crate::streams::market::Market::start(
+                &hub,
+                &markets,
+                depth.clone(),
+                crate::api::market::ticker_source(orders.clone(), depth),
+            );
+            let follower =
+                crate::streams::follow::Follower::new(markets.clone(), assets.clone(), orders);
+            let following = hub.clone();
+            let follow_kafka = kafka.clone();
+            // Lives as long as the process.
+            drop(tokio::spawn(async move {
+                if let Err(error) =
+                    crate::streams::kafka::follow(follow_kafka, sources, follower, following).await
+                {
+                    tracing::error!(error = %format!("{error:#}"), "streams stopped following the logs");
+                }
+            }));
             let app = AppState {
-                assets: Arc::new(crate::assets(&plan.markets)?),
-                markets: Arc::new(plan.markets),
+                assets,
+                markets,
                 keys,
                 limiter: Arc::new(crate::api::limits::RateLimiter::new(
                     settings(args).rate_limits,
@@ -300,6 +343,7 @@ async fn start(
                 ids: Arc::new(OrderIds::new(node, None)),
                 metrics: metrics.clone(),
                 settings: settings(args),
+                streams: hub,
             };
             // Any ingest fires any lapsed deadline: lives as long as the process.
             drop(crate::api::cancel_after::sweep(
@@ -309,7 +353,8 @@ async fn start(
                 crate::CANCEL_AFTER_SWEEP,
             ));
             tracing::info!(node, "ingest order ids use node {node}");
-            Some((args.api_addr, api::router(app)))
+            let streams = app.streams.clone();
+            Some((args.api_addr, api::router(app), streams))
         }
         _ => None,
     };

@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod processing;
 pub mod server;
 pub mod store;
+pub mod streams;
 
 use anyhow::Context;
 use api::{AppState, Market, Settings};
@@ -110,6 +111,7 @@ pub struct Runtime {
     sweeper: tokio::task::JoinHandle<()>,
     watcher: Option<tokio::task::JoinHandle<()>>,
     deadlines: tokio::task::JoinHandle<()>,
+    market: Arc<streams::market::Market>,
 }
 
 /// What [`Runtime::start`] needs.
@@ -153,6 +155,17 @@ impl Runtime {
             .collect();
         let journal: Arc<dyn store::Journal> = Arc::new(store.clone());
         let orders: Arc<dyn store::OrderStore> = Arc::new(store.clone());
+        let markets = Arc::new(config.markets);
+        let assets = Arc::new(assets(&markets)?);
+        // One source, the journal; what it held at start is replayed, not streamed again.
+        let hub = Arc::new(streams::Hub::new(
+            1,
+            config.settings.streams.clone(),
+            metrics.clone(),
+        ));
+        hub.start_source(0, store.head());
+        let follower =
+            streams::follow::Follower::new(markets.clone(), assets.clone(), orders.clone());
         let pipeline = Pipeline::start(
             &instruments,
             &config.limits,
@@ -162,10 +175,20 @@ impl Runtime {
             processing::local::Options {
                 snapshot_every: config.snapshot_every,
                 hold_projection: config.hold_projection,
+                streams: Some(processing::local::Streams {
+                    follower,
+                    hub: hub.clone(),
+                }),
             },
             metrics.clone(),
         )
         .await?;
+        let market = streams::market::Market::start(
+            &hub,
+            &markets,
+            pipeline.books.clone(),
+            api::market::ticker_source(orders.clone(), pipeline.books.clone()),
+        );
         let floor = store.last_id()?;
         let keys = Arc::new(auth::KeyRing::new(config.keys));
         let watcher = config.keys_file.map(|(path, every)| {
@@ -173,8 +196,8 @@ impl Runtime {
                 .watch(path, every, metrics.ingest.key_reloads.clone())
         });
         let app = AppState {
-            assets: Arc::new(assets(&config.markets)?),
-            markets: Arc::new(config.markets),
+            assets,
+            markets,
             keys: keys.clone(),
             limiter: Arc::new(api::limits::RateLimiter::new(config.settings.rate_limits)),
             journal,
@@ -187,6 +210,7 @@ impl Runtime {
             ids: Arc::new(ids::OrderIds::new(config.node_id, floor)),
             metrics: metrics.clone(),
             settings: config.settings,
+            streams: hub,
         };
         let deadlines = api::cancel_after::sweep(
             app.journal.clone(),
@@ -226,6 +250,7 @@ impl Runtime {
             sweeper,
             watcher,
             deadlines,
+            market,
         })
     }
 
@@ -233,6 +258,7 @@ impl Runtime {
     pub async fn stop(self) {
         self.sweeper.abort();
         self.deadlines.abort();
+        self.market.stop();
         if let Some(watcher) = &self.watcher {
             watcher.abort();
         }
@@ -371,7 +397,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         server::Limits::admin(&connections),
     )
     .await?;
-    let api = Some((args.api_addr, api::router(runtime.app.clone())));
+    let api = Some((
+        args.api_addr,
+        api::router(runtime.app.clone()),
+        runtime.app.streams.clone(),
+    ));
     serve_api(api, &runtime.admin, &connections).await?;
     admin.stop().await;
     runtime.stop().await;
@@ -397,6 +427,7 @@ pub fn settings(args: &ServeArgs) -> Settings {
             writes_per_second: args.rate_limit_writes,
             reads_per_second: args.rate_limit_reads,
         },
+        streams: args.streams.limits(),
     }
 }
 
@@ -412,17 +443,28 @@ fn raise_open_files_limit() {
 /// Serves the API, if this process has one, until SIGTERM or Ctrl-C; then sets `draining` (so
 /// readiness fails first) and drains the connections within the limits' deadline.
 pub async fn serve_api(
-    api: Option<(std::net::SocketAddr, axum::Router)>,
+    api: Option<(std::net::SocketAddr, axum::Router, Arc<streams::Hub>)>,
     admin: &admin::AdminState,
     limits: &server::Limits,
 ) -> anyhow::Result<()> {
     let draining = admin.draining.clone();
+    let hub = api.as_ref().map(|(_, _, hub)| hub.clone());
     let signalled = async move {
         shutdown_signal().await;
         tracing::info!("shutting down: finishing in-flight requests");
         draining.store(true, Ordering::Relaxed);
+        // Stream clients reconnect to another pod and resume.
+        if let Some(hub) = hub {
+            hub.close_all(
+                None,
+                streams::Close {
+                    code: streams::close::GOING_AWAY,
+                    reason: "server shutting down: reconnect and resume",
+                },
+            );
+        }
     };
-    let Some((addr, router)) = api else {
+    let Some((addr, router, _)) = api else {
         signalled.await;
         return Ok(());
     };

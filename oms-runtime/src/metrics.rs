@@ -158,6 +158,22 @@ pub struct RoleMetrics {
     pub restarts: Family<RoleLabels, Counter>,
 }
 
+/// WebSocket streams (see [`crate::streams`]).
+pub struct StreamMetrics {
+    /// Open stream connections.
+    pub connections: Gauge,
+    /// Subscriptions of the open connections.
+    pub subscriptions: Gauge,
+    /// Frames written to clients, by channel (and `control` for the server's own messages).
+    pub sent: Family<OutcomeLabels, Counter>,
+    /// Frames not delivered, by reason (`slow_consumer`: the connection was cut off).
+    pub dropped: Family<OutcomeLabels, Counter>,
+    /// Connections closed, by reason.
+    pub disconnects: Family<OutcomeLabels, Counter>,
+    /// Time from a source's commit to its frame being written to a client.
+    pub delay_seconds: Histogram,
+}
+
 /// Every metric of the runtime, and the registry that exposes them.
 pub struct Metrics {
     /// For `/metrics`.
@@ -172,6 +188,8 @@ pub struct Metrics {
     pub processing: ProcessingMetrics,
     /// Role health.
     pub roles: RoleMetrics,
+    /// Streams.
+    pub streams: StreamMetrics,
 }
 
 impl Default for Metrics {
@@ -406,6 +424,46 @@ impl Metrics {
             roles.restarts.clone(),
         );
 
+        let streams = StreamMetrics {
+            connections: Gauge::default(),
+            subscriptions: Gauge::default(),
+            sent: Family::default(),
+            dropped: Family::default(),
+            disconnects: Family::default(),
+            delay_seconds: seconds(),
+        };
+        let sub = registry.sub_registry_with_prefix("stream");
+        sub.register(
+            "connections",
+            "Open WebSocket stream connections",
+            streams.connections.clone(),
+        );
+        sub.register(
+            "subscriptions",
+            "Subscriptions of the open stream connections",
+            streams.subscriptions.clone(),
+        );
+        sub.register(
+            "messages_sent",
+            "Frames written to stream clients, by channel",
+            streams.sent.clone(),
+        );
+        sub.register(
+            "messages_dropped",
+            "Frames not delivered, by reason",
+            streams.dropped.clone(),
+        );
+        sub.register(
+            "disconnects",
+            "Stream connections closed, by reason",
+            streams.disconnects.clone(),
+        );
+        sub.register(
+            "delay_seconds",
+            "Time from an update's commit to its frame being written",
+            streams.delay_seconds.clone(),
+        );
+
         Metrics {
             registry,
             http,
@@ -413,6 +471,7 @@ impl Metrics {
             store,
             processing,
             roles,
+            streams,
         }
     }
 

@@ -115,7 +115,9 @@ pub async fn serve(
     let timeouts = metrics.timed_out.get_or_create(&labels).clone();
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let refusing = Arc::new(Semaphore::new(REFUSING_AT_ONCE));
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    // Told to connections at shutdown: finish the request in flight, then close. (hyper-util's
+    // `GracefulShutdown` does not take connections that can switch to WebSocket.)
+    let (draining, _) = tokio::sync::watch::channel(false);
     let mut connections = tokio::task::JoinSet::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -159,15 +161,29 @@ pub async fn serve(
             let requests = requests.clone();
             async move {
                 let response = answered.await;
-                requests.fetch_add(1, Ordering::Relaxed);
+                // A switch to WebSocket leaves the count odd ("answering") for good: the
+                // stream's frames are not request heads, and must not start the head timer.
+                if !matches!(&response, Ok(r) if r.status() == hyper::StatusCode::SWITCHING_PROTOCOLS)
+                {
+                    requests.fetch_add(1, Ordering::Relaxed);
+                }
                 response
             }
         });
-        let connection = graceful.watch(http.serve_connection(io, service));
+        let connection = http.serve_connection(io, service).with_upgrades();
+        let mut drain = draining.subscribe();
         let (open, timeouts) = (open.clone(), timeouts.clone());
         open.inc();
         connections.spawn(async move {
-            match connection.await {
+            tokio::pin!(connection);
+            let result = tokio::select! {
+                result = connection.as_mut() => result,
+                () = async { drop(drain.wait_for(|draining| *draining).await) } => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.as_mut().await
+                }
+            };
+            match result {
                 Err(error) if is_timeout(&error) => {
                     timeouts.inc();
                 }
@@ -179,9 +195,10 @@ pub async fn serve(
         });
     }
     drop(listener);
-    let left = graceful.count();
-    tracing::info!(port, connections = left, "draining");
-    if tokio::time::timeout(limits.drain_timeout, graceful.shutdown())
+    tracing::info!(port, connections = connections.len(), "draining");
+    let _ = draining.send(true);
+    let drained = async { while connections.join_next().await.is_some() {} };
+    if tokio::time::timeout(limits.drain_timeout, drained)
         .await
         .is_err()
     {

@@ -148,6 +148,15 @@ impl ApiError {
         )
     }
 
+    /// 429: the key has as many stream connections as it may (or the server has).
+    pub fn too_many_connections(message: impl Into<String>) -> ApiError {
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_connections",
+            message,
+        )
+    }
+
     /// 422 with a code of its own.
     pub fn unprocessable(code: &'static str, message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)

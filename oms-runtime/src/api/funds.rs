@@ -150,7 +150,7 @@ pub struct LedgerEntryView {
 }
 
 impl LedgerEntryView {
-    fn new(entry: &LedgerEntry, assets: &Assets) -> LedgerEntryView {
+    pub(crate) fn new(entry: &LedgerEntry, assets: &Assets) -> LedgerEntryView {
         let scale = assets.scale(&entry.asset).unwrap_or(0);
         let signed = |change: i128| {
             Decimal::try_from_i128_with_scale(change, scale)

@@ -5,7 +5,8 @@ use super::error::{ApiError, ErrorBody};
 use super::handlers::{limit, now, path_error, query_error};
 use super::model::{BookView, CandleView, MarketTradeView, TickerView, rfc3339};
 use super::{AppState, json};
-use crate::store::Candle;
+use crate::processing::DepthSource;
+use crate::store::{Candle, OrderStore, StoreError};
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
@@ -194,25 +195,49 @@ pub async fn ticker(
 ) -> Result<Response, ApiError> {
     let Path(symbol) = path.map_err(path_error)?;
     let instrument = instrument(&app, &symbol)?;
+    let view = app
+        .guard(
+            "market data",
+            ticker_view(&*app.orders, &*app.depth, instrument),
+        )
+        .await?;
+    Ok(json(view))
+}
+
+/// An instrument's ticker: the last 24 hours of candles, the last trade, the top of the book.
+pub(crate) async fn ticker_view(
+    orders: &dyn OrderStore,
+    depth: &dyn DepthSource,
+    instrument: &Instrument,
+) -> Result<TickerView, StoreError> {
+    let symbol = instrument.symbol().as_str();
     let at = now().0;
     let from = Candle::minute_of(at).saturating_sub(DAY_MINUTES - 1);
-    let (candles, last, depth) = tokio::join!(
-        app.guard(
-            "order store",
-            app.orders.candles(&symbol, from, DAY_MINUTES as usize)
-        ),
-        app.guard("order store", app.orders.market_trades(&symbol, 1)),
-        app.guard("book depth", app.depth.depth(&symbol, 1)),
+    let (candles, last, top) = tokio::join!(
+        orders.candles(symbol, from, DAY_MINUTES as usize),
+        orders.market_trades(symbol, 1),
+        depth.depth(symbol, 1),
     );
-    let (candles, last, depth) = (candles?, last?, depth?);
-    Ok(json(TickerView::new(
+    let (candles, last, top) = (candles?, last?, top?);
+    Ok(TickerView::new(
         instrument,
         last.first(),
-        depth.as_ref(),
+        top.as_ref(),
         Candle::merged(&candles).as_ref(),
         rfc3339(from * 60_000_000_000),
         rfc3339(at),
-    )))
+    ))
+}
+
+/// The ticker as the streams make it.
+pub fn ticker_source(
+    orders: Arc<dyn OrderStore>,
+    depth: Arc<dyn DepthSource>,
+) -> crate::streams::market::TickerFn {
+    Arc::new(move |instrument: Instrument| {
+        let (orders, depth) = (orders.clone(), depth.clone());
+        Box::pin(async move { ticker_view(&*orders, &*depth, &instrument).await })
+    })
 }
 
 /// Which candles.

@@ -2,11 +2,11 @@
 
 pub mod cancel_after;
 pub mod error;
-mod funds;
+pub(crate) mod funds;
 pub(crate) mod handlers;
 pub mod limits;
 mod manage;
-mod market;
+pub(crate) mod market;
 pub mod model;
 mod openapi;
 pub mod write;
@@ -44,6 +44,8 @@ pub struct Settings {
     pub body_timeout: Duration,
     /// Rate limits of keys that set none.
     pub rate_limits: limits::Defaults,
+    /// Limits of the WebSocket streams.
+    pub streams: crate::streams::Limits,
 }
 
 /// An instrument with its scaled limits.
@@ -86,6 +88,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Limits.
     pub settings: Settings,
+    /// WebSocket stream connections and subscriptions.
+    pub streams: Arc<crate::streams::Hub>,
 }
 
 impl AppState {
@@ -150,7 +154,7 @@ impl FromRequestParts<Arc<AppState>> for Principal {
 }
 
 /// The key of `Authorization: Bearer <key>`.
-fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+pub(crate) fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
     headers
         .get(AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
@@ -224,6 +228,7 @@ pub fn router(app: AppState) -> Router {
         .route("/v1/markets/{symbol}/ticker", get(market::ticker))
         .route("/v1/markets/{symbol}/candles", get(market::candles))
         .route("/v1/instruments", get(market::instruments))
+        .route("/v1/ws", get(crate::streams::socket::upgrade))
         .route("/openapi.json", get(openapi::document))
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })

@@ -58,12 +58,13 @@ pub enum Error {
 }
 
 /// How the pipeline runs.
-#[derive(Clone, Copy, Debug)]
 pub struct Options {
     /// Commands between engine snapshots.
     pub snapshot_every: u64,
     /// Fault injection for tests: nothing is written to the projection.
     pub hold_projection: bool,
+    /// Where the projector sends stream updates, if anywhere.
+    pub streams: Option<Streams>,
 }
 
 /// What a waiting request learns of its processed command, beyond the states it can read.
@@ -169,6 +170,14 @@ enum Output {
     },
 }
 
+/// What the projector feeds the streams with (single-node: one source, the journal).
+pub struct Streams {
+    /// Folds outputs into messages.
+    pub follower: crate::streams::follow::Follower,
+    /// Where they go.
+    pub hub: Arc<crate::streams::Hub>,
+}
+
 /// The running pipeline.
 pub struct Pipeline {
     /// Query handles of the books, by symbol.
@@ -228,9 +237,10 @@ impl Pipeline {
         tasks.spawn(actor.run(mailbox, query_box));
         tasks.spawn(read_journal(journal, done + 1, commands, metrics.clone()));
         let store = (!options.hold_projection).then_some(store);
+        let streams = options.streams;
         tasks.spawn(async move {
             match store {
-                Some(store) => project(outputs, store, waiters, metrics).await,
+                Some(store) => project(outputs, store, waiters, metrics, streams).await,
                 // Outputs are dropped: the journal is all that survives.
                 None => while outputs.recv().await.is_some() {},
             }
@@ -365,6 +375,7 @@ async fn project(
     store: Arc<dyn OrderStore>,
     waiters: Waiters,
     metrics: Arc<Metrics>,
+    mut streams: Option<Streams>,
 ) {
     let mut projection = Projection::new(store.clone());
     let mut buffer = Vec::new();
@@ -387,6 +398,7 @@ async fn project(
         busy = buffer.len() >= BUSY;
         let mut engine = None;
         let mut origins = Vec::with_capacity(buffer.len());
+        let mut folded = Vec::new();
         let mut last = None;
         for processed in buffer.drain(..) {
             let Output::Processed {
@@ -404,6 +416,21 @@ async fn project(
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
             projection.fold_funds(&output.ledger, &output.transfers);
+            if let Some(streams) = &mut streams {
+                // Before the batch is written: an order read from the projection then holds
+                // every event before this command's.
+                let mut out = crate::streams::follow::Folded::default();
+                while let Err(error) = streams
+                    .follower
+                    .fold(&output.events, &output.ledger, &mut out)
+                    .await
+                {
+                    tracing::error!(%error, "stream read failed; retrying");
+                    out = crate::streams::follow::Folded::default();
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                folded.push((position, out));
+            }
             origins.push((origin, Outcome::of(&output.events)));
         }
         let mut batch = projection.take_batch();
@@ -427,6 +454,12 @@ async fn project(
         }
         for (origin, outcome) in origins {
             waiters.wake(&origin, outcome);
+        }
+        if let Some(streams) = &streams {
+            let committed = Some(crate::streams::Committed::At(std::time::Instant::now()));
+            for (position, out) in folded {
+                streams.hub.feed(0, position, out, committed);
+            }
         }
     }
 }

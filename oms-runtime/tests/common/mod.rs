@@ -151,6 +151,14 @@ pub fn keys() -> ApiKeys {
 
 /// A runtime on `dir` whose accounts hold nothing.
 pub async fn start_unfunded(dir: tempfile::TempDir) -> Harness {
+    start_unfunded_with(dir, oms_runtime::streams::Limits::default()).await
+}
+
+/// A runtime on `dir` whose accounts hold nothing, with these stream limits.
+pub async fn start_unfunded_with(
+    dir: tempfile::TempDir,
+    streams: oms_runtime::streams::Limits,
+) -> Harness {
     let limits = oms_core::RiskLimits::default();
     // Watched like a server's: a test may revoke a key by rewriting it.
     let keys_file = write_keys(dir.path());
@@ -169,6 +177,7 @@ pub async fn start_unfunded(dir: tempfile::TempDir) -> Harness {
                 writes_per_second: 100_000,
                 reads_per_second: 100_000,
             },
+            streams,
         },
         snapshot_every: 3,
         hold_projection: false,

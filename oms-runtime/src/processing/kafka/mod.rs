@@ -49,7 +49,7 @@
 
 mod funds;
 mod matching;
-mod projector;
+pub(crate) mod projector;
 
 pub use projector::run_projector;
 

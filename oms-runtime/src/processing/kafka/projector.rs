@@ -49,7 +49,7 @@ fn decode_processed(format: Option<u8>, payload: Option<&[u8]>) -> anyhow::Resul
 }
 
 /// What one consumed record is for the projection.
-enum Read {
+pub(crate) enum Read {
     Events(Processed),
     Funds(FundsRecord),
     /// A newer format: the projector must wait for an upgrade (never skip).
@@ -58,7 +58,7 @@ enum Read {
     Skipped,
 }
 
-fn read(kafka: &KafkaConfig, message: &BorrowedMessage<'_>) -> Read {
+pub(crate) fn read(kafka: &KafkaConfig, message: &BorrowedMessage<'_>) -> Read {
     let at = format!(
         "partition {} offset {}",
         message.partition(),

@@ -1,0 +1,192 @@
+//! Turns the pipeline's outputs (events and ledger entries) into stream messages, the same way
+//! in both modes.
+//!
+//! Order updates need each order's whole state, so the follower folds events into
+//! [`OrderState`]s as the projection does, with its own cache of open orders. An event for an
+//! order it has not seen open (opened before this follower started) reads the order from the
+//! projection; a follower starts where the projection had got to (single-node: after the
+//! journal it was restored with; distributed: the projector's committed offsets), so that state
+//! holds every event before this one.
+
+use super::protocol::{self, Message};
+use super::{Topic, Update};
+use crate::api::Market;
+use crate::api::funds::LedgerEntryView;
+use crate::api::model::{FillView, MarketTradeView, OrderView};
+use crate::store::{OrderStore, StoreError, TradeRecord};
+use oms_core::funds::Assets;
+use oms_core::{Event, EventRecord, LedgerEntry, OrderId, OrderState, Symbol};
+use rustc_hash::FxHashMap;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// What one source record gives the streams.
+#[derive(Default, Debug)]
+pub struct Folded {
+    /// Private updates, in order.
+    pub updates: Vec<Update>,
+    /// Public trades.
+    pub trades: Vec<(Symbol, MarketTradeView)>,
+    /// Books that changed, with their last event's sequence number.
+    pub touched: Vec<(Symbol, u64)>,
+}
+
+/// Folds outputs into stream messages.
+pub struct Follower {
+    markets: Arc<BTreeMap<Symbol, Market>>,
+    fees: BTreeMap<Symbol, oms_core::funds::Market>,
+    assets: Arc<Assets>,
+    store: Arc<dyn OrderStore>,
+    open: FxHashMap<OrderId, OrderState>,
+}
+
+impl Follower {
+    /// A follower that reads orders it has not seen open from `store`.
+    pub fn new(
+        markets: Arc<BTreeMap<Symbol, Market>>,
+        assets: Arc<Assets>,
+        store: Arc<dyn OrderStore>,
+    ) -> Follower {
+        let fees = markets
+            .values()
+            .filter_map(|m| Some((m.instrument.symbol().clone(), assets.market(&m.instrument)?)))
+            .collect();
+        Follower {
+            markets,
+            fees,
+            assets,
+            store,
+            open: FxHashMap::default(),
+        }
+    }
+
+    /// Open orders cached.
+    pub fn open_orders(&self) -> usize {
+        self.open.len()
+    }
+
+    /// The messages of one command's events and ledger entries, added to `out`.
+    pub async fn fold(
+        &mut self,
+        events: &[EventRecord],
+        ledger: &[LedgerEntry],
+        out: &mut Folded,
+    ) -> Result<(), StoreError> {
+        for record in events {
+            self.fold_event(record, out).await?;
+        }
+        for entry in ledger {
+            let account = entry.account.as_str();
+            out.updates.push(Update {
+                topic: Topic::Balances(account.to_string()),
+                body: protocol::text(&Message::Balance {
+                    account,
+                    entry: LedgerEntryView::new(entry, &self.assets),
+                }),
+            });
+        }
+        Ok(())
+    }
+
+    async fn fold_event(
+        &mut self,
+        record: &EventRecord,
+        out: &mut Folded,
+    ) -> Result<(), StoreError> {
+        let markets = self.markets.clone();
+        let instrument = markets.get(&record.symbol).map(|market| &market.instrument);
+        match out.touched.last_mut() {
+            Some((symbol, seq)) if *symbol == record.symbol => *seq = record.seq,
+            _ => out.touched.push((record.symbol.clone(), record.seq)),
+        }
+        if let Event::Trade(trade) = &record.event {
+            let fee = |maker: bool| {
+                let market = self.fees.get(&record.symbol)?;
+                let side = if maker { &trade.maker } else { &trade.taker }.side;
+                let (asset, fee) = market.fill_fee(side, maker, trade.price, trade.quantity);
+                Some((asset.to_string(), fee))
+            };
+            let trade = TradeRecord {
+                seq: record.seq,
+                symbol: record.symbol.to_string(),
+                price: trade.price,
+                quantity: trade.quantity,
+                taker_side: trade.taker.side,
+                taker_order_id: trade.taker.order_id,
+                taker_account: trade.taker.account.to_string(),
+                maker_order_id: trade.maker.order_id,
+                maker_account: trade.maker.account.to_string(),
+                ts: record.ts.0,
+                taker_fee: fee(false),
+                maker_fee: fee(true),
+            };
+            if let Some(instrument) = instrument {
+                out.trades.push((
+                    record.symbol.clone(),
+                    MarketTradeView::new(&trade, instrument),
+                ));
+            }
+            let mut accounts = vec![trade.taker_account.as_str()];
+            if trade.maker_account != trade.taker_account {
+                accounts.push(trade.maker_account.as_str());
+            }
+            for account in accounts {
+                for fill in FillView::of(&trade, account, instrument, &self.assets) {
+                    out.updates.push(Update {
+                        topic: Topic::Fills(account.to_string()),
+                        body: protocol::text(&Message::Fill { account, fill }),
+                    });
+                }
+            }
+        }
+        for order_id in record.event.order_ids() {
+            let Some((state, read)) = self.state(record, order_id).await? else {
+                continue;
+            };
+            // A new order's state is its opening event's; one read from the projection may
+            // already be past this event, and is then sent as it is, once.
+            let fresh = state.apply(record) || state.seq == record.seq || read;
+            if !fresh {
+                continue;
+            }
+            let account = state.order.account.to_string();
+            let body = protocol::text(&Message::Order {
+                account: &account,
+                order: OrderView::new(state, instrument),
+            });
+            let closed = !state.status.is_open();
+            out.updates.push(Update {
+                topic: Topic::Orders(account),
+                body,
+            });
+            if closed {
+                self.open.remove(&order_id);
+            }
+        }
+        Ok(())
+    }
+
+    /// The state to fold `record` into: a new order's from its own event, an open one's from
+    /// the cache, another from the projection (then `true`).
+    async fn state(
+        &mut self,
+        record: &EventRecord,
+        order_id: OrderId,
+    ) -> Result<Option<(&mut OrderState, bool)>, StoreError> {
+        let mut read = false;
+        if !self.open.contains_key(&order_id) {
+            let state = match OrderState::open(record) {
+                Some(state) => state,
+                None => match self.store.order(order_id).await? {
+                    Some(stored) => {
+                        read = true;
+                        stored
+                    }
+                    None => return Ok(None),
+                },
+            };
+            self.open.insert(order_id, state);
+        }
+        Ok(self.open.get_mut(&order_id).map(|state| (state, read)))
+    }
+}
