@@ -1266,3 +1266,179 @@ async fn events_of_format_1_project_and_a_newer_format_halts_the_projector() {
         "nothing after the newer record is projected"
     );
 }
+
+/// Every update until nothing arrives for `quiet`.
+async fn stream_updates(
+    client: &mut oms_runtime::streams::client::StreamClient,
+    quiet: Duration,
+) -> Vec<Value> {
+    use oms_runtime::streams::client::ClientError;
+    let mut seen = Vec::new();
+    loop {
+        match client.update(quiet).await {
+            Ok(message) => seen.push(message),
+            Err(ClientError::Timeout(_)) => return seen,
+            Err(error) => panic!("stream failed: {error}"),
+        }
+    }
+}
+
+/// Checks that every order's versions go 1, 2, 3, ... and gives each order's last state.
+fn last_states(seen: &[Value]) -> std::collections::HashMap<String, Value> {
+    let mut last: std::collections::HashMap<String, Value> = Default::default();
+    for message in seen.iter().filter(|m| m["type"] == "order") {
+        let order = &message["order"];
+        let id = order["order_id"].as_str().unwrap().to_string();
+        let before = last.get(&id).map_or(0, |o| o["version"].as_u64().unwrap());
+        assert_eq!(
+            order["version"],
+            before + 1,
+            "a gap in order {id}: {message}"
+        );
+        last.insert(id, order.clone());
+    }
+    last
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_follow_the_logs_and_resume_on_another_ingest() {
+    use oms_runtime::streams::client::StreamClient;
+    let Some(services) = services() else { return };
+    let cluster = Cluster::new(&services, "streams", 2);
+    let all = cluster.spawn("all", &[]).await;
+    let mut doomed = cluster.spawn("ingest", &[]).await;
+    let api = Api::new(&all);
+    api.fund().await;
+    let ws = |node: &Node| format!("{}/v1/ws", node.api.replace("http://", "ws://"));
+    let (mut client, welcome) = StreamClient::connect(&ws(&doomed), common::TRADER)
+        .await
+        .unwrap();
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+    for (channel, name) in [
+        ("orders", "alice"),
+        ("orders", "bob"),
+        ("fills", "alice"),
+        ("balances", "alice"),
+        ("book", "BTC-USDT"),
+        ("trades", "BTC-USDT"),
+    ] {
+        client.subscribe(channel, name, None).await.unwrap();
+    }
+    // Orders go in through the other process: the stream follows the logs, not its own pod.
+    let place = |key: &'static str, body: String| {
+        let api = &api;
+        async move {
+            let (status, placed) = api.post(key, &body, true).await;
+            assert_eq!(status, StatusCode::CREATED, "{placed}");
+            placed["order_id"].as_str().unwrap().to_string()
+        }
+    };
+    place("ws-1", order("bob", "sell", "100.00", "2")).await;
+    place("ws-2", order("bob", "sell", "101.00", "1.5")).await;
+    let bid = place("ws-3", order("alice", "buy", "90.00", "1")).await;
+    let (status, amended) = api
+        .write(
+            reqwest::Method::PATCH,
+            &format!("/v1/orders/{bid}"),
+            "ws-4",
+            Some(r#"{"price":"90.10"}"#),
+            true,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{amended}");
+    let ask = place("ws-5", order("bob", "sell", "90.10", "0.4")).await;
+    let (status, canceled) = api.delete("ws-6", &bid, true).await;
+    assert!(status.is_success(), "{canceled}");
+    api.await_order(&bid, |o| o["status"] == "canceled").await;
+
+    let seen = stream_updates(&mut client, Duration::from_secs(2)).await;
+    let last = last_states(&seen);
+    assert_eq!(last.len(), 4, "{last:?}");
+    for (id, state) in &last {
+        let rest = api
+            .await_order(id, |o| o["version"] == state["version"])
+            .await;
+        assert_eq!(state, &rest, "order {id}");
+    }
+    assert_eq!(last[&bid]["status"], "canceled");
+    assert_eq!(last[&ask]["status"], "filled");
+    let fills: Vec<&Value> = seen
+        .iter()
+        .filter(|m| m["type"] == "fill")
+        .map(|m| &m["fill"])
+        .collect();
+    let (_, rest) = api.get("/v1/trades?account=alice").await;
+    assert_eq!(
+        fills,
+        rest["trades"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .collect::<Vec<_>>()
+    );
+    assert!(seen.iter().any(|m| m["type"] == "balance"));
+    assert_eq!(seen.iter().filter(|m| m["type"] == "trade").count(), 1);
+
+    // The book from its snapshot and updates is the book the REST API shows.
+    let mut book: (
+        u64,
+        std::collections::BTreeMap<String, String>,
+        std::collections::BTreeMap<String, String>,
+    ) = Default::default();
+    for message in &seen {
+        let apply = |levels: &Value, side: &mut std::collections::BTreeMap<String, String>| {
+            for level in levels.as_array().unwrap() {
+                let (price, quantity) = (level[0].as_str().unwrap(), level[1].as_str().unwrap());
+                if quantity == "0" {
+                    side.remove(price);
+                } else {
+                    side.insert(price.into(), quantity.into());
+                }
+            }
+        };
+        match message["type"].as_str() {
+            Some("book_snapshot") => book = Default::default(),
+            Some("book_update") => assert_eq!(message["prev_seq"], book.0, "a gap: {message}"),
+            _ => continue,
+        }
+        book.0 = message["seq"].as_u64().unwrap();
+        apply(&message["bids"], &mut book.1);
+        apply(&message["asks"], &mut book.2);
+    }
+    let (_, rest) = api.get("/v1/book/BTC-USDT?depth=100").await;
+    let levels = |side: &Value| -> std::collections::BTreeMap<String, String> {
+        side.as_array()
+            .unwrap()
+            .iter()
+            .map(|l| (l[0].as_str().unwrap().into(), l[1].as_str().unwrap().into()))
+            .collect()
+    };
+    assert_eq!(book.0, rest["seq"].as_u64().unwrap());
+    assert_eq!(book.1, levels(&rest["bids"]));
+    assert_eq!(book.2, levels(&rest["asks"]));
+
+    // The pod dies; the client resumes on the other one from its last cursor, missing nothing.
+    let cursor = seen
+        .iter()
+        .rev()
+        .find_map(|m| m["cursor"].as_str())
+        .unwrap()
+        .to_string();
+    doomed.kill9();
+    let later = place("ws-7", order("alice", "buy", "89.00", "1")).await;
+    let (mut client, _) = StreamClient::connect(&ws(&all), common::TRADER)
+        .await
+        .unwrap();
+    let ack = client
+        .subscribe("orders", "alice", Some(&cursor))
+        .await
+        .unwrap();
+    assert_eq!(ack["type"], "ack", "{ack}");
+    assert_eq!(ack["replayed"], 1, "{ack}");
+    let resumed = client.update(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(resumed["order"]["order_id"], later.as_str(), "{resumed}");
+    assert_eq!(resumed["order"]["version"], 1);
+    let more = place("ws-8", order("alice", "buy", "88.00", "1")).await;
+    let live = client.update(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(live["order"]["order_id"], more.as_str(), "{live}");
+}
