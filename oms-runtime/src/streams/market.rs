@@ -29,6 +29,11 @@ pub const BOOK_LEVELS: usize = 100;
 /// The most often a ticker is sent per instrument.
 const TICKER_EVERY: Duration = Duration::from_secs(1);
 
+/// The most often a book update is sent: changes within it are sent as one update (the
+/// sequence numbers still chain), so a busy book costs each subscriber at most this many
+/// frames a second.
+const BOOK_EVERY: Duration = Duration::from_millis(10);
+
 /// How long a book task waits for a depth view that has caught up with its events.
 const CATCH_UP: Duration = Duration::from_secs(2);
 
@@ -202,6 +207,8 @@ async fn book_task(
             update,
         );
         current = Some(depth);
+        drop(hub);
+        tokio::time::sleep(BOOK_EVERY).await;
     }
 }
 

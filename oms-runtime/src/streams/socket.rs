@@ -10,12 +10,16 @@ use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
+use futures::SinkExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 /// How long a close frame may take to reach a client before the connection is dropped.
 const CLOSE_WAIT: Duration = Duration::from_secs(10);
+
+/// Most frames written with one flush.
+const WRITE_BATCH: usize = 64;
 
 /// The upgrade. A key in `Authorization: Bearer` is checked here (a bad one gets `401`, a key
 /// at its connection limit `429`); without one, the first message must be `auth`.
@@ -127,7 +131,7 @@ impl Session {
                     // still get through (what was written stays buffered, whole, before the
                     // close frame).
                     Some(frame) => tokio::select! {
-                        written = self.write(frame) => written.err(),
+                        written = self.write_queued(frame, &mut queue) => written.err(),
                         close = kill.wait() => Some(End::Close(close)),
                     },
                     None => Some(End::Gone),
@@ -358,9 +362,40 @@ impl Session {
 
     async fn write(&mut self, frame: Frame) -> Result<(), End> {
         self.socket
-            .send(Message::Text(frame.text))
+            .send(Message::Text(frame.text.clone()))
             .await
             .map_err(|_| End::Gone)?;
+        self.written(&frame);
+        Ok(())
+    }
+
+    /// Writes `first` and what else is queued (up to [`WRITE_BATCH`]) with one flush: under a
+    /// burst, one system call for many frames.
+    async fn write_queued(
+        &mut self,
+        first: Frame,
+        queue: &mut mpsc::Receiver<Frame>,
+    ) -> Result<(), End> {
+        let mut batch = vec![first];
+        while batch.len() < WRITE_BATCH
+            && let Ok(next) = queue.try_recv()
+        {
+            batch.push(next);
+        }
+        for frame in &batch {
+            self.socket
+                .feed(Message::Text(frame.text.clone()))
+                .await
+                .map_err(|_| End::Gone)?;
+        }
+        self.socket.flush().await.map_err(|_| End::Gone)?;
+        for frame in &batch {
+            self.written(frame);
+        }
+        Ok(())
+    }
+
+    fn written(&self, frame: &Frame) {
         let metrics = &self.app.metrics.streams;
         metrics
             .sent
@@ -371,7 +406,6 @@ impl Session {
         if let Some(committed) = frame.committed {
             metrics.delay_seconds.observe(committed.elapsed());
         }
-        Ok(())
     }
 
     /// Sends the close frame, if the server closes; says why the connection ended.
