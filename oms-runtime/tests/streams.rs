@@ -509,3 +509,46 @@ async fn a_slow_client_is_cut_off_while_a_fast_one_keeps_receiving() {
         last["version"].as_u64().unwrap()
     );
 }
+
+#[tokio::test]
+async fn limits_per_key_and_the_idle_timeout_hold() {
+    let h = start_with(oms_runtime::streams::Limits {
+        connections_per_key: 2,
+        subscriptions_per_key: 3,
+        heartbeat: Duration::from_millis(100),
+        idle_timeout: Duration::from_millis(400),
+        ..Default::default()
+    })
+    .await;
+    let served = serve(&h).await;
+    let (mut first, _) = StreamClient::connect(&served.url, TRADER).await.unwrap();
+    let (_second, _) = StreamClient::connect(&served.url, TRADER).await.unwrap();
+    match StreamClient::connect(&served.url, TRADER).await {
+        Err(ClientError::WebSocket(tokio_tungstenite::tungstenite::Error::Http(response))) => {
+            assert_eq!(response.status(), 429);
+        }
+        other => panic!("a third connection: {:?}", other.map(|(_, w)| w)),
+    }
+    // Another key is not held to this one's count.
+    let (_other, _) = StreamClient::connect(&served.url, OTHER).await.unwrap();
+    for symbol in ["BTC-USDT", "ETH-USDT"] {
+        first.subscribe("trades", symbol, None).await.unwrap();
+    }
+    first.subscribe("orders", "alice", None).await.unwrap();
+    match first.subscribe("orders", "bob", None).await {
+        Err(ClientError::Refused(answer)) => {
+            assert_eq!(answer["code"], "too_many_subscriptions", "{answer}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // A client that answers nothing, not even the pings, is closed.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let closed = loop {
+        match first.next(WAIT).await {
+            Ok(_) => continue,
+            Err(ClientError::Closed { code, .. }) => break code,
+            Err(error) => panic!("{error}"),
+        }
+    };
+    assert_eq!(closed, 4000);
+}

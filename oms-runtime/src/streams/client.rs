@@ -138,6 +138,29 @@ impl StreamClient {
         }
     }
 
+    /// The next message's text, unparsed (for counting at volume).
+    pub async fn next_text(&mut self, within: Duration) -> Result<String, ClientError> {
+        if let Some(message) = self.pending.pop_front() {
+            return Ok(message.to_string());
+        }
+        loop {
+            let message = tokio::time::timeout(within, self.socket.next())
+                .await
+                .map_err(|_| ClientError::Timeout(within))?;
+            match message {
+                Some(Ok(Message::Text(text))) => return Ok(text.to_string()),
+                Some(Ok(Message::Close(_))) | None => {
+                    return Err(ClientError::Closed {
+                        code: 1006,
+                        reason: "closed".into(),
+                    });
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(error)) => return Err(error.into()),
+            }
+        }
+    }
+
     async fn read(&mut self, within: Duration) -> Result<Value, ClientError> {
         loop {
             let message = tokio::time::timeout(within, self.socket.next())

@@ -51,7 +51,11 @@ pub async fn upgrade(
         },
         None => None,
     };
+    // Small buffers: a connection costs its buffers, and the defaults (128 KiB each way) are
+    // sized for bulk transfer; clients send small requests, and bursts are written in batches.
     upgrade
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(16 * 1024)
         .max_message_size(MAX_CLIENT_MESSAGE)
         .max_frame_size(MAX_CLIENT_MESSAGE)
         .on_upgrade(move |socket| async move {
@@ -417,9 +421,20 @@ impl Session {
                     code: close.code,
                     reason: Utf8Bytes::from_static(close.reason),
                 };
-                let _ =
-                    tokio::time::timeout(CLOSE_WAIT, self.socket.send(Message::Close(Some(frame))))
-                        .await;
+                // The closing handshake: the close frame, then the client's reply (until then
+                // the socket stays open, so a client still reading what was queued gets to the
+                // close frame instead of a reset).
+                let socket = &mut self.socket;
+                let _ = tokio::time::timeout(CLOSE_WAIT, async {
+                    socket.send(Message::Close(Some(frame))).await?;
+                    while let Some(message) = socket.recv().await {
+                        if matches!(message?, Message::Close(_)) {
+                            break;
+                        }
+                    }
+                    Ok::<_, axum::Error>(())
+                })
+                .await;
                 match close.code {
                     close::SLOW_CONSUMER => "slow_consumer",
                     close::IDLE => "idle_timeout",

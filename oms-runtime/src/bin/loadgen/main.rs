@@ -7,6 +7,7 @@
 //! distributed stages without HTTP. See docs/benchmarks.md.
 
 mod pipeline;
+mod streams;
 
 use anyhow::{Context, bail};
 use axum::routing::post;
@@ -32,6 +33,8 @@ enum Cmd {
     /// Distributed mode without HTTP: orders written straight to the accounts topic, the funds
     /// and matching stages with 1 and 2 shards each, measured to events committed.
     Pipeline(pipeline::PipelineArgs),
+    /// WebSocket subscribers (book and orders) on a single-node oms-runtime under an order flow.
+    Streams(streams::StreamsArgs),
     /// Drive a running server.
     Run(RunArgs),
     /// Serve a bare handler that answers every POST /v1/orders with a fixed 202 (used by bench).
@@ -862,6 +865,7 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Cmd::Bench(args) => bench(args).await,
         Cmd::Pipeline(args) => pipeline::pipeline(args).await,
+        Cmd::Streams(args) => streams::streams(args).await,
         Cmd::Run(args) => {
             let report = drive(
                 &args.target,
