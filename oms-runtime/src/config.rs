@@ -398,7 +398,7 @@ pub struct StreamArgs {
     #[arg(long, env = "OMS_STREAM_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
     pub stream_connections: u32,
     /// Private updates kept for clients that reconnect and resume with a cursor.
-    #[arg(long, env = "OMS_STREAM_REPLAY", default_value_t = 200_000, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env = "OMS_STREAM_REPLAY", default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(1..))]
     pub stream_replay: u32,
     /// How often the server sends a heartbeat and a ping; a client silent for 4.5 times this
     /// is disconnected (close code 4000).

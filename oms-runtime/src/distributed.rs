@@ -303,6 +303,7 @@ async fn start(
             let limits = settings(args).streams;
             let hub = Arc::new(crate::streams::Hub::new(
                 sources.len(),
+                crate::streams::follow::Render::new(markets.clone(), assets.clone()),
                 limits,
                 metrics.clone(),
             ));
@@ -314,8 +315,7 @@ async fn start(
                 depth.clone(),
                 crate::api::market::ticker_source(orders.clone(), depth),
             );
-            let follower =
-                crate::streams::follow::Follower::new(markets.clone(), assets.clone(), orders);
+            let follower = crate::streams::follow::Follower::new(&markets, &assets, orders);
             let following = hub.clone();
             let follow_kafka = kafka.clone();
             // Lives as long as the process.

@@ -160,12 +160,12 @@ impl Runtime {
         // One source, the journal; what it held at start is replayed, not streamed again.
         let hub = Arc::new(streams::Hub::new(
             1,
+            streams::follow::Render::new(markets.clone(), assets.clone()),
             config.settings.streams.clone(),
             metrics.clone(),
         ));
         hub.start_source(0, store.head());
-        let follower =
-            streams::follow::Follower::new(markets.clone(), assets.clone(), orders.clone());
+        let follower = streams::follow::Follower::new(&markets, &assets, orders.clone());
         let pipeline = Pipeline::start(
             &instruments,
             &config.limits,

@@ -144,12 +144,24 @@ async fn every_update_arrives_in_order_and_matches_the_rest_state() {
         ("balances", "alice"),
         ("book", "BTC-USDT"),
         ("trades", "BTC-USDT"),
+        ("ticker", "BTC-USDT"),
     ] {
         let ack = client.subscribe(channel, name, None).await.unwrap();
         assert_eq!(ack["type"], "ack", "{ack}");
     }
-    let snapshot = client.update(WAIT).await.unwrap();
+    // The book's snapshot and the first ticker, in either order.
+    let (first, second) = (
+        client.update(WAIT).await.unwrap(),
+        client.update(WAIT).await.unwrap(),
+    );
+    let (snapshot, ticker) = if first["type"] == "ticker" {
+        (second, first)
+    } else {
+        (first, second)
+    };
     assert_eq!(snapshot["type"], "book_snapshot", "{snapshot}");
+    assert_eq!(ticker["type"], "ticker", "{ticker}");
+    assert_eq!(ticker["ticker"]["symbol"], "BTC-USDT");
 
     // A book with depth, an amend, a partial fill, a cancel.
     place(&h, "s-1", &order("bob", "sell", "51000", "2")).await;
@@ -172,6 +184,14 @@ async fn every_update_arrives_in_order_and_matches_the_rest_state() {
 
     let mut seen = vec![snapshot];
     seen.extend(drain(&mut client).await);
+    // The ticker follows the trade (at most once a second).
+    let tickers: Vec<&Value> = seen.iter().filter(|m| m["type"] == "ticker").collect();
+    if let Some(last) = tickers.last() {
+        assert_eq!(last["ticker"]["last_price"], "50010.00", "{last}");
+    } else {
+        let ticker = client.update(WAIT).await.unwrap();
+        assert_eq!(ticker["ticker"]["last_price"], "50010.00", "{ticker}");
+    }
 
     // Orders: versions 1, 2, 3, ... with no gap, ending at the REST state.
     let mut versions: HashMap<String, Vec<u64>> = HashMap::new();

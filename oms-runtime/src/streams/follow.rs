@@ -9,10 +9,10 @@
 //! holds every event before this one.
 
 use super::protocol::{self, Message};
-use super::{Topic, Update};
+use super::{Body, Topic, Update};
 use crate::api::Market;
 use crate::api::funds::LedgerEntryView;
-use crate::api::model::{FillView, MarketTradeView, OrderView};
+use crate::api::model::{FillView, Liquidity, OrderView};
 use crate::store::{OrderStore, StoreError, TradeRecord};
 use oms_core::funds::Assets;
 use oms_core::{Event, EventRecord, LedgerEntry, OrderId, OrderState, Symbol};
@@ -26,25 +26,24 @@ pub struct Folded {
     /// Private updates, in order.
     pub updates: Vec<Update>,
     /// Public trades.
-    pub trades: Vec<(Symbol, MarketTradeView)>,
+    pub trades: Vec<Arc<TradeRecord>>,
     /// Books that changed, with their last event's sequence number.
     pub touched: Vec<(Symbol, u64)>,
 }
 
 /// Folds outputs into stream messages.
 pub struct Follower {
-    markets: Arc<BTreeMap<Symbol, Market>>,
     fees: BTreeMap<Symbol, oms_core::funds::Market>,
-    assets: Arc<Assets>,
     store: Arc<dyn OrderStore>,
     open: FxHashMap<OrderId, OrderState>,
 }
 
 impl Follower {
-    /// A follower that reads orders it has not seen open from `store`.
+    /// A follower that prices fees from `markets` and `assets` and reads orders it has not
+    /// seen open from `store`.
     pub fn new(
-        markets: Arc<BTreeMap<Symbol, Market>>,
-        assets: Arc<Assets>,
+        markets: &BTreeMap<Symbol, Market>,
+        assets: &Assets,
         store: Arc<dyn OrderStore>,
     ) -> Follower {
         let fees = markets
@@ -52,9 +51,7 @@ impl Follower {
             .filter_map(|m| Some((m.instrument.symbol().clone(), assets.market(&m.instrument)?)))
             .collect();
         Follower {
-            markets,
             fees,
-            assets,
             store,
             open: FxHashMap::default(),
         }
@@ -76,13 +73,9 @@ impl Follower {
             self.fold_event(record, out).await?;
         }
         for entry in ledger {
-            let account = entry.account.as_str();
             out.updates.push(Update {
-                topic: Topic::Balances(account.to_string()),
-                body: protocol::text(&Message::Balance {
-                    account,
-                    entry: LedgerEntryView::new(entry, &self.assets),
-                }),
+                topic: Topic::Balances(entry.account.to_string()),
+                body: Body::Balance(Box::new(entry.clone())),
             });
         }
         Ok(())
@@ -93,8 +86,6 @@ impl Follower {
         record: &EventRecord,
         out: &mut Folded,
     ) -> Result<(), StoreError> {
-        let markets = self.markets.clone();
-        let instrument = markets.get(&record.symbol).map(|market| &market.instrument);
         match out.touched.last_mut() {
             Some((symbol, seq)) if *symbol == record.symbol => *seq = record.seq,
             _ => out.touched.push((record.symbol.clone(), record.seq)),
@@ -120,24 +111,16 @@ impl Follower {
                 taker_fee: fee(false),
                 maker_fee: fee(true),
             };
-            if let Some(instrument) = instrument {
-                out.trades.push((
-                    record.symbol.clone(),
-                    MarketTradeView::new(&trade, instrument),
-                ));
-            }
-            let mut accounts = vec![trade.taker_account.as_str()];
-            if trade.maker_account != trade.taker_account {
-                accounts.push(trade.maker_account.as_str());
-            }
-            for account in accounts {
-                for fill in FillView::of(&trade, account, instrument, &self.assets) {
-                    out.updates.push(Update {
-                        topic: Topic::Fills(account.to_string()),
-                        body: protocol::text(&Message::Fill { account, fill }),
-                    });
-                }
-            }
+            let trade = Arc::new(trade);
+            out.updates.push(Update {
+                topic: Topic::Fills(trade.taker_account.clone()),
+                body: Body::Fill(trade.clone(), Liquidity::Taker),
+            });
+            out.updates.push(Update {
+                topic: Topic::Fills(trade.maker_account.clone()),
+                body: Body::Fill(trade.clone(), Liquidity::Maker),
+            });
+            out.trades.push(trade);
         }
         for order_id in record.event.order_ids() {
             let Some((state, read)) = self.state(record, order_id).await? else {
@@ -149,15 +132,10 @@ impl Follower {
             if !fresh {
                 continue;
             }
-            let account = state.order.account.to_string();
-            let body = protocol::text(&Message::Order {
-                account: &account,
-                order: OrderView::new(state, instrument),
-            });
             let closed = !state.status.is_open();
             out.updates.push(Update {
-                topic: Topic::Orders(account),
-                body,
+                topic: Topic::Orders(state.order.account.to_string()),
+                body: Body::Order(Box::new(state.clone())),
             });
             if closed {
                 self.open.remove(&order_id);
@@ -188,5 +166,62 @@ impl Follower {
             self.open.insert(order_id, state);
         }
         Ok(self.open.get_mut(&order_id).map(|state| (state, read)))
+    }
+}
+
+/// Renders updates as the API shows them.
+#[derive(Clone, Default)]
+pub struct Render {
+    markets: Arc<BTreeMap<Symbol, Market>>,
+    assets: Arc<Assets>,
+}
+
+impl Render {
+    /// Renders with these instruments and assets.
+    pub fn new(markets: Arc<BTreeMap<Symbol, Market>>, assets: Arc<Assets>) -> Render {
+        Render { markets, assets }
+    }
+
+    /// The message's JSON object (without the cursor).
+    pub fn body(&self, topic: &Topic, body: &Body) -> String {
+        let account = match topic {
+            Topic::Orders(a) | Topic::Fills(a) | Topic::Balances(a) => a.as_str(),
+            _ => "",
+        };
+        match body {
+            Body::Order(state) => protocol::text(&Message::Order {
+                account,
+                order: OrderView::new(state, self.instrument(state.order.symbol.as_str())),
+            }),
+            Body::Fill(trade, liquidity) => {
+                let instrument = self.instrument(&trade.symbol);
+                let fill = FillView::of(trade, account, instrument, &self.assets)
+                    .into_iter()
+                    .find(|fill| fill.liquidity == *liquidity);
+                match fill {
+                    Some(fill) => protocol::text(&Message::Fill { account, fill }),
+                    None => String::new(),
+                }
+            }
+            Body::Balance(entry) => protocol::text(&Message::Balance {
+                account,
+                entry: LedgerEntryView::new(entry, &self.assets),
+            }),
+            #[cfg(test)]
+            Body::Raw(text) => text.clone(),
+        }
+    }
+
+    /// A public trade's message.
+    pub fn trade(&self, trade: &TradeRecord) -> Option<String> {
+        let instrument = self.instrument(&trade.symbol)?;
+        Some(protocol::text(&Message::Trade {
+            symbol: &trade.symbol,
+            trade: crate::api::model::MarketTradeView::new(trade, instrument),
+        }))
+    }
+
+    fn instrument(&self, symbol: &str) -> Option<&oms_core::Instrument> {
+        self.markets.get(symbol).map(|market| &market.instrument)
     }
 }

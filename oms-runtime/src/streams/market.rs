@@ -11,7 +11,7 @@
 use super::protocol::{self, Message};
 use super::{Committed, Frame, Hub, Topic};
 use crate::api::Market as Configured;
-use crate::api::model::{MarketTradeView, TickerView};
+use crate::api::model::TickerView;
 use crate::processing::DepthSource;
 use crate::store::StoreError;
 use axum::extract::ws::Utf8Bytes;
@@ -123,14 +123,18 @@ impl Market {
         }
     }
 
-    /// A public trade.
-    pub fn trade(&self, symbol: &str, trade: MarketTradeView, committed: Option<Committed>) {
+    /// A public trade, rendered.
+    pub fn trade(&self, symbol: &str, text: String, committed: Option<Committed>) {
         let Some(hub) = self.hub.upgrade() else {
             return;
         };
         let topic = Topic::Trades(symbol.to_string());
         if hub.has_subscribers(&topic) {
-            let frame = frame(&Message::Trade { symbol, trade }, committed, "trades");
+            let frame = Frame {
+                text: Utf8Bytes::from(text),
+                committed,
+                channel: "trades",
+            };
             hub.broadcast(&topic, &frame);
         }
     }
@@ -325,14 +329,16 @@ mod tests {
         let before = [(p(105), q(1)), (p(104), q(2)), (p(103), q(3))];
         let after = [(p(106), q(5)), (p(105), q(1)), (p(103), q(4))];
         let changed = changes(&instrument, &before, &after, true);
-        assert_eq!(changed.len(), 3);
-        for (row, (price, quantity)) in
-            changed
-                .iter()
-                .zip([(p(106), q(5)), (p(104), q(0)), (p(103), q(4))])
-        {
-            assert_eq!(row, &level(&instrument, price, quantity));
-        }
+        let price = |ticks| instrument.price_decimal(p(ticks)).to_string();
+        let quantity = |lots| instrument.quantity_decimal(q(lots)).to_string();
+        assert_eq!(
+            changed,
+            [
+                [price(106), quantity(5)],
+                [price(104), "0".to_string()],
+                [price(103), quantity(4)],
+            ]
+        );
         assert!(changes(&instrument, &after, &after, false).is_empty());
     }
 }

@@ -78,7 +78,7 @@ impl Default for Limits {
             connections_per_key: 32,
             subscriptions_per_key: 256,
             connections: 10_000,
-            replay: 200_000,
+            replay: 100_000,
             heartbeat: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(45),
             auth_timeout: Duration::from_secs(10),
@@ -160,14 +160,29 @@ impl Committed {
     }
 }
 
-/// A private update produced by the [`follow::Follower`]: its topic and its message without
-/// the cursor.
+/// A private update produced by the [`follow::Follower`], not yet rendered: most updates of a
+/// busy system have no subscriber, and rendering (decimal strings, JSON) is paid only for a
+/// subscriber or a resume.
 #[derive(Clone, Debug)]
 pub struct Update {
     /// Where it goes.
     pub topic: Topic,
-    /// The message's JSON object.
-    pub body: String,
+    /// What it says.
+    pub body: Body,
+}
+
+/// What a private update says.
+#[derive(Clone, Debug)]
+pub enum Body {
+    /// An order's state after a change.
+    Order(Box<oms_core::OrderState>),
+    /// The account's side (by liquidity) of a trade.
+    Fill(Arc<crate::store::TradeRecord>, crate::api::model::Liquidity),
+    /// A balance change.
+    Balance(Box<oms_core::LedgerEntry>),
+    /// Rendered already (tests).
+    #[cfg(test)]
+    Raw(String),
 }
 
 /// A position in every source log: `positions[s]` is the last position of source `s` whose
@@ -257,7 +272,10 @@ struct Kept {
     topic: Topic,
     source: usize,
     position: u64,
-    frame: Frame,
+    body: Body,
+    /// The cursor it was sent with.
+    cursor: Arc<str>,
+    committed: Option<Committed>,
 }
 
 /// Keys' counts.
@@ -315,6 +333,7 @@ pub enum Refused {
 /// Connections, subscriptions and the window of private updates.
 pub struct Hub {
     registry: Mutex<Registry>,
+    render: follow::Render,
     limits: Limits,
     next_id: AtomicU64,
     metrics: Arc<Metrics>,
@@ -323,9 +342,15 @@ pub struct Hub {
 }
 
 impl Hub {
-    /// A hub for `sources` source logs.
-    pub fn new(sources: usize, limits: Limits, metrics: Arc<Metrics>) -> Hub {
+    /// A hub for `sources` source logs, rendering updates with `render`.
+    pub fn new(
+        sources: usize,
+        render: follow::Render,
+        limits: Limits,
+        metrics: Arc<Metrics>,
+    ) -> Hub {
         Hub {
+            render,
             registry: Mutex::new(Registry {
                 conns: HashMap::new(),
                 topics: HashMap::new(),
@@ -496,8 +521,10 @@ impl Hub {
                 let mut replayed = 0;
                 for kept in &registry.kept {
                     if kept.topic == topic && kept.position > cursor.0[kept.source] {
+                        let frame =
+                            self.frame(&kept.topic, &kept.body, &kept.cursor, kept.committed);
                         if let Some(queue) = &conn_queue
-                            && queue.try_send(kept.frame.clone()).is_err()
+                            && queue.try_send(frame).is_err()
                         {
                             self.kill(registry, conn);
                             break;
@@ -570,8 +597,10 @@ impl Hub {
         }
         self.publish(source, position, folded.updates, committed);
         if let Some(market) = self.market.get() {
-            for (symbol, trade) in folded.trades {
-                market.trade(&symbol, trade, committed);
+            for trade in folded.trades {
+                if let Some(text) = self.render.trade(&trade) {
+                    market.trade(&trade.symbol, text, committed);
+                }
             }
             for (symbol, seq) in folded.touched {
                 market.touched(&symbol, seq);
@@ -600,20 +629,19 @@ impl Hub {
         if updates.is_empty() {
             return;
         }
-        let cursor = Cursor(registry.position.clone()).encode();
+        let cursor: Arc<str> = Cursor(registry.position.clone()).encode().into();
         for update in updates {
-            let text = with_cursor(&update.body, &cursor);
-            let frame = Frame {
-                text: Utf8Bytes::from(text),
-                committed,
-                channel: update.topic.channel(),
-            };
-            self.deliver(registry, &update.topic, &frame, Some((source, position)));
+            if self.wanted(registry, &update.topic, source, position) {
+                let frame = self.frame(&update.topic, &update.body, &cursor, committed);
+                self.deliver(registry, &update.topic, &frame, Some((source, position)));
+            }
             registry.kept.push_back(Kept {
                 topic: update.topic,
                 source,
                 position,
-                frame,
+                body: update.body,
+                cursor: cursor.clone(),
+                committed,
             });
         }
         while registry.kept.len() > self.limits.replay {
@@ -665,6 +693,32 @@ impl Hub {
         }
         if !fresh.is_empty() {
             send(fresh, snapshot());
+        }
+    }
+
+    /// Whether any subscriber of `topic` would get an update at `position` of `source`.
+    fn wanted(&self, registry: &Registry, topic: &Topic, source: usize, position: u64) -> bool {
+        registry.topics.get(topic).is_some_and(|subs| {
+            subs.iter().any(|sub| {
+                sub.after
+                    .as_ref()
+                    .is_none_or(|after| position > after.0[source])
+            })
+        })
+    }
+
+    /// A private update's frame.
+    fn frame(
+        &self,
+        topic: &Topic,
+        body: &Body,
+        cursor: &str,
+        committed: Option<Committed>,
+    ) -> Frame {
+        Frame {
+            text: Utf8Bytes::from(with_cursor(&self.render.body(topic, body), cursor)),
+            committed,
+            channel: topic.channel(),
         }
     }
 
@@ -745,13 +799,18 @@ mod tests {
             subscriptions_per_key: 3,
             ..Limits::default()
         };
-        Hub::new(2, limits, Arc::new(Metrics::new()))
+        Hub::new(
+            2,
+            follow::Render::default(),
+            limits,
+            Arc::new(Metrics::new()),
+        )
     }
 
     fn update(account: &str, n: u32) -> Update {
         Update {
             topic: Topic::Orders(account.into()),
-            body: format!("{{\"n\":{n}}}"),
+            body: Body::Raw(format!("{{\"n\":{n}}}")),
         }
     }
 
@@ -844,7 +903,12 @@ mod tests {
             Subscribed::Live { replayed: 2 }
         );
         // A source whose start is unknown cannot be resumed either.
-        let fresh = Hub::new(1, Limits::default(), Arc::new(Metrics::new()));
+        let fresh = Hub::new(
+            1,
+            follow::Render::default(),
+            Limits::default(),
+            Arc::new(Metrics::new()),
+        );
         let (tx, _rx) = mpsc::channel(16);
         let (conn, _) = fresh.connect("k", tx).unwrap();
         assert_eq!(
