@@ -455,13 +455,10 @@ pub async fn serve_api(
         draining.store(true, Ordering::Relaxed);
         // Stream clients reconnect to another pod and resume.
         if let Some(hub) = hub {
-            hub.close_all(
-                None,
-                streams::Close {
-                    code: streams::close::GOING_AWAY,
-                    reason: "server shutting down: reconnect and resume",
-                },
-            );
+            hub.close_all(streams::Close {
+                code: streams::close::GOING_AWAY,
+                reason: "server shutting down: reconnect and resume",
+            });
         }
     };
     let Some((addr, router, _)) = api else {

@@ -271,7 +271,23 @@ async fn round_trip_over_http_and_sigterm() {
             .contains("oms_http_requests_total")
     );
 
-    // SIGTERM: exits 0; everything acknowledged is there after a restart
+    // SIGTERM: streams are closed with 1001 (go to another pod and resume); the process exits
+    // 0; everything acknowledged is there after a restart.
+    let ws = format!("{}/v1/ws", server.api.replace("http://", "ws://"));
+    let (mut stream, _) = oms_runtime::streams::client::StreamClient::connect(&ws, TRADER)
+        .await
+        .unwrap();
+    stream.subscribe("orders", "alice", None).await.unwrap();
+    let pid = server.child.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let closed = loop {
+        match stream.update(Duration::from_secs(10)).await {
+            Ok(_) => continue,
+            Err(oms_runtime::streams::client::ClientError::Closed { code, .. }) => break code,
+            Err(error) => panic!("{error}"),
+        }
+    };
+    assert_eq!(closed, 1001);
     let status = server.terminate();
     assert!(status.success(), "SIGTERM exit: {status:?}");
     let server = Server::start(dir.path()).await;

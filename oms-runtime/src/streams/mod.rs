@@ -371,11 +371,6 @@ impl Hub {
         &self.limits
     }
 
-    /// Metrics.
-    pub fn metrics(&self) -> &Metrics {
-        &self.metrics
-    }
-
     /// Connects the public channels' producers.
     pub fn set_market(&self, market: Arc<market::Market>) {
         let _ = self.market.set(market);
@@ -384,11 +379,6 @@ impl Hub {
     fn lock(&self) -> std::sync::MutexGuard<'_, Registry> {
         // A panic while holding the lock leaves plain data behind; keep serving.
         self.registry.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Number of source logs.
-    pub fn sources(&self) -> usize {
-        self.lock().position.len()
     }
 
     /// Says where `source` starts: positions at or before `floor` were never seen here.
@@ -460,19 +450,11 @@ impl Hub {
         self.metrics.streams.subscriptions.dec_by(dropped as i64);
     }
 
-    /// Closes every connection of `key` (a revoked key), or all of them (`None`, shutdown).
-    pub fn close_all(&self, key: Option<&str>, close: Close) {
-        let registry = self.lock();
-        for conn in registry.conns.values() {
-            if key.is_none_or(|key| conn.key == key) {
-                conn.kill.close(close.clone());
-            }
+    /// Closes every connection (shutdown).
+    pub fn close_all(&self, close: Close) {
+        for conn in self.lock().conns.values() {
+            conn.kill.close(close.clone());
         }
-    }
-
-    /// The keys with connections.
-    pub fn keys(&self) -> Vec<String> {
-        self.lock().usage.keys().cloned().collect()
     }
 
     /// Subscribes `conn` to `topic`. A private topic with a cursor first gets what it missed from
