@@ -159,6 +159,8 @@ async fn assign(
         .client()
         .set("group.id", format!("{}.streams", kafka.prefix))
         .set("enable.auto.commit", "false")
+        // An offset the log no longer has (retention): from the oldest it has.
+        .set("auto.offset.reset", "earliest")
         .set("isolation.level", "read_committed")
         .set("fetch.wait.max.ms", "5")
         .create()?;
