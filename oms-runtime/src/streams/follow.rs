@@ -74,7 +74,7 @@ impl Follower {
         }
         for entry in ledger {
             out.updates.push(Update {
-                topic: Topic::Balances(entry.account.to_string()),
+                topic: Topic::Balances(entry.account.clone()),
                 body: Body::Balance(Box::new(entry.clone())),
             });
         }
@@ -91,6 +91,7 @@ impl Follower {
             _ => out.touched.push((record.symbol.clone(), record.seq)),
         }
         if let Event::Trade(trade) = &record.event {
+            let (taker_account, maker_account) = (&trade.taker.account, &trade.maker.account);
             let fee = |maker: bool| {
                 let market = self.fees.get(&record.symbol)?;
                 let side = if maker { &trade.maker } else { &trade.taker }.side;
@@ -111,13 +112,14 @@ impl Follower {
                 taker_fee: fee(false),
                 maker_fee: fee(true),
             };
+            let (taker, maker) = (taker_account.clone(), maker_account.clone());
             let trade = Arc::new(trade);
             out.updates.push(Update {
-                topic: Topic::Fills(trade.taker_account.clone()),
+                topic: Topic::Fills(taker.clone()),
                 body: Body::Fill(trade.clone(), Liquidity::Taker),
             });
             out.updates.push(Update {
-                topic: Topic::Fills(trade.maker_account.clone()),
+                topic: Topic::Fills(maker.clone()),
                 body: Body::Fill(trade.clone(), Liquidity::Maker),
             });
             out.trades.push(trade);
@@ -134,7 +136,7 @@ impl Follower {
             }
             let closed = !state.status.is_open();
             out.updates.push(Update {
-                topic: Topic::Orders(state.order.account.to_string()),
+                topic: Topic::Orders(state.order.account.clone()),
                 body: Body::Order(Box::new(state.clone())),
             });
             if closed {

@@ -18,7 +18,7 @@ use axum::extract::ws::Utf8Bytes;
 use futures::future::BoxFuture;
 use oms_core::{Depth, Instrument, Price, Quantity, Symbol};
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
@@ -48,6 +48,10 @@ struct Tracker {
     wanted: AtomicU64,
     book: Notify,
     ticker: Notify,
+    /// Whether the book (the ticker) has subscribers: without, a change wakes nothing (the
+    /// follower touches books for every command).
+    book_watched: AtomicBool,
+    ticker_watched: AtomicBool,
 }
 
 /// The public channels of every instrument.
@@ -108,8 +112,14 @@ impl Market {
     /// A subscription wants its snapshot.
     pub fn wake(&self, topic: &Topic) {
         match topic {
-            Topic::Book(symbol) => self.trackers.get(symbol).map(|t| t.book.notify_one()),
-            Topic::Ticker(symbol) => self.trackers.get(symbol).map(|t| t.ticker.notify_one()),
+            Topic::Book(symbol) => self.trackers.get(symbol.as_str()).map(|t| {
+                t.book_watched.store(true, Ordering::Relaxed);
+                t.book.notify_one();
+            }),
+            Topic::Ticker(symbol) => self.trackers.get(symbol.as_str()).map(|t| {
+                t.ticker_watched.store(true, Ordering::Relaxed);
+                t.ticker.notify_one();
+            }),
             _ => None,
         };
     }
@@ -118,8 +128,12 @@ impl Market {
     pub fn touched(&self, symbol: &str, seq: u64) {
         if let Some(tracker) = self.trackers.get(symbol) {
             tracker.wanted.fetch_max(seq, Ordering::Relaxed);
-            tracker.book.notify_one();
-            tracker.ticker.notify_one();
+            if tracker.book_watched.load(Ordering::Relaxed) {
+                tracker.book.notify_one();
+            }
+            if tracker.ticker_watched.load(Ordering::Relaxed) {
+                tracker.ticker.notify_one();
+            }
         }
     }
 
@@ -128,7 +142,7 @@ impl Market {
         let Some(hub) = self.hub.upgrade() else {
             return;
         };
-        let topic = Topic::Trades(symbol.to_string());
+        let topic = Topic::Trades(symbol.into());
         if hub.has_subscribers(&topic) {
             let frame = Frame {
                 text: Utf8Bytes::from(text),
@@ -155,17 +169,21 @@ async fn book_task(
     source: Arc<dyn DepthSource>,
 ) {
     let symbol = instrument.symbol().to_string();
-    let topic = Topic::Book(symbol.clone());
+    let topic = Topic::Book(instrument.symbol().clone());
     let mut current: Option<Depth> = None;
     loop {
         tracker.book.notified().await;
         let Some(hub) = hub.upgrade() else {
             return;
         };
+        // Cleared before the look, so that a subscription made meanwhile (which sets it after
+        // registering) is never missed.
+        tracker.book_watched.store(false, Ordering::Relaxed);
         if !hub.has_subscribers(&topic) {
             current = None;
             continue;
         }
+        tracker.book_watched.store(true, Ordering::Relaxed);
         let woken = Instant::now();
         let depth = match caught_up(&*source, &symbol, &tracker).await {
             Ok(depth) => depth,
@@ -289,15 +307,17 @@ async fn ticker_task(
     tracker: Arc<Tracker>,
     make: TickerFn,
 ) {
-    let topic = Topic::Ticker(instrument.symbol().to_string());
+    let topic = Topic::Ticker(instrument.symbol().clone());
     loop {
         tracker.ticker.notified().await;
         let Some(hub) = hub.upgrade() else {
             return;
         };
+        tracker.ticker_watched.store(false, Ordering::Relaxed);
         if !hub.has_subscribers(&topic) {
             continue;
         }
+        tracker.ticker_watched.store(true, Ordering::Relaxed);
         let woken = Instant::now();
         match make(instrument.clone()).await {
             Ok(ticker) => {

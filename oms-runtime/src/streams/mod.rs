@@ -28,6 +28,7 @@ pub mod socket;
 
 use crate::metrics::{Metrics, OutcomeLabels};
 use axum::extract::ws::Utf8Bytes;
+use smol_str::SmolStr;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -90,17 +91,17 @@ impl Default for Limits {
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Topic {
     /// An account's order states.
-    Orders(String),
+    Orders(SmolStr),
     /// An account's fills.
-    Fills(String),
+    Fills(SmolStr),
     /// An account's balance changes.
-    Balances(String),
+    Balances(SmolStr),
     /// A book's depth.
-    Book(String),
+    Book(SmolStr),
     /// A symbol's public trades.
-    Trades(String),
+    Trades(SmolStr),
     /// A symbol's ticker.
-    Ticker(String),
+    Ticker(SmolStr),
 }
 
 impl Topic {
@@ -273,8 +274,8 @@ struct Kept {
     source: usize,
     position: u64,
     body: Body,
-    /// The cursor it was sent with.
-    cursor: Arc<str>,
+    /// The cursor it was sent with (encoded only when sent again).
+    cursor: Arc<[u64]>,
     committed: Option<Committed>,
 }
 
@@ -611,7 +612,7 @@ impl Hub {
         if updates.is_empty() {
             return;
         }
-        let cursor: Arc<str> = Cursor(registry.position.clone()).encode().into();
+        let cursor: Arc<[u64]> = registry.position.as_slice().into();
         for update in updates {
             if self.wanted(registry, &update.topic, source, position) {
                 let frame = self.frame(&update.topic, &update.body, &cursor, committed);
@@ -694,11 +695,12 @@ impl Hub {
         &self,
         topic: &Topic,
         body: &Body,
-        cursor: &str,
+        cursor: &[u64],
         committed: Option<Committed>,
     ) -> Frame {
+        let cursor = Cursor(cursor.to_vec()).encode();
         Frame {
-            text: Utf8Bytes::from(with_cursor(&self.render.body(topic, body), cursor)),
+            text: Utf8Bytes::from(with_cursor(&self.render.body(topic, body), &cursor)),
             committed,
             channel: topic.channel(),
         }

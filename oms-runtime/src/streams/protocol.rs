@@ -201,12 +201,12 @@ pub fn topic(
     symbol: Option<String>,
 ) -> Result<Topic, &'static str> {
     match (channel, account, symbol) {
-        (Channel::Orders, Some(account), None) => Ok(Topic::Orders(account)),
-        (Channel::Fills, Some(account), None) => Ok(Topic::Fills(account)),
-        (Channel::Balances, Some(account), None) => Ok(Topic::Balances(account)),
-        (Channel::Book, None, Some(symbol)) => Ok(Topic::Book(symbol)),
-        (Channel::Trades, None, Some(symbol)) => Ok(Topic::Trades(symbol)),
-        (Channel::Ticker, None, Some(symbol)) => Ok(Topic::Ticker(symbol)),
+        (Channel::Orders, Some(account), None) => Ok(Topic::Orders(account.into())),
+        (Channel::Fills, Some(account), None) => Ok(Topic::Fills(account.into())),
+        (Channel::Balances, Some(account), None) => Ok(Topic::Balances(account.into())),
+        (Channel::Book, None, Some(symbol)) => Ok(Topic::Book(symbol.into())),
+        (Channel::Trades, None, Some(symbol)) => Ok(Topic::Trades(symbol.into())),
+        (Channel::Ticker, None, Some(symbol)) => Ok(Topic::Ticker(symbol.into())),
         (Channel::Orders | Channel::Fills | Channel::Balances, _, _) => {
             Err("orders, fills and balances take an account and no symbol")
         }

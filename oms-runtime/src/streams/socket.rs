@@ -11,6 +11,7 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgr
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use futures::SinkExt;
+use smol_str::SmolStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -250,7 +251,7 @@ impl Session {
                     Ok(Subscribed::Resync) => {
                         let account = match &topic {
                             Topic::Orders(a) | Topic::Fills(a) | Topic::Balances(a) => a.clone(),
-                            _ => String::new(),
+                            _ => SmolStr::default(),
                         };
                         return self
                             .control(&Control::Resync {
