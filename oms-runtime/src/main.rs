@@ -3,6 +3,11 @@
 use clap::Parser;
 use oms_runtime::config::{Cli, Command};
 
+// glibc's allocator spent about a fifth of the runtime's CPU under load (the stream window frees
+// its oldest entries in arrival order while new ones arrive); see docs/benchmarks.md.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
