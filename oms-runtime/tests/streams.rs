@@ -541,6 +541,23 @@ async fn limits_per_key_and_the_idle_timeout_hold() {
     })
     .await;
     let served = serve(&h).await;
+    // Clients that hang up in the middle of the handshake hold no connection slot.
+    let addr = served
+        .url
+        .trim_start_matches("ws://")
+        .trim_end_matches("/v1/ws");
+    for _ in 0..4 {
+        use tokio::io::AsyncWriteExt;
+        let mut raw = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let request = format!(
+            "GET /v1/ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+             Authorization: Bearer {TRADER}\r\n\r\n"
+        );
+        raw.write_all(request.as_bytes()).await.unwrap();
+        drop(raw);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let (mut first, _) = StreamClient::connect(&served.url, TRADER).await.unwrap();
     let (_second, _) = StreamClient::connect(&served.url, TRADER).await.unwrap();
     match StreamClient::connect(&served.url, TRADER).await {

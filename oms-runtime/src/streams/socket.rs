@@ -71,17 +71,30 @@ pub async fn upgrade(
         })
 }
 
-/// A connection registered with the hub.
+/// A connection registered with the hub; leaves it when dropped (also when the upgrade never
+/// completes, so a client that hangs up mid-handshake holds no slot).
 struct Admitted {
+    hub: Arc<Hub>,
     conn: u64,
     kill: Arc<super::Kill>,
     queue: mpsc::Receiver<Frame>,
 }
 
-fn admit(hub: &Hub, principal: &Principal) -> Result<Admitted, Refused> {
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.hub.disconnect(self.conn);
+    }
+}
+
+fn admit(hub: &Arc<Hub>, principal: &Principal) -> Result<Admitted, Refused> {
     let (tx, queue) = mpsc::channel(hub.limits().queue);
     let (conn, kill) = hub.connect(&principal.id, tx)?;
-    Ok(Admitted { conn, kill, queue })
+    Ok(Admitted {
+        hub: hub.clone(),
+        conn,
+        kill,
+        queue,
+    })
 }
 
 struct Session {
@@ -113,11 +126,9 @@ impl Session {
                 return;
             }
         };
-        let Admitted {
-            conn,
-            kill,
-            mut queue,
-        } = admitted;
+        let mut admitted = admitted;
+        let (conn, kill) = (admitted.conn, admitted.kill.clone());
+        let queue = &mut admitted.queue;
         let welcome = Control::Welcome {
             key: &principal.id,
             heartbeat_ms: hub.limits().heartbeat.as_millis() as u64,
@@ -136,7 +147,7 @@ impl Session {
                     // still get through (what was written stays buffered, whole, before the
                     // close frame).
                     Some(frame) => tokio::select! {
-                        written = self.write_queued(frame, &mut queue) => written.err(),
+                        written = self.write_queued(frame, queue) => written.err(),
                         close = kill.wait() => Some(End::Close(close)),
                     },
                     None => Some(End::Gone),
@@ -158,7 +169,8 @@ impl Session {
                 _ = heartbeat.tick() => self.beat(&hub, &key, heard).await.err(),
             };
         }
-        hub.disconnect(conn);
+        // Out of the hub before the closing handshake, which may take a while.
+        drop(admitted);
         let reason = self.finish(end.unwrap_or(End::Gone)).await;
         count(metrics, reason);
     }
