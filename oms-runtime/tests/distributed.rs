@@ -1267,22 +1267,6 @@ async fn events_of_format_1_project_and_a_newer_format_halts_the_projector() {
     );
 }
 
-/// Every update until nothing arrives for `quiet`.
-async fn stream_updates(
-    client: &mut oms_runtime::streams::client::StreamClient,
-    quiet: Duration,
-) -> Vec<Value> {
-    use oms_runtime::streams::client::ClientError;
-    let mut seen = Vec::new();
-    loop {
-        match client.update(quiet).await {
-            Ok(message) => seen.push(message),
-            Err(ClientError::Timeout(_)) => return seen,
-            Err(error) => panic!("stream failed: {error}"),
-        }
-    }
-}
-
 /// Checks that every order's versions go 1, 2, 3, ... and gives each order's last state.
 fn last_states(seen: &[Value]) -> std::collections::HashMap<String, Value> {
     let mut last: std::collections::HashMap<String, Value> = Default::default();
@@ -1351,7 +1335,7 @@ async fn streams_follow_the_logs_and_resume_on_another_ingest() {
     assert!(status.is_success(), "{canceled}");
     api.await_order(&bid, |o| o["status"] == "canceled").await;
 
-    let seen = stream_updates(&mut client, Duration::from_secs(2)).await;
+    let seen = common::streams::drain(&mut client, Duration::from_secs(2)).await;
     let last = last_states(&seen);
     assert_eq!(last.len(), 4, "{last:?}");
     for (id, state) in &last {
@@ -1380,42 +1364,12 @@ async fn streams_follow_the_logs_and_resume_on_another_ingest() {
     assert_eq!(seen.iter().filter(|m| m["type"] == "trade").count(), 1);
 
     // The book from its snapshot and updates is the book the REST API shows.
-    let mut book: (
-        u64,
-        std::collections::BTreeMap<String, String>,
-        std::collections::BTreeMap<String, String>,
-    ) = Default::default();
+    let mut book = common::streams::Book::default();
     for message in &seen {
-        let apply = |levels: &Value, side: &mut std::collections::BTreeMap<String, String>| {
-            for level in levels.as_array().unwrap() {
-                let (price, quantity) = (level[0].as_str().unwrap(), level[1].as_str().unwrap());
-                if quantity == "0" {
-                    side.remove(price);
-                } else {
-                    side.insert(price.into(), quantity.into());
-                }
-            }
-        };
-        match message["type"].as_str() {
-            Some("book_snapshot") => book = Default::default(),
-            Some("book_update") => assert_eq!(message["prev_seq"], book.0, "a gap: {message}"),
-            _ => continue,
-        }
-        book.0 = message["seq"].as_u64().unwrap();
-        apply(&message["bids"], &mut book.1);
-        apply(&message["asks"], &mut book.2);
+        book.apply(message);
     }
     let (_, rest) = api.get("/v1/book/BTC-USDT?depth=100").await;
-    let levels = |side: &Value| -> std::collections::BTreeMap<String, String> {
-        side.as_array()
-            .unwrap()
-            .iter()
-            .map(|l| (l[0].as_str().unwrap().into(), l[1].as_str().unwrap().into()))
-            .collect()
-    };
-    assert_eq!(book.0, rest["seq"].as_u64().unwrap());
-    assert_eq!(book.1, levels(&rest["bids"]));
-    assert_eq!(book.2, levels(&rest["asks"]));
+    book.assert_matches(&rest);
 
     // The pod dies; the client resumes on the other one from its last cursor, missing nothing.
     let cursor = seen

@@ -7,10 +7,11 @@
 mod common;
 
 use axum::http::StatusCode;
+use common::streams::{Book, drain};
 use common::{Call, Harness, OTHER, READER, TRADER, order, start_in, start_unfunded_with};
 use oms_runtime::streams::client::{ClientError, StreamClient};
 use serde_json::{Value, json};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -71,65 +72,6 @@ async fn get(h: &Harness, path: &str) -> Value {
     reply.json
 }
 
-/// Every update until nothing arrives for half a second.
-async fn drain(client: &mut StreamClient) -> Vec<Value> {
-    let mut seen = Vec::new();
-    loop {
-        match client.update(Duration::from_millis(500)).await {
-            Ok(message) => seen.push(message),
-            Err(ClientError::Timeout(_)) => return seen,
-            Err(error) => panic!("stream failed: {error}"),
-        }
-    }
-}
-
-/// Applies a book snapshot and its updates, checking the chain of sequence numbers.
-#[derive(Default)]
-struct Book {
-    seq: u64,
-    bids: BTreeMap<String, String>,
-    asks: BTreeMap<String, String>,
-}
-
-impl Book {
-    fn apply(&mut self, message: &Value) {
-        let side = |levels: &Value, into: &mut BTreeMap<String, String>| {
-            for level in levels.as_array().unwrap() {
-                let (price, quantity) = (level[0].as_str().unwrap(), level[1].as_str().unwrap());
-                if quantity == "0" {
-                    into.remove(price);
-                } else {
-                    into.insert(price.to_string(), quantity.to_string());
-                }
-            }
-        };
-        match message["type"].as_str() {
-            Some("book_snapshot") => {
-                *self = Book::default();
-            }
-            Some("book_update") => {
-                assert_eq!(
-                    message["prev_seq"], self.seq,
-                    "a gap in the book: {message}"
-                );
-            }
-            _ => return,
-        }
-        self.seq = message["seq"].as_u64().unwrap();
-        side(&message["bids"], &mut self.bids);
-        side(&message["asks"], &mut self.asks);
-    }
-
-    fn levels(levels: &Value) -> BTreeMap<String, String> {
-        levels
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|l| (l[0].as_str().unwrap().into(), l[1].as_str().unwrap().into()))
-            .collect()
-    }
-}
-
 #[tokio::test]
 async fn every_update_arrives_in_order_and_matches_the_rest_state() {
     let h = start_in(tempfile::tempdir().unwrap()).await;
@@ -183,7 +125,7 @@ async fn every_update_arrives_in_order_and_matches_the_rest_state() {
     assert!(canceled.status.is_success(), "{}", canceled.text);
 
     let mut seen = vec![snapshot];
-    seen.extend(drain(&mut client).await);
+    seen.extend(drain(&mut client, Duration::from_millis(500)).await);
     // The ticker follows the trade (at most once a second).
     let tickers: Vec<&Value> = seen.iter().filter(|m| m["type"] == "ticker").collect();
     if let Some(last) = tickers.last() {
@@ -264,9 +206,7 @@ async fn every_update_arrives_in_order_and_matches_the_rest_state() {
         book.apply(message);
     }
     let rest = get(&h, "/v1/book/BTC-USDT?depth=100").await;
-    assert_eq!(book.seq, rest["seq"].as_u64().unwrap());
-    assert_eq!(book.bids, Book::levels(&rest["bids"]));
-    assert_eq!(book.asks, Book::levels(&rest["asks"]));
+    book.assert_matches(&rest);
     assert_eq!(book.asks.len(), 2, "{:?}", book.asks);
     client.close().await;
 }
@@ -345,7 +285,7 @@ async fn a_reconnecting_client_resumes_from_its_cursor() {
         .unwrap();
     assert_eq!(ack["type"], "ack", "{ack}");
     assert_eq!(ack["replayed"], 2, "{ack}");
-    let ids: Vec<String> = drain(&mut client)
+    let ids: Vec<String> = drain(&mut client, Duration::from_millis(500))
         .await
         .iter()
         .map(|m| m["order"]["order_id"].as_str().unwrap().to_string())

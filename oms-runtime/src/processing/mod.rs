@@ -7,7 +7,7 @@
 
 pub mod kafka;
 pub mod local;
-mod projection;
+pub(crate) mod projection;
 
 pub use local::{BookHandle, Outcome, Pipeline, Waiters};
 pub use projection::Projection;

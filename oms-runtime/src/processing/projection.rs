@@ -49,10 +49,7 @@ impl Projection {
     /// A side's fee from the instrument's rate, if this projection prices fees so and there is
     /// one.
     fn fee(&self, symbol: &Symbol, trade: &Trade, maker: bool) -> Option<(String, Amount)> {
-        let market = self.markets.as_ref()?.get(symbol)?;
-        let side = if maker { &trade.maker } else { &trade.taker }.side;
-        let (asset, fee) = market.fill_fee(side, maker, trade.price, trade.quantity);
-        (fee > 0).then(|| (asset.to_string(), fee))
+        priced_fee(self.markets.as_ref()?.get(symbol)?, trade, maker)
     }
 
     /// The state to fold `record` into. A new order starts from its own accepted or rejected
@@ -83,20 +80,8 @@ impl Projection {
     pub async fn fold(&mut self, records: &[EventRecord]) -> Result<(), StoreError> {
         for record in records {
             if let Event::Trade(trade) = &record.event {
-                self.batch.trades.push(TradeRecord {
-                    seq: record.seq,
-                    symbol: record.symbol.to_string(),
-                    price: trade.price,
-                    quantity: trade.quantity,
-                    taker_side: trade.taker.side,
-                    taker_order_id: trade.taker.order_id,
-                    taker_account: trade.taker.account.to_string(),
-                    maker_order_id: trade.maker.order_id,
-                    maker_account: trade.maker.account.to_string(),
-                    ts: record.ts.0,
-                    taker_fee: self.fee(&record.symbol, trade, false),
-                    maker_fee: self.fee(&record.symbol, trade, true),
-                });
+                let fee = |maker| self.fee(&record.symbol, trade, maker);
+                self.batch.trades.push(TradeRecord::of(record, trade, fee));
             }
             for order_id in record.event.order_ids() {
                 if let Some(state) = self.state(record, order_id).await? {
@@ -162,4 +147,12 @@ impl Projection {
         }
         batch
     }
+}
+
+/// A side's fee of `trade` at `market`'s rates, as funds charge it ([`Market::fill_fee`]); none
+/// at a zero rate.
+pub fn priced_fee(market: &Market, trade: &Trade, maker: bool) -> Option<(String, Amount)> {
+    let side = if maker { &trade.maker } else { &trade.taker }.side;
+    let (asset, fee) = market.fill_fee(side, maker, trade.price, trade.quantity);
+    (fee > 0).then(|| (asset.to_string(), fee))
 }

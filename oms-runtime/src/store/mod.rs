@@ -327,6 +327,30 @@ pub struct TradeRecord {
     pub maker_fee: Option<(String, Amount)>,
 }
 
+impl TradeRecord {
+    /// A trade event as it is stored; `fee(maker)` gives each side's fee.
+    pub fn of(
+        record: &oms_core::EventRecord,
+        trade: &oms_core::Trade,
+        fee: impl Fn(bool) -> Option<(String, Amount)>,
+    ) -> TradeRecord {
+        TradeRecord {
+            seq: record.seq,
+            symbol: record.symbol.to_string(),
+            price: trade.price,
+            quantity: trade.quantity,
+            taker_side: trade.taker.side,
+            taker_order_id: trade.taker.order_id,
+            taker_account: trade.taker.account.to_string(),
+            maker_order_id: trade.maker.order_id,
+            maker_account: trade.maker.account.to_string(),
+            ts: record.ts.0,
+            taker_fee: fee(false),
+            maker_fee: fee(true),
+        }
+    }
+}
+
 /// Where a page of an account's trades ends: the last trade's time, symbol and sequence number.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TradeCursor {

@@ -13,6 +13,7 @@ use super::{Body, Topic, Update};
 use crate::api::Market;
 use crate::api::funds::LedgerEntryView;
 use crate::api::model::{FillView, Liquidity, OrderView};
+use crate::processing::projection::priced_fee;
 use crate::store::{OrderStore, StoreError, TradeRecord};
 use oms_core::funds::Assets;
 use oms_core::{Event, EventRecord, LedgerEntry, OrderId, OrderState, Symbol};
@@ -91,38 +92,18 @@ impl Follower {
             _ => out.touched.push((record.symbol.clone(), record.seq)),
         }
         if let Event::Trade(trade) = &record.event {
-            let (taker_account, maker_account) = (&trade.taker.account, &trade.maker.account);
-            let fee = |maker: bool| {
-                let market = self.fees.get(&record.symbol)?;
-                let side = if maker { &trade.maker } else { &trade.taker }.side;
-                let (asset, fee) = market.fill_fee(side, maker, trade.price, trade.quantity);
-                Some((asset.to_string(), fee))
-            };
-            let trade = TradeRecord {
-                seq: record.seq,
-                symbol: record.symbol.to_string(),
-                price: trade.price,
-                quantity: trade.quantity,
-                taker_side: trade.taker.side,
-                taker_order_id: trade.taker.order_id,
-                taker_account: trade.taker.account.to_string(),
-                maker_order_id: trade.maker.order_id,
-                maker_account: trade.maker.account.to_string(),
-                ts: record.ts.0,
-                taker_fee: fee(false),
-                maker_fee: fee(true),
-            };
-            let (taker, maker) = (taker_account.clone(), maker_account.clone());
-            let trade = Arc::new(trade);
+            let market = self.fees.get(&record.symbol);
+            let fee = |maker| market.and_then(|m| priced_fee(m, trade, maker));
+            let stored = Arc::new(TradeRecord::of(record, trade, fee));
             out.updates.push(Update {
-                topic: Topic::Fills(taker.clone()),
-                body: Body::Fill(trade.clone(), Liquidity::Taker),
+                topic: Topic::Fills(trade.taker.account.clone()),
+                body: Body::Fill(stored.clone(), Liquidity::Taker),
             });
             out.updates.push(Update {
-                topic: Topic::Fills(maker.clone()),
-                body: Body::Fill(trade.clone(), Liquidity::Maker),
+                topic: Topic::Fills(trade.maker.account.clone()),
+                body: Body::Fill(stored.clone(), Liquidity::Maker),
             });
-            out.trades.push(trade);
+            out.trades.push(stored);
         }
         for order_id in record.event.order_ids() {
             let Some((state, read)) = self.state(record, order_id).await? else {

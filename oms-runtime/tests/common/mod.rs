@@ -5,6 +5,7 @@
 
 pub mod cluster;
 pub mod log;
+pub mod streams;
 
 use axum::Router;
 use axum::body::Body;
