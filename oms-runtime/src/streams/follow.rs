@@ -58,11 +58,6 @@ impl Follower {
         }
     }
 
-    /// Open orders cached.
-    pub fn open_orders(&self) -> usize {
-        self.open.len()
-    }
-
     /// The messages of one command's events and ledger entries, added to `out`.
     pub async fn fold(
         &mut self,
