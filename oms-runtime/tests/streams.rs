@@ -507,7 +507,19 @@ async fn limits_per_key_and_the_idle_timeout_hold() {
         other => panic!("a third connection: {:?}", other.map(|(_, w)| w)),
     }
     // Another key is not held to this one's count.
-    let (_other, _) = StreamClient::connect(&served.url, OTHER).await.unwrap();
+    let (mut other, _) = StreamClient::connect(&served.url, OTHER).await.unwrap();
+    // A client flooding requests is closed (a burst of 300, then 50 a second).
+    for id in 0..400 {
+        other.send(json!({"op": "ping", "id": id})).await.unwrap();
+    }
+    let flooded = loop {
+        match other.next(WAIT).await {
+            Ok(_) => continue,
+            Err(ClientError::Closed { code, .. }) => break code,
+            Err(error) => panic!("{error}"),
+        }
+    };
+    assert_eq!(flooded, 1008);
     for symbol in ["BTC-USDT", "ETH-USDT"] {
         first.subscribe("trades", symbol, None).await.unwrap();
     }

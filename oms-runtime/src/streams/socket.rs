@@ -138,6 +138,7 @@ impl Session {
         let mut heartbeat = tokio::time::interval(hub.limits().heartbeat);
         heartbeat.tick().await;
         let mut heard = Instant::now();
+        let mut requests = Bucket::new(Instant::now());
         while end.is_none() {
             end = tokio::select! {
                 biased;
@@ -155,6 +156,12 @@ impl Session {
                 message = self.socket.recv() => {
                     heard = Instant::now();
                     match message {
+                        Some(Ok(Message::Text(_))) if !requests.take(heard) => {
+                            Some(End::Close(Close {
+                                code: close::POLICY,
+                                reason: "more than 50 requests a second",
+                            }))
+                        }
                         Some(Ok(Message::Text(text))) => {
                             self.request(&hub, conn, &principal, &text).await.err()
                         }
@@ -461,9 +468,61 @@ impl Session {
     }
 }
 
+/// A client's requests: [`Bucket::RATE`] a second, bursts of [`Bucket::BURST`] (subscribing to
+/// everything at once fits). A client over it is closed: requests are cheap, but not free.
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    const RATE: f64 = 50.0;
+    const BURST: f64 = 300.0;
+
+    fn new(now: Instant) -> Bucket {
+        Bucket {
+            tokens: Bucket::BURST,
+            at: now,
+        }
+    }
+
+    /// Takes one request's token; false if there is none.
+    fn take(&mut self, now: Instant) -> bool {
+        let refill = now.saturating_duration_since(self.at).as_secs_f64() * Bucket::RATE;
+        self.tokens = (self.tokens + refill).min(Bucket::BURST);
+        self.at = now;
+        if self.tokens < 1.0 {
+            return false;
+        }
+        self.tokens -= 1.0;
+        true
+    }
+}
+
 fn count(metrics: &crate::metrics::StreamMetrics, reason: &'static str) {
     metrics
         .disconnects
         .get_or_create(&OutcomeLabels { outcome: reason })
         .inc();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_request_bucket_allows_a_burst_then_the_rate() {
+        let start = Instant::now();
+        let mut bucket = Bucket::new(start);
+        for _ in 0..300 {
+            assert!(bucket.take(start));
+        }
+        assert!(!bucket.take(start));
+        // A second later, 50 more.
+        let later = start + Duration::from_secs(1);
+        for _ in 0..50 {
+            assert!(bucket.take(later));
+        }
+        assert!(!bucket.take(later));
+    }
 }
