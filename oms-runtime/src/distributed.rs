@@ -56,6 +56,10 @@ pub async fn serve(args: ServeArgs, limits: Limits) -> anyhow::Result<()> {
         health: health.clone(),
         draining,
     };
+    if plan.runs(Role::Ingest) {
+        // Ready only once the API port is open (`serve_api`).
+        health.starting("api", "opening the API port");
+    }
     let admin =
         AdminServer::start(args.admin_addr, admin_state.clone(), Limits::admin(&limits)).await?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -268,6 +272,22 @@ async fn start(
                 KafkaJournal::connect(kafka.clone(), redis.clone())
             })
             .await;
+            // The streams follow the events and ledger topics: their partitions (before the
+            // probe: a probe replaces the waiting state).
+            let sources = patiently(health, "kafka", || {
+                let kafka = kafka.clone();
+                async move {
+                    tokio::task::spawn_blocking(move || crate::streams::kafka::sources(&kafka))
+                        .await
+                        .map_err(anyhow::Error::from)
+                        .and_then(|sources| sources)
+                        .map_err(|error| crate::store::StoreError::Unavailable {
+                            backend: crate::store::Backend::Kafka,
+                            message: format!("{error:#}"),
+                        })
+                }
+            })
+            .await;
             let journal: Arc<dyn Journal> = Arc::new(journal);
             health.probe(
                 "kafka",
@@ -283,21 +303,6 @@ async fn start(
                 args.keys_reload_every,
                 metrics.ingest.key_reloads.clone(),
             ));
-            // Streams: this pod follows the events and ledger topics for its own clients.
-            let sources = patiently(health, "kafka", || {
-                let kafka = kafka.clone();
-                async move {
-                    tokio::task::spawn_blocking(move || crate::streams::kafka::sources(&kafka))
-                        .await
-                        .map_err(anyhow::Error::from)
-                        .and_then(|sources| sources)
-                        .map_err(|error| crate::store::StoreError::Unavailable {
-                            backend: crate::store::Backend::Kafka,
-                            message: format!("{error:#}"),
-                        })
-                }
-            })
-            .await;
             let markets = Arc::new(plan.markets);
             let assets = Arc::new(crate::assets(&markets)?);
             let limits = settings(args).streams;

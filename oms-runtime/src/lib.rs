@@ -391,6 +391,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         journal_head = runtime.store.head(),
         "oms-runtime starting (single-node)"
     );
+    // Ready only once the API port is open (`serve_api`).
+    runtime.admin.health.starting("api", "opening the API port");
     let admin = admin::AdminServer::start(
         args.admin_addr,
         runtime.admin.clone(),
@@ -468,6 +470,7 @@ pub async fn serve_api(
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
+    admin.health.connected("api");
     tracing::info!(
         api = %listener.local_addr()?,
         max_connections = limits.max_connections,

@@ -153,8 +153,8 @@ async fn all_roles_in_one_process_round_trip() {
     assert_eq!(
         ready["checks"],
         serde_json::json!({
-            "kafka": "ok", "mongodb": "ok", "redis": "ok", "funds": "ok", "processor": "ok",
-            "projector": "ok"
+            "api": "ok", "kafka": "ok", "mongodb": "ok", "redis": "ok", "funds": "ok",
+            "processor": "ok", "projector": "ok"
         })
     );
     // money moved: bob paid 40 USDT (and 10 bps of his BTC), alice holds what is left of hers
