@@ -236,11 +236,7 @@ async fn start(
     // The projector prices each trade's fees from the instruments' rates, as funds charge
     // them: the ledger that records them is another topic.
     let assets = crate::assets(&plan.markets)?;
-    let fee_markets: std::collections::BTreeMap<_, _> = plan
-        .markets
-        .values()
-        .filter_map(|m| Some((m.instrument.symbol().clone(), assets.market(&m.instrument)?)))
-        .collect();
+    let fee_markets = crate::processing::projection::fee_markets(&plan.markets, &assets);
     let projector = plan.runs(Role::Projector).then(|| {
         let (kafka, mongo, metrics, health) = (
             kafka.clone(),

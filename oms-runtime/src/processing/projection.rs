@@ -156,3 +156,14 @@ pub fn priced_fee(market: &Market, trade: &Trade, maker: bool) -> Option<(String
     let (asset, fee) = market.fill_fee(side, maker, trade.price, trade.quantity);
     (fee > 0).then(|| (asset.to_string(), fee))
 }
+
+/// Each configured instrument's fee rates and assets, as funds charge by them.
+pub fn fee_markets(
+    markets: &BTreeMap<Symbol, crate::api::Market>,
+    assets: &oms_core::funds::Assets,
+) -> BTreeMap<Symbol, Market> {
+    markets
+        .values()
+        .filter_map(|m| Some((m.instrument.symbol().clone(), assets.market(&m.instrument)?)))
+        .collect()
+}

@@ -13,7 +13,7 @@ use super::{Body, Topic, Update};
 use crate::api::Market;
 use crate::api::funds::LedgerEntryView;
 use crate::api::model::{FillView, Liquidity, OrderView};
-use crate::processing::projection::priced_fee;
+use crate::processing::projection::{fee_markets, priced_fee};
 use crate::store::{OrderStore, StoreError, TradeRecord};
 use oms_core::funds::Assets;
 use oms_core::{Event, EventRecord, LedgerEntry, OrderId, OrderState, Symbol};
@@ -47,12 +47,8 @@ impl Follower {
         assets: &Assets,
         store: Arc<dyn OrderStore>,
     ) -> Follower {
-        let fees = markets
-            .values()
-            .filter_map(|m| Some((m.instrument.symbol().clone(), assets.market(&m.instrument)?)))
-            .collect();
         Follower {
-            fees,
+            fees: fee_markets(markets, assets),
             store,
             open: FxHashMap::default(),
         }
