@@ -4,6 +4,7 @@ pub mod cancel_after;
 pub mod error;
 pub(crate) mod funds;
 pub(crate) mod handlers;
+mod key;
 pub mod limits;
 mod manage;
 pub(crate) mod market;
@@ -213,6 +214,7 @@ pub fn router(app: AppState) -> Router {
             get(manage::get_by_client_id).delete(manage::cancel_by_client_id),
         )
         .route("/v1/time", get(market::time))
+        .route("/v1/key", get(key::whoami))
         .route(
             "/v1/cancel-after",
             post(cancel_after::set).get(cancel_after::get),

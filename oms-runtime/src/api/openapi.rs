@@ -1,7 +1,7 @@
 //! The OpenAPI document, generated from the handlers and types (utoipa).
 
 use super::{AppState, json};
-use super::{cancel_after, funds, handlers, manage, market};
+use super::{cancel_after, funds, handlers, key, manage, market};
 use axum::extract::State;
 use axum::response::Response;
 use std::sync::Arc;
@@ -38,6 +38,7 @@ use utoipa::{Modify, OpenApi};
         funds::deposit,
         funds::withdraw,
         funds::get_transfer,
+        key::whoami,
     ),
     modifiers(&BearerKey),
 )]
