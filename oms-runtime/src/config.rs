@@ -256,6 +256,10 @@ pub struct ServeArgs {
     /// bootstrap key on the first start.
     #[arg(long, env = "OMS_API_KEYS_FILE")]
     pub api_keys_file: Option<PathBuf>,
+    /// The built web UI (`scripts/ui build` writes it to ui/dist), served at `/` on the API
+    /// port. Without it the API port serves the API only.
+    #[arg(long, env = "OMS_UI_DIR")]
+    pub ui_dir: Option<PathBuf>,
     /// Accounts of the key created on the first start.
     #[arg(
         long,

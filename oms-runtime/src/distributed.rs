@@ -355,7 +355,11 @@ async fn start(
             ));
             tracing::info!(node, "ingest order ids use node {node}");
             let streams = app.streams.clone();
-            Some((args.api_addr, api::router(app), streams))
+            Some((
+                args.api_addr,
+                crate::ui::with_ui(api::router(app), args)?,
+                streams,
+            ))
         }
         _ => None,
     };

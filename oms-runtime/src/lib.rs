@@ -15,6 +15,7 @@ pub mod processing;
 pub mod server;
 pub mod store;
 pub mod streams;
+pub mod ui;
 
 use anyhow::Context;
 use api::{AppState, Market, Settings};
@@ -401,7 +402,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     .await?;
     let api = Some((
         args.api_addr,
-        api::router(runtime.app.clone()),
+        ui::with_ui(api::router(runtime.app.clone()), &args)?,
         runtime.app.streams.clone(),
     ));
     serve_api(api, &runtime.admin, &connections).await?;
