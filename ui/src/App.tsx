@@ -22,19 +22,22 @@ type Theme = "dark" | "light";
 
 function initialTheme(): Theme {
   const saved = localStorage.getItem("oms.theme");
-  if (saved === "dark" || saved === "light") return saved;
-  return window.matchMedia?.("(prefers-color-scheme: light)").matches ? "light" : "dark";
+  const theme = saved === "dark" || saved === "light" ? saved : window.matchMedia?.("(prefers-color-scheme: light)").matches ? "light" : "dark";
+  return applied(theme);
+}
+
+/** Sets the theme on the document at once: the charts read its colours while they render,
+ * before any effect of this component would run. */
+function applied(theme: Theme): Theme {
+  document.documentElement.dataset.theme = theme;
+  localStorage.setItem("oms.theme", theme);
+  return theme;
 }
 
 export function App() {
   const [session, setSession] = useState<{ key: string; who: WhoAmI }>();
   const [checking, setChecking] = useState(() => sessionStorage.getItem(KEY) !== null);
   const [theme, setTheme] = useState<Theme>(initialTheme);
-
-  useEffect(() => {
-    document.documentElement.dataset.theme = theme;
-    localStorage.setItem("oms.theme", theme);
-  }, [theme]);
 
   // A reload keeps the session: check the stored key again.
   useEffect(() => {
@@ -55,7 +58,7 @@ export function App() {
     sessionStorage.removeItem(KEY);
     setSession(undefined);
   };
-  const toggleTheme = () => setTheme((t) => (t === "dark" ? "light" : "dark"));
+  const toggleTheme = () => setTheme(applied(theme === "dark" ? "light" : "dark"));
 
   if (checking) return <p className="muted centered">Signing in…</p>;
   if (!session) return <SignIn onSignedIn={signIn} />;

@@ -49,7 +49,11 @@ export function Ladder({
       <tbody>
         {asks.map(row("ask"))}
         <tr className="spread">
-          <td colSpan={3}>{spread !== undefined ? `spread ${format(spread, priceDecimals)}` : "one side empty"}</td>
+          <td colSpan={3}>{spread !== undefined
+              ? `spread ${format(spread, priceDecimals)}`
+              : book.asks.length + book.bids.length === 0
+                ? "no orders"
+                : "one side empty"}</td>
         </tr>
         {bids.map(row("bid"))}
       </tbody>

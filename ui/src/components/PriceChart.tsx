@@ -33,7 +33,13 @@ export function PriceChart({ candles, trades, theme }: { candles: Candle[]; trad
         vertLines: { color: style.getPropertyValue("--grid").trim() || "#333" },
         horzLines: { color: style.getPropertyValue("--grid").trim() || "#333" },
       },
-      timeScale: { timeVisible: true, secondsVisible: false },
+      timeScale: {
+        timeVisible: true,
+        secondsVisible: false,
+        rightOffset: 4,
+        tickMarkFormatter: (time: number) =>
+          new Date(time * 1000).toLocaleTimeString(undefined, { hour: "2-digit", minute: "2-digit", hour12: false }),
+      },
       // Times are drawn in the browser's own zone.
       localization: {
         timeFormatter: (time: number) => new Date(time * 1000).toLocaleTimeString(undefined, { hour12: false }),

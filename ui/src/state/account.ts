@@ -108,7 +108,9 @@ export function useAccount(api: Api, stream: Stream, account: string): AccountSt
       else if (message.type === "balance") {
         const entry = message.entry as { seq: number; asset: string; available: string; held: string };
         streamed.set(account, Math.max(streamed.get(account) ?? 0, entry.seq));
-        dispatch({ kind: "balance", ...entry });
+        // The entry has a `kind` of its own (hold, trade, ...): pick the fields.
+        const { seq, asset, available, held } = entry;
+        dispatch({ kind: "balance", seq, asset, available, held });
       } else if (message.type === "resync") reload();
     });
     const subscriptions = (["orders", "fills", "balances"] as const).map((channel) =>
