@@ -405,6 +405,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ui::with_ui(api::router(runtime.app.clone()), &args)?,
         runtime.app.streams.clone(),
     ));
+    if args.ui_dir.is_some() {
+        println!(
+            "The trading UI: open {} in a browser.\n",
+            ui::url(args.api_addr)
+        );
+    }
     serve_api(api, &runtime.admin, &connections).await?;
     admin.stop().await;
     runtime.stop().await;

@@ -24,6 +24,16 @@ pub fn with_ui(api: Router, args: &ServeArgs) -> anyhow::Result<Router> {
     }
 }
 
+/// Where a browser on this machine finds the UI of a server listening on `addr`.
+pub fn url(addr: std::net::SocketAddr) -> String {
+    let host = match addr.ip() {
+        ip if ip.is_unspecified() => "127.0.0.1".to_string(),
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        std::net::IpAddr::V4(ip) => ip.to_string(),
+    };
+    format!("http://{host}:{}/", addr.port())
+}
+
 /// `/` (the page; revalidated on every load, so a new version shows at once) and `/assets/*`
 /// (content-hashed names: cached for a year).
 pub fn router(dir: &Path) -> anyhow::Result<Router> {
@@ -71,4 +81,93 @@ async fn protected(mut response: Response) -> Response {
     );
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{router, url};
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode, header};
+    use tower::ServiceExt;
+
+    async fn get(app: &axum::Router, path: &str) -> (StatusCode, axum::http::HeaderMap, String) {
+        let request = Request::get(path).body(Body::empty()).unwrap();
+        let response = app.clone().oneshot(request).await.unwrap();
+        let (parts, body) = response.into_parts();
+        let bytes = axum::body::to_bytes(body, 1 << 20).await.unwrap();
+        (
+            parts.status,
+            parts.headers,
+            String::from_utf8_lossy(&bytes).into(),
+        )
+    }
+
+    #[tokio::test]
+    async fn serves_the_page_and_its_assets_next_to_the_api() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("index.html"), "<html>desk</html>").unwrap();
+        std::fs::create_dir(dir.path().join("assets")).unwrap();
+        std::fs::write(dir.path().join("assets/app-1234.js"), "console.log(1)").unwrap();
+        std::fs::write(dir.path().join("secret.txt"), "not served").unwrap();
+        let api = axum::Router::new()
+            .route("/v1/time", axum::routing::get(|| async { "now" }))
+            .fallback(|| async { (StatusCode::NOT_FOUND, "json 404") });
+        let app = api.merge(router(dir.path()).unwrap());
+
+        let (status, headers, body) = get(&app, "/").await;
+        assert_eq!(
+            (status, body.as_str()),
+            (StatusCode::OK, "<html>desk</html>")
+        );
+        assert_eq!(headers[header::CACHE_CONTROL], "no-cache");
+        assert!(
+            headers[header::CONTENT_SECURITY_POLICY]
+                .to_str()
+                .unwrap()
+                .contains("frame-ancestors 'none'")
+        );
+        let (status, headers, body) = get(&app, "/assets/app-1234.js").await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "console.log(1)"));
+        assert!(
+            headers[header::CACHE_CONTROL]
+                .to_str()
+                .unwrap()
+                .contains("immutable")
+        );
+        assert!(
+            headers[header::CONTENT_TYPE]
+                .to_str()
+                .unwrap()
+                .contains("javascript")
+        );
+        // Only the page and the assets: nothing else of the folder, nothing above it.
+        assert_eq!(get(&app, "/secret.txt").await.2, "json 404");
+        assert_eq!(
+            get(&app, "/assets/../secret.txt").await.0,
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            get(&app, "/assets/%2e%2e/secret.txt").await.0,
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(get(&app, "/v1/time").await.2, "now");
+        assert_eq!(get(&app, "/v1/nope").await.2, "json 404");
+    }
+
+    #[test]
+    fn a_folder_without_a_built_ui_is_refused_with_the_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let error = router(dir.path()).unwrap_err().to_string();
+        assert!(error.contains("scripts/ui build"), "{error}");
+    }
+
+    #[test]
+    fn the_url_names_an_address_a_browser_can_open() {
+        assert_eq!(
+            url("127.0.0.1:8080".parse().unwrap()),
+            "http://127.0.0.1:8080/"
+        );
+        assert_eq!(url("0.0.0.0:80".parse().unwrap()), "http://127.0.0.1:80/");
+        assert_eq!(url("[::1]:8080".parse().unwrap()), "http://[::1]:8080/");
+    }
 }
