@@ -10,6 +10,10 @@ ARG DEBIAN_IMAGE=debian:bookworm-slim
 # public trust store holds it). none: leave it out, for builds with no route to AWS; such an
 # image cannot reach DocumentDB over TLS.
 ARG RDS_CA_BUNDLE=download
+# build: the web UI is built here with Node (npm ci from ui/package-lock.json). prebuilt: it is
+# copied from ui/dist, built beforehand by scripts/ui build (builds with no Node image).
+ARG NODE_IMAGE=node:20-bookworm-slim
+ARG UI=build
 
 FROM ${RUST_IMAGE} AS build
 RUN apt-get update && apt-get install -y --no-install-recommends \
@@ -24,6 +28,18 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     && cp target/release/oms-runtime target/release/oms-operator /usr/local/bin/ \
     && strip --strip-debug /usr/local/bin/oms-runtime /usr/local/bin/oms-operator
 # (The line tables go, a fifth of the size stays: backtraces still name every function.)
+
+FROM ${NODE_IMAGE} AS ui-build
+WORKDIR /ui
+COPY ui/package.json ui/package-lock.json ./
+RUN npm ci --no-audit --no-fund
+COPY ui/ ./
+RUN npm run build
+
+FROM scratch AS ui-prebuilt
+COPY ui/dist/ /ui/dist/
+
+FROM ui-${UI} AS ui
 
 FROM ${DEBIAN_IMAGE} AS base
 RUN apt-get update && apt-get install -y --no-install-recommends \
@@ -49,4 +65,7 @@ CMD ["run"]
 FROM base AS oms-runtime
 COPY --from=rds-ca /rds/ /etc/ssl/certs/
 COPY --from=build /usr/local/bin/oms-runtime /usr/local/bin/oms-runtime
+# The web UI, served at / on the API port of single-node and ingest pods.
+COPY --from=ui /ui/dist/ /usr/share/oms/ui/
+ENV OMS_UI_DIR=/usr/share/oms/ui
 ENTRYPOINT ["/usr/local/bin/oms-runtime"]
