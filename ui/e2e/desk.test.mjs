@@ -33,6 +33,39 @@ const problems = [];
 // Refusals the test provokes: the browser logs each failed request as a console error.
 let expectedHttpErrors = 0;
 
+let ports;
+
+/** Starts oms-runtime on `ports` with the test's data and keys; resolves once it is ready. */
+async function startServer() {
+  const [apiPort, adminPort] = ports;
+  server = spawn(
+    RUNTIME,
+    [
+      "--api-addr", `127.0.0.1:${apiPort}`,
+      "--admin-addr", `127.0.0.1:${adminPort}`,
+      "--data-dir", join(dir, "data"),
+      "--api-keys-file", join(dir, "keys.json"),
+      "--ui-dir", DIST,
+      // Heartbeats every second, so a silent server shows as stale within seconds.
+      "--stream-heartbeat", "1s",
+    ],
+    { env: { ...process.env, OMS_LOG: "warn" }, stdio: ["ignore", "ignore", "inherit"] },
+  );
+  for (let i = 0; ; i++) {
+    try {
+      if ((await fetch(`http://127.0.0.1:${adminPort}/readyz`)).ok) return;
+    } catch {}
+    assert.ok(i < 600 && server.exitCode === null, "oms-runtime did not become ready");
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+async function stopServer() {
+  const exited = new Promise((resolve) => server.once("exit", resolve));
+  server.kill("SIGTERM");
+  await exited;
+}
+
 function freePort() {
   return new Promise((resolve) => {
     const socket = createServer().listen(0, "127.0.0.1", () => {
@@ -74,26 +107,9 @@ before(async () => {
   keys.alice = keygen("alice-desk", "alice", "read,trade");
   keys.bob = keygen("bob-bot", "bob", "read,trade");
   keys.treasury = keygen("treasury", "alice,bob", "read,funds");
-  const [apiPort, adminPort] = [await freePort(), await freePort()];
-  base = `http://127.0.0.1:${apiPort}`;
-  server = spawn(
-    RUNTIME,
-    [
-      "--api-addr", `127.0.0.1:${apiPort}`,
-      "--admin-addr", `127.0.0.1:${adminPort}`,
-      "--data-dir", join(dir, "data"),
-      "--api-keys-file", join(dir, "keys.json"),
-      "--ui-dir", DIST,
-    ],
-    { env: { ...process.env, OMS_LOG: "warn" }, stdio: ["ignore", "ignore", "inherit"] },
-  );
-  for (let i = 0; ; i++) {
-    try {
-      if ((await fetch(`http://127.0.0.1:${adminPort}/readyz`)).ok) break;
-    } catch {}
-    assert.ok(i < 600 && server.exitCode === null, "oms-runtime did not become ready");
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
+  ports = [await freePort(), await freePort()];
+  base = `http://127.0.0.1:${ports[0]}`;
+  await startServer();
   for (const account of ["alice", "bob"]) {
     for (const [asset, amount] of [["USDT", "100000"], ["BTC", "10"]]) {
       await api(keys.treasury, "POST", "/v1/deposits", { account, asset, amount });
@@ -267,4 +283,32 @@ test("the light theme and the keyboard", async () => {
   // Nothing wider than the window at 1280 px.
   const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
   assert.ok(overflow <= 0, `the page is ${overflow} px wider than 1280`);
+});
+
+test("a server that stops answering shows as stale, then live again", async () => {
+  process.kill(server.pid, "SIGSTOP");
+  try {
+    await page.getByTestId("connection").getByText("stale").waitFor({ timeout: 15_000 });
+    await shot("08-stale");
+  } finally {
+    process.kill(server.pid, "SIGCONT");
+  }
+  await page.getByTestId("connection").getByText("live").waitFor({ timeout: 15_000 });
+});
+
+test("a restart of the server: reconnecting, then live again and caught up without a reload", async () => {
+  await stopServer();
+  await page.getByTestId("connection").getByText("reconnecting").waitFor();
+  await shot("07-reconnecting");
+  await startServer();
+  await page.getByTestId("connection").getByText("live").waitFor({ timeout: 20_000 });
+  // What happens after the reconnect reaches the page: a trade against alice's resting bid.
+  await api(keys.bob, "POST", "/v1/orders", {
+    account: "bob", symbol: SYMBOL, side: "sell", type: "limit", price: "59000", quantity: "0.01", time_in_force: "ioc",
+  });
+  await page.getByTestId("open-order").filter({ hasText: "59 000.00" }).waitFor({ state: "detached" });
+  await page.getByRole("tab", { name: "Fills" }).click();
+  await page.getByTestId("fill").filter({ hasText: "59 000.00" }).waitFor();
+  await page.getByTestId("last-price").getByText("59 000.00").waitFor();
+  await balance("USDT", "held").getByText(/^0$/).waitFor();
 });
