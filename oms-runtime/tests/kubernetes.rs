@@ -378,6 +378,28 @@ async fn an_order_system_runs_on_a_real_node() {
     let maker = api.await_order(id, |o| o["status"] == "filled").await;
     assert_eq!(maker["filled_quantity"], "0.10000");
 
+    step("the ingest Service serves the web UI the image carries");
+    let page = api
+        .client
+        .get(format!("{}/", api.base))
+        .send()
+        .await
+        .expect("GET /");
+    assert_eq!(page.status(), StatusCode::OK);
+    assert!(page.headers().contains_key("content-security-policy"));
+    let html = page.text().await.unwrap();
+    let script = html
+        .split("src=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("no script in the page: {html}"));
+    let asset = api.client.get(format!("{}{script}", api.base)).send().await;
+    assert_eq!(
+        asset.expect("GET the script").status(),
+        StatusCode::OK,
+        "{script}"
+    );
+
     step("kubectl scale adds an ingest pod that serves");
     let before: BTreeSet<String> = kube.pods("ingest").iter().map(name).collect();
     kube.kubectl(&["scale", "ordersystem/local", "--replicas=2"]);
