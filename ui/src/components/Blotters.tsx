@@ -3,6 +3,7 @@ import { Api, ApiError, idempotencyKey } from "../api/client";
 import type { Balance, Fill, Instrument, Order } from "../api/types";
 import { decimalsOf, format } from "../lib/decimal";
 import { shortTime } from "../lib/time";
+import { Head } from "./Head";
 
 type Tab = "open" | "history" | "fills";
 
@@ -110,18 +111,7 @@ function OpenOrders({
         <p className="muted">No open orders.</p>
       ) : (
         <table aria-label="Open orders">
-          <thead>
-            <tr>
-              <th>Time</th>
-              <th>Symbol</th>
-              <th>Side</th>
-              <th className="num">Price</th>
-              <th className="num">Quantity</th>
-              <th className="num">Filled</th>
-              <th>Status</th>
-              <th />
-            </tr>
-          </thead>
+          <Head columns={["Time", "Symbol", "Side", ["Price", "num"], ["Quantity", "num"], ["Filled", "num"], "Status", ""]} />
           <tbody>
             {orders.map((order) => (
               <OpenRow key={order.order_id} api={api} order={order} instruments={instruments} canTrade={canTrade} />
@@ -263,19 +253,9 @@ function History({ orders, instruments }: { orders: Order[]; instruments: Map<st
   if (orders.length === 0) return <p className="muted">No finished orders yet.</p>;
   return (
     <table aria-label="Order history">
-      <thead>
-        <tr>
-          <th>Updated</th>
-          <th>Symbol</th>
-          <th>Side</th>
-          <th>Type</th>
-          <th className="num">Price</th>
-          <th className="num">Quantity</th>
-          <th className="num">Filled</th>
-          <th className="num">Average</th>
-          <th>Status</th>
-        </tr>
-      </thead>
+      <Head
+        columns={["Updated", "Symbol", "Side", "Type", ["Price", "num"], ["Quantity", "num"], ["Filled", "num"], ["Average", "num"], "Status"]}
+      />
       <tbody>
         {orders.map((order) => {
           const d = digits(instruments, order.symbol);
@@ -306,17 +286,7 @@ function Fills({ fills, instruments }: { fills: Fill[]; instruments: Map<string,
   if (fills.length === 0) return <p className="muted">No fills yet.</p>;
   return (
     <table aria-label="Fills">
-      <thead>
-        <tr>
-          <th>Time</th>
-          <th>Symbol</th>
-          <th>Side</th>
-          <th className="num">Price</th>
-          <th className="num">Quantity</th>
-          <th>Liquidity</th>
-          <th className="num">Fee</th>
-        </tr>
-      </thead>
+      <Head columns={["Time", "Symbol", "Side", ["Price", "num"], ["Quantity", "num"], "Liquidity", ["Fee", "num"]]} />
       <tbody>
         {fills.map((fill) => {
           const d = digits(instruments, fill.symbol);
@@ -344,13 +314,7 @@ export function Balances({ balances }: { balances: (Balance & { seq: number })[]
   if (balances.length === 0) return <p className="muted">No balances.</p>;
   return (
     <table className="compact" aria-label="Balances">
-      <thead>
-        <tr>
-          <th>Asset</th>
-          <th className="num">Available</th>
-          <th className="num">Held</th>
-        </tr>
-      </thead>
+      <Head columns={["Asset", ["Available", "num"], ["Held", "num"]]} />
       <tbody>
         {balances.map((balance) => (
           <tr key={balance.asset} data-testid={`balance-${balance.asset}`}>

@@ -1,6 +1,7 @@
 import type { Book } from "../lib/book";
 import { cumulative } from "../lib/book";
 import { compare, format, sub } from "../lib/decimal";
+import { Head } from "./Head";
 
 const ROWS = 12;
 
@@ -39,13 +40,7 @@ export function Ladder({
   );
   return (
     <table className="ladder" aria-label="Order book">
-      <thead>
-        <tr>
-          <th>Price</th>
-          <th className="num">Size</th>
-          <th className="num">Total</th>
-        </tr>
-      </thead>
+      <Head columns={["Price", ["Size", "num"], ["Total", "num"]]} />
       <tbody>
         {asks.map(row("ask"))}
         <tr className="spread">

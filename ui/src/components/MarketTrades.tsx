@@ -1,6 +1,7 @@
 import type { MarketTrade } from "../api/types";
 import { format } from "../lib/decimal";
 import { shortTime } from "../lib/time";
+import { Head } from "./Head";
 
 /** The newest public trades, newest first; the taker's side colours the price. */
 export function MarketTrades({
@@ -15,13 +16,7 @@ export function MarketTrades({
   if (trades.length === 0) return <p className="muted">No trades yet.</p>;
   return (
     <table className="compact" aria-label="Recent trades">
-      <thead>
-        <tr>
-          <th>Price</th>
-          <th className="num">Size</th>
-          <th className="num">Time</th>
-        </tr>
-      </thead>
+      <Head columns={["Price", ["Size", "num"], ["Time", "num"]]} />
       <tbody>
         {trades.slice(0, 30).map((trade) => (
           <tr key={trade.trade_id}>

@@ -52,10 +52,17 @@ export interface OrderBody {
   self_trade_prevention: SelfTradePrevention;
 }
 
+/** What is wrong with a positive decimal field, if anything; `missing` when it is empty. */
+function checkPositive(text: string, missing: string): string | undefined {
+  if (text.trim() === "") return missing;
+  if (!isDecimal(text)) return "not a decimal number";
+  if (isZero(text)) return "must be above zero";
+  return undefined;
+}
+
 function checkPrice(price: string, instrument: Instrument): string | undefined {
-  if (price.trim() === "") return "a limit order needs a price";
-  if (!isDecimal(price)) return "not a decimal number";
-  if (isZero(price)) return "must be above zero";
+  const number = checkPositive(price, "a limit order needs a price");
+  if (number) return number;
   if (!isMultiple(price, instrument.tick_size)) {
     return `not a multiple of the tick size ${instrument.tick_size}`;
   }
@@ -66,9 +73,8 @@ function checkPrice(price: string, instrument: Instrument): string | undefined {
 }
 
 function checkQuantity(quantity: string, instrument: Instrument): string | undefined {
-  if (quantity.trim() === "") return "enter a quantity";
-  if (!isDecimal(quantity)) return "not a decimal number";
-  if (isZero(quantity)) return "must be above zero";
+  const number = checkPositive(quantity, "enter a quantity");
+  if (number) return number;
   if (!isMultiple(quantity, instrument.lot_size)) {
     return `not a multiple of the lot size ${instrument.lot_size}`;
   }
@@ -82,9 +88,8 @@ function checkQuantity(quantity: string, instrument: Instrument): string | undef
 }
 
 function checkBudget(budget: string, instrument: Instrument): string | undefined {
-  if (budget.trim() === "") return `enter an amount of ${instrument.quote}`;
-  if (!isDecimal(budget)) return "not a decimal number";
-  if (isZero(budget)) return "must be above zero";
+  const number = checkPositive(budget, `enter an amount of ${instrument.quote}`);
+  if (number) return number;
   const step = mul(instrument.tick_size, instrument.lot_size);
   if (!isMultiple(budget, step)) return `not a multiple of ${step}`;
   if (compare(budget, instrument.min_notional) < 0) {
