@@ -51,6 +51,7 @@ pub async fn serve(args: ServeArgs, limits: Limits) -> anyhow::Result<()> {
     // Checked before the port opens: a bad flag is an exit with a message, not a pod that
     // stays unready.
     let plan = Plan::new(&args)?;
+    let ui = crate::ui::of(&args)?;
     let admin_state = AdminState {
         metrics: metrics.clone(),
         health: health.clone(),
@@ -64,7 +65,7 @@ pub async fn serve(args: ServeArgs, limits: Limits) -> anyhow::Result<()> {
         AdminServer::start(args.admin_addr, admin_state.clone(), Limits::admin(&limits)).await?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let started = tokio::select! {
-        started = start(&args, plan, &health, &metrics, stopped) => started?,
+        started = start(&args, plan, ui, &health, &metrics, stopped) => started?,
         () = shutdown_signal() => {
             tracing::info!("stopped while starting");
             admin.stop().await;
@@ -149,6 +150,7 @@ impl Plan {
 async fn start(
     args: &ServeArgs,
     plan: Plan,
+    ui: Option<axum::Router>,
     health: &Health,
     metrics: &Arc<Metrics>,
     stopped: tokio::sync::watch::Receiver<bool>,
@@ -357,7 +359,7 @@ async fn start(
             let streams = app.streams.clone();
             Some((
                 args.api_addr,
-                crate::ui::with_ui(api::router(app), args)?,
+                crate::ui::beside(api::router(app), ui),
                 streams,
             ))
         }

@@ -366,6 +366,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let limits = args.risk.limits();
     // Checked on every start, used on the first: a typo is an error, not a surprise later.
     args.bootstrap_deposits()?;
+    let ui = ui::of(&args)?;
     let (keys, first_start) = api_keys(&args)?;
     let keys_file = args
         .api_keys_file
@@ -402,7 +403,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     .await?;
     let api = Some((
         args.api_addr,
-        ui::with_ui(api::router(runtime.app.clone()), &args)?,
+        ui::beside(api::router(runtime.app.clone()), ui),
         runtime.app.streams.clone(),
     ));
     if args.ui_dir.is_some() {

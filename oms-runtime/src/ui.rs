@@ -16,11 +16,17 @@ use tower_http::services::{ServeDir, ServeFile};
 const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; connect-src 'self'; img-src 'self' data:; \
      style-src 'self' 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
 
-/// `api` with the UI of `--ui-dir`, if one is given.
-pub fn with_ui(api: Router, args: &ServeArgs) -> anyhow::Result<Router> {
-    match &args.ui_dir {
-        Some(dir) => Ok(api.merge(router(dir)?)),
-        None => Ok(api),
+/// The UI of `--ui-dir`, if one is given; checked at start, before anything else runs, so a
+/// folder without a built UI is an exit with the fix, not a server that fails later.
+pub fn of(args: &ServeArgs) -> anyhow::Result<Option<Router>> {
+    args.ui_dir.as_deref().map(router).transpose()
+}
+
+/// `api`, with `ui` beside it if there is one.
+pub fn beside(api: Router, ui: Option<Router>) -> Router {
+    match ui {
+        Some(ui) => api.merge(ui),
+        None => api,
     }
 }
 
