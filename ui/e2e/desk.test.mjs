@@ -277,12 +277,27 @@ test("the light theme and the keyboard", async () => {
   await page.keyboard.press("ControlOrMeta+A");
   await page.keyboard.type("0.01");
   await page.keyboard.press("Enter");
-  await page.getByRole("tab", { name: /Open orders/ }).click();
+  // The blotter's tabs: one Tab stop, the arrow keys move between them.
+  await page.getByRole("tab", { name: "Fills" }).click();
+  await page.keyboard.press("ArrowRight");
+  assert.equal(await page.getByRole("tab", { name: /Open orders/ }).getAttribute("aria-selected"), "true");
   await page.getByTestId("open-order").filter({ hasText: "59 000.00" }).waitFor();
   await shot("06-light-theme");
   // Nothing wider than the window at 1280 px.
   const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
   assert.ok(overflow <= 0, `the page is ${overflow} px wider than 1280`);
+});
+
+test("another market: its own book and the ticket on its own rules", async () => {
+  await page.getByRole("banner").getByLabel("Market").selectOption("ETH-USDT");
+  const ticket = page.getByRole("form", { name: "Order ticket" });
+  await ticket.getByLabel("Quantity (ETH)").waitFor();
+  await ticket.getByLabel("Price (USDT)").fill("3000");
+  await ticket.getByLabel("Quantity (ETH)").fill("0.00005");
+  await ticket.getByRole("button", { name: "Buy ETH" }).click();
+  await ticket.getByTestId("quantity-error").getByText("not a multiple of the lot size 0.0001").waitFor();
+  await page.getByRole("banner").getByLabel("Market").selectOption("BTC-USDT");
+  await ticket.getByLabel("Quantity (BTC)").waitFor();
 });
 
 test("a server that stops answering shows as stale, then live again", async () => {

@@ -47,9 +47,18 @@ export function Blotters({
     ["history", "Order history"],
     ["fills", "Fills"],
   ];
+  // The tab list is one stop for Tab; the arrow keys move between its tabs (WAI-ARIA tabs).
+  const arrows = (event: KeyboardEvent) => {
+    const step = event.key === "ArrowRight" ? 1 : event.key === "ArrowLeft" ? -1 : 0;
+    if (step === 0) return;
+    const index = tabs.findIndex(([id]) => id === tab);
+    const next = tabs[(index + step + tabs.length) % tabs.length][0];
+    setTab(next);
+    document.getElementById(`tab-${next}`)?.focus();
+  };
   return (
     <section className="panel blotters" aria-label="Orders and fills">
-      <div role="tablist" className="tabs">
+      <div role="tablist" className="tabs" onKeyDown={arrows}>
         {tabs.map(([id, label]) => (
           <button
             key={id}
@@ -57,6 +66,7 @@ export function Blotters({
             id={`tab-${id}`}
             aria-selected={tab === id}
             aria-controls={`tabpanel-${id}`}
+            tabIndex={tab === id ? 0 : -1}
             className={tab === id ? "active" : ""}
             onClick={() => setTab(id)}
           >
