@@ -34,7 +34,7 @@ export class Stream {
   private attempts = 0;
   private heartbeatMs = 10_000;
   private lastMessage = 0;
-  private timers: ReturnType<typeof setTimeout>[] = [];
+  private retry?: ReturnType<typeof setTimeout>;
   private watchdog?: ReturnType<typeof setInterval>;
   private closed = false;
   state: Connection = "connecting";
@@ -53,7 +53,7 @@ export class Stream {
   stop(): void {
     this.closed = true;
     clearInterval(this.watchdog);
-    this.timers.forEach(clearTimeout);
+    clearTimeout(this.retry);
     this.socket?.close(1000);
   }
 
@@ -104,7 +104,7 @@ export class Stream {
       this.setState("reconnecting");
       const delay = Math.min(10_000, 500 * 2 ** this.attempts) * (0.75 + Math.random() / 2);
       this.attempts += 1;
-      this.timers.push(setTimeout(() => this.open(), delay));
+      this.retry = setTimeout(() => this.open(), delay);
     };
   }
 

@@ -1,4 +1,4 @@
-import { CandlestickSeries, ColorType, createChart, type IChartApi, type ISeriesApi, type UTCTimestamp } from "lightweight-charts";
+import { CandlestickSeries, ColorType, createChart, type ISeriesApi, type UTCTimestamp } from "lightweight-charts";
 import { useEffect, useRef } from "react";
 import type { Candle, MarketTrade } from "../api/types";
 import { toNumber } from "../lib/decimal";
@@ -15,9 +15,7 @@ interface Bar {
 /** One-minute candles: the stored ones, then each live trade folded into its minute. */
 export function PriceChart({ candles, trades, theme }: { candles: Candle[]; trades: MarketTrade[]; theme: string }) {
   const container = useRef<HTMLDivElement>(null);
-  const chart = useRef<IChartApi | undefined>(undefined);
   const series = useRef<ISeriesApi<"Candlestick"> | undefined>(undefined);
-  const bars = useRef(new Map<number, Bar>());
 
   useEffect(() => {
     if (!container.current) return;
@@ -52,11 +50,8 @@ export function PriceChart({ candles, trades, theme }: { candles: Candle[]; trad
       wickDownColor: style.getPropertyValue("--down").trim() || "#d9534f",
       borderVisible: false,
     });
-    chart.current = made;
-    bars.current = new Map();
     return () => {
       made.remove();
-      chart.current = undefined;
       series.current = undefined;
     };
   }, [theme]);
@@ -85,7 +80,6 @@ export function PriceChart({ candles, trades, theme }: { candles: Candle[]; trad
           : { time, open: price, high: price, low: price, close: price },
       );
     }
-    bars.current = map;
     series.current?.setData([...map.values()].sort((a, b) => a.time - b.time));
   }, [candles, trades, theme]);
 

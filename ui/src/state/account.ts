@@ -12,7 +12,6 @@ export interface AccountState {
   orders: Map<string, Order>;
   fills: Fill[];
   balances: Map<string, Balance & { seq: number }>;
-  loaded: boolean;
   error?: string;
 }
 
@@ -23,7 +22,7 @@ type Action =
   | { kind: "balance"; asset: string; available: string; held: string; seq: number }
   | { kind: "failed"; error: string };
 
-const empty = (): AccountState => ({ orders: new Map(), fills: [], balances: new Map(), loaded: false });
+const empty = (): AccountState => ({ orders: new Map(), fills: [], balances: new Map() });
 
 function fillKey(fill: Fill): string {
   return `${fill.symbol}/${fill.trade_id}/${fill.order_id}`;
@@ -53,7 +52,7 @@ function reduce(state: AccountState, action: Action): AccountState {
         const known = balances.get(balance.asset);
         if (!known || known.seq < action.since) balances.set(balance.asset, { ...balance, seq: -1 });
       }
-      return { orders, fills: mergeFills(state.fills, action.fills), balances, loaded: true };
+      return { orders, fills: mergeFills(state.fills, action.fills), balances };
     }
     case "order":
       return { ...state, orders: mergeOrder(state.orders, action.order) };
