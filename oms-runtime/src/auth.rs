@@ -61,6 +61,63 @@ pub struct KeyEntry {
     /// Requests per second the key may make; absent means the server's defaults.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limits: Option<RateLimits>,
+    /// Credentials for the Binance-compatible API (`keygen --binance`); absent means the key
+    /// cannot be used there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binance: Option<BinanceCredentials>,
+}
+
+/// A key's credentials for the Binance-compatible API (`/api/v3`, see `crate::binance`).
+///
+/// HMAC-SHA256 signatures can only be checked with the secret itself, so unlike the key (of
+/// which only a hash is kept) the secret is stored as it is: the keys file is readable by its
+/// owner only, and in Kubernetes it is a Secret (encrypted at rest with KMS by the project's
+/// Terraform). Whoever can read the keys file can sign as the key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BinanceCredentials {
+    /// Sent in `X-MBX-APIKEY`: names the key; not a secret on its own.
+    pub api_key: String,
+    /// Signs requests.
+    pub secret: String,
+}
+
+impl BinanceCredentials {
+    /// New random credentials: 64 letters and digits each, as Binance issues them.
+    pub fn generate() -> Result<BinanceCredentials, Error> {
+        Ok(BinanceCredentials {
+            api_key: alphanumeric(64)?,
+            secret: alphanumeric(64)?,
+        })
+    }
+
+    fn check(&self) -> Result<(), String> {
+        let alnum = |text: &str| text.bytes().all(|b| b.is_ascii_alphanumeric());
+        if !(16..=64).contains(&self.api_key.len()) || !alnum(&self.api_key) {
+            return Err("binance.api_key must be 16 to 64 ASCII letters and digits".into());
+        }
+        if !(32..=128).contains(&self.secret.len()) || !alnum(&self.secret) {
+            return Err("binance.secret must be 32 to 128 ASCII letters and digits".into());
+        }
+        Ok(())
+    }
+}
+
+/// `len` random ASCII letters and digits.
+fn alphanumeric(len: usize) -> Result<String, Error> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut out = String::with_capacity(len);
+    while out.len() < len {
+        let mut bytes = [0u8; 64];
+        getrandom::fill(&mut bytes).map_err(|error| Error::Random(error.to_string()))?;
+        // 248 = 4 × 62: bytes at or above it are skipped, so every character is equally likely.
+        for b in bytes.into_iter().filter(|b| *b < 248) {
+            if out.len() < len {
+                out.push(ALPHABET[(b % 62) as usize] as char);
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Requests per second of one key, writes and reads counted apart (see [`crate::api::limits`]).
@@ -155,10 +212,12 @@ impl Principal {
     }
 }
 
-/// The known keys, by hash.
+/// The known keys, by hash, and their Binance credentials by API key.
 #[derive(Clone, Debug, Default)]
 pub struct ApiKeys {
     by_hash: HashMap<String, Principal>,
+    by_binance_key: HashMap<String, (Principal, String)>,
+    by_listen_key: HashMap<String, Principal>,
 }
 
 /// SHA-256 of a key, hex.
@@ -174,6 +233,8 @@ impl ApiKeys {
             message,
         };
         let mut by_hash = HashMap::new();
+        let mut by_binance_key = HashMap::new();
+        let mut by_listen_key = HashMap::new();
         let mut ids = std::collections::HashSet::new();
         for entry in entries {
             if entry.sha256.len() != 64 || hex::decode(&entry.sha256).is_err() {
@@ -211,6 +272,22 @@ impl ApiKeys {
                 scopes,
                 rate_limits,
             };
+            if let Some(binance) = entry.binance {
+                binance
+                    .check()
+                    .map_err(|message| invalid(format!("key {}: {message}", principal.id)))?;
+                let secret = binance.secret;
+                by_listen_key.insert(
+                    crate::binance::stream::listen_key(&binance.api_key, &secret),
+                    principal.clone(),
+                );
+                if by_binance_key
+                    .insert(binance.api_key, (principal.clone(), secret))
+                    .is_some()
+                {
+                    return Err(invalid("the same binance.api_key appears twice".into()));
+                }
+            }
             if by_hash
                 .insert(entry.sha256.to_lowercase(), principal)
                 .is_some()
@@ -218,7 +295,11 @@ impl ApiKeys {
                 return Err(invalid("the same key appears twice".into()));
             }
         }
-        Ok(ApiKeys { by_hash })
+        Ok(ApiKeys {
+            by_hash,
+            by_binance_key,
+            by_listen_key,
+        })
     }
 
     /// Reads a keys file.
@@ -229,6 +310,16 @@ impl ApiKeys {
     /// The principal a presented key belongs to.
     pub fn authenticate(&self, key: &str) -> Option<&Principal> {
         self.by_hash.get(&hash_key(key))
+    }
+
+    /// The principal and secret of a Binance API key.
+    pub fn binance(&self, api_key: &str) -> Option<&(Principal, String)> {
+        self.by_binance_key.get(api_key)
+    }
+
+    /// The principal of a user data stream's listen key.
+    pub fn listen_key(&self, listen_key: &str) -> Option<&Principal> {
+        self.by_listen_key.get(listen_key)
     }
 
     /// Number of keys.
@@ -288,10 +379,27 @@ pub fn add_key(
         accounts,
         scopes: Some(scopes),
         rate_limits,
+        binance: None,
     });
     ApiKeys::new(entries.clone(), &path.display().to_string())?;
     write_entries(path, &entries)?;
     Ok(key)
+}
+
+/// Gives the key `id` new Binance credentials (replacing any it had) and returns them.
+pub fn add_binance(path: &Path, id: &str) -> Result<BinanceCredentials, Error> {
+    let mut entries = read_entries(path)?;
+    let Some(entry) = entries.iter_mut().find(|entry| entry.id == id) else {
+        return Err(Error::Invalid {
+            path: path.display().to_string(),
+            message: format!("no key with id {id:?}"),
+        });
+    };
+    let credentials = BinanceCredentials::generate()?;
+    entry.binance = Some(credentials.clone());
+    ApiKeys::new(entries.clone(), &path.display().to_string())?;
+    write_entries(path, &entries)?;
+    Ok(credentials)
 }
 
 /// Removes the key `id` from the keys file. A server that watches the file (every server does)
@@ -327,6 +435,11 @@ impl KeyRing {
     /// The principal a presented key belongs to, in the keys of the moment.
     pub fn authenticate(&self, key: &str) -> Option<Principal> {
         self.keys().authenticate(key).cloned()
+    }
+
+    /// The principal and secret of a Binance API key, in the keys of the moment.
+    pub fn binance(&self, api_key: &str) -> Option<(Principal, String)> {
+        self.keys().binance(api_key).cloned()
     }
 
     /// The keys of the moment.

@@ -68,6 +68,10 @@ pub struct KeygenArgs {
     /// Reads per second for this key (default: the server's --rate-limit-reads).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub reads_per_second: Option<u32>,
+    /// Also create credentials for the Binance-compatible API (/api/v3): an API key and an
+    /// HMAC secret, printed after the key (see docs/binance.md).
+    #[arg(long)]
+    pub binance: bool,
     /// Keys file to add it to (created if missing).
     #[arg(
         long,

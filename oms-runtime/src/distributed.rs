@@ -347,6 +347,7 @@ async fn start(
                 metrics: metrics.clone(),
                 settings: settings(args),
                 streams: hub,
+                binance: Default::default(),
             };
             // Any ingest fires any lapsed deadline: lives as long as the process.
             drop(crate::api::cancel_after::sweep(

@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod api;
 pub mod auth;
+pub mod binance;
 pub mod config;
 pub mod distributed;
 pub mod health;
@@ -212,6 +213,7 @@ impl Runtime {
             metrics: metrics.clone(),
             settings: config.settings,
             streams: hub,
+            binance: Default::default(),
         };
         let deadlines = api::cancel_after::sweep(
             app.journal.clone(),
@@ -290,11 +292,16 @@ fn api_keys(args: &ServeArgs) -> anyhow::Result<(auth::ApiKeys, bool)> {
             scopes,
             None,
         )?;
+        let binance = auth::add_binance(&path, "bootstrap")?;
         println!(
             "\nCreated API key \"bootstrap\" for accounts {}. It is shown only this once:\n\n    {key}\n\n\
-             Its hash is in {}. Use it as: Authorization: Bearer {key}\n",
+             Its hash is in {}. Use it as: Authorization: Bearer {key}\n\n\
+             For Binance-compatible tools (/api/v3, trading account {}):\n\n    API key: {}\n    secret:  {}\n",
             args.bootstrap_accounts.join(", "),
-            path.display()
+            path.display(),
+            args.bootstrap_accounts.first().map_or("", String::as_str),
+            binance.api_key,
+            binance.secret,
         );
     }
     Ok((auth::ApiKeys::load(&path)?, first))

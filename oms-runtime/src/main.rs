@@ -30,6 +30,11 @@ async fn main() -> anyhow::Result<()> {
                 keygen.keys_file.display()
             );
             println!("{key}");
+            if keygen.binance {
+                let binance = oms_runtime::auth::add_binance(&keygen.keys_file, &keygen.id)?;
+                eprintln!("Binance-compatible API key, then its secret:");
+                println!("{}\n{}", binance.api_key, binance.secret);
+            }
             return Ok(());
         }
         Some(Command::Revoke(revoke)) => {

@@ -214,6 +214,11 @@ impl ApiError {
         }
     }
 
+    /// The message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
     /// The body this error is answered with, as JSON.
     pub fn body(&self) -> String {
         let body = ErrorBody {

@@ -96,7 +96,7 @@ pub(super) fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiE
 }
 
 /// A new order, checked against its instrument and the key's accounts.
-fn checked_order(
+pub(crate) fn checked_order(
     app: &AppState,
     principal: &Principal,
     request: OrderRequest,
@@ -121,7 +121,7 @@ fn checked_order(
 /// its client order id: a fast 409 where the store can tell. The book enforces the rule exactly
 /// regardless (the order is then rejected with duplicate_client_order_id), so while the read
 /// store is down orders still go in.
-async fn order_command(app: &AppState, order: NewOrder) -> Result<Command, ApiError> {
+pub(crate) async fn order_command(app: &AppState, order: NewOrder) -> Result<Command, ApiError> {
     match app
         .guard(
             "order store",

@@ -58,7 +58,7 @@ fn owned_and_open(principal: &Principal, state: OrderState) -> Result<OrderState
     Ok(state)
 }
 
-fn cancel_command(state: &OrderState) -> Command {
+pub(crate) fn cancel_command(state: &OrderState) -> Command {
     Command {
         ts: now(),
         action: Action::Cancel(CancelOrder {

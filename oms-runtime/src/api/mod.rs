@@ -6,7 +6,7 @@ pub(crate) mod funds;
 pub(crate) mod handlers;
 mod key;
 pub mod limits;
-mod manage;
+pub(crate) mod manage;
 pub(crate) mod market;
 pub mod model;
 mod openapi;
@@ -91,6 +91,8 @@ pub struct AppState {
     pub settings: Settings,
     /// WebSocket stream connections and subscriptions.
     pub streams: Arc<crate::streams::Hub>,
+    /// The Binance-compatible API's own state.
+    pub binance: Arc<crate::binance::Facade>,
 }
 
 impl AppState {
@@ -232,6 +234,7 @@ pub fn router(app: AppState) -> Router {
         .route("/v1/instruments", get(market::instruments))
         .route("/v1/ws", get(crate::streams::socket::upgrade))
         .route("/openapi.json", get(openapi::document))
+        .merge(crate::binance::routes())
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

@@ -62,6 +62,7 @@ pub fn key_entries() -> Vec<KeyEntry> {
                 writes_per_second: Some(1_000_000),
                 reads_per_second: Some(1_000_000),
             }),
+            binance: None,
         },
         KeyEntry {
             id: "other".into(),
@@ -69,6 +70,7 @@ pub fn key_entries() -> Vec<KeyEntry> {
             accounts: vec!["carol".into()],
             scopes: all,
             rate_limits: None,
+            binance: None,
         },
         KeyEntry {
             id: "desk".into(),
@@ -80,6 +82,7 @@ pub fn key_entries() -> Vec<KeyEntry> {
                 writes_per_second: Some(1_000_000),
                 reads_per_second: Some(1_000_000),
             }),
+            binance: None,
         },
         KeyEntry {
             id: "venue".into(),
@@ -87,6 +90,7 @@ pub fn key_entries() -> Vec<KeyEntry> {
             accounts: vec!["fees".into()],
             scopes: Some(vec![Scope::Read]),
             rate_limits: None,
+            binance: None,
         },
         KeyEntry {
             id: "reader".into(),
@@ -94,6 +98,7 @@ pub fn key_entries() -> Vec<KeyEntry> {
             accounts: vec!["alice".into()],
             scopes: Some(vec![Scope::Read]),
             rate_limits: None,
+            binance: None,
         },
         KeyEntry {
             id: "limited".into(),
@@ -104,6 +109,7 @@ pub fn key_entries() -> Vec<KeyEntry> {
                 writes_per_second: Some(2),
                 reads_per_second: Some(3),
             }),
+            binance: None,
         },
     ]
 }
