@@ -256,7 +256,7 @@ pub async fn place(
             .reject_reason
             .map(|reason| reason.code())
             .unwrap_or("rejected");
-        return Err(rejected_for(reason, reason));
+        return Err(rejected_for(reason, &reason.replace('_', " ")));
     }
     let fills = match answered {
         Answered::Full => Some(fills_of(&app, &caller.account, market, &placed.order_id).await?),
