@@ -542,15 +542,31 @@ pub async fn cancel_all(
     let wait = Some(app.settings.max_wait.min(MAX_WAIT));
     app.write(origin, wait, StatusCode::OK, async { Ok(command) })
         .await?;
-    let mut out = Vec::with_capacity(open.len());
-    for state in &open {
-        let after = app
-            .guard("order store", app.orders.order(state.order.order_id))
-            .await?
-            .unwrap_or_else(|| state.clone());
-        let order = OrderView::new(&after, Some(&market.instrument));
-        out.push(canceled(&app, &order, &format!("cancel-{}", now_ms())));
-    }
+    // Where processing does not notify (distributed mode), the orders are read until the
+    // books have ended them, within the wait.
+    let deadline = tokio::time::Instant::now() + app.settings.max_wait.min(MAX_WAIT);
+    let after = loop {
+        let mut after = Vec::with_capacity(open.len());
+        for state in &open {
+            let read = app
+                .guard("order store", app.orders.order(state.order.order_id))
+                .await?;
+            after.push(read.unwrap_or_else(|| state.clone()));
+        }
+        if after.iter().all(|state| !state.status.is_open())
+            || tokio::time::Instant::now() >= deadline
+        {
+            break after;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let out: Vec<Value> = after
+        .iter()
+        .map(|state| {
+            let order = OrderView::new(state, Some(&market.instrument));
+            canceled(&app, &order, &format!("cancel-{}", now_ms()))
+        })
+        .collect();
     Ok(Json(out).into_response())
 }
 
