@@ -400,6 +400,34 @@ async fn an_order_system_runs_on_a_real_node() {
         "{script}"
     );
 
+    step("the ingest Service answers the Binance-compatible API");
+    let info: serde_json::Value = api
+        .client
+        .get(format!("{}/api/v3/exchangeInfo", api.base))
+        .send()
+        .await
+        .expect("GET /api/v3/exchangeInfo")
+        .json()
+        .await
+        .expect("exchangeInfo is JSON");
+    let symbols: Vec<&str> = info["symbols"]
+        .as_array()
+        .expect("symbols")
+        .iter()
+        .filter_map(|s| s["symbol"].as_str())
+        .collect();
+    assert!(symbols.contains(&"BTCUSDT"), "{info}");
+    let depth: serde_json::Value = api
+        .client
+        .get(format!("{}/api/v3/depth?symbol=BTCUSDT&limit=5", api.base))
+        .send()
+        .await
+        .expect("GET /api/v3/depth")
+        .json()
+        .await
+        .expect("depth is JSON");
+    assert!(depth["lastUpdateId"].as_u64().is_some(), "{depth}");
+
     step("kubectl scale adds an ingest pod that serves");
     let before: BTreeSet<String> = kube.pods("ingest").iter().map(name).collect();
     kube.kubectl(&["scale", "ordersystem/local", "--replicas=2"]);
