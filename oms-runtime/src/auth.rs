@@ -565,6 +565,75 @@ mod tests {
     }
 
     #[test]
+    fn binance_credentials_name_the_key_and_its_listen_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.json");
+        add_key(
+            &path,
+            "bot",
+            vec!["acc-1".into()],
+            Scope::DEFAULT.to_vec(),
+            None,
+        )
+        .unwrap();
+        let credentials = add_binance(&path, "bot").unwrap();
+        assert_eq!(credentials.api_key.len(), 64);
+        assert!(
+            credentials
+                .secret
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric())
+        );
+        assert_ne!(credentials.api_key, credentials.secret);
+        let keys = ApiKeys::load(&path).unwrap();
+        let (principal, secret) = keys.binance(&credentials.api_key).unwrap();
+        assert_eq!(
+            (principal.id.as_str(), secret),
+            ("bot", &credentials.secret)
+        );
+        assert!(keys.binance(&credentials.secret).is_none());
+        let listen = crate::binance::stream::listen_key(&credentials.api_key, secret);
+        assert_eq!(keys.listen_key(&listen).unwrap().id, "bot");
+        assert!(add_binance(&path, "nobody").is_err());
+        // new credentials replace the old ones
+        let renewed = add_binance(&path, "bot").unwrap();
+        let keys = ApiKeys::load(&path).unwrap();
+        assert!(keys.binance(&credentials.api_key).is_none());
+        assert!(keys.binance(&renewed.api_key).is_some());
+        assert!(keys.listen_key(&listen).is_none());
+    }
+
+    #[test]
+    fn malformed_or_shared_binance_credentials_are_refused() {
+        let entry = |id: &str, api_key: &str, secret: &str| KeyEntry {
+            id: id.into(),
+            sha256: hash_key(id),
+            accounts: vec!["a".into()],
+            scopes: None,
+            rate_limits: None,
+            binance: Some(BinanceCredentials {
+                api_key: api_key.into(),
+                secret: secret.into(),
+            }),
+        };
+        let good = "k".repeat(64);
+        let secret = "s".repeat(64);
+        assert!(ApiKeys::new(vec![entry("a", &good, &secret)], "test").is_ok());
+        for (api_key, secret) in [
+            ("short", secret.as_str()),
+            (good.as_str(), "short"),
+            ("k-y".repeat(20).as_str(), secret.as_str()),
+        ] {
+            assert!(
+                ApiKeys::new(vec![entry("a", api_key, secret)], "test").is_err(),
+                "{api_key} {secret}"
+            );
+        }
+        let twice = vec![entry("a", &good, &secret), entry("b", &good, &secret)];
+        assert!(ApiKeys::new(twice, "test").is_err());
+    }
+
+    #[test]
     fn a_key_without_scopes_reads_and_trades() {
         let hash = hash_key("k");
         let entries: Vec<KeyEntry> = serde_json::from_str(&format!(

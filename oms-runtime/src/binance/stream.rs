@@ -162,6 +162,8 @@ struct Session {
     api: bool,
     tap: Option<(Tap, u64)>,
     subscriptions: u64,
+    /// Requests per second, as on the OMS's own stream.
+    requests: crate::streams::socket::Bucket,
 }
 
 impl Session {
@@ -172,6 +174,7 @@ impl Session {
             api,
             tap: None,
             subscriptions: 0,
+            requests: crate::streams::socket::Bucket::new(Instant::now()),
         }
     }
 
@@ -205,6 +208,9 @@ impl Session {
                     message = self.socket.recv() => {
                         heard = Instant::now();
                         match message {
+                            Some(Ok(Message::Text(_))) if !self.requests.take(heard) => {
+                                Event::Close(close::POLICY, "more than 50 requests a second")
+                            }
                             Some(Ok(Message::Text(text))) => Event::Text(text.to_string()),
                             Some(Ok(Message::Ping(_) | Message::Pong(_))) => Event::Nothing,
                             Some(Ok(Message::Binary(_))) => Event::Close(close::POLICY, "binary messages are not taken"),
@@ -437,5 +443,120 @@ impl Translator {
             }
             Ok(Incoming::Other) | Err(_) => Vec::new(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn order(status: &str, filled: &str, version: u64) -> Value {
+        json!({"type": "order", "account": "alice", "cursor": "7", "order": {
+            "order_id": "42", "client_order_id": "c-1", "account": "alice", "symbol": "BTC-USDT",
+            "side": "buy", "type": "limit", "time_in_force": "gtc", "price": "60000.00",
+            "quantity": "0.50000", "quote_quantity": null, "filled_quantity": filled,
+            "filled_quote": "0", "average_price": null, "status": status, "reject_reason": null,
+            "expire_reason": null, "post_only": false, "self_trade_prevention": "none",
+            "created_at": "2026-11-29T15:00:00Z", "updated_at": "2026-11-29T15:00:01Z",
+            "version": version}})
+    }
+
+    fn fill(quantity: &str) -> Value {
+        json!({"type": "fill", "account": "alice", "cursor": "8", "fill": {
+            "trade_id": 9, "symbol": "BTC-USDT", "order_id": "42", "side": "buy",
+            "price": "60000.00", "quantity": quantity, "liquidity": "maker", "fee": "0.00020",
+            "fee_asset": "BTC", "executed_at": "2026-11-29T15:00:02Z"}})
+    }
+
+    fn balance(kind: &str) -> Value {
+        json!({"type": "balance", "account": "alice", "cursor": "9", "entry": {
+            "seq": 3, "asset": "BTC", "kind": kind, "available_change": "0.19980",
+            "held_change": "0", "available": "10.19980", "held": "0.00000",
+            "at": "2026-11-29T15:00:02Z"}})
+    }
+
+    fn events(translator: &mut Translator, message: Value) -> Vec<Value> {
+        translator.events(&message.to_string(), 1_000)
+    }
+
+    #[test]
+    fn a_new_order_then_a_trade_become_execution_reports() {
+        let mut translator = Translator::new(Arc::default());
+        let new = events(&mut translator, order("new", "0.00000", 1));
+        assert_eq!(new.len(), 1);
+        assert_eq!(
+            (
+                new[0]["e"].as_str(),
+                new[0]["x"].as_str(),
+                new[0]["X"].as_str()
+            ),
+            (Some("executionReport"), Some("NEW"), Some("NEW"))
+        );
+        assert_eq!(new[0]["s"], "BTCUSDT");
+        assert_eq!(new[0]["i"], 42);
+        // The fill waits for the order's state after it: one report with both.
+        assert!(events(&mut translator, fill("0.20000")).is_empty());
+        let traded = events(&mut translator, order("partially_filled", "0.20000", 2));
+        let report = &traded[0];
+        assert_eq!(
+            (report["x"].as_str(), report["X"].as_str()),
+            (Some("TRADE"), Some("PARTIALLY_FILLED"))
+        );
+        assert_eq!(
+            (report["l"].as_str(), report["z"].as_str()),
+            (Some("0.20000"), Some("0.20000"))
+        );
+        assert_eq!(
+            (
+                report["L"].as_str(),
+                report["n"].as_str(),
+                report["N"].as_str()
+            ),
+            (Some("60000.00"), Some("0.00020"), Some("BTC"))
+        );
+        assert_eq!(
+            (report["t"].as_u64(), report["m"].as_bool()),
+            (Some(9), Some(true))
+        );
+        assert_eq!(report["Y"], "12000");
+        // The next change without a fill is not a trade.
+        let canceled = events(&mut translator, order("canceled", "0.20000", 3));
+        assert_eq!(
+            (canceled[0]["x"].as_str(), canceled[0]["X"].as_str()),
+            (Some("CANCELED"), Some("CANCELED"))
+        );
+        assert_eq!(canceled[0]["N"], Value::Null);
+        let amended = events(&mut translator, order("new", "0.00000", 4));
+        assert_eq!(amended[0]["x"], "REPLACED");
+    }
+
+    #[test]
+    fn balance_changes_become_account_positions() {
+        let mut translator = Translator::new(Arc::default());
+        let trade = events(&mut translator, balance("trade"));
+        assert_eq!(trade.len(), 1);
+        assert_eq!(trade[0]["e"], "outboundAccountPosition");
+        assert_eq!(
+            trade[0]["B"],
+            json!([{"a": "BTC", "f": "10.19980", "l": "0.00000"}])
+        );
+        let deposit = events(&mut translator, balance("deposit"));
+        assert_eq!(
+            deposit
+                .iter()
+                .map(|e| e["e"].as_str().unwrap())
+                .collect::<Vec<_>>(),
+            ["balanceUpdate", "outboundAccountPosition"]
+        );
+        assert_eq!(deposit[0]["d"], "0.19980");
+        // Control messages of the hub are not the user's events.
+        assert!(
+            events(
+                &mut translator,
+                json!({"type": "heartbeat", "cursor": "1", "time": "x"})
+            )
+            .is_empty()
+        );
+        assert!(translator.events("not json", 0).is_empty());
     }
 }

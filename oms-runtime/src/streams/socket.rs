@@ -470,7 +470,7 @@ impl Session {
 
 /// A client's requests: [`Bucket::RATE`] a second, bursts of [`Bucket::BURST`] (subscribing to
 /// everything at once fits). A client over it is closed: requests are cheap, but not free.
-struct Bucket {
+pub(crate) struct Bucket {
     tokens: f64,
     at: Instant,
 }
@@ -479,7 +479,7 @@ impl Bucket {
     const RATE: f64 = 50.0;
     const BURST: f64 = 300.0;
 
-    fn new(now: Instant) -> Bucket {
+    pub(crate) fn new(now: Instant) -> Bucket {
         Bucket {
             tokens: Bucket::BURST,
             at: now,
@@ -487,7 +487,7 @@ impl Bucket {
     }
 
     /// Takes one request's token; false if there is none.
-    fn take(&mut self, now: Instant) -> bool {
+    pub(crate) fn take(&mut self, now: Instant) -> bool {
         let refill = now.saturating_duration_since(self.at).as_secs_f64() * Bucket::RATE;
         self.tokens = (self.tokens + refill).min(Bucket::BURST);
         self.at = now;
