@@ -28,7 +28,9 @@ use oms_core::{
     Action, CancelAll, Command, OrderId, OrderState, OrderStatus, OrderType, SelfTradePrevention,
     Side, TimeInForce,
 };
+use rust_decimal::Decimal;
 use serde_json::{Value, json};
+use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -259,36 +261,50 @@ pub async fn place(
         return Err(rejected_for(reason, &reason.replace('_', " ")));
     }
     let fills = match answered {
-        Answered::Full => Some(fills_of(&app, &caller.account, market, &placed.order_id).await?),
+        Answered::Full => Some(fills_of(&app, &caller.account, market, &placed).await?),
         _ => None,
     };
     Ok(Json(view::placed(&app.markets, &placed, fills.as_deref())).into_response())
 }
 
-/// An order's fills, oldest first.
+/// An order's fills, oldest first. Where the projection writes an order's state before its
+/// trades (distributed mode), they are read again until they add up to what the order filled,
+/// for at most a second.
 async fn fills_of(
     app: &AppState,
     account: &str,
     market: &Market,
-    order_id: &str,
+    order: &OrderView,
 ) -> Result<Vec<FillView>, Error> {
-    let trades = app
-        .guard(
-            "order store",
-            app.orders.trades(
-                account,
-                Some(market.instrument.symbol().as_str()),
-                None,
-                1000,
-            ),
-        )
-        .await?;
-    Ok(trades
-        .iter()
-        .rev()
-        .flat_map(|trade| FillView::of(trade, account, Some(&market.instrument), &app.assets))
-        .filter(|fill| fill.order_id == order_id)
-        .collect())
+    let filled = Decimal::from_str(&order.filled_quantity).unwrap_or_default();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+    loop {
+        let trades = app
+            .guard(
+                "order store",
+                app.orders.trades(
+                    account,
+                    Some(market.instrument.symbol().as_str()),
+                    None,
+                    1000,
+                ),
+            )
+            .await?;
+        let fills: Vec<FillView> = trades
+            .iter()
+            .rev()
+            .flat_map(|trade| FillView::of(trade, account, Some(&market.instrument), &app.assets))
+            .filter(|fill| fill.order_id == order.order_id)
+            .collect();
+        let found: Decimal = fills
+            .iter()
+            .map(|fill| Decimal::from_str(&fill.quantity).unwrap_or_default())
+            .sum();
+        if found >= filled || tokio::time::Instant::now() >= deadline {
+            return Ok(fills);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// `POST /api/v3/order/test`: every check of a new order, nothing placed.
