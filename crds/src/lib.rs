@@ -263,6 +263,11 @@ pub struct IngestSpec {
     /// Container resources.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
+    /// Also serve the Binance-compatible API (`/api/v3` and its user data stream, see
+    /// docs/binance.md) on the pods' API port, and so through the ingest Service. Only keys
+    /// with Binance credentials (`oms-runtime keygen --binance`) can use it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub binance_api: bool,
 }
 
 impl Default for IngestSpec {
@@ -271,6 +276,7 @@ impl Default for IngestSpec {
             replicas: 2,
             autoscaling: None,
             resources: None,
+            binance_api: false,
         }
     }
 }

@@ -293,6 +293,10 @@ pub struct ServeArgs {
     /// How long idempotency keys and their responses are kept.
     #[arg(long, env = "OMS_IDEMPOTENCY_TTL", default_value = "24h", value_parser = humantime::parse_duration)]
     pub idempotency_ttl: Duration,
+    /// Serve the Binance-compatible API (/api/v3 and its user data stream, docs/binance.md) on
+    /// the API port: true or false. Only keys with Binance credentials can use it.
+    #[arg(long, env = "OMS_BINANCE_API", default_value_t = true, action = clap::ArgAction::Set)]
+    pub binance_api: bool,
     /// Longest wait honoured for `Prefer: wait=N`.
     #[arg(long, env = "OMS_MAX_WAIT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub max_wait: Duration,

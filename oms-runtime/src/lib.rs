@@ -292,17 +292,22 @@ fn api_keys(args: &ServeArgs) -> anyhow::Result<(auth::ApiKeys, bool)> {
             scopes,
             None,
         )?;
-        let binance = auth::add_binance(&path, "bootstrap")?;
         println!(
             "\nCreated API key \"bootstrap\" for accounts {}. It is shown only this once:\n\n    {key}\n\n\
-             Its hash is in {}. Use it as: Authorization: Bearer {key}\n\n\
-             For Binance-compatible tools (/api/v3, trading account {}):\n\n    API key: {}\n    secret:  {}\n",
+             Its hash is in {}. Use it as: Authorization: Bearer {key}\n",
             args.bootstrap_accounts.join(", "),
             path.display(),
-            args.bootstrap_accounts.first().map_or("", String::as_str),
-            binance.api_key,
-            binance.secret,
         );
+        if args.binance_api {
+            let binance = auth::add_binance(&path, "bootstrap")?;
+            println!(
+                "For Binance-compatible tools (/api/v3, docs/binance.md; trading account {}):\n\n    \
+                 API key: {}\n    secret:  {}\n",
+                args.bootstrap_accounts.first().map_or("", String::as_str),
+                binance.api_key,
+                binance.secret,
+            );
+        }
     }
     Ok((auth::ApiKeys::load(&path)?, first))
 }
@@ -445,6 +450,7 @@ pub fn settings(args: &ServeArgs) -> Settings {
             reads_per_second: args.rate_limit_reads,
         },
         streams: args.streams.limits(),
+        binance_api: args.binance_api,
     }
 }
 

@@ -999,3 +999,26 @@ async fn cancel_after_fires_after_a_kill_9_and_restart() {
         1.0
     );
 }
+
+/// The Binance-compatible API is on unless `--binance-api false` (what the operator sets unless
+/// an OrderSystem asks for it) takes it off the API port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binance_api_is_served_unless_turned_off() {
+    let ping = |server: &Server| {
+        let url = format!("{}/api/v3/ping", server.api);
+        let client = server.client.clone();
+        async move { client.get(url).send().await.expect("ping").status() }
+    };
+    let on = tempfile::tempdir().unwrap();
+    let server = Server::start(on.path()).await;
+    assert_eq!(ping(&server).await, StatusCode::OK);
+    drop(server);
+    let off = tempfile::tempdir().unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_oms-runtime"));
+    command.env("OMS_BINANCE_API", "false");
+    let server = Server::start_with(off.path(), command).await;
+    assert_eq!(ping(&server).await, StatusCode::NOT_FOUND);
+    // The OMS's own API is unchanged.
+    let (status, _) = server.get(TRADER, "/v1/balances?account=alice").await;
+    assert_eq!(status, StatusCode::OK);
+}

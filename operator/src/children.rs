@@ -381,10 +381,16 @@ fn env(system: &OrderSystem, plan: &Plan, role: &str) -> Vec<EnvVar> {
         env.push(value("OMS_MAX_OPEN_ORDERS", open.to_string()));
     }
     match role {
-        "ingest" => env.push(value(
-            "OMS_API_KEYS_FILE",
-            format!("{KEYS_DIR}/api-keys.json"),
-        )),
+        "ingest" => {
+            env.push(value(
+                "OMS_API_KEYS_FILE",
+                format!("{KEYS_DIR}/api-keys.json"),
+            ));
+            env.push(value(
+                "OMS_BINANCE_API",
+                spec.ingest.binance_api.to_string(),
+            ));
+        }
         "funds" => {
             env.push(value("OMS_SHARDS", plan.funds_shards.to_string()));
             if let Some(every) = spec.funds.snapshot_every {
@@ -869,6 +875,13 @@ mod tests {
         let ingest = env_of(&c.ingest.spec.as_ref().unwrap().template);
         assert_eq!(ingest["OMS_ROLE"].value.as_deref(), Some("ingest"));
         assert!(ingest.contains_key("OMS_API_KEYS_FILE"));
+        // The Binance-compatible API only when the OrderSystem asks for it.
+        assert_eq!(ingest["OMS_BINANCE_API"].value.as_deref(), Some("false"));
+        let mut asking = system();
+        asking.spec.ingest.binance_api = true;
+        let asked = built(&asking);
+        let ingest = env_of(&asked.ingest.spec.as_ref().unwrap().template);
+        assert_eq!(ingest["OMS_BINANCE_API"].value.as_deref(), Some("true"));
         let volumes = c
             .ingest
             .spec

@@ -65,6 +65,7 @@ pub fn system() -> OrderSystem {
                     )])),
                     ..ResourceRequirements::default()
                 }),
+                binance_api: false,
             },
             funds: FundsSpec {
                 shards: 3,

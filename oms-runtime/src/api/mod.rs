@@ -47,6 +47,8 @@ pub struct Settings {
     pub rate_limits: limits::Defaults,
     /// Limits of the WebSocket streams.
     pub streams: crate::streams::Limits,
+    /// Whether the Binance-compatible API is served.
+    pub binance_api: bool,
 }
 
 /// An instrument with its scaled limits.
@@ -197,6 +199,11 @@ async fn limit(State(app): State<Arc<AppState>>, mut request: Request, next: Nex
 /// of a dozen `Arc` fields cost a few percent of the single node's CPU.
 pub fn router(app: AppState) -> Router {
     let app = Arc::new(app);
+    let binance = if app.settings.binance_api {
+        crate::binance::routes()
+    } else {
+        Router::new()
+    };
     Router::new()
         .route(
             "/v1/orders",
@@ -234,7 +241,7 @@ pub fn router(app: AppState) -> Router {
         .route("/v1/instruments", get(market::instruments))
         .route("/v1/ws", get(crate::streams::socket::upgrade))
         .route("/openapi.json", get(openapi::document))
-        .merge(crate::binance::routes())
+        .merge(binance)
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

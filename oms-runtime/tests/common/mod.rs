@@ -185,6 +185,7 @@ pub async fn start_unfunded_with(
                 reads_per_second: 100_000,
             },
             streams,
+            binance_api: true,
         },
         snapshot_every: 3,
         hold_projection: false,
