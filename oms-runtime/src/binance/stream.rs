@@ -83,7 +83,8 @@ pub async fn listen(
         .cloned()
         .ok_or_else(|| Error::bad(-1125, "This listenKey does not exist."))?;
     let caller = super::caller(principal, Scope::Read)?;
-    let tap = Tap::open(&app, &caller).map_err(|_| Error::rate_limited())?;
+    let tap =
+        Tap::open(&app, &caller, Credential::ListenKey(key)).map_err(|_| Error::rate_limited())?;
     Ok(upgrade.on_upgrade(move |socket| async move {
         let mut session = Session::new(app, socket, false);
         session.tap = Some((tap, 0));
@@ -105,9 +106,26 @@ pub async fn ws_api(
         }))
 }
 
+/// What a stream was opened with: checked again at every heartbeat, so that revoking the key
+/// (or renewing its credentials) ends its streams.
+enum Credential {
+    ListenKey(String),
+    ApiKey(String),
+}
+
+impl Credential {
+    fn valid(&self, keys: &crate::auth::ApiKeys) -> bool {
+        match self {
+            Credential::ListenKey(key) => keys.listen_key(key).is_some(),
+            Credential::ApiKey(key) => keys.binance(key).is_some(),
+        }
+    }
+}
+
 /// A hub connection subscribed to one account's orders, fills and balances; leaves the hub
 /// when dropped.
 struct Tap {
+    credential: Credential,
     hub: Arc<Hub>,
     conn: u64,
     kill: Arc<Kill>,
@@ -116,11 +134,16 @@ struct Tap {
 }
 
 impl Tap {
-    fn open(app: &AppState, caller: &Caller) -> Result<Tap, crate::streams::Refused> {
+    fn open(
+        app: &AppState,
+        caller: &Caller,
+        credential: Credential,
+    ) -> Result<Tap, crate::streams::Refused> {
         let hub = app.streams.clone();
         let (tx, queue) = mpsc::channel(hub.limits().queue);
         let (conn, kill) = hub.connect(&caller.principal.id, tx)?;
         let tap = Tap {
+            credential,
             hub: hub.clone(),
             conn,
             kill,
@@ -228,11 +251,18 @@ impl Session {
                 Event::Close(code, reason) => break Some((code, reason)),
                 Event::Gone => break None,
                 Event::Nothing => Ok(()),
-                Event::Beat => self
-                    .socket
-                    .send(Message::Ping(bytes::Bytes::from_static(b"oms")))
-                    .await
-                    .map_err(|_| ()),
+                Event::Beat => {
+                    let keys = self.app.keys.keys();
+                    if let Some((tap, _)) = &self.tap
+                        && !tap.credential.valid(&keys)
+                    {
+                        break Some((close::UNAUTHORIZED, "the API key was revoked"));
+                    }
+                    self.socket
+                        .send(Message::Ping(bytes::Bytes::from_static(b"oms")))
+                        .await
+                        .map_err(|_| ())
+                }
                 Event::Frame(frame) => self.forward(&frame).await,
                 Event::Text(text) if self.api => self.request(&text).await,
                 Event::Text(_) => Ok(()),
@@ -343,7 +373,7 @@ impl Session {
             .ok_or_else(Error::key_refused)?;
         super::check_signature(&self.app, &secret, &payload, &signature, &checked)?;
         let caller = super::caller(principal, Scope::Read)?;
-        let tap = Tap::open(&self.app, &caller)
+        let tap = Tap::open(&self.app, &caller, Credential::ApiKey(api_key))
             .map_err(|refused| Error::bad(-1100, refused.to_string()))?;
         let id = self.subscriptions;
         self.subscriptions += 1;

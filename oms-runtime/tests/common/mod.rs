@@ -29,6 +29,9 @@ pub const LIMITED: &str = "oms_limited_key_for_tests_only";
 /// Trades the 16 accounts of [`desk_account`], with every scope (distributed tests with many
 /// accounts).
 pub const DESK: &str = "oms_desk_key_for_tests_only";
+/// The trader key's Binance API key and secret (it trades alice there).
+pub const BINANCE_KEY: &str = "TraderBinanceApiKeyForTestsOnly000000000000000000000000000000001";
+pub const BINANCE_SECRET: &str = "TraderBinanceSecretForTestsOnly000000000000000000000000000000001";
 /// How many accounts the `DESK` key has.
 pub const DESK_ACCOUNTS: usize = 16;
 
@@ -62,7 +65,10 @@ pub fn key_entries() -> Vec<KeyEntry> {
                 writes_per_second: Some(1_000_000),
                 reads_per_second: Some(1_000_000),
             }),
-            binance: None,
+            binance: Some(oms_runtime::auth::BinanceCredentials {
+                api_key: BINANCE_KEY.into(),
+                secret: BINANCE_SECRET.into(),
+            }),
         },
         KeyEntry {
             id: "other".into(),
