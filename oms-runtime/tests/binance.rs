@@ -131,6 +131,18 @@ async fn signed_calls_are_checked_as_binance_checks_them() {
         (status, body["code"].as_i64()),
         (StatusCode::BAD_REQUEST, Some(-1102))
     );
+    // Binance signs the parameters, not the path: the same parameters in the same millisecond
+    // to two paths are two requests, not a replay (python-binance's get_my_trades then
+    // get_all_orders were refused once).
+    let same = format!("symbol=BTCUSDT&timestamp={}", now_ms());
+    for path in [
+        "/api/v3/myTrades",
+        "/api/v3/allOrders",
+        "/api/v3/openOrders",
+    ] {
+        let (status, body) = call(&router, "GET", path, &same, Some(BINANCE_SECRET)).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {body}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

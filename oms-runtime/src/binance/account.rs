@@ -34,6 +34,7 @@ pub async fn account(
     let (caller, params) = signed(
         &app,
         &Method::GET,
+        "/api/v3/account",
         &headers,
         query.as_deref(),
         b"",
@@ -103,6 +104,7 @@ pub async fn commission(
     let (_, params) = signed(
         &app,
         &Method::GET,
+        "/api/v3/account/commission",
         &headers,
         query.as_deref(),
         b"",
@@ -141,6 +143,7 @@ pub async fn my_trades(
     let (caller, params) = signed(
         &app,
         &Method::GET,
+        "/api/v3/myTrades",
         &headers,
         query.as_deref(),
         b"",

@@ -146,6 +146,7 @@ pub(crate) fn caller(principal: Principal, scope: Scope) -> Result<Caller, Error
 pub(crate) fn signed(
     app: &AppState,
     method: &Method,
+    path: &str,
     headers: &HeaderMap,
     query: Option<&str>,
     body: &[u8],
@@ -160,14 +161,17 @@ pub(crate) fn signed(
     let signature = signature
         .filter(|signature| !signature.is_empty())
         .ok_or_else(|| Error::mandatory("signature"))?;
-    check_signature(app, &secret, &payload, &signature, &params)?;
+    let call = format!("{method} {path}");
+    check_signature(app, &call, &secret, &payload, &signature, &params)?;
     Ok((caller(principal, scope)?, params))
 }
 
 /// Checks a signed payload: `timestamp` within `recvWindow`, the signature `payload`'s with
-/// `secret`, and not seen before.
+/// `secret`, and not seen before for this `call` (method and path: Binance's signature covers
+/// the parameters only, and the same parameters in the same millisecond may go to two paths).
 pub(crate) fn check_signature(
     app: &AppState,
+    call: &str,
     secret: &str,
     payload: &str,
     signature: &str,
@@ -183,7 +187,7 @@ pub(crate) fn check_signature(
     sign::window(timestamp, recv_window, now)?;
     let digest = sign::verify(secret, payload, signature)?;
     app.binance.replays.first_use(
-        digest,
+        sign::seen_as(call, &digest),
         timestamp + recv_window as i64 + sign::MAX_AHEAD_MS,
         now,
     )

@@ -59,6 +59,17 @@ pub fn verify(secret: &str, payload: &str, signature: &str) -> Result<[u8; 32], 
     Ok(bytes)
 }
 
+/// What a replay is recognised by: the call (method and path, or the WebSocket API's method)
+/// and the signature.
+pub fn seen_as(call: &str, signature: &[u8; 32]) -> [u8; 32] {
+    use sha2::Digest;
+    let mut hash = Sha256::new();
+    hash.update(call.as_bytes());
+    hash.update([0]);
+    hash.update(signature);
+    hash.finalize().into()
+}
+
 /// Checks `timestamp` (ms) against the server's `now` (ms): not more than
 /// [`MAX_AHEAD_MS`] ahead, not older than `recv_window`.
 pub fn window(timestamp: i64, recv_window: u64, now: i64) -> Result<(), Error> {

@@ -371,7 +371,14 @@ impl Session {
             .keys
             .binance(&api_key)
             .ok_or_else(Error::key_refused)?;
-        super::check_signature(&self.app, &secret, &payload, &signature, &checked)?;
+        super::check_signature(
+            &self.app,
+            "ws-api userDataStream.subscribe.signature",
+            &secret,
+            &payload,
+            &signature,
+            &checked,
+        )?;
         let caller = super::caller(principal, Scope::Read)?;
         let tap = Tap::open(&self.app, &caller, Credential::ApiKey(api_key))
             .map_err(|refused| Error::bad(-1100, refused.to_string()))?;

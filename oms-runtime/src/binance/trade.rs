@@ -207,6 +207,7 @@ pub async fn place(
     let (caller, params) = signed(
         &app,
         &Method::POST,
+        "/api/v3/order",
         &headers,
         query.as_deref(),
         &body,
@@ -317,6 +318,7 @@ pub async fn test(
     let (caller, params) = signed(
         &app,
         &Method::POST,
+        "/api/v3/order/test",
         &headers,
         query.as_deref(),
         &body,
@@ -364,6 +366,7 @@ pub async fn query(
     let (caller, params) = signed(
         &app,
         &Method::GET,
+        "/api/v3/order",
         &headers,
         query.as_deref(),
         b"",
@@ -409,6 +412,7 @@ pub async fn cancel(
     let (caller, params) = signed(
         &app,
         &Method::DELETE,
+        "/api/v3/order",
         &headers,
         query.as_deref(),
         &body,
@@ -503,6 +507,7 @@ pub async fn open_orders(
     let (caller, params) = signed(
         &app,
         &Method::GET,
+        "/api/v3/openOrders",
         &headers,
         query.as_deref(),
         b"",
@@ -528,6 +533,7 @@ pub async fn cancel_all(
     let (caller, params) = signed(
         &app,
         &Method::DELETE,
+        "/api/v3/openOrders",
         &headers,
         query.as_deref(),
         &body,
@@ -597,6 +603,7 @@ pub async fn all_orders(
     let (caller, params) = signed(
         &app,
         &Method::GET,
+        "/api/v3/allOrders",
         &headers,
         query.as_deref(),
         b"",
