@@ -190,6 +190,16 @@ async def check_ccxt():
         assert cost["status"] == "closed" and cost["filled"] == 0.01 and cost["cost"] == 600, cost
         await bob.cancel_all_orders("BTC/USDT")
         step("market buy by cost (quoteOrderQty 600 USDT): 0.01 BTC at 60000")
+
+        # Candles from the trades so far: 0.2 and 0.01 BTC at 60000.
+        ohlcv = await eventually(
+            lambda: alice.fetch_ohlcv("BTC/USDT", "1m", limit=10),
+            lambda rows: abs(sum(row[5] for row in rows) - 0.21) < 1e-9, "candles")
+        assert ohlcv[-1][4] == 60000.0 and ohlcv[-1][2] == 60000.0, ohlcv
+        hourly = await alice.fetch_ohlcv("BTC/USDT", "1h", limit=2)
+        assert abs(sum(row[5] for row in hourly) - 0.21) < 1e-9, hourly
+        assert all(row[0] % 3_600_000 == 0 for row in hourly), hourly
+        step(f"fetch_ohlcv 1m ({len(ohlcv)} candles) and 1h: 0.21 BTC traded, close 60000")
     finally:
         await alice.close()
         await bob.close()
@@ -263,7 +273,14 @@ def check_signatures():
     assert (status, body["code"]) == (400, -1102), (status, body)
     status, body = signed_request("GET", "/api/v3/depth", {"symbol": "NOPE"})
     assert (status, body["code"]) == (400, -1121), (status, body)
-    step("no key 401 -2014, unknown key 401 -2015, unsigned 400 -1102, unknown symbol 400 -1121")
+    status, body = raw("GET", "/api/v3/klines", "symbol=BTCUSDT&interval=7m", key=None)
+    assert (status, body["code"]) == (400, -1120), (status, body)
+    status, body = signed_request("POST", "/api/v3/order", {
+        "symbol": "BTCUSDT", "side": "BUY", "type": "STOP_LOSS", "quantity": "0.01",
+        "stopPrice": "59000", "timestamp": now_ms()}, body=True)
+    assert (status, body["code"]) == (400, -1104), (status, body)
+    step("no key 401 -2014, unknown key 401 -2015, unsigned 400 -1102, unknown symbol 400 -1121, "
+         "bad interval -1120, a stop order -1104")
 
 
 async def check_listen_key():

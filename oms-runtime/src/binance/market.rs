@@ -336,3 +336,87 @@ fn day_view(symbol: &str, ticker: &TickerView, now: i64) -> Value {
         "count": ticker.trades,
     })
 }
+
+/// Kline intervals and their length in minutes.
+const INTERVALS: [(&str, u64); 12] = [
+    ("1m", 1),
+    ("3m", 3),
+    ("5m", 5),
+    ("15m", 15),
+    ("30m", 30),
+    ("1h", 60),
+    ("2h", 120),
+    ("4h", 240),
+    ("6h", 360),
+    ("8h", 480),
+    ("12h", 720),
+    ("1d", 1440),
+];
+
+/// Most one-minute candles read for one `klines` call.
+const MAX_CANDLES_READ: usize = 50_000;
+
+/// `GET /api/v3/klines`: candles of `interval` built from the OMS's one-minute candles, oldest
+/// first: from `startTime` on, or the latest `limit` (default 500, at most 1000) up to
+/// `endTime` (or now). Intervals without a trade are left out (Binance repeats the last close).
+pub async fn klines(State(app): State<Arc<AppState>>, RawQuery(query): RawQuery) -> Answer {
+    let params = params(&query)?;
+    params.only(&["symbol", "interval", "startTime", "endTime", "limit"])?;
+    let market = market(&app, &params)?;
+    let interval = params.required("interval")?;
+    let minutes = INTERVALS
+        .iter()
+        .find(|(name, _)| *name == interval)
+        .map(|(_, minutes)| *minutes)
+        .ok_or_else(|| Error::bad(-1120, "Invalid interval."))?;
+    let limit = params.limit(500, 1000)? as u64;
+    let start = params.integer::<u64>("startTime")?;
+    let end = params.integer::<u64>("endTime")?.unwrap_or(now_ms() as u64) / 60_000;
+    let bucket = |minute: u64| minute / minutes * minutes;
+    let from = match start {
+        Some(start) => bucket(start / 60_000),
+        None => bucket(end).saturating_sub((limit - 1) * minutes),
+    };
+    let to = end.min(from + limit * minutes - 1);
+    if to < from {
+        return Ok(Json(Value::Array(Vec::new())).into_response());
+    }
+    let span = usize::try_from(to - from + 1).unwrap_or(usize::MAX);
+    let symbol = market.instrument.symbol().as_str();
+    let candles = app
+        .guard(
+            "order store",
+            app.orders.candles(symbol, from, span.min(MAX_CANDLES_READ)),
+        )
+        .await?;
+    let instrument = &market.instrument;
+    let mut out = Vec::new();
+    for group in candles
+        .iter()
+        .filter(|candle| candle.minute <= to)
+        .collect::<Vec<_>>()
+        .chunk_by(|a, b| bucket(a.minute) == bucket(b.minute))
+    {
+        let owned: Vec<_> = group.iter().map(|candle| (*candle).clone()).collect();
+        let Some(merged) = crate::store::Candle::merged(&owned) else {
+            continue;
+        };
+        let view = crate::api::model::CandleView::new(&merged, instrument);
+        let open_time = bucket(merged.minute) * 60_000;
+        out.push(json!([
+            open_time,
+            view.open,
+            view.high,
+            view.low,
+            view.close,
+            view.volume,
+            open_time + minutes * 60_000 - 1,
+            view.quote_volume,
+            view.trades,
+            "0",
+            "0",
+            "0",
+        ]));
+    }
+    Ok(Json(Value::Array(out)).into_response())
+}

@@ -51,6 +51,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/api/v3/exchangeInfo", get(market::exchange_info))
         .route("/api/v3/depth", get(market::depth))
         .route("/api/v3/trades", get(market::trades))
+        .route("/api/v3/klines", get(market::klines))
         .route("/api/v3/ticker/price", get(market::price))
         .route("/api/v3/ticker/bookTicker", get(market::book_ticker))
         .route("/api/v3/ticker/24hr", get(market::day))
