@@ -2,14 +2,13 @@
 
 use super::market::market;
 use super::view;
-use super::{Error, now_ms, signed};
+use super::{Error, Signed, now_ms};
 use crate::api::AppState;
 use crate::api::model::FillView;
 use crate::auth::Scope;
 use crate::store::TradeCursor;
 use axum::Json;
-use axum::extract::{RawQuery, State};
-use axum::http::{HeaderMap, Method};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
@@ -28,18 +27,8 @@ fn rate(bps: u32) -> String {
 /// rates (the highest of the instruments, where they differ; `account/commission` has each).
 pub async fn account(
     State(app): State<Arc<AppState>>,
-    headers: HeaderMap,
-    RawQuery(query): RawQuery,
+    Signed { caller, params }: Signed,
 ) -> Answer {
-    let (caller, params) = signed(
-        &app,
-        &Method::GET,
-        "/api/v3/account",
-        &headers,
-        query.as_deref(),
-        b"",
-        Scope::Read,
-    )?;
     params.only(&["omitZeroBalances"])?;
     let omit_zero = params.get("omitZeroBalances") == Some("true");
     let stored = app
@@ -96,20 +85,7 @@ pub async fn account(
 }
 
 /// `GET /api/v3/account/commission`: one symbol's maker and taker rates.
-pub async fn commission(
-    State(app): State<Arc<AppState>>,
-    headers: HeaderMap,
-    RawQuery(query): RawQuery,
-) -> Answer {
-    let (_, params) = signed(
-        &app,
-        &Method::GET,
-        "/api/v3/account/commission",
-        &headers,
-        query.as_deref(),
-        b"",
-        Scope::Read,
-    )?;
+pub async fn commission(State(app): State<Arc<AppState>>, Signed { params, .. }: Signed) -> Answer {
     params.only(&["symbol"])?;
     let market = market(&app, &params)?;
     let spec = market.instrument.spec();
@@ -137,18 +113,8 @@ const MAX_SCANNED: usize = 10_000;
 /// 1000), within `startTime`/`endTime`.
 pub async fn my_trades(
     State(app): State<Arc<AppState>>,
-    headers: HeaderMap,
-    RawQuery(query): RawQuery,
+    Signed { caller, params }: Signed,
 ) -> Answer {
-    let (caller, params) = signed(
-        &app,
-        &Method::GET,
-        "/api/v3/myTrades",
-        &headers,
-        query.as_deref(),
-        b"",
-        Scope::Read,
-    )?;
     params.only(&[
         "symbol",
         "orderId",

@@ -30,6 +30,7 @@ use crate::api::AppState;
 use crate::api::limits::Class;
 use crate::auth::{Principal, Scope};
 use axum::Router;
+use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderMap, Method};
 use axum::routing::{get, post};
 use params::Params;
@@ -141,10 +142,45 @@ pub(crate) fn caller(principal: Principal, scope: Scope) -> Result<Caller, Error
     Ok(Caller { principal, account })
 }
 
+/// A signed request, proven: its caller and parameters. A `GET` needs the key's `read` scope,
+/// any other method its `trade` scope.
+pub(crate) struct Signed {
+    /// Who.
+    pub caller: Caller,
+    /// What.
+    pub params: Params,
+}
+
+impl FromRequest<Arc<AppState>> for Signed {
+    type Rejection = Error;
+
+    async fn from_request(request: Request, app: &Arc<AppState>) -> Result<Signed, Error> {
+        let (parts, body) = request.into_parts();
+        let body = axum::body::to_bytes(body, crate::api::MAX_BODY_BYTES)
+            .await
+            .map_err(|_| Error::bad(-1100, "The request body could not be read."))?;
+        let scope = if parts.method == Method::GET {
+            Scope::Read
+        } else {
+            Scope::Trade
+        };
+        let (caller, params) = signed(
+            app,
+            &parts.method,
+            parts.uri.path(),
+            &parts.headers,
+            parts.uri.query(),
+            &body,
+            scope,
+        )?;
+        Ok(Signed { caller, params })
+    }
+}
+
 /// A signed call: the key, its rate limit, the timestamp within the window, the signature over
 /// the parameters as sent, and the signature not seen before. Gives the caller and its
 /// parameters.
-pub(crate) fn signed(
+fn signed(
     app: &AppState,
     method: &Method,
     path: &str,

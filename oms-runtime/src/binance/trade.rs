@@ -11,18 +11,16 @@ use super::error::rejected_for;
 use super::market::market;
 use super::params::Params;
 use super::view;
-use super::{Caller, Error, now_ms, signed};
+use super::{Caller, Error, Signed, now_ms};
 use crate::api::handlers::{checked_order, order_command};
 use crate::api::manage::cancel_command;
 use crate::api::model::{DecimalString, FillView, OrderRequest, OrderView};
 use crate::api::write::fingerprint;
 use crate::api::{AppState, Market};
-use crate::auth::Scope;
 use crate::store::{Ack, OrderQuery, Origin};
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::{RawQuery, State};
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::extract::State;
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use oms_core::{
     Action, CancelAll, Command, OrderId, OrderState, OrderStatus, OrderType, SelfTradePrevention,
@@ -198,21 +196,7 @@ fn canonical(params: &Params) -> String {
 }
 
 /// `POST /api/v3/order`.
-pub async fn place(
-    State(app): State<Arc<AppState>>,
-    headers: HeaderMap,
-    RawQuery(query): RawQuery,
-    body: Bytes,
-) -> Answer {
-    let (caller, params) = signed(
-        &app,
-        &Method::POST,
-        "/api/v3/order",
-        &headers,
-        query.as_deref(),
-        &body,
-        Scope::Trade,
-    )?;
+pub async fn place(State(app): State<Arc<AppState>>, Signed { caller, params }: Signed) -> Answer {
     let market = market(&app, &params)?;
     let (request, answered) = order_request(market, &caller, &params)?;
     let order = checked_order(&app, &caller.principal, request)?;
@@ -309,21 +293,7 @@ async fn fills_of(
 }
 
 /// `POST /api/v3/order/test`: every check of a new order, nothing placed.
-pub async fn test(
-    State(app): State<Arc<AppState>>,
-    headers: HeaderMap,
-    RawQuery(query): RawQuery,
-    body: Bytes,
-) -> Answer {
-    let (caller, params) = signed(
-        &app,
-        &Method::POST,
-        "/api/v3/order/test",
-        &headers,
-        query.as_deref(),
-        &body,
-        Scope::Trade,
-    )?;
+pub async fn test(State(app): State<Arc<AppState>>, Signed { caller, params }: Signed) -> Answer {
     let market = market(&app, &params)?;
     let (request, _) = order_request(market, &caller, &params)?;
     checked_order(&app, &caller.principal, request)?;
@@ -358,20 +328,7 @@ async fn named_order(
 }
 
 /// `GET /api/v3/order`.
-pub async fn query(
-    State(app): State<Arc<AppState>>,
-    headers: HeaderMap,
-    RawQuery(query): RawQuery,
-) -> Answer {
-    let (caller, params) = signed(
-        &app,
-        &Method::GET,
-        "/api/v3/order",
-        &headers,
-        query.as_deref(),
-        b"",
-        Scope::Read,
-    )?;
+pub async fn query(State(app): State<Arc<AppState>>, Signed { caller, params }: Signed) -> Answer {
     params.only(&["symbol", "orderId", "origClientOrderId"])?;
     let market = market(&app, &params)?;
     let state = named_order(&app, &caller, market, &params)
@@ -403,21 +360,7 @@ fn canceled(app: &AppState, order: &OrderView, cancel_id: &str) -> Value {
 }
 
 /// `DELETE /api/v3/order`: cancels, waits for the book, answers the order canceled.
-pub async fn cancel(
-    State(app): State<Arc<AppState>>,
-    headers: HeaderMap,
-    RawQuery(query): RawQuery,
-    body: Bytes,
-) -> Answer {
-    let (caller, params) = signed(
-        &app,
-        &Method::DELETE,
-        "/api/v3/order",
-        &headers,
-        query.as_deref(),
-        &body,
-        Scope::Trade,
-    )?;
+pub async fn cancel(State(app): State<Arc<AppState>>, Signed { caller, params }: Signed) -> Answer {
     params.only(&[
         "symbol",
         "orderId",
@@ -501,18 +444,8 @@ fn views(app: &AppState, states: &[OrderState]) -> Vec<Value> {
 /// `GET /api/v3/openOrders`: of one symbol, or all.
 pub async fn open_orders(
     State(app): State<Arc<AppState>>,
-    headers: HeaderMap,
-    RawQuery(query): RawQuery,
+    Signed { caller, params }: Signed,
 ) -> Answer {
-    let (caller, params) = signed(
-        &app,
-        &Method::GET,
-        "/api/v3/openOrders",
-        &headers,
-        query.as_deref(),
-        b"",
-        Scope::Read,
-    )?;
     params.only(&["symbol"])?;
     let symbol = match params.get("symbol") {
         Some(_) => Some(market(&app, &params)?.instrument.symbol().to_string()),
@@ -526,19 +459,8 @@ pub async fn open_orders(
 /// cancel, waits for the book, answers the orders canceled.
 pub async fn cancel_all(
     State(app): State<Arc<AppState>>,
-    headers: HeaderMap,
-    RawQuery(query): RawQuery,
-    body: Bytes,
+    Signed { caller, params }: Signed,
 ) -> Answer {
-    let (caller, params) = signed(
-        &app,
-        &Method::DELETE,
-        "/api/v3/openOrders",
-        &headers,
-        query.as_deref(),
-        &body,
-        Scope::Trade,
-    )?;
     params.only(&["symbol"])?;
     let market = market(&app, &params)?;
     let symbol = market.instrument.symbol().clone();
@@ -597,18 +519,8 @@ pub async fn cancel_all(
 /// creation time.
 pub async fn all_orders(
     State(app): State<Arc<AppState>>,
-    headers: HeaderMap,
-    RawQuery(query): RawQuery,
+    Signed { caller, params }: Signed,
 ) -> Answer {
-    let (caller, params) = signed(
-        &app,
-        &Method::GET,
-        "/api/v3/allOrders",
-        &headers,
-        query.as_deref(),
-        b"",
-        Scope::Read,
-    )?;
     params.only(&["symbol", "orderId", "startTime", "endTime", "limit"])?;
     let market = market(&app, &params)?;
     let limit = params.limit(500, 1000)?;
