@@ -399,11 +399,19 @@ pub async fn cancel(State(app): State<Arc<AppState>>, Signed { caller, params }:
     Ok(Json(canceled(&app, &order, &cancel_id)).into_response())
 }
 
-/// The caller's open orders, of one instrument or all, oldest first.
-async fn open_of(
+/// Most orders read for one call.
+const MAX_ORDERS_READ: usize = 10_000;
+
+/// The caller's orders (of one instrument, or all), oldest first: read newest first, a page at
+/// a time, those `keep` takes, for as long as `more` says (given what was kept and the oldest
+/// order id read so far).
+async fn orders_of(
     app: &AppState,
     caller: &Caller,
     symbol: Option<&str>,
+    open_only: bool,
+    keep: impl Fn(&OrderState) -> bool,
+    more: impl Fn(usize, u64) -> bool,
 ) -> Result<Vec<OrderState>, Error> {
     let mut out = Vec::new();
     let mut before = None;
@@ -414,21 +422,33 @@ async fn open_of(
                 app.orders.orders(&OrderQuery {
                     account: caller.account.clone(),
                     symbol: symbol.map(str::to_string),
-                    open_only: true,
+                    open_only,
                     status: None,
                     before,
                     limit: 1000,
                 }),
             )
             .await?;
-        out.extend(page.orders);
+        let oldest = page.orders.last().map_or(0, |state| state.order.order_id.0);
+        out.extend(page.orders.into_iter().filter(|state| keep(state)));
         match page.next {
-            Some(next) if out.len() < 10_000 => before = Some(next),
+            Some(next) if out.len() < MAX_ORDERS_READ && more(out.len(), oldest) => {
+                before = Some(next)
+            }
             _ => break,
         }
     }
     out.reverse();
     Ok(out)
+}
+
+/// The caller's open orders, of one instrument or all, oldest first.
+async fn open_of(
+    app: &AppState,
+    caller: &Caller,
+    symbol: Option<&str>,
+) -> Result<Vec<OrderState>, Error> {
+    orders_of(app, caller, symbol, true, |_| true, |_, _| true).await
 }
 
 fn views(app: &AppState, states: &[OrderState]) -> Vec<Value> {
@@ -527,39 +547,16 @@ pub async fn all_orders(
     let from = params.integer::<u64>("orderId")?;
     let start = params.integer::<u64>("startTime")?.unwrap_or(0);
     let end = params.integer::<u64>("endTime")?.unwrap_or(u64::MAX);
-    let mut found = Vec::new();
-    let mut before = None;
-    loop {
-        let page = app
-            .guard(
-                "order store",
-                app.orders.orders(&OrderQuery {
-                    account: caller.account.clone(),
-                    symbol: Some(market.instrument.symbol().to_string()),
-                    open_only: false,
-                    status: None,
-                    before,
-                    limit: 1000,
-                }),
-            )
-            .await?;
-        let oldest = page.orders.last().map(|state| state.order.order_id.0);
-        found.extend(page.orders.into_iter().filter(|state| {
-            let created = state.created_at.0 / 1_000_000;
-            from.is_none_or(|from| state.order.order_id.0 >= from)
-                && created >= start
-                && created <= end
-        }));
-        let more = match from {
-            Some(from) => oldest.is_some_and(|oldest| oldest > from),
-            None => found.len() < limit,
-        };
-        match page.next {
-            Some(next) if more && found.len() < 10_000 => before = Some(next),
-            _ => break,
-        }
-    }
-    found.reverse();
+    let symbol = market.instrument.symbol().as_str();
+    let keep = |state: &OrderState| {
+        let created = state.created_at.0 / 1_000_000;
+        from.is_none_or(|from| state.order.order_id.0 >= from) && created >= start && created <= end
+    };
+    let more = |kept: usize, oldest: u64| match from {
+        Some(from) => oldest > from,
+        None => kept < limit,
+    };
+    let found = orders_of(&app, &caller, Some(symbol), false, keep, more).await?;
     let chosen: Vec<OrderState> = match from {
         Some(_) => found.into_iter().take(limit).collect(),
         None => {
