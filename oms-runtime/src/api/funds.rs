@@ -229,11 +229,21 @@ pub async fn balances(
     query: Result<Query<BalancesQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     require(&principal, Scope::Read)?;
-    let store = &app.funds;
     let Query(query) = query.map_err(query_error)?;
     let account = account_of(&principal, query.account)?;
-    let stored = app.guard("funds store", store.balances(&account)).await?;
-    let balances = app
+    let balances = balance_views(&app, &account).await?;
+    Ok(json(BalanceList { account, balances }))
+}
+
+/// Every asset's balance of `account`, as decimals: zero for an asset it never held.
+pub(crate) async fn balance_views(
+    app: &AppState,
+    account: &str,
+) -> Result<Vec<BalanceView>, ApiError> {
+    let stored = app
+        .guard("funds store", app.funds.balances(account))
+        .await?;
+    Ok(app
         .assets
         .iter()
         .map(|(asset, _)| {
@@ -250,8 +260,7 @@ pub async fn balances(
                 total: decimal(balance.total()),
             }
         })
-        .collect();
-    Ok(json(BalanceList { account, balances }))
+        .collect())
 }
 
 /// `GET /v1/ledger` query.

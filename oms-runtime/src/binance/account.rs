@@ -4,6 +4,7 @@ use super::market::market;
 use super::view;
 use super::{Error, Signed, now_ms};
 use crate::api::AppState;
+use crate::api::funds::balance_views;
 use crate::api::model::FillView;
 use crate::auth::Scope;
 use crate::store::TradeCursor;
@@ -12,6 +13,7 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
+use std::str::FromStr;
 use std::sync::Arc;
 
 type Answer = Result<Response, Error>;
@@ -31,27 +33,12 @@ pub async fn account(
 ) -> Answer {
     params.only(&["omitZeroBalances"])?;
     let omit_zero = params.get("omitZeroBalances") == Some("true");
-    let stored = app
-        .guard("funds store", app.funds.balances(&caller.account))
-        .await?;
-    let balances: Vec<Value> = app
-        .assets
-        .iter()
-        .filter_map(|(asset, _)| {
-            let balance = stored
-                .iter()
-                .find(|(name, _)| name == asset.as_str())
-                .map(|(_, balance)| *balance)
-                .unwrap_or_default();
-            if omit_zero && balance.total() == 0 {
-                return None;
-            }
-            let decimal = |amount| app.assets.decimal(asset, amount).to_string();
-            Some(json!({
-                "asset": asset.as_str(),
-                "free": decimal(balance.available),
-                "locked": decimal(balance.held),
-            }))
+    let balances: Vec<Value> = balance_views(&app, &caller.account)
+        .await?
+        .into_iter()
+        .filter(|balance| !omit_zero || Decimal::from_str(&balance.total).is_ok_and(|t| !t.is_zero()))
+        .map(|balance| {
+            json!({"asset": balance.asset, "free": balance.available, "locked": balance.held})
         })
         .collect();
     let specs = app.markets.values().map(|market| market.instrument.spec());
