@@ -287,3 +287,27 @@ async fn revoking_the_key_ends_its_user_data_stream() {
     .expect("the stream ends within seconds of the revocation");
     assert_eq!(closed, Some(4003));
 }
+
+/// Without `symbol`, the tickers answer every symbol (they answered only the last one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tickers_without_a_symbol_list_every_symbol() {
+    let h = start().await;
+    let router = h.router();
+    for path in [
+        "/api/v3/ticker/price",
+        "/api/v3/ticker/bookTicker",
+        "/api/v3/ticker/24hr",
+    ] {
+        let (status, all) = call(&router, "GET", path, "", None).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {all}");
+        let symbols: Vec<&str> = all
+            .as_array()
+            .unwrap_or_else(|| panic!("{path}: a list: {all}"))
+            .iter()
+            .filter_map(|t| t["symbol"].as_str())
+            .collect();
+        assert_eq!(symbols, ["BTCUSDT", "ETHUSDT"], "{path}");
+        let (_, one) = call(&router, "GET", path, "symbol=ETHUSDT", None).await;
+        assert_eq!(one["symbol"], "ETHUSDT", "{path}: {one}");
+    }
+}

@@ -48,10 +48,13 @@ fn markets<'a>(app: &'a AppState, params: &Params) -> Result<(Vec<&'a Market>, b
 }
 
 /// One answer for a single symbol, a list otherwise.
-fn one_or_all(items: Vec<Value>, single: bool) -> Response {
-    match (single, items.into_iter().next_back()) {
+fn one_or_all(mut items: Vec<Value>, single: bool) -> Response {
+    match (single, items.pop()) {
         (true, Some(item)) => Json(item).into_response(),
-        (_, last) => Json(Value::Array(last.into_iter().collect())).into_response(),
+        (_, last) => {
+            items.extend(last);
+            Json(Value::Array(items)).into_response()
+        }
     }
 }
 
