@@ -299,6 +299,15 @@ impl Table {
         &mut self.balances[slot * self.width + asset]
     }
 
+    /// The account of row `slot` with its balance of `asset`: a ledger entry names the account
+    /// while the balance changes, and borrowing it saves a clone per entry.
+    fn entry(&mut self, slot: usize, asset: usize) -> (&AccountId, &mut Balance) {
+        (
+            &self.accounts[slot],
+            &mut self.balances[slot * self.width + asset],
+        )
+    }
+
     fn get(&self, slot: usize, asset: usize) -> Balance {
         self.balances[slot * self.width + asset]
     }
@@ -328,6 +337,9 @@ pub struct Funds {
     orders: FxHashMap<OrderId, Open>,
     seq: u64,
 }
+
+/// Up to this many markets, a symbol is found by comparing names rather than by hashing.
+const FEW_MARKETS: usize = 4;
 
 /// Where ledger entries go: stamps each with the next sequence number.
 struct Ledger<'a> {
@@ -606,6 +618,14 @@ impl Funds {
 
     /// The index of `symbol`'s market.
     pub fn market_index(&self, symbol: &str) -> Option<usize> {
+        // Most engines trade a handful of instruments: comparing a few short strings costs
+        // less than hashing one.
+        if self.markets.len() <= FEW_MARKETS {
+            return self
+                .markets
+                .iter()
+                .position(|venue| venue.market.symbol == symbol);
+        }
         self.by_symbol.get(symbol).copied()
     }
 
@@ -841,14 +861,13 @@ impl Funds {
         let Funds {
             names, table, seq, ..
         } = self;
-        let account = table.accounts[slot].clone();
-        let balance = table.at(slot, asset);
+        let (account, balance) = table.entry(slot, asset);
         debug_assert!(balance.held >= amount, "release beyond held");
         let amount = amount.min(balance.held);
         balance.held -= amount;
         balance.available += amount;
         Ledger { seq, ts, entries }.push(
-            &account,
+            account,
             &names[asset],
             EntryKind::Release,
             Cause::Order(order_id),
@@ -935,13 +954,13 @@ impl Funds {
             trade_id,
             order_id: fill.order_id,
         };
-        let account = table.accounts[open.slot].clone();
+        let slot = open.slot;
         let mut ledger = Ledger { seq, ts, entries };
-        let payer = table.at(open.slot, paid_asset);
+        let (account, payer) = table.entry(slot, paid_asset);
         debug_assert!(payer.held >= held_part, "a trade paid beyond the hold");
         payer.held = payer.held.saturating_sub(paid);
         ledger.push(
-            &account,
+            account,
             &names[paid_asset],
             EntryKind::Trade,
             cause.clone(),
@@ -953,7 +972,7 @@ impl Funds {
             payer.held -= refund;
             payer.available += refund;
             ledger.push(
-                &account,
+                account,
                 &names[paid_asset],
                 EntryKind::Release,
                 Cause::Order(fill.order_id),
@@ -962,10 +981,10 @@ impl Funds {
                 *payer,
             );
         }
-        let receiver = table.at(open.slot, received_asset);
+        let (account, receiver) = table.entry(slot, received_asset);
         receiver.available += received;
         ledger.push(
-            &account,
+            account,
             &names[received_asset],
             EntryKind::Trade,
             cause.clone(),
@@ -975,27 +994,25 @@ impl Funds {
         );
         if fee > 0 {
             receiver.available -= fee;
-            let receipt = *receiver;
             ledger.push(
-                &account,
+                account,
                 &names[received_asset],
                 EntryKind::Fee,
                 cause.clone(),
                 -signed(fee),
                 0,
-                receipt,
+                *receiver,
             );
-            let collected = table.at(*fee_slot, received_asset);
+            let (venue, collected) = table.entry(*fee_slot, received_asset);
             collected.available += fee;
-            let collected = *collected;
             ledger.push(
-                &table.accounts[*fee_slot],
+                venue,
                 &names[received_asset],
                 EntryKind::Fee,
                 cause,
                 signed(fee),
                 0,
-                collected,
+                *collected,
             );
         }
         if fill.leaves.is_zero() {
@@ -1015,15 +1032,14 @@ fn hold(
     amount: Amount,
     cause: Cause,
 ) -> Result<(), Reject> {
-    let account = table.accounts[slot].clone();
-    let balance = table.at(slot, asset);
+    let (account, balance) = table.entry(slot, asset);
     if balance.available < amount {
         return Err(Reject::new(RejectReason::InsufficientFunds));
     }
     balance.available -= amount;
     balance.held += amount;
     ledger.push(
-        &account,
+        account,
         &names[asset],
         EntryKind::Hold,
         cause,
@@ -1036,6 +1052,7 @@ fn hold(
 
 impl Ledger<'_> {
     #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
     fn push(
         &mut self,
         account: &AccountId,
