@@ -409,7 +409,7 @@ async fn project(
             } = processed;
             last = Some(position);
             if let Some(snapshot) = snapshot {
-                engine = Some((position, snapshot));
+                engine = Some((position, std::sync::Arc::new(snapshot)));
             }
             while let Err(error) = projection.fold(&output.events).await {
                 tracing::error!(%error, "projection read failed; retrying");

@@ -512,8 +512,9 @@ pub struct ProjectionBatch {
     /// Deposits and withdrawals decided (single-node mode).
     pub transfers: Vec<TransferOutcome>,
     /// The engine's state at a journal position, once every output before it is in this batch
-    /// or earlier ones (single-node mode).
-    pub engine: Option<(Position, EngineSnapshot)>,
+    /// or earlier ones (single-node mode). Shared: a batch is cloned to be retried, and a
+    /// snapshot holds every resting order.
+    pub engine: Option<(Position, std::sync::Arc<EngineSnapshot>)>,
 }
 
 /// A page of orders, newest first.

@@ -335,9 +335,9 @@ impl EncodedBatch {
                 .map(|(position, snapshot)| {
                     encode(
                         "engine snapshot",
-                        &StoredEngine {
+                        &StoredEngineRef {
                             position: *position,
-                            snapshot: snapshot.clone(),
+                            snapshot,
                         },
                     )
                 })
@@ -350,6 +350,13 @@ impl EncodedBatch {
 struct StoredEngine {
     position: Position,
     snapshot: EngineSnapshot,
+}
+
+/// [`StoredEngine`] by reference, to encode a snapshot without copying it (same bytes).
+#[derive(Serialize)]
+struct StoredEngineRef<'a> {
+    position: Position,
+    snapshot: &'a EngineSnapshot,
 }
 
 /// The sequence number a stored value starts with.
