@@ -923,7 +923,17 @@ impl super::Deadlines for Embedded {
 #[async_trait]
 impl OrderStore for Embedded {
     async fn apply(&self, batch: ProjectionBatch) -> Result<()> {
-        let batch = EncodedBatch::new(&batch)?;
+        let batch = if batch.engine.is_some() {
+            // An engine snapshot holds every resting order: encoding it takes tens of
+            // milliseconds, which would hold up the requests sharing this async worker.
+            tokio::task::spawn_blocking(move || EncodedBatch::new(&batch))
+                .await
+                .map_err(|error| {
+                    StoreError::unavailable(Backend::Embedded, format!("encode task: {error}"))
+                })??
+        } else {
+            EncodedBatch::new(&batch)?
+        };
         call(&self.writer, |reply| Op::Project { batch, reply }).await
     }
 
