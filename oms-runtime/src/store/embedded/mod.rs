@@ -40,7 +40,7 @@ use super::{
 use super::{Candle, FundsStore, LedgerPage, LedgerQuery, TradeCursor};
 use crate::metrics::StoreMetrics;
 use async_trait::async_trait;
-use log::{IdempotencyRecord, Log, LogOp};
+use log::{Log, LogOp};
 use oms_core::{
     Balance, BookSnapshot, EngineSnapshot, LedgerEntry, OrderId, OrderState, TransferOutcome,
 };
@@ -775,36 +775,41 @@ impl JournalReader for Embedded {
 impl super::IdempotencyStore for Embedded {
     async fn reserve(&self, origin: &Origin) -> Result<Reservation> {
         let key = scoped(origin);
-        // Held across the lookup so that check-and-reserve is atomic within the process, which
-        // in single-node mode is every process there is.
-        let mut in_flight = self.in_flight.lock().map_err(db_error)?;
-        if let Some(reserved) = in_flight.get(&key) {
-            return Ok(if reserved.fingerprint == origin.fingerprint {
-                Reservation::InFlight
-            } else {
-                Reservation::Mismatch
-            });
+        // Check-and-reserve is atomic within the process (in single-node mode, every process
+        // there is): the key is reserved before the lookup, so a second request with it finds
+        // the reservation. The lock is not held across the lookup: a read of the log can wait
+        // on its background work for tens of milliseconds, and every request takes this lock.
+        {
+            let mut in_flight = self.in_flight.lock().map_err(db_error)?;
+            if let Some(reserved) = in_flight.get(&key) {
+                return Ok(if reserved.fingerprint == origin.fingerprint {
+                    Reservation::InFlight
+                } else {
+                    Reservation::Mismatch
+                });
+            }
+            in_flight.insert(
+                key.clone(),
+                InFlight {
+                    fingerprint: origin.fingerprint.clone(),
+                    stored: None,
+                },
+            );
         }
-        let stored: Option<IdempotencyRecord> = self.log.response(&key)?;
-        match stored {
-            Some(record) if record.expires_ms > now_ms() => {
+        let answer = match self.log.response(&key) {
+            Ok(Some(record)) if record.expires_ms > now_ms() => {
                 Ok(if record.fingerprint == origin.fingerprint {
                     Reservation::Completed(record.response)
                 } else {
                     Reservation::Mismatch
                 })
             }
-            _ => {
-                in_flight.insert(
-                    key,
-                    InFlight {
-                        fingerprint: origin.fingerprint.clone(),
-                        stored: None,
-                    },
-                );
-                Ok(Reservation::Reserved)
-            }
-        }
+            Ok(_) => return Ok(Reservation::Reserved),
+            Err(error) => Err(error),
+        };
+        // Answered from the log, or not at all: the reservation was only for the lookup.
+        self.in_flight.lock().map_err(db_error)?.remove(&key);
+        answer
     }
 
     async fn complete(&self, origin: &Origin, response: &StoredResponse) -> Result<()> {
@@ -1666,7 +1671,7 @@ mod tests {
                 .unwrap()
                 .insert(1, bytes.as_slice())
                 .unwrap();
-            let record = IdempotencyRecord::encode("f", &response, far);
+            let record = log::IdempotencyRecord::encode("f", &response, far);
             txn.open_table(IDEMPOTENCY)
                 .unwrap()
                 .insert(scoped(&origin).as_str(), record.as_slice())
