@@ -409,6 +409,18 @@ enum Done {
     Count(usize),
 }
 
+/// The open orders' client order ids, as in the [`CLIENT_IDS`] table: the projection's writer
+/// is the table's only writer and updates this copy after each commit, so the check every order
+/// placement makes reads memory. Reading the table took a redb read transaction, which waits
+/// while the projection commits (tens of milliseconds on a busy disk), on the request's thread.
+type ClientIds = Arc<std::sync::RwLock<HashMap<ClientKey, u64>>>;
+
+/// `(account, symbol, client order id)`.
+type ClientKey = (String, String, String);
+
+/// A change of [`ClientIds`] a transaction makes: the order id now, or none.
+type ClientChange = (ClientKey, Option<u64>);
+
 /// The single-node store. Cheap to clone.
 #[derive(Clone)]
 pub struct Embedded {
@@ -419,6 +431,7 @@ pub struct Embedded {
     log_writer: mpsc::Sender<LogOp>,
     head: watch::Receiver<Position>,
     in_flight: Arc<Mutex<HashMap<String, InFlight>>>,
+    client_ids: ClientIds,
     ttl: Duration,
     threads: Arc<Mutex<Vec<std::thread::JoinHandle<()>>>>,
     tail: Arc<Mutex<VecDeque<(Position, JournalEntry)>>>,
@@ -531,16 +544,28 @@ impl Embedded {
         let tail = Arc::new(Mutex::new(VecDeque::with_capacity(TAIL)));
         let (log_writer, log_queue) = mpsc::channel(4096 * 4);
         let (writer, queue) = mpsc::channel(MAX_BATCH * 4);
+        let client_ids: ClientIds = {
+            let txn = db.begin_read().map_err(db_error)?;
+            let table = txn.open_table(CLIENT_IDS).map_err(db_error)?;
+            let mut client_ids = HashMap::new();
+            for row in table.iter().map_err(db_error)? {
+                let (key, id) = row.map_err(db_error)?;
+                let (account, symbol, client) = key.value();
+                let key = (account.to_string(), symbol.to_string(), client.to_string());
+                client_ids.insert(key, id.value());
+            }
+            Arc::new(std::sync::RwLock::new(client_ids))
+        };
         let threads = {
             let (log, tail, log_metrics) = (log.clone(), tail.clone(), metrics.clone());
             let journal = std::thread::Builder::new()
                 .name("oms-journal-writer".into())
                 .spawn(move || log::write_loop(&log, log_queue, head_tx, &tail, ttl, &log_metrics))
                 .map_err(db_error)?;
-            let db = db.clone();
+            let (db, client_ids) = (db.clone(), client_ids.clone());
             let projection = std::thread::Builder::new()
                 .name("oms-projection-writer".into())
-                .spawn(move || write_loop(&db, queue, &metrics))
+                .spawn(move || write_loop(&db, queue, &client_ids, &metrics))
                 .map_err(db_error)?;
             vec![journal, projection]
         };
@@ -562,6 +587,7 @@ impl Embedded {
             log_writer,
             head: head_rx,
             in_flight: Arc::new(Mutex::new(HashMap::new())),
+            client_ids,
             ttl,
             threads: Arc::new(Mutex::new(threads)),
             tail,
@@ -1071,15 +1097,13 @@ impl OrderStore for Embedded {
         symbol: &str,
         client_order_id: &str,
     ) -> Result<Option<OrderId>> {
-        // A point lookup on the calling task: every order placement makes one, and a hop to
-        // the blocking pool cost more than the read (cached pages, microseconds).
-        self.read(|txn| {
-            let table = txn.open_table(CLIENT_IDS).map_err(db_error)?;
-            let found = table
-                .get((account, symbol, client_order_id))
-                .map_err(db_error)?;
-            Ok(found.map(|id| OrderId(id.value())))
-        })
+        let key = (
+            account.to_string(),
+            symbol.to_string(),
+            client_order_id.to_string(),
+        );
+        let client_ids = self.client_ids.read().map_err(db_error)?;
+        Ok(client_ids.get(&key).map(|id| OrderId(*id)))
     }
 
     async fn by_client_id(
@@ -1245,7 +1269,12 @@ fn get_order(
 }
 
 /// The projection's writer thread: takes every batch waiting, commits them in one transaction.
-fn write_loop(db: &Database, mut queue: mpsc::Receiver<Op>, metrics: &StoreMetrics) {
+fn write_loop(
+    db: &Database,
+    mut queue: mpsc::Receiver<Op>,
+    client_ids: &ClientIds,
+    metrics: &StoreMetrics,
+) {
     let mut closing = false;
     let mut last_durable = std::time::Instant::now();
     while !closing && let Some(first) = queue.blocking_recv() {
@@ -1267,11 +1296,24 @@ fn write_loop(db: &Database, mut queue: mpsc::Receiver<Op>, metrics: &StoreMetri
         if durable && written.is_ok() {
             last_durable = started;
         }
-        if let Err(error) = &written {
-            tracing::error!(%error, operations = ops.len(), "projection write failed");
+        match &written {
+            Ok(changes) if !changes.is_empty() => {
+                if let Ok(mut client_ids) = client_ids.write() {
+                    for (key, id) in changes {
+                        match id {
+                            Some(id) => client_ids.insert(key.clone(), *id),
+                            None => client_ids.remove(key),
+                        };
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(error) => {
+                tracing::error!(%error, operations = ops.len(), "projection write failed");
+            }
         }
         for op in ops {
-            let result = written.as_ref().copied().map_err(db_error);
+            let result = written.as_ref().map(drop).map_err(db_error);
             let (Op::Project { reply, .. } | Op::Close { reply }) = op;
             let _ = reply.send(result);
         }
@@ -1293,6 +1335,8 @@ struct Tables<'txn> {
     ledger: redb::Table<'txn, (&'static str, u64), &'static [u8]>,
     transfers: redb::Table<'txn, u64, &'static [u8]>,
     engine: redb::Table<'txn, &'static str, &'static [u8]>,
+    /// What the transaction did to [`CLIENT_IDS`], for the copy in memory once it commits.
+    client_changes: Vec<ClientChange>,
 }
 
 impl<'txn> Tables<'txn> {
@@ -1311,6 +1355,7 @@ impl<'txn> Tables<'txn> {
             ledger: txn.open_table(LEDGER)?,
             transfers: txn.open_table(TRANSFERS)?,
             engine: txn.open_table(ENGINE)?,
+            client_changes: Vec::new(),
         })
     }
 
@@ -1336,14 +1381,23 @@ impl<'txn> Tables<'txn> {
                 self.client_orders
                     .insert((account, order.client_order_id.as_str(), id), ())?;
             }
+            let owned = || {
+                (
+                    account.to_string(),
+                    order.symbol.clone(),
+                    order.client_order_id.clone(),
+                )
+            };
             if order.open {
                 self.open_orders.insert((account, id), ())?;
                 self.client_ids.insert(client_id, id)?;
+                self.client_changes.push((owned(), Some(id)));
             } else {
                 self.open_orders.remove((account, id))?;
                 let owner = self.client_ids.get(client_id)?.map(|v| v.value());
                 if owner == Some(id) {
                     self.client_ids.remove(client_id)?;
+                    self.client_changes.push((owned(), None));
                 }
             }
         }
@@ -1395,8 +1449,8 @@ impl<'txn> Tables<'txn> {
     }
 }
 
-/// Applies `ops` in one transaction.
-fn write_batch(db: &Database, ops: &[Op], durable: bool) -> Result<(), redb::Error> {
+/// Applies `ops` in one transaction; gives what it did to the open client ids.
+fn write_batch(db: &Database, ops: &[Op], durable: bool) -> Result<Vec<ClientChange>, redb::Error> {
     let mut txn = db.begin_write()?;
     let durability = if durable {
         Durability::Immediate
@@ -1405,16 +1459,17 @@ fn write_batch(db: &Database, ops: &[Op], durable: bool) -> Result<(), redb::Err
     };
     txn.set_durability(durability)
         .map_err(|error| redb::Error::Corrupted(error.to_string()))?;
-    {
+    let changes = {
         let mut tables = Tables::open(&txn)?;
         for op in ops {
             if let Op::Project { batch, .. } = op {
                 tables.project(batch)?;
             }
         }
-    }
+        tables.client_changes
+    };
     txn.commit()?;
-    Ok(())
+    Ok(changes)
 }
 
 #[cfg(test)]
@@ -1553,6 +1608,78 @@ mod tests {
             drop((meta, txn));
             runtime.block_on(store.close());
         }
+    }
+
+    /// The client order ids of open orders are answered from memory: what each commit did to
+    /// the table is there at once, and a reopened store finds them in the table.
+    #[test]
+    fn open_client_ids_follow_commits_and_a_reopening() {
+        use oms_core::{Event, EventRecord, NewOrder, OrderType, Quantity, Side, Timestamp};
+        let order = NewOrder {
+            order_id: OrderId(9),
+            client_order_id: "mine".into(),
+            account: "alice".into(),
+            symbol: "BTC-USDT".into(),
+            side: Side::Buy,
+            order_type: OrderType::Limit,
+            time_in_force: oms_core::TimeInForce::Gtc,
+            price: Some(oms_core::Price(100)),
+            quantity: Quantity(5),
+            post_only: false,
+            self_trade_prevention: oms_core::SelfTradePrevention::None,
+            quote_quantity: None,
+        };
+        let record = |seq, event| EventRecord {
+            seq,
+            ts: Timestamp(seq),
+            symbol: "BTC-USDT".into(),
+            event,
+        };
+        let open_state = OrderState::open(&record(1, Event::Accepted { order })).unwrap();
+        let mut canceled = open_state.clone();
+        canceled.apply(&record(
+            2,
+            Event::Canceled {
+                order_id: OrderId(9),
+                account: "alice".into(),
+                quantity: Quantity(5),
+            },
+        ));
+        let project = |state: &OrderState| ProjectionBatch {
+            orders: vec![state.clone()],
+            ..ProjectionBatch::default()
+        };
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("oms.redb");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _guard = runtime.enter();
+        let find = |store: &Embedded| {
+            runtime
+                .block_on(store.open_by_client_id("alice", "BTC-USDT", "mine"))
+                .unwrap()
+        };
+        let store = open(&path).unwrap();
+        assert_eq!(find(&store), None);
+        runtime.block_on(store.apply(project(&open_state))).unwrap();
+        assert_eq!(find(&store), Some(OrderId(9)));
+        let other = runtime.block_on(store.open_by_client_id("alice", "ETH-USDT", "mine"));
+        assert_eq!(other.unwrap(), None, "another instrument's order");
+        runtime.block_on(store.close());
+        drop(store);
+
+        let store = open(&path).unwrap();
+        assert_eq!(find(&store), Some(OrderId(9)), "read back from the table");
+        runtime.block_on(store.apply(project(&canceled))).unwrap();
+        assert_eq!(find(&store), None);
+        runtime.block_on(store.close());
+        drop(store);
+        let store = open(&path).unwrap();
+        assert_eq!(find(&store), None);
+        runtime.block_on(store.close());
     }
 
     /// A database of format 4 keeps its engine snapshot across the upgrade: the order holds are
