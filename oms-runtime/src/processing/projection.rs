@@ -14,7 +14,9 @@ use std::sync::Arc;
 /// once.
 pub struct Projection {
     store: Arc<dyn OrderStore>,
-    open: FxHashMap<OrderId, OrderState>,
+    /// Boxed: the map grows with the resting orders, and growing it moves every entry (a
+    /// pointer each, not a whole order state) on the pipeline's thread.
+    open: FxHashMap<OrderId, Box<OrderState>>,
     batch: ProjectionBatch,
     changed: Vec<OrderId>,
     /// Where a trade's fees come from the instruments' rates (distributed mode: the ledger is
@@ -71,9 +73,9 @@ impl Projection {
                     }
                 },
             };
-            self.open.insert(order_id, state);
+            self.open.insert(order_id, Box::new(state));
         }
-        Ok(self.open.get_mut(&order_id))
+        Ok(self.open.get_mut(&order_id).map(Box::as_mut))
     }
 
     /// Folds the events of one command into the pending batch.
@@ -140,7 +142,7 @@ impl Projection {
             let Some(state) = self.open.get(&order_id) else {
                 continue;
             };
-            batch.orders.push(state.clone());
+            batch.orders.push(OrderState::clone(state));
             if !state.status.is_open() {
                 self.open.remove(&order_id);
             }

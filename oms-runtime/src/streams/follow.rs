@@ -36,7 +36,8 @@ pub struct Folded {
 pub struct Follower {
     fees: BTreeMap<Symbol, oms_core::funds::Market>,
     store: Arc<dyn OrderStore>,
-    open: FxHashMap<OrderId, OrderState>,
+    /// Boxed, as in the projection: growing the map moves pointers, not order states.
+    open: FxHashMap<OrderId, Box<OrderState>>,
 }
 
 impl Follower {
@@ -137,9 +138,12 @@ impl Follower {
                     None => return Ok(None),
                 },
             };
-            self.open.insert(order_id, state);
+            self.open.insert(order_id, Box::new(state));
         }
-        Ok(self.open.get_mut(&order_id).map(|state| (state, read)))
+        Ok(self
+            .open
+            .get_mut(&order_id)
+            .map(|state| (state.as_mut(), read)))
     }
 }
 
