@@ -28,9 +28,12 @@
 //! orders its journal cannot replay under them; it is refused at start (the `meta` table names
 //! the format).
 //!
-//! # Known limitation
-//! Reads run on the calling task: redb reads are memory-mapped and short, so they are not moved
-//! to a blocking thread.
+//! # Reads and the request path
+//! Opening a redb read transaction waits while the projection's writer commits (tens of
+//! milliseconds when the disk is busy), and an async worker that waits holds up every request
+//! on it. So queries run on the blocking pool, and the two reads requests make all the time
+//! come from copies in memory that this process keeps as the tables' only writer: the open
+//! orders' client order ids (every placement checks one) and the cancel-after deadlines.
 
 use super::{
     Ack, Backend, Journal, JournalEntry, JournalReader, LogPosition, OrderPage, OrderQuery,
@@ -658,8 +661,7 @@ impl Embedded {
         .await
     }
 
-    /// A read on the calling thread: for start-up, and for the point lookups every order
-    /// placement makes (a hop to the blocking pool costs more than the read).
+    /// A read on the calling thread: for start-up (restoring the engine and the books).
     fn read<T>(&self, f: impl FnOnce(&redb::ReadTransaction) -> Result<T>) -> Result<T> {
         let txn = self.db.begin_read().map_err(db_error)?;
         f(&txn)
