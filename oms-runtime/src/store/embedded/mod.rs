@@ -1478,6 +1478,24 @@ fn write_batch(db: &Database, ops: &[Op], durable: bool) -> Result<Vec<ClientCha
 mod tests {
     use super::*;
 
+    /// A resting limit buy of alice on BTC-USDT.
+    fn limit_buy(order_id: u64, client_order_id: &str) -> oms_core::NewOrder {
+        oms_core::NewOrder {
+            order_id: OrderId(order_id),
+            client_order_id: client_order_id.into(),
+            account: "alice".into(),
+            symbol: "BTC-USDT".into(),
+            side: oms_core::Side::Buy,
+            order_type: oms_core::OrderType::Limit,
+            time_in_force: oms_core::TimeInForce::Gtc,
+            price: Some(oms_core::Price(100)),
+            quantity: oms_core::Quantity(5),
+            post_only: false,
+            self_trade_prevention: oms_core::SelfTradePrevention::None,
+            quote_quantity: None,
+        }
+    }
+
     fn open(path: &Path) -> Result<Embedded> {
         Embedded::open(
             path,
@@ -1520,21 +1538,8 @@ mod tests {
     /// replays and its orders read as before, and it opens again as today's format.
     #[test]
     fn a_format_2_database_is_migrated() {
-        use oms_core::{Action, Command, NewOrder, OrderType, Quantity, Side, Timestamp};
-        let order = NewOrder {
-            order_id: OrderId(7),
-            client_order_id: "c7".into(),
-            account: "alice".into(),
-            symbol: "BTC-USDT".into(),
-            side: Side::Buy,
-            order_type: OrderType::Limit,
-            time_in_force: oms_core::TimeInForce::Gtc,
-            price: Some(oms_core::Price(100)),
-            quantity: Quantity(5),
-            post_only: false,
-            self_trade_prevention: oms_core::SelfTradePrevention::None,
-            quote_quantity: None,
-        };
+        use oms_core::{Action, Command, Timestamp};
+        let order = limit_buy(7, "c7");
         // Format 2 wrote the same bytes but the `None` that ends today's order.
         let order_end = postcard::to_allocvec(&order).unwrap().len() - 1;
         let entry = JournalEntry {
@@ -1616,21 +1621,8 @@ mod tests {
     /// the table is there at once, and a reopened store finds them in the table.
     #[test]
     fn open_client_ids_follow_commits_and_a_reopening() {
-        use oms_core::{Event, EventRecord, NewOrder, OrderType, Quantity, Side, Timestamp};
-        let order = NewOrder {
-            order_id: OrderId(9),
-            client_order_id: "mine".into(),
-            account: "alice".into(),
-            symbol: "BTC-USDT".into(),
-            side: Side::Buy,
-            order_type: OrderType::Limit,
-            time_in_force: oms_core::TimeInForce::Gtc,
-            price: Some(oms_core::Price(100)),
-            quantity: Quantity(5),
-            post_only: false,
-            self_trade_prevention: oms_core::SelfTradePrevention::None,
-            quote_quantity: None,
-        };
+        use oms_core::{Event, EventRecord, Quantity, Timestamp};
+        let order = limit_buy(9, "mine");
         let record = |seq, event| EventRecord {
             seq,
             ts: Timestamp(seq),
