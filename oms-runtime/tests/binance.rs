@@ -64,17 +64,15 @@ async fn start() -> Harness {
 async fn signed_calls_are_checked_as_binance_checks_them() {
     let h = start().await;
     let router = h.router();
+    let account = |params: String, secret: Option<&'static str>| {
+        let router = router.clone();
+        async move { call(&router, "GET", "/api/v3/account", &params, secret).await }
+    };
+    let refused = |(status, body): (StatusCode, Value)| (status, body["code"].as_i64());
     let params = format!("timestamp={}", now_ms());
-    let (status, account) = call(
-        &router,
-        "GET",
-        "/api/v3/account",
-        &params,
-        Some(BINANCE_SECRET),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "{account}");
-    let usdt = account["balances"]
+    let (status, balances) = account(params.clone(), Some(BINANCE_SECRET)).await;
+    assert_eq!(status, StatusCode::OK, "{balances}");
+    let usdt = balances["balances"]
         .as_array()
         .unwrap()
         .iter()
@@ -82,53 +80,23 @@ async fn signed_calls_are_checked_as_binance_checks_them() {
         .unwrap();
     assert_eq!(usdt["free"], "10000000.0000000", "{usdt}");
     // The same signed request again is a replay.
-    let (status, body) = call(
-        &router,
-        "GET",
-        "/api/v3/account",
-        &params,
-        Some(BINANCE_SECRET),
-    )
-    .await;
     assert_eq!(
-        (status, body["code"].as_i64()),
+        refused(account(params, Some(BINANCE_SECRET)).await),
         (StatusCode::BAD_REQUEST, Some(-1022))
     );
-    let (status, body) = call(
-        &router,
-        "GET",
-        "/api/v3/account",
-        &format!("timestamp={}", now_ms()),
-        Some("wrong"),
-    )
-    .await;
+    let fresh = format!("timestamp={}", now_ms());
     assert_eq!(
-        (status, body["code"].as_i64()),
+        refused(account(fresh, Some("wrong")).await),
         (StatusCode::BAD_REQUEST, Some(-1022))
     );
     let stale = format!("timestamp={}&recvWindow=1000", now_ms() - 2_000);
-    let (status, body) = call(
-        &router,
-        "GET",
-        "/api/v3/account",
-        &stale,
-        Some(BINANCE_SECRET),
-    )
-    .await;
     assert_eq!(
-        (status, body["code"].as_i64()),
+        refused(account(stale, Some(BINANCE_SECRET)).await),
         (StatusCode::BAD_REQUEST, Some(-1021))
     );
-    let (status, body) = call(
-        &router,
-        "GET",
-        "/api/v3/account",
-        &format!("timestamp={}", now_ms()),
-        None,
-    )
-    .await;
+    let unsigned = format!("timestamp={}", now_ms());
     assert_eq!(
-        (status, body["code"].as_i64()),
+        refused(account(unsigned, None).await),
         (StatusCode::BAD_REQUEST, Some(-1102))
     );
     // Binance signs the parameters, not the path: the same parameters in the same millisecond
