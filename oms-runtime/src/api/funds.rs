@@ -231,15 +231,19 @@ pub async fn balances(
     require(&principal, Scope::Read)?;
     let Query(query) = query.map_err(query_error)?;
     let account = account_of(&principal, query.account)?;
-    let balances = balance_views(&app, &account).await?;
+    let balances = balances_of(&app, &account)
+        .await?
+        .into_iter()
+        .map(|(asset, balance)| BalanceView::of(&app.assets, asset, balance))
+        .collect();
     Ok(json(BalanceList { account, balances }))
 }
 
-/// Every asset's balance of `account`, as decimals: zero for an asset it never held.
-pub(crate) async fn balance_views(
+/// Every asset's balance of `account`: zero for an asset it never held.
+pub(crate) async fn balances_of(
     app: &AppState,
     account: &str,
-) -> Result<Vec<BalanceView>, ApiError> {
+) -> Result<Vec<(String, oms_core::Balance)>, ApiError> {
     let stored = app
         .guard("funds store", app.funds.balances(account))
         .await?;
@@ -252,15 +256,22 @@ pub(crate) async fn balance_views(
                 .find(|(name, _)| name == asset.as_str())
                 .map(|(_, balance)| *balance)
                 .unwrap_or_default();
-            let decimal = |amount| app.assets.decimal(asset, amount).to_string();
-            BalanceView {
-                asset: asset.to_string(),
-                available: decimal(balance.available),
-                held: decimal(balance.held),
-                total: decimal(balance.total()),
-            }
+            (asset.to_string(), balance)
         })
         .collect())
+}
+
+impl BalanceView {
+    /// `balance` of `asset` as decimals.
+    pub(crate) fn of(assets: &Assets, asset: String, balance: oms_core::Balance) -> BalanceView {
+        let decimal = |amount| assets.decimal(&asset, amount).to_string();
+        BalanceView {
+            available: decimal(balance.available),
+            held: decimal(balance.held),
+            total: decimal(balance.total()),
+            asset,
+        }
+    }
 }
 
 /// `GET /v1/ledger` query.

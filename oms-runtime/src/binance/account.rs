@@ -4,7 +4,7 @@ use super::market::market;
 use super::view;
 use super::{Error, Signed, now_ms};
 use crate::api::AppState;
-use crate::api::funds::balance_views;
+use crate::api::funds::{BalanceView, balances_of};
 use crate::api::model::FillView;
 use crate::auth::Scope;
 use crate::store::TradeCursor;
@@ -13,7 +13,6 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
-use std::str::FromStr;
 use std::sync::Arc;
 
 type Answer = Result<Response, Error>;
@@ -33,12 +32,13 @@ pub async fn account(
 ) -> Answer {
     params.only(&["omitZeroBalances"])?;
     let omit_zero = params.get("omitZeroBalances") == Some("true");
-    let balances: Vec<Value> = balance_views(&app, &caller.account)
+    let balances: Vec<Value> = balances_of(&app, &caller.account)
         .await?
         .into_iter()
-        .filter(|balance| !omit_zero || Decimal::from_str(&balance.total).is_ok_and(|t| !t.is_zero()))
-        .map(|balance| {
-            json!({"asset": balance.asset, "free": balance.available, "locked": balance.held})
+        .filter(|(_, balance)| !omit_zero || balance.total() != 0)
+        .map(|(asset, balance)| {
+            let view = BalanceView::of(&app.assets, asset, balance);
+            json!({"asset": view.asset, "free": view.available, "locked": view.held})
         })
         .collect();
     let specs = app.markets.values().map(|market| market.instrument.spec());
