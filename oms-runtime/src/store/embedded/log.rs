@@ -1,73 +1,127 @@
-//! The single-node command log: journal entries and idempotency records, in fjall.
+//! The single-node command log: the journal in segment files, the idempotency records in
+//! fjall.
 //!
-//! # Why a log-structured store
-//! A durable acknowledgement is the cost every write pays before its `202`. In a copy-on-write
-//! B-tree (redb, which keeps the read projection) each commit rewrites the pages from every
-//! touched leaf to the root: about 8 KB per order. fjall is an LSM tree with a write-ahead
-//! journal: a batch is appended to the journal (one sequential write), applied to in-memory
-//! tables, and flushed and compacted in the background. So an acknowledgement costs its own
-//! bytes and a share of one `fdatasync`.
+//! # The durable path is one append
+//! A durable acknowledgement is the cost every write pays before its `202`. The journal's
+//! writer takes every operation waiting in its queue, appends their records to the journal's
+//! segment file with one `write` and one `fdatasync` (group commit), and only then answers.
+//! Each record holds the journal entry and the idempotency record of its request (key,
+//! fingerprint, acknowledgement): a crash after "journaled" can never leave a key that a retry
+//! could use to journal the same order twice, because the key's record is in the same bytes.
+//! Why the journal is not in an LSM tree: [`super::segments`].
 //!
-//! # Group commit
-//! One writer thread takes every operation waiting in its queue, writes them as one fjall
-//! batch, which is atomic across keyspaces (after a crash the whole batch is there or none of
-//! it), and persists the batch with one `fdatasync` when it holds an append. Refined
-//! idempotency responses and sweeps ride along unpersisted and become durable with the next
-//! persisted batch; losing them in a crash only loses a refinement of a stored answer.
-//!
-//! # Why an append also writes its idempotency record
-//! The journal entry and the idempotency record of its request are in the same batch.
-//! Otherwise a crash between "journaled" and "response stored" would leave a key that a retry
-//! could use to journal the same order twice.
+//! # The idempotency index is derived, and written off the durable path
+//! Lookups by key need an index, which fjall keeps (keyspaces `idempotency` and `expiry`). An
+//! indexer thread writes the records there after the journal's writer has answered, with the
+//! journal position they reach (`INDEXED`) in the same atomic batch, unsynced. Until a record
+//! is in fjall, lookups find it in memory (`unindexed`), so a retry never misses it. At start,
+//! the records after `INDEXED` are indexed again from the segments, so a crash loses nothing
+//! (a refined answer stored after the acknowledgement, `Complete`, lives only in the index: a
+//! crash before it reaches the disk leaves the acknowledgement, a valid answer). So fjall's
+//! background work (flushes and compactions hold a tree's lock for tens of milliseconds) never
+//! holds an acknowledgement; it can only delay a lookup of an older key.
 //!
 //! # Keys
-//! `journal`: the position, 8 bytes big-endian (so keys sort by position). `idempotency`: the
-//! scoped key (principal, unit separator, key). `expiry`: the expiry in milliseconds, 8 bytes
-//! big-endian, then the scoped key: the sweep reads them in expiry order.
+//! `idempotency`: the scoped key (principal, unit separator, key), and [`INDEXED`]. `expiry`:
+//! the expiry in milliseconds, 8 bytes big-endian, then the scoped key: the sweep reads them in
+//! expiry order. Before the segments, the journal was a fjall keyspace `journal` (keys: the
+//! position, 8 bytes big-endian); opening moves it into the segments.
 
-use super::{Done, TAIL, db_error, decode, local, now_ms};
+use super::segments::{self, Segments};
+use super::{TAIL, db_error, decode, local, now_ms};
 use crate::metrics::StoreMetrics;
 use crate::store::{Ack, JournalEntry, Position, Result, StoreError, StoredResponse};
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
 
 /// The largest in-memory table of a keyspace before it is flushed to disk (fjall's default).
-/// A flush takes CPU for a moment; smaller tables flush more often, and on two cores each
-/// flush shows in the tail latency (`docs/benchmarks.md`).
 const MEMTABLE: u64 = 64 << 20;
-/// The block cache, for reads of flushed records (idempotency lookups of old keys, replays).
+/// The block cache, for reads of flushed records (idempotency lookups of old keys).
 const CACHE: u64 = 32 << 20;
-/// The most journal fjall keeps unflushed: what it replays at start.
+/// The most of fjall's own journal it keeps unflushed: what it replays at start.
 const JOURNALING: u64 = 256 << 20;
 /// Most operations in one batch; bounds the latency of the first one.
 const MAX_BATCH: usize = 4096;
-/// Most expired idempotency keys removed per sweep, so a sweep never holds the writer long.
+/// Most expired idempotency keys removed per sweep, so a sweep never holds the indexer long.
 const SWEEP_LIMIT: usize = 10_000;
+/// Records indexed per batch when indexing again at start.
+const REINDEX_BATCH: usize = 4096;
+/// The key, in `idempotency`, of the last journal position whose record is indexed. Scoped
+/// keys always hold a unit separator; this one cannot.
+const INDEXED: &str = "\0indexed";
 
 fn log_error(error: impl std::fmt::Display) -> StoreError {
     db_error(format!("journal: {error}"))
 }
 
-/// The journal and the idempotency records.
+/// The journal and the idempotency records. Cheap to clone.
 #[derive(Clone)]
 pub(super) struct Log {
     db: Database,
-    journal: Keyspace,
     idempotency: Keyspace,
     expiry: Keyspace,
+    /// The appending side, used by the writer thread (and by imports before it starts).
+    segments: Arc<Mutex<Segments>>,
+    reader: segments::Shared,
+    /// Idempotency records acknowledged (or refined) but not yet in the index, by key.
+    unindexed: Arc<Mutex<HashMap<String, Vec<u8>>>>,
+}
+
+/// A journal record: the key's length (u16, little-endian) and bytes, the idempotency
+/// record's length (u32, little-endian) and bytes, then the journal entry. An entry moved from
+/// an earlier journal has an empty key and no record.
+fn encode_record(key: &str, idempotency: &[u8], entry: &[u8]) -> Vec<u8> {
+    let key = &key.as_bytes()[..key.len().min(usize::from(u16::MAX))];
+    let mut out = Vec::with_capacity(6 + key.len() + idempotency.len() + entry.len());
+    out.extend_from_slice(&(key.len() as u16).to_le_bytes());
+    out.extend_from_slice(key);
+    out.extend_from_slice(&(idempotency.len() as u32).to_le_bytes());
+    out.extend_from_slice(idempotency);
+    out.extend_from_slice(entry);
+    out
+}
+
+/// `(key, idempotency record, entry)` of a journal record.
+fn decode_record(bytes: &[u8]) -> Result<(&str, &[u8], &[u8])> {
+    let corrupt = || StoreError::Corrupt {
+        table: "journal",
+        message: "a truncated record".into(),
+    };
+    let key_len = usize::from(u16::from_le_bytes(
+        bytes
+            .get(..2)
+            .ok_or_else(corrupt)?
+            .try_into()
+            .map_err(|_| corrupt())?,
+    ));
+    let key = bytes.get(2..2 + key_len).ok_or_else(corrupt)?;
+    let at = 2 + key_len;
+    let record_len = u32::from_le_bytes(
+        bytes
+            .get(at..at + 4)
+            .ok_or_else(corrupt)?
+            .try_into()
+            .map_err(|_| corrupt())?,
+    ) as usize;
+    let record = bytes.get(at + 4..at + 4 + record_len).ok_or_else(corrupt)?;
+    let entry = bytes.get(at + 4 + record_len..).ok_or_else(corrupt)?;
+    let key = std::str::from_utf8(key).map_err(|_| corrupt())?;
+    Ok((key, record, entry))
 }
 
 impl Log {
-    /// Opens (or creates) the log in the directory `dir`, replaying fjall's own journal.
-    pub(super) fn open(dir: &Path) -> Result<Log> {
+    /// Opens (or creates) the log: fjall in the directory `dir`, the journal's segments in
+    /// `segments` beside it. Moves a journal kept by an earlier version into the segments and
+    /// indexes the records the index had not reached.
+    pub(super) fn open(dir: &Path, segments: &Path) -> Result<Log> {
         let db = Database::builder(dir)
-            // Batches say themselves when they must reach the disk.
+            // The indexer says when its batches go to the operating system.
             .manual_journal_persist(true)
-            // Flushes and compactions in the background; the writer never waits for them.
+            // Flushes and compactions in the background.
             .worker_threads(1)
             // Bounded memory, and a bounded journal to replay at start.
             .cache_size(CACHE)
@@ -80,49 +134,133 @@ impl Log {
             })
             .map_err(log_error)
         };
-        Ok(Log {
-            journal: keyspace("journal")?,
+        let segments = Segments::open(segments)?;
+        let log = Log {
             idempotency: keyspace("idempotency")?,
             expiry: keyspace("expiry")?,
+            reader: segments.shared(),
+            segments: Arc::new(Mutex::new(segments)),
+            unindexed: Arc::default(),
             db,
-        })
+        };
+        log.move_old_journal()?;
+        log.reindex()?;
+        Ok(log)
+    }
+
+    /// Copies the fjall keyspace `journal` of an earlier version into the segments, then drops
+    /// it. Safe to repeat after a crash: positions the segments hold are skipped.
+    fn move_old_journal(&self) -> Result<()> {
+        if !self.db.keyspace_exists("journal") {
+            return Ok(());
+        }
+        let old = self
+            .db
+            .keyspace("journal", KeyspaceCreateOptions::default)
+            .map_err(log_error)?;
+        let mut moved = 0;
+        loop {
+            let head = self.reader.head();
+            let mut chunk = Vec::new();
+            for guard in old.range((head + 1).to_be_bytes()..).take(REINDEX_BATCH) {
+                let (key, value) = guard.into_inner().map_err(log_error)?;
+                chunk.push((position_of(&key)?, encode_record("", &[], &value)));
+            }
+            let Some(&(first, _)) = chunk.first() else {
+                break;
+            };
+            let mut segments = self.segments.lock().map_err(log_error)?;
+            let from = (segments.head() == 0).then_some(first);
+            segments.append(from, chunk.iter().map(|(_, bytes)| bytes.as_slice()))?;
+            moved += chunk.len();
+        }
+        // Every moved entry's idempotency record is already in the index.
+        let mut batch = self.db.batch().durability(Some(PersistMode::SyncAll));
+        batch.insert(&self.idempotency, INDEXED, self.reader.head().to_be_bytes());
+        batch.commit().map_err(log_error)?;
+        tracing::info!(
+            entries = moved,
+            "moved the journal from fjall into segment files"
+        );
+        self.db.delete_keyspace(old).map_err(log_error)
+    }
+
+    /// Indexes the idempotency records of the journal after [`INDEXED`].
+    fn reindex(&self) -> Result<()> {
+        let mut indexed = match self.idempotency.get(INDEXED).map_err(log_error)? {
+            Some(bytes) => position_of(&bytes)?,
+            None => 0,
+        };
+        let head = self.reader.head();
+        let behind = head.saturating_sub(indexed);
+        while indexed < head {
+            let records = self.reader.read(indexed + 1, REINDEX_BATCH)?;
+            let Some(&(last, _)) = records.last() else {
+                break;
+            };
+            let mut batch = self.db.batch();
+            for (_, bytes) in &records {
+                let (key, record, _) = decode_record(bytes)?;
+                if !key.is_empty() {
+                    let expires_ms = IdempotencyRecord::decode(record)?.expires_ms;
+                    batch.insert(&self.expiry, expiry_key(expires_ms, key), []);
+                    batch.insert(&self.idempotency, key, record);
+                }
+            }
+            batch.insert(&self.idempotency, INDEXED, last.to_be_bytes());
+            batch.commit().map_err(log_error)?;
+            indexed = last;
+        }
+        if behind > 0 {
+            self.db.persist(PersistMode::SyncAll).map_err(log_error)?;
+            tracing::info!(
+                records = behind,
+                "indexed idempotency keys the index had not reached"
+            );
+        }
+        Ok(())
     }
 
     /// The last journal position, 0 when the journal is empty.
     pub(super) fn head(&self) -> Result<Position> {
-        match self.journal.last_key_value() {
-            Some(guard) => position_of(&guard.key().map_err(log_error)?),
-            None => Ok(0),
-        }
+        Ok(self.reader.head())
     }
 
     /// Up to `max` entries from position `from` on.
     pub(super) fn read(&self, from: Position, max: usize) -> Result<Vec<(Position, JournalEntry)>> {
         let mut out = Vec::new();
-        for guard in self.journal.range(from.to_be_bytes()..).take(max) {
-            let (key, value) = guard.into_inner().map_err(log_error)?;
-            out.push((position_of(&key)?, decode("journal", &value)?));
+        for (position, bytes) in self.reader.read(from, max)? {
+            let (_, _, entry) = decode_record(&bytes)?;
+            out.push((position, decode("journal", entry)?));
         }
         Ok(out)
     }
 
     /// The last `n` entries, newest first.
     pub(super) fn newest(&self, n: usize) -> Result<Vec<JournalEntry>> {
-        let mut out = Vec::new();
-        for guard in self.journal.iter().rev().take(n) {
-            let (_, value) = guard.into_inner().map_err(log_error)?;
-            out.push(decode("journal", &value)?);
-        }
-        Ok(out)
+        let head = self.reader.head();
+        let from = head.saturating_sub(n as u64 - 1).max(1);
+        let mut entries: Vec<JournalEntry> = self
+            .read(from, n)?
+            .into_iter()
+            .map(|(_, entry)| entry)
+            .collect();
+        entries.reverse();
+        Ok(entries)
     }
 
     /// The stored answer under a scoped idempotency key.
     pub(super) fn response(&self, key: &str) -> Result<Option<IdempotencyRecord>> {
-        self.idempotency
-            .get(key)
-            .map_err(log_error)?
-            .map(|bytes| IdempotencyRecord::decode(&bytes))
-            .transpose()
+        let pending = self.unindexed.lock().map_err(log_error)?.get(key).cloned();
+        match pending {
+            Some(bytes) => Some(IdempotencyRecord::decode(&bytes)).transpose(),
+            None => self
+                .idempotency
+                .get(key)
+                .map_err(log_error)?
+                .map(|bytes| IdempotencyRecord::decode(&bytes))
+                .transpose(),
+        }
     }
 
     /// Writes rows of an earlier database (journal entries, idempotency records with their
@@ -132,15 +270,36 @@ impl Log {
         journal: Vec<(Position, Vec<u8>)>,
         idempotency: Vec<(String, Vec<u8>)>,
     ) -> Result<()> {
-        let mut batch = self.db.batch().durability(Some(PersistMode::SyncAll));
-        for (position, bytes) in journal {
-            batch.insert(&self.journal, position.to_be_bytes(), bytes);
+        {
+            let mut segments = self.segments.lock().map_err(log_error)?;
+            let head = segments.head();
+            let records: Vec<(Position, Vec<u8>)> = journal
+                .into_iter()
+                .filter(|(position, _)| *position > head)
+                .map(|(position, bytes)| (position, encode_record("", &[], &bytes)))
+                .collect();
+            if let Some(&(first, _)) = records.first() {
+                if records
+                    .iter()
+                    .zip(first..)
+                    .any(|((position, _), expected)| *position != expected)
+                {
+                    return Err(StoreError::Corrupt {
+                        table: "journal",
+                        message: "positions with a gap".into(),
+                    });
+                }
+                let from = (head == 0).then_some(first);
+                segments.append(from, records.iter().map(|(_, bytes)| bytes.as_slice()))?;
+            }
         }
+        let mut batch = self.db.batch().durability(Some(PersistMode::SyncAll));
         for (key, bytes) in idempotency {
             let expires_ms = IdempotencyRecord::decode(&bytes)?.expires_ms;
             batch.insert(&self.expiry, expiry_key(expires_ms, &key), []);
             batch.insert(&self.idempotency, key, bytes);
         }
+        batch.insert(&self.idempotency, INDEXED, self.reader.head().to_be_bytes());
         batch.commit().map_err(log_error)
     }
 }
@@ -223,6 +382,7 @@ pub(super) enum LogOp {
         items: Vec<Appending>,
         reply: oneshot::Sender<Result<Vec<Position>>>,
     },
+    /// A refined answer under a key already journaled.
     Complete {
         key: String,
         fingerprint: String,
@@ -233,31 +393,28 @@ pub(super) enum LogOp {
         now_ms: u64,
         reply: oneshot::Sender<Result<usize>>,
     },
-    /// Stop after writing everything queued before this.
+    /// Stop after writing and indexing everything queued before this.
     Close { reply: oneshot::Sender<Result<()>> },
 }
 
-fn reply(op: LogOp, result: Result<Done>) {
-    match op {
-        LogOp::Append { reply, .. } => {
-            let _ = reply.send(result.map(|done| match done {
-                Done::Positions(positions) => positions,
-                _ => Vec::new(),
-            }));
-        }
-        LogOp::Complete { reply, .. } | LogOp::Close { reply } => {
-            let _ = reply.send(result.map(|_| ()));
-        }
-        LogOp::Sweep { reply, .. } => {
-            let _ = reply.send(result.map(|done| match done {
-                Done::Count(n) => n,
-                _ => 0,
-            }));
-        }
-    }
+/// What the indexer does, in the order the writer hands it over.
+enum IndexOp {
+    /// Idempotency records to put in the index; with the journal position they reach, when
+    /// they come from an append.
+    Put {
+        records: Vec<(String, Vec<u8>)>,
+        reaching: Option<Position>,
+    },
+    Sweep {
+        now_ms: u64,
+        reply: oneshot::Sender<Result<usize>>,
+    },
+    Close {
+        reply: std::sync::mpsc::Sender<Result<()>>,
+    },
 }
 
-/// The writer thread: group commit until closed.
+/// The writer thread: group commit until closed. It runs the indexer beside it.
 pub(super) fn write_loop(
     log: &Log,
     mut queue: mpsc::Receiver<LogOp>,
@@ -266,145 +423,260 @@ pub(super) fn write_loop(
     ttl: Duration,
     metrics: &StoreMetrics,
 ) {
-    let mut last = *head.borrow();
-    let mut closing = false;
-    while !closing && let Some(first) = queue.blocking_recv() {
+    let (index, index_queue) = std::sync::mpsc::channel();
+    std::thread::scope(|scope| {
+        let indexer = std::thread::Builder::new()
+            .name("oms-journal-idx".into())
+            .spawn_scoped(scope, || index_loop(log, index_queue));
+        if let Err(error) = indexer {
+            tracing::error!(%error, "cannot start the idempotency indexer");
+            return;
+        }
+        let mut closing = false;
+        while !closing && let Some(first) = queue.blocking_recv() {
+            let mut ops = vec![first];
+            while ops.len() < MAX_BATCH && !matches!(ops.last(), Some(LogOp::Close { .. })) {
+                match queue.try_recv() {
+                    Ok(op) => ops.push(op),
+                    Err(_) => break,
+                }
+            }
+            closing = matches!(ops.last(), Some(LogOp::Close { .. }));
+            write_ops(log, ops, &index, &head, tail, ttl, metrics);
+        }
+    });
+}
+
+/// Appends the batch's entries with one sync, answers, and hands the records to the indexer.
+fn write_ops(
+    log: &Log,
+    mut ops: Vec<LogOp>,
+    index: &std::sync::mpsc::Sender<IndexOp>,
+    head: &watch::Sender<Position>,
+    tail: &Mutex<VecDeque<(Position, JournalEntry)>>,
+    ttl: Duration,
+    metrics: &StoreMetrics,
+) {
+    let started = Instant::now();
+    let expires_ms = now_ms() + ttl.as_millis() as u64;
+    let appended = append(log, &ops, expires_ms);
+    metrics
+        .commit_seconds
+        .observe(started.elapsed().as_secs_f64());
+    let Appended {
+        last,
+        mut records,
+        bytes,
+    } = match appended {
+        Ok(appended) => appended,
+        Err(error) => {
+            tracing::error!(%error, operations = ops.len(), "journal write failed");
+            for op in ops {
+                fail(op, &error);
+            }
+            return;
+        }
+    };
+    let count = records.len() as u64;
+    if count > 0 {
+        metrics.commits.inc();
+        metrics.fsyncs.inc();
+        metrics.appended.inc_by(count);
+        metrics.bytes.inc_by(bytes);
+        metrics.batch_size.observe(ops.len() as f64);
+        metrics.head.set(last as i64);
+    }
+    for op in &ops {
+        if let LogOp::Complete {
+            key,
+            fingerprint,
+            response,
+            ..
+        } = op
+        {
+            let record = IdempotencyRecord::encode(fingerprint, response, expires_ms);
+            records.push((key.clone(), record));
+        }
+    }
+    if !records.is_empty() {
+        // Visible to lookups before anyone hears of the append.
+        if let Ok(mut unindexed) = log.unindexed.lock() {
+            for (key, record) in &records {
+                unindexed.insert(key.clone(), record.clone());
+            }
+        }
+        let reaching = (count > 0).then_some(last);
+        let _ = index.send(IndexOp::Put { records, reaching });
+    }
+    if let Ok(mut tail) = tail.lock() {
+        let mut position = last - count;
+        for op in &mut ops {
+            if let LogOp::Append { items, .. } = op {
+                for item in items {
+                    position += 1;
+                    if let Some(entry) = item.entry.take() {
+                        if tail.len() == TAIL {
+                            tail.pop_front();
+                        }
+                        tail.push_back((position, *entry));
+                    }
+                }
+            }
+        }
+    }
+    // Readers may look once the batch is written, before the callers hear of it.
+    head.send_if_modified(|head| std::mem::replace(head, last) != last);
+    let mut position = last - count;
+    for op in ops {
+        match op {
+            LogOp::Append { items, reply } => {
+                let positions = (position + 1..=position + items.len() as u64).collect();
+                position += items.len() as u64;
+                let _ = reply.send(Ok(positions));
+            }
+            LogOp::Complete { reply, .. } => drop(reply.send(Ok(()))),
+            LogOp::Sweep { now_ms, reply } => drop(index.send(IndexOp::Sweep { now_ms, reply })),
+            LogOp::Close { reply } => {
+                let (closed, done) = std::sync::mpsc::channel();
+                let _ = index.send(IndexOp::Close { reply: closed });
+                let _ = reply.send(done.recv().unwrap_or(Err(StoreError::Closed)));
+            }
+        }
+    }
+}
+
+fn fail(op: LogOp, error: &StoreError) {
+    let error = || log_error(error);
+    match op {
+        LogOp::Append { reply, .. } => drop(reply.send(Err(error()))),
+        LogOp::Complete { reply, .. } | LogOp::Close { reply } => drop(reply.send(Err(error()))),
+        LogOp::Sweep { reply, .. } => drop(reply.send(Err(error()))),
+    }
+}
+
+/// What one append wrote.
+struct Appended {
+    /// The last journal position.
+    last: Position,
+    /// Each entry's (key, idempotency record), in order.
+    records: Vec<(String, Vec<u8>)>,
+    bytes: u64,
+}
+
+/// Appends the entries of `ops` to the segments, with one sync.
+fn append(log: &Log, ops: &[LogOp], expires_ms: u64) -> Result<Appended> {
+    let mut segments = log.segments.lock().map_err(log_error)?;
+    let mut position = segments.head();
+    let mut records = Vec::new();
+    let mut payloads = Vec::new();
+    for op in ops {
+        let LogOp::Append { items, .. } = op else {
+            continue;
+        };
+        for item in items {
+            position += 1;
+            let ack = Ack {
+                position: local(position),
+                ..item.ack.clone()
+            };
+            // Cannot fail for our plain type; if it did, the whole batch is refused (a 503),
+            // never stored with an empty answer.
+            let record = IdempotencyRecord::encode(&item.fingerprint, &ack.response()?, expires_ms);
+            payloads.push(encode_record(&item.key, &record, &item.bytes));
+            records.push((item.key.clone(), record));
+        }
+    }
+    let (last, bytes) = segments.append(None, payloads.iter().map(Vec::as_slice))?;
+    Ok(Appended {
+        last,
+        records,
+        bytes,
+    })
+}
+
+/// The indexer thread: puts records in fjall, in the order the writer handed them over.
+fn index_loop(log: &Log, queue: std::sync::mpsc::Receiver<IndexOp>) {
+    while let Ok(first) = queue.recv() {
         let mut ops = vec![first];
-        while ops.len() < MAX_BATCH && !matches!(ops.last(), Some(LogOp::Close { .. })) {
+        while ops.len() < MAX_BATCH && !matches!(ops.last(), Some(IndexOp::Close { .. })) {
             match queue.try_recv() {
                 Ok(op) => ops.push(op),
                 Err(_) => break,
             }
         }
-        closing = matches!(ops.last(), Some(LogOp::Close { .. }));
-        let started = Instant::now();
-        let written = write_batch(log, &ops, last, ttl);
-        metrics
-            .commit_seconds
-            .observe(started.elapsed().as_secs_f64());
-        match written {
-            Ok(Written {
-                done,
-                last: new_last,
-                bytes,
-                appended,
-                durable,
-            }) => {
-                last = new_last;
-                if let Ok(mut tail) = tail.lock() {
-                    for (op, done) in ops.iter_mut().zip(&done) {
-                        if let (LogOp::Append { items, .. }, Done::Positions(positions)) =
-                            (op, done)
-                        {
-                            for (item, position) in items.iter_mut().zip(positions) {
-                                if let Some(entry) = item.entry.take() {
-                                    if tail.len() == TAIL {
-                                        tail.pop_front();
-                                    }
-                                    tail.push_back((*position, *entry));
-                                }
-                            }
-                        }
-                    }
-                }
-                metrics.commits.inc();
-                metrics.fsyncs.inc_by(u64::from(durable));
-                metrics.appended.inc_by(appended);
-                metrics.bytes.inc_by(bytes);
-                metrics.batch_size.observe(ops.len() as f64);
-                metrics.head.set(last as i64);
-                // Readers may look once the batch is written, before the callers hear of it.
-                head.send_if_modified(|head| std::mem::replace(head, last) != last);
-                for (op, done) in ops.into_iter().zip(done) {
-                    reply(op, Ok(done));
-                }
-            }
-            Err(error) => {
-                tracing::error!(%error, operations = ops.len(), "journal write failed");
-                for op in ops {
-                    reply(op, Err(log_error(&error)));
-                }
-            }
+        let closing = matches!(ops.last(), Some(IndexOp::Close { .. }));
+        if let Err(error) = index_batch(log, ops) {
+            // The records stay in memory, and are indexed again from the journal at start.
+            tracing::error!(%error, "idempotency index write failed");
+        }
+        if closing {
+            return;
         }
     }
 }
 
-/// What one batch did.
-struct Written {
-    done: Vec<Done>,
-    last: Position,
-    /// Keys and values written.
-    bytes: u64,
-    appended: u64,
-    durable: bool,
-}
-
-/// Writes `ops` as one batch, persisted if it holds an append.
-fn write_batch(log: &Log, ops: &[LogOp], last: Position, ttl: Duration) -> Result<Written> {
-    let durable = ops.iter().any(|op| matches!(op, LogOp::Append { .. }));
-    let mut batch = log
-        .db
-        .batch()
-        .durability(durable.then_some(PersistMode::SyncData));
-    let mut done = Vec::with_capacity(ops.len());
-    let mut position = last;
-    let mut bytes = 0;
-    let mut appended = 0;
-    let expires_ms = now_ms() + ttl.as_millis() as u64;
-    let put = |batch: &mut fjall::OwnedWriteBatch,
-               key: &str,
-               fingerprint: &str,
-               response: &StoredResponse|
-     -> u64 {
-        let record = IdempotencyRecord::encode(fingerprint, response, expires_ms);
-        let expiry = expiry_key(expires_ms, key);
-        let written = (key.len() + record.len() + expiry.len()) as u64;
-        batch.insert(&log.expiry, expiry, []);
-        batch.insert(&log.idempotency, key, record);
-        written
-    };
-    for op in ops {
-        done.push(match op {
-            LogOp::Append { items, .. } => {
-                let mut positions = Vec::with_capacity(items.len());
-                for item in items {
-                    position += 1;
-                    appended += 1;
-                    bytes += 8 + item.bytes.len() as u64;
-                    batch.insert(&log.journal, position.to_be_bytes(), item.bytes.as_slice());
-                    let ack = Ack {
-                        position: local(position),
-                        ..item.ack.clone()
-                    };
-                    // Cannot fail for our plain type; if it did, the whole batch is refused (a
-                    // 503), never stored with an empty answer.
-                    let response = ack.response()?;
-                    bytes += put(&mut batch, &item.key, &item.fingerprint, &response);
-                    positions.push(position);
-                }
-                Done::Positions(positions)
-            }
-            LogOp::Complete {
-                key,
-                fingerprint,
-                response,
-                ..
+fn index_batch(log: &Log, ops: Vec<IndexOp>) -> Result<()> {
+    let mut batch = log.db.batch().durability(Some(PersistMode::Buffer));
+    let mut reaching = None;
+    let mut sweeps = Vec::new();
+    let mut close = None;
+    for op in &ops {
+        match op {
+            IndexOp::Put {
+                records,
+                reaching: to,
             } => {
-                bytes += put(&mut batch, key, fingerprint, response);
-                Done::Unit
+                for (key, record) in records {
+                    let expires_ms = IdempotencyRecord::decode(record)?.expires_ms;
+                    batch.insert(&log.expiry, expiry_key(expires_ms, key), []);
+                    batch.insert(&log.idempotency, key.as_str(), record.as_slice());
+                }
+                reaching = to.or(reaching);
             }
-            LogOp::Sweep { now_ms, .. } => Done::Count(sweep(log, &mut batch, *now_ms)?),
-            LogOp::Close { .. } => Done::Unit,
-        });
+            IndexOp::Sweep { now_ms, .. } => sweeps.push(sweep(log, &mut batch, *now_ms)),
+            IndexOp::Close { .. } => {}
+        }
     }
-    batch.commit().map_err(log_error)?;
-    Ok(Written {
-        done,
-        last: position,
-        bytes,
-        appended,
-        durable,
-    })
+    if let Some(position) = reaching {
+        batch.insert(&log.idempotency, INDEXED, position.to_be_bytes());
+    }
+    let committed = batch.commit().map_err(log_error);
+    if committed.is_ok()
+        && let Ok(mut unindexed) = log.unindexed.lock()
+    {
+        for op in &ops {
+            if let IndexOp::Put { records, .. } = op {
+                for (key, record) in records {
+                    // A later record under the key waits for its own batch.
+                    if unindexed.get(key) == Some(record) {
+                        unindexed.remove(key);
+                    }
+                }
+            }
+        }
+    }
+    let mut sweeps = sweeps.into_iter();
+    for op in ops {
+        match op {
+            IndexOp::Sweep { reply, .. } => {
+                let swept = sweeps.next().unwrap_or(Ok(0));
+                let _ = reply.send(match &committed {
+                    Ok(()) => swept,
+                    Err(error) => Err(log_error(error)),
+                });
+            }
+            IndexOp::Close { reply } => close = Some(reply),
+            IndexOp::Put { .. } => {}
+        }
+    }
+    if let Some(reply) = close {
+        let persisted = match &committed {
+            Ok(()) => log.db.persist(PersistMode::SyncAll).map_err(log_error),
+            Err(error) => Err(log_error(error)),
+        };
+        let _ = reply.send(persisted);
+    }
+    committed
 }
 
 /// Removes records whose time is up, at most [`SWEEP_LIMIT`]; gives how many expiry rows went.
@@ -427,4 +699,117 @@ fn sweep(log: &Log, batch: &mut fjall::OwnedWriteBatch, now_ms: u64) -> Result<u
         }
     }
     Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dirs() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let (journal, segments) = (dir.path().join("journal"), dir.path().join("segments"));
+        (dir, journal, segments)
+    }
+
+    fn answer(body: &str) -> StoredResponse {
+        StoredResponse {
+            status: 202,
+            body: body.into(),
+        }
+    }
+
+    /// An acknowledged append whose index write never reached the disk (a crash right after
+    /// the answer) is indexed again from the journal at start.
+    #[test]
+    fn records_the_index_had_not_reached_are_indexed_at_start() {
+        let (_dir, journal, segments) = dirs();
+        let expires_ms = now_ms() + 60_000;
+        {
+            let log = Log::open(&journal, &segments).unwrap();
+            let record = IdempotencyRecord::encode("f", &answer("first"), expires_ms);
+            let payload = encode_record("desk\u{1f}k-1", &record, b"entry");
+            log.segments
+                .lock()
+                .unwrap()
+                .append(None, [payload.as_slice()])
+                .unwrap();
+            // Found before it is indexed: the writer puts it in memory before answering.
+            log.unindexed
+                .lock()
+                .unwrap()
+                .insert("desk\u{1f}k-1".into(), record);
+            assert_eq!(
+                log.response("desk\u{1f}k-1").unwrap().unwrap().response,
+                answer("first")
+            );
+            assert!(log.idempotency.get("desk\u{1f}k-1").unwrap().is_none());
+        }
+        let log = Log::open(&journal, &segments).unwrap();
+        assert!(log.unindexed.lock().unwrap().is_empty());
+        let found = log.response("desk\u{1f}k-1").unwrap().unwrap();
+        assert_eq!(
+            (found.fingerprint.as_str(), found.response),
+            ("f", answer("first"))
+        );
+        assert_eq!(
+            log.idempotency.get(INDEXED).unwrap().as_deref(),
+            Some(&1u64.to_be_bytes()[..])
+        );
+        assert_eq!(log.head().unwrap(), 1);
+    }
+
+    /// The journal of an earlier version, a fjall keyspace, moves into the segments; its
+    /// idempotency records stay where they are.
+    #[test]
+    fn a_journal_kept_in_fjall_moves_into_the_segments() {
+        let (_dir, journal, segments) = dirs();
+        let record = IdempotencyRecord::encode("f", &answer("old"), now_ms() + 60_000);
+        {
+            let db = Database::builder(&journal).open().unwrap();
+            let old = db
+                .keyspace("journal", KeyspaceCreateOptions::default)
+                .unwrap();
+            let idempotency = db
+                .keyspace("idempotency", KeyspaceCreateOptions::default)
+                .unwrap();
+            for position in 1..=3u64 {
+                old.insert(position.to_be_bytes(), format!("entry {position}"))
+                    .unwrap();
+            }
+            idempotency
+                .insert("desk\u{1f}k-1", record.as_slice())
+                .unwrap();
+            db.persist(PersistMode::SyncAll).unwrap();
+        }
+        let log = Log::open(&journal, &segments).unwrap();
+        assert_eq!(log.head().unwrap(), 3);
+        let moved = log.reader.read(1, 10).unwrap();
+        let entries: Vec<&[u8]> = moved
+            .iter()
+            .map(|(_, bytes)| decode_record(bytes).unwrap().2)
+            .collect();
+        assert_eq!(entries, [b"entry 1".as_slice(), b"entry 2", b"entry 3"]);
+        assert!(!log.db.keyspace_exists("journal"));
+        assert_eq!(
+            log.response("desk\u{1f}k-1").unwrap().unwrap().response,
+            answer("old")
+        );
+        drop(log);
+        // Opening again moves nothing twice.
+        assert_eq!(Log::open(&journal, &segments).unwrap().head().unwrap(), 3);
+    }
+
+    #[test]
+    fn journal_records_round_trip() {
+        let bytes = encode_record("desk\u{1f}k", b"record", b"entry");
+        assert_eq!(
+            decode_record(&bytes).unwrap(),
+            ("desk\u{1f}k", &b"record"[..], &b"entry"[..])
+        );
+        assert_eq!(
+            decode_record(&encode_record("", &[], b"e")).unwrap(),
+            ("", &[][..], &b"e"[..])
+        );
+        assert!(decode_record(&bytes[..5]).is_err());
+    }
 }

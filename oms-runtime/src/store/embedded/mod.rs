@@ -58,6 +58,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot, watch};
 
 mod log;
+mod segments;
 
 /// The journal and idempotency tables of format 3 and before, read only to migrate them to
 /// the log.
@@ -405,13 +406,6 @@ impl Op {
     }
 }
 
-/// What one operation gave back, before the commit decides whether it counts.
-enum Done {
-    Positions(Vec<Position>),
-    Unit,
-    Count(usize),
-}
-
 /// The open orders' client order ids, as in the [`CLIENT_IDS`] table: the projection's writer
 /// is the table's only writer and updates this copy after each commit, so the check every order
 /// placement makes reads memory. Reading the table took a redb read transaction, which waits
@@ -449,7 +443,10 @@ impl Embedded {
     /// Opens (or creates) the store: the database at `path` and the log in the directory
     /// `journal` beside it; starts their writer threads. Idempotency records live for `ttl`.
     pub fn open(path: &Path, ttl: Duration, metrics: StoreMetrics) -> Result<Embedded> {
-        let log = Log::open(&path.with_file_name("journal"))?;
+        let log = Log::open(
+            &path.with_file_name("journal"),
+            &path.with_file_name("segments"),
+        )?;
         let db = Database::create(path).map_err(db_error)?;
         let txn = db.begin_write().map_err(db_error)?;
         {
