@@ -111,7 +111,7 @@ pub struct StoreMetrics {
     pub commit_seconds: Histogram,
     /// Journal entries appended.
     pub appended: Counter,
-    /// Bytes of keys and values the journal writer wrote.
+    /// Bytes the journal writer appended (records with their headers).
     pub bytes: Counter,
     /// Time to write one projection transaction (the projection's own writer).
     pub projection_commit_seconds: Histogram,
@@ -312,7 +312,7 @@ impl Metrics {
         );
         sub.register(
             "written_bytes",
-            "Bytes of keys and values the single-node journal writer wrote",
+            "Bytes the single-node journal writer appended (records with their headers)",
             store.bytes.clone(),
         );
         sub.register(

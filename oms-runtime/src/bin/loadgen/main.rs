@@ -734,7 +734,7 @@ impl Writers {
         );
         println!(
             "projection writer: {:.1} µs CPU and {:.1} µs busy per order; the process wrote {} \
-             to disk per order (journal, its compactions and the projection)",
+             to disk per order (journal, idempotency index and its compactions, projection)",
             per(self.projection_cpu) * 1e6,
             per(self.projection_busy) * 1e6,
             self.disk_bytes

@@ -1,9 +1,9 @@
-//! Single-node storage: the command log (journal and idempotency keys) in fjall, and the read
-//! projection and snapshots in redb.
+//! Single-node storage: the command log (the journal in segment files, the idempotency index in
+//! fjall), and the read projection and snapshots in redb.
 //!
-//! # Two stores, two writers
-//! The durable path is [`log`]: a `202` waits for its entry to be appended to fjall's
-//! write-ahead journal and fsynced, in a group with every request waiting at that moment. The
+//! # Two writers
+//! The durable path is [`log`]: a `202` waits for its entry to be appended to the journal's
+//! segment file and fsynced, in a group with every request waiting at that moment. The
 //! projection (orders, trades, money, snapshots) is derived from the journal, so it is written
 //! by its own thread into redb, in large transactions that are not fsynced one by one (see
 //! below); a crash loses at most what the journal replays. Before this split one writer
