@@ -611,7 +611,20 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         100.0 * full.rate() / bare.rate(),
         rss.map_or("unknown".into(), |mib| format!("{mib:.0} MiB"))
     );
+    if services.is_none() && bursty_writeback() {
+        println!(
+            "note: this machine writes dirty pages back in bursts (vm.dirty_background_bytes is \
+             0), which the journal's fsync waits behind at half rate; see docs/architecture.md, \
+             \"The disk is shared\""
+        );
+    }
     Ok(())
+}
+
+/// Whether Linux starts background writeback only at its default share of memory.
+fn bursty_writeback() -> bool {
+    std::fs::read_to_string("/proc/sys/vm/dirty_background_bytes")
+        .is_ok_and(|bytes| bytes.trim() == "0")
 }
 
 /// What the server's metrics and `/proc` say at one moment.
