@@ -238,6 +238,9 @@ impl Log {
 
     /// The last `n` entries, newest first.
     pub(super) fn newest(&self, n: usize) -> Result<Vec<JournalEntry>> {
+        if n == 0 {
+            return Ok(Vec::new());
+        }
         let head = self.reader.head();
         let from = head.saturating_sub(n as u64 - 1).max(1);
         let mut entries: Vec<JournalEntry> = self

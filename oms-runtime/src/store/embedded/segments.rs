@@ -223,6 +223,9 @@ impl Segments {
         let mut checkpoints = Vec::new();
         let mut position = start - 1;
         for payload in payloads {
+            if payload.len() > MAX_RECORD {
+                return Err(corrupt(format!("a record of {} bytes", payload.len())));
+            }
             position += 1;
             if position.is_multiple_of(CHECKPOINT_EVERY) {
                 checkpoints.push((position, (active, self.len + buffer.len() as u64)));
