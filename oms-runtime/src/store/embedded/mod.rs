@@ -479,8 +479,9 @@ pub struct Embedded {
 }
 
 impl Embedded {
-    /// Opens (or creates) the store: the database at `path` and the log in the directory
-    /// `journal` beside it; starts their writer threads. Idempotency records live for `ttl`.
+    /// Opens (or creates) the store: the database at `path`, the journal in the directory
+    /// `segments` beside it and the idempotency index in `journal`; starts their writer threads.
+    /// Idempotency records live for `ttl`.
     pub fn open(path: &Path, ttl: Duration, metrics: StoreMetrics) -> Result<Embedded> {
         let log = Log::open(
             &path.with_file_name("journal"),
@@ -574,7 +575,7 @@ impl Embedded {
             return Err(StoreError::Incompatible(format!(
                 "the journal in {} ends at position {head}, before the snapshot in {} (position \
                  {}): the journal directory is missing or from another database",
-                path.with_file_name("journal").display(),
+                path.with_file_name("segments").display(),
                 path.display(),
                 position
             )));
