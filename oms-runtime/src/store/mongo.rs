@@ -206,6 +206,17 @@ impl MongoStore {
         .await
     }
 
+    /// The same store with another bound on each operation. The projector writes with a long
+    /// one: its writes are not on any request's path, and abandoning a slow write after the
+    /// request path's 2 s only to send it again left the server more to do each time (a
+    /// projector's writes timed out for minutes after a resharding, `tests/distributed.rs`).
+    pub fn with_timeout(&self, timeout: Duration) -> MongoStore {
+        MongoStore {
+            timeout,
+            ..self.clone()
+        }
+    }
+
     /// Runs one operation within the store's timeout.
     async fn bounded<T>(
         &self,

@@ -93,6 +93,10 @@ pub(crate) fn read(kafka: &KafkaConfig, message: &BorrowedMessage<'_>) -> Read {
     }
 }
 
+/// The bound on each projection write: long, since no request waits for it (see
+/// `MongoStore::with_timeout`); a dead server still shows, as the projector's health.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Runs the projector until `stopped` is set. While MongoDB fails it retries and reports
 /// `failing`; an error it cannot retry ends it (its supervisor restarts it).
 pub async fn run_projector(
@@ -103,6 +107,7 @@ pub async fn run_projector(
     health: Health,
     mut stopped: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
+    let mongo = mongo.with_timeout(WRITE_TIMEOUT);
     let observed = Observed::new(&metrics, "projector");
     let moved = observed.moved.clone();
     let consumer: StreamConsumer<Observed> = kafka
