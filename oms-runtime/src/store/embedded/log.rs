@@ -28,7 +28,7 @@
 //! position, 8 bytes big-endian); opening moves it into the segments.
 
 use super::segments::{self, Segments};
-use super::{TAIL, db_error, decode, local, now_ms};
+use super::{TAIL, db_error, decode, gather, local, now_ms};
 use crate::metrics::StoreMetrics;
 use crate::store::{Ack, JournalEntry, Position, Result, StoreError, StoredResponse};
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
@@ -437,13 +437,9 @@ pub(super) fn write_loop(
         }
         let mut closing = false;
         while !closing && let Some(first) = queue.blocking_recv() {
-            let mut ops = vec![first];
-            while ops.len() < MAX_BATCH && !matches!(ops.last(), Some(LogOp::Close { .. })) {
-                match queue.try_recv() {
-                    Ok(op) => ops.push(op),
-                    Err(_) => break,
-                }
-            }
+            let ops = gather(&mut queue, first, MAX_BATCH, |op| {
+                matches!(op, LogOp::Close { .. })
+            });
             closing = matches!(ops.last(), Some(LogOp::Close { .. }));
             write_ops(log, ops, &index, &head, tail, ttl, metrics);
         }

@@ -1306,6 +1306,24 @@ fn get_order(
         .transpose()
 }
 
+/// `first` and whatever else waits in `queue`, up to `max` operations and never past one that
+/// closes: what a writer thread commits together (group commit).
+fn gather<T>(
+    queue: &mut mpsc::Receiver<T>,
+    first: T,
+    max: usize,
+    closes: impl Fn(&T) -> bool,
+) -> Vec<T> {
+    let mut ops = vec![first];
+    while ops.len() < max && !ops.last().is_some_and(&closes) {
+        match queue.try_recv() {
+            Ok(op) => ops.push(op),
+            Err(_) => break,
+        }
+    }
+    ops
+}
+
 /// The projection's writer thread: takes every batch waiting, commits them in one transaction.
 fn write_loop(
     db: &Database,
@@ -1316,13 +1334,9 @@ fn write_loop(
     let mut closing = false;
     let mut last_durable = std::time::Instant::now();
     while !closing && let Some(first) = queue.blocking_recv() {
-        let mut ops = vec![first];
-        while ops.len() < MAX_BATCH && !matches!(ops.last(), Some(Op::Close { .. })) {
-            match queue.try_recv() {
-                Ok(op) => ops.push(op),
-                Err(_) => break,
-            }
-        }
+        let ops = gather(&mut queue, first, MAX_BATCH, |op| {
+            matches!(op, Op::Close { .. })
+        });
         closing = matches!(ops.last(), Some(Op::Close { .. }));
         let durable =
             closing || last_durable.elapsed() >= DURABLE_EVERY || ops.iter().any(Op::durable);
