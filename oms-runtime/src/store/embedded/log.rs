@@ -21,6 +21,15 @@
 //! background work (flushes and compactions hold a tree's lock for tens of milliseconds) never
 //! holds an acknowledgement; it can only delay a lookup of an older key.
 //!
+//! # The index points into the journal
+//! Under a key the index holds where the journal holds its record ([`IN_JOURNAL`], the
+//! position and the expiry: 17 bytes), not the record (the answer's JSON, about 250 bytes). The
+//! index's flushes and compactions rewrite what it holds, under random keys, in bursts the
+//! journal's `fdatasync` waits behind (`docs/benchmarks.md`); a smaller index makes smaller
+//! bursts. A lookup that finds a key reads its record from the journal: a retry's cost, not
+//! a new request's (a new key's lookup misses). A refined answer is not in the journal, so the
+//! index holds it whole, as it holds records written by earlier versions.
+//!
 //! # Keys
 //! `idempotency`: the scoped key (principal, unit separator, key), and [`INDEXED`]. `expiry`:
 //! the expiry in milliseconds, 8 bytes big-endian, then the scoped key: the sweep reads them in
@@ -53,6 +62,55 @@ const REINDEX_BATCH: usize = 4096;
 /// The key, in `idempotency`, of the last journal position whose record is indexed. Scoped
 /// keys always hold a unit separator; this one cannot.
 const INDEXED: &str = "\0indexed";
+/// The first byte of an index value that points into the journal. A whole record starts with
+/// its expiry in milliseconds, big-endian, whose first byte is 0 for the next two million years.
+const IN_JOURNAL: u8 = 1;
+
+/// An index value pointing at the journal record of `position`.
+fn in_journal(position: Position, expires_ms: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(17);
+    out.push(IN_JOURNAL);
+    out.extend_from_slice(&expires_ms.to_be_bytes());
+    out.extend_from_slice(&position.to_be_bytes());
+    out
+}
+
+/// What the index holds under a key.
+pub(super) enum Found {
+    /// The record itself (a refined answer, or one written by an earlier version).
+    Record(IdempotencyRecord),
+    /// The journal position whose record holds it: [`Log::record_at`] reads it.
+    InJournal { position: Position, expires_ms: u64 },
+}
+
+impl Found {
+    fn parse(bytes: &[u8]) -> Result<Found> {
+        if bytes.first() != Some(&IN_JOURNAL) {
+            return IdempotencyRecord::decode(bytes).map(Found::Record);
+        }
+        let number = |range: std::ops::Range<usize>| {
+            bytes
+                .get(range)
+                .and_then(|bytes| bytes.try_into().ok())
+                .map(u64::from_be_bytes)
+                .ok_or_else(|| StoreError::Corrupt {
+                    table: "idempotency",
+                    message: format!("a journal pointer of {} bytes", bytes.len()),
+                })
+        };
+        Ok(Found::InJournal {
+            expires_ms: number(1..9)?,
+            position: number(9..17)?,
+        })
+    }
+
+    fn expires_ms(&self) -> u64 {
+        match self {
+            Found::Record(record) => record.expires_ms,
+            Found::InJournal { expires_ms, .. } => *expires_ms,
+        }
+    }
+}
 
 fn log_error(error: impl std::fmt::Display) -> StoreError {
     db_error(format!("journal: {error}"))
@@ -199,12 +257,12 @@ impl Log {
                 break;
             };
             let mut batch = self.db.batch();
-            for (_, bytes) in &records {
+            for (position, bytes) in &records {
                 let (key, record, _) = decode_record(bytes)?;
                 if !key.is_empty() {
                     let expires_ms = IdempotencyRecord::decode(record)?.expires_ms;
                     batch.insert(&self.expiry, expiry_key(expires_ms, key), []);
-                    batch.insert(&self.idempotency, key, record);
+                    batch.insert(&self.idempotency, key, in_journal(*position, expires_ms));
                 }
             }
             batch.insert(&self.idempotency, INDEXED, last.to_be_bytes());
@@ -252,17 +310,50 @@ impl Log {
         Ok(entries)
     }
 
-    /// The stored answer under a scoped idempotency key.
-    pub(super) fn response(&self, key: &str) -> Result<Option<IdempotencyRecord>> {
+    /// What is stored under a scoped idempotency key: the answer, or where the journal has it.
+    pub(super) fn lookup(&self, key: &str) -> Result<Option<Found>> {
         let pending = self.unindexed.lock().map_err(log_error)?.get(key).cloned();
         match pending {
-            Some(bytes) => Some(IdempotencyRecord::decode(&bytes)).transpose(),
+            Some(bytes) => {
+                IdempotencyRecord::decode(&bytes).map(|record| Some(Found::Record(record)))
+            }
             None => self
                 .idempotency
                 .get(key)
                 .map_err(log_error)?
-                .map(|bytes| IdempotencyRecord::decode(&bytes))
+                .map(|bytes| Found::parse(&bytes))
                 .transpose(),
+        }
+    }
+
+    /// The idempotency record journaled at `position` under `key` (reads the journal's files).
+    pub(super) fn record_at(&self, key: &str, position: Position) -> Result<IdempotencyRecord> {
+        let corrupt = |message: String| StoreError::Corrupt {
+            table: "idempotency",
+            message,
+        };
+        let read = self.reader.read(position, 1)?;
+        let Some((_, bytes)) = read.first().filter(|(at, _)| *at == position) else {
+            return Err(corrupt(format!(
+                "a key pointing past the journal, at {position}"
+            )));
+        };
+        let (journaled, record, _) = decode_record(bytes)?;
+        if journaled != key {
+            return Err(corrupt(format!(
+                "a key pointing at another's record, at {position}"
+            )));
+        }
+        IdempotencyRecord::decode(record)
+    }
+
+    /// The stored answer under a scoped idempotency key.
+    #[cfg(test)]
+    pub(super) fn response(&self, key: &str) -> Result<Option<IdempotencyRecord>> {
+        match self.lookup(key)? {
+            None => Ok(None),
+            Some(Found::Record(record)) => Ok(Some(record)),
+            Some(Found::InJournal { position, .. }) => self.record_at(key, position).map(Some),
         }
     }
 
@@ -400,12 +491,31 @@ pub(super) enum LogOp {
     Close { reply: oneshot::Sender<Result<()>> },
 }
 
+/// One key's idempotency record, for the index.
+struct Put {
+    key: String,
+    /// The record, as lookups find it in memory until it is indexed.
+    record: Vec<u8>,
+    expires_ms: u64,
+    /// Where the journal holds it; none for a refined answer, which the index holds whole.
+    position: Option<Position>,
+}
+
+impl Put {
+    fn value(&self) -> Vec<u8> {
+        match self.position {
+            Some(position) => in_journal(position, self.expires_ms),
+            None => self.record.clone(),
+        }
+    }
+}
+
 /// What the indexer does, in the order the writer hands it over.
 enum IndexOp {
     /// Idempotency records to put in the index; with the journal position they reach, when
     /// they come from an append.
     Put {
-        records: Vec<(String, Vec<u8>)>,
+        records: Vec<Put>,
         reaching: Option<Position>,
     },
     Sweep {
@@ -493,15 +603,19 @@ fn write_ops(
             ..
         } = op
         {
-            let record = IdempotencyRecord::encode(fingerprint, response, expires_ms);
-            records.push((key.clone(), record));
+            records.push(Put {
+                key: key.clone(),
+                record: IdempotencyRecord::encode(fingerprint, response, expires_ms),
+                expires_ms,
+                position: None,
+            });
         }
     }
     if !records.is_empty() {
         // Visible to lookups before anyone hears of the append.
         if let Ok(mut unindexed) = log.unindexed.lock() {
-            for (key, record) in &records {
-                unindexed.insert(key.clone(), record.clone());
+            for put in &records {
+                unindexed.insert(put.key.clone(), put.record.clone());
             }
         }
         let reaching = (count > 0).then_some(last);
@@ -557,8 +671,8 @@ fn fail(op: LogOp, error: &StoreError) {
 struct Appended {
     /// The last journal position.
     last: Position,
-    /// Each entry's (key, idempotency record), in order.
-    records: Vec<(String, Vec<u8>)>,
+    /// Each entry's idempotency record, in order.
+    records: Vec<Put>,
     bytes: u64,
 }
 
@@ -582,7 +696,12 @@ fn append(log: &Log, ops: &[LogOp], expires_ms: u64) -> Result<Appended> {
             // never stored with an empty answer.
             let record = IdempotencyRecord::encode(&item.fingerprint, &ack.response()?, expires_ms);
             payloads.push(encode_record(&item.key, &record, &item.bytes));
-            records.push((item.key.clone(), record));
+            records.push(Put {
+                key: item.key.clone(),
+                record,
+                expires_ms,
+                position: Some(position),
+            });
         }
     }
     let (last, bytes) = segments.append(None, payloads.iter().map(Vec::as_slice))?;
@@ -625,10 +744,9 @@ fn index_batch(log: &Log, ops: Vec<IndexOp>) -> Result<()> {
                 records,
                 reaching: to,
             } => {
-                for (key, record) in records {
-                    let expires_ms = IdempotencyRecord::decode(record)?.expires_ms;
-                    batch.insert(&log.expiry, expiry_key(expires_ms, key), []);
-                    batch.insert(&log.idempotency, key.as_str(), record.as_slice());
+                for put in records {
+                    batch.insert(&log.expiry, expiry_key(put.expires_ms, &put.key), []);
+                    batch.insert(&log.idempotency, put.key.as_str(), put.value());
                 }
                 reaching = to.or(reaching);
             }
@@ -645,10 +763,10 @@ fn index_batch(log: &Log, ops: Vec<IndexOp>) -> Result<()> {
     {
         for op in &ops {
             if let IndexOp::Put { records, .. } = op {
-                for (key, record) in records {
+                for put in records {
                     // A later record under the key waits for its own batch.
-                    if unindexed.get(key) == Some(record) {
-                        unindexed.remove(key);
+                    if unindexed.get(&put.key) == Some(&put.record) {
+                        unindexed.remove(&put.key);
                     }
                 }
             }
@@ -688,9 +806,7 @@ fn sweep(log: &Log, batch: &mut fjall::OwnedWriteBatch, now_ms: u64) -> Result<u
         removed += 1;
         // A key stored again later has a later expiry; drop only records really expired.
         let stale = match log.idempotency.get(&key).map_err(log_error)? {
-            Some(bytes) => {
-                IdempotencyRecord::decode(&bytes).map_or(true, |record| record.expires_ms <= now_ms)
-            }
+            Some(bytes) => Found::parse(&bytes).map_or(true, |found| found.expires_ms() <= now_ms),
             None => false,
         };
         if stale {
@@ -755,6 +871,85 @@ mod tests {
             Some(&1u64.to_be_bytes()[..])
         );
         assert_eq!(log.head().unwrap(), 1);
+        // Indexed as a pointer into the journal, not as the record.
+        let value = log.idempotency.get("desk\u{1f}k-1").unwrap().unwrap();
+        assert_eq!(*value, in_journal(1, expires_ms));
+    }
+
+    /// An append's record is indexed as its journal position, a refined answer whole; lookups
+    /// read the first from the journal, and the sweep knows both expiries.
+    #[test]
+    fn the_index_points_into_the_journal_and_holds_refined_answers_whole() {
+        let (_dir, journal, segments) = dirs();
+        let log = Log::open(&journal, &segments).unwrap();
+        let (soon, later) = (now_ms() + 1_000, now_ms() + 60_000);
+        let mut puts = Vec::new();
+        for (n, expires_ms) in [(1, soon), (2, later)] {
+            let key = format!("desk\u{1f}k-{n}");
+            let record = IdempotencyRecord::encode("f", &answer(&format!("ack {n}")), expires_ms);
+            let payload = encode_record(&key, &record, b"entry");
+            let (position, _) = log
+                .segments
+                .lock()
+                .unwrap()
+                .append(None, [payload.as_slice()])
+                .unwrap();
+            puts.push(Put {
+                key,
+                record,
+                expires_ms,
+                position: Some(position),
+            });
+        }
+        index_batch(
+            &log,
+            vec![IndexOp::Put {
+                records: puts,
+                reaching: Some(2),
+            }],
+        )
+        .unwrap();
+        let stored = |key: &str| log.idempotency.get(key).unwrap().unwrap().to_vec();
+        assert_eq!(stored("desk\u{1f}k-2"), in_journal(2, later));
+        assert!(matches!(
+            log.lookup("desk\u{1f}k-2").unwrap(),
+            Some(Found::InJournal { position: 2, .. })
+        ));
+        assert_eq!(
+            log.response("desk\u{1f}k-2").unwrap().unwrap().response,
+            answer("ack 2")
+        );
+        // A pointer names its key's record, never another's.
+        assert!(log.record_at("desk\u{1f}k-2", 1).is_err());
+        assert!(log.record_at("desk\u{1f}k-2", 3).is_err());
+
+        // The order's state after `Prefer: wait` replaces the pointer, whole.
+        let refined = IdempotencyRecord::encode("f", &answer("filled"), later);
+        index_batch(
+            &log,
+            vec![IndexOp::Put {
+                records: vec![Put {
+                    key: "desk\u{1f}k-2".into(),
+                    record: refined.clone(),
+                    expires_ms: later,
+                    position: None,
+                }],
+                reaching: None,
+            }],
+        )
+        .unwrap();
+        assert_eq!(stored("desk\u{1f}k-2"), refined);
+        assert_eq!(
+            log.response("desk\u{1f}k-2").unwrap().unwrap().response,
+            answer("filled")
+        );
+
+        // The sweep reads the expiry from the pointer: k-1 goes, k-2 stays.
+        let mut batch = log.db.batch();
+        assert_eq!(sweep(&log, &mut batch, soon + 1).unwrap(), 1);
+        batch.commit().unwrap();
+        assert!(log.lookup("desk\u{1f}k-1").unwrap().is_none());
+        assert!(log.lookup("desk\u{1f}k-2").unwrap().is_some());
     }
 
     /// The journal of an earlier version, a fjall keyspace, moves into the segments; its

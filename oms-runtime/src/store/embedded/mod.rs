@@ -861,7 +861,25 @@ impl super::IdempotencyStore for Embedded {
                 },
             );
         }
-        let answer = match self.log.response(&key) {
+        let found = match self.log.lookup(&key) {
+            Ok(Some(log::Found::InJournal {
+                position,
+                expires_ms,
+            })) if expires_ms > now_ms() => {
+                // A retry: its answer is in the journal's files, read off the async workers.
+                let (log, key) = (self.log.clone(), key.clone());
+                tokio::task::spawn_blocking(move || log.record_at(&key, position))
+                    .await
+                    .map_err(|error| {
+                        StoreError::unavailable(Backend::Embedded, format!("read task: {error}"))
+                    })
+                    .and_then(|record| record.map(Some))
+            }
+            Ok(Some(log::Found::Record(record))) => Ok(Some(record)),
+            Ok(_) => Ok(None),
+            Err(error) => Err(error),
+        };
+        let answer = match found {
             Ok(Some(record)) if record.expires_ms > now_ms() => {
                 Ok(if record.fingerprint == origin.fingerprint {
                     Reservation::Completed(record.response)
