@@ -57,6 +57,10 @@ const JOURNALING: u64 = 256 << 20;
 const MAX_BATCH: usize = 4096;
 /// Most expired idempotency keys removed per sweep, so a sweep never holds the indexer long.
 const SWEEP_LIMIT: usize = 10_000;
+/// How often the indexer syncs fjall's own journal. Left to the kernel, its pages are written
+/// back once they are 30 seconds old, all at once (tens of megabytes under load), and the
+/// journal's `fdatasync` waits behind that burst (`docs/benchmarks.md`).
+const INDEX_SYNC_EVERY: Duration = Duration::from_millis(250);
 /// Records indexed per batch when indexing again at start.
 const REINDEX_BATCH: usize = 4096;
 /// The key, in `idempotency`, of the last journal position whose record is indexed. Scoped
@@ -714,6 +718,7 @@ fn append(log: &Log, ops: &[LogOp], expires_ms: u64) -> Result<Appended> {
 
 /// The indexer thread: puts records in fjall, in the order the writer handed them over.
 fn index_loop(log: &Log, queue: std::sync::mpsc::Receiver<IndexOp>) {
+    let mut synced = Instant::now();
     while let Ok(first) = queue.recv() {
         let mut ops = vec![first];
         while ops.len() < MAX_BATCH && !matches!(ops.last(), Some(IndexOp::Close { .. })) {
@@ -729,6 +734,12 @@ fn index_loop(log: &Log, queue: std::sync::mpsc::Receiver<IndexOp>) {
         }
         if closing {
             return;
+        }
+        if synced.elapsed() >= INDEX_SYNC_EVERY {
+            if let Err(error) = log.db.persist(PersistMode::SyncData) {
+                tracing::warn!(%error, "idempotency index sync failed");
+            }
+            synced = Instant::now();
         }
     }
 }
