@@ -547,6 +547,14 @@ mod tests {
             .unwrap();
     }
 
+    /// A closed journal holding positions 1 to `last`, in one segment.
+    fn closed_journal(last: Position) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let mut segments = Segments::open(dir.path()).unwrap();
+        append_range(&mut segments, 1..=last);
+        dir
+    }
+
     fn positions(read: &[(Position, Vec<u8>)]) -> Vec<Position> {
         read.iter().map(|(position, _)| *position).collect()
     }
@@ -582,10 +590,7 @@ mod tests {
 
     #[test]
     fn a_torn_last_record_is_cut_off_and_the_next_append_takes_its_place() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut segments = Segments::open(dir.path()).unwrap();
-        append_range(&mut segments, 1..=10);
-        drop(segments);
+        let dir = closed_journal(10);
         // A crash in the middle of the next record: a header and half of the payload.
         let path = segment_path(dir.path(), 1);
         let mut file = OpenOptions::new().append(true).open(&path).unwrap();
@@ -688,11 +693,10 @@ mod tests {
 
     #[test]
     fn records_past_a_torn_write_are_cut_not_revived() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut segments = Segments::open(dir.path()).unwrap();
-        append_range(&mut segments, 1..=10);
-        let end = segments.len;
-        drop(segments);
+        let dir = closed_journal(10);
+        let end = std::fs::metadata(segment_path(dir.path(), 1))
+            .unwrap()
+            .len();
         // A group's later record reached the disk, its earlier one did not (zeros).
         let ghost = b"never acknowledged";
         let mut image = (ghost.len() as u32).to_le_bytes().to_vec();
@@ -721,10 +725,7 @@ mod tests {
 
     #[test]
     fn an_empty_last_segment_is_removed_and_started_again() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut segments = Segments::open(dir.path()).unwrap();
-        append_range(&mut segments, 1..=5);
-        drop(segments);
+        let dir = closed_journal(5);
         // A crash after a prepared segment took its name, before its first record.
         std::fs::write(segment_path(dir.path(), 6), vec![0u8; 8192]).unwrap();
         let mut segments = Segments::open(dir.path()).unwrap();
