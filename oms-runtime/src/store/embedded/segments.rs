@@ -555,6 +555,21 @@ mod tests {
         dir
     }
 
+    /// Appends `range` with `segments`, opens `dir` again and checks that it holds exactly
+    /// positions 1 to the range's end, the appended records included.
+    fn append_then_read_back(
+        dir: &Path,
+        mut segments: Segments,
+        range: std::ops::RangeInclusive<Position>,
+    ) {
+        let (first, last) = (*range.start(), *range.end());
+        append_range(&mut segments, range);
+        drop(segments);
+        let all = Segments::open(dir).unwrap().shared().read(1, 100).unwrap();
+        assert_eq!(positions(&all), (1..=last).collect::<Vec<_>>());
+        assert_eq!(all[first as usize - 1].1, payload(first));
+    }
+
     fn positions(read: &[(Position, Vec<u8>)]) -> Vec<Position> {
         read.iter().map(|(position, _)| *position).collect()
     }
@@ -600,14 +615,9 @@ mod tests {
         file.write_all(&xxh3_64(torn).to_le_bytes()).unwrap();
         file.write_all(torn).unwrap();
         drop(file);
-        let mut segments = Segments::open(dir.path()).unwrap();
-        assert_eq!(segments.head(), 10);
-        append_range(&mut segments, 11..=11);
-        drop(segments);
         let segments = Segments::open(dir.path()).unwrap();
-        let all = segments.shared().read(1, 100).unwrap();
-        assert_eq!(positions(&all), (1..=11).collect::<Vec<_>>());
-        assert_eq!(all[10].1, payload(11));
+        assert_eq!(segments.head(), 10);
+        append_then_read_back(dir.path(), segments, 11..=11);
     }
 
     #[test]
@@ -728,14 +738,9 @@ mod tests {
         let dir = closed_journal(5);
         // A crash after a prepared segment took its name, before its first record.
         std::fs::write(segment_path(dir.path(), 6), vec![0u8; 8192]).unwrap();
-        let mut segments = Segments::open(dir.path()).unwrap();
+        let segments = Segments::open(dir.path()).unwrap();
         assert_eq!(segments.head(), 5);
         assert_eq!(segments.shared().firsts.read().unwrap().clone(), vec![1]);
-        append_range(&mut segments, 6..=7);
-        drop(segments);
-        let segments = Segments::open(dir.path()).unwrap();
-        let all = segments.shared().read(1, 100).unwrap();
-        assert_eq!(positions(&all), (1..=7).collect::<Vec<_>>());
-        assert_eq!(all[5].1, payload(6));
+        append_then_read_back(dir.path(), segments, 6..=7);
     }
 }
