@@ -86,7 +86,7 @@ pub(super) struct Segments {
     file: Option<File>,
     /// Bytes of records in the active segment.
     len: u64,
-    /// The active segment's size: the next one starts once `len` reaches it.
+    /// The active segment's size: once `len` reaches it, the next append starts a new one.
     capacity: u64,
     next: Next,
     shared: Shared,
@@ -246,7 +246,10 @@ impl Segments {
                 "an append at position {start} after position {head}"
             )));
         }
-        if self.file.is_none() {
+        // The next segment starts here, before anything is written, rather than after the
+        // append that filled the active one: an error then fails this append, which wrote
+        // nothing, and never one whose records are already synced.
+        if self.file.is_none() || self.len >= self.capacity {
             self.start_segment(start)?;
         }
         let active = self.active_first();
@@ -282,9 +285,7 @@ impl Segments {
             known.extend(checkpoints);
         }
         self.shared.head.store(position, Ordering::Release);
-        if self.len >= self.capacity {
-            self.start_segment(position + 1)?;
-        } else if self.len >= self.capacity / 4 && matches!(self.next, Next::None) {
+        if self.len >= self.capacity / 4 && matches!(self.next, Next::None) {
             let dir = self.shared.dir.clone();
             self.next = match std::thread::Builder::new()
                 .name("oms-journal-prep".into())
@@ -742,5 +743,30 @@ mod tests {
         assert_eq!(segments.head(), 5);
         assert_eq!(segments.shared().firsts.read().unwrap().clone(), vec![1]);
         append_then_read_back(dir.path(), segments, 6..=7);
+    }
+
+    /// A segment that cannot be started fails the append that needs it, before writing: never
+    /// the append that filled the previous one, whose records are synced and stay.
+    #[test]
+    fn a_segment_that_cannot_start_fails_only_the_append_that_needs_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut segments = Segments::open(dir.path()).unwrap();
+        // Where the second segment's file would go, a directory: creating it fails.
+        std::fs::create_dir(segment_path(dir.path(), 2)).unwrap();
+        let full = vec![1u8; UNPREPARED_BYTES as usize];
+        assert_eq!(segments.append(None, [full.as_slice()]).unwrap().0, 1);
+        assert_eq!(segments.head(), 1);
+        assert!(segments.append(None, [b"second".as_slice()]).is_err());
+        assert_eq!(segments.head(), 1);
+        std::fs::remove_dir(segment_path(dir.path(), 2)).unwrap();
+        assert_eq!(segments.append(None, [b"second".as_slice()]).unwrap().0, 2);
+        drop(segments);
+        let all = Segments::open(dir.path())
+            .unwrap()
+            .shared()
+            .read(1, 10)
+            .unwrap();
+        assert_eq!(positions(&all), vec![1, 2]);
+        assert_eq!(all[1].1, b"second");
     }
 }
