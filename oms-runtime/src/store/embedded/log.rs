@@ -351,16 +351,6 @@ impl Log {
         IdempotencyRecord::decode(record)
     }
 
-    /// The stored answer under a scoped idempotency key.
-    #[cfg(test)]
-    pub(super) fn response(&self, key: &str) -> Result<Option<IdempotencyRecord>> {
-        match self.lookup(key)? {
-            None => Ok(None),
-            Some(Found::Record(record)) => Ok(Some(record)),
-            Some(Found::InJournal { position, .. }) => self.record_at(key, position).map(Some),
-        }
-    }
-
     /// Writes rows of an earlier database (journal entries, idempotency records with their
     /// expiry) and persists them: the import of a migration, safe to repeat.
     pub(super) fn import(
@@ -551,9 +541,12 @@ pub(super) fn write_loop(
         }
         let mut closing = false;
         while !closing && let Some(first) = queue.blocking_recv() {
-            let ops = gather(&mut queue, first, MAX_BATCH, |op| {
-                matches!(op, LogOp::Close { .. })
-            });
+            let ops = gather(
+                first,
+                MAX_BATCH,
+                |op| matches!(op, LogOp::Close { .. }),
+                || queue.try_recv().ok(),
+            );
             closing = matches!(ops.last(), Some(LogOp::Close { .. }));
             write_ops(log, ops, &index, &head, tail, ttl, metrics);
         }
@@ -720,13 +713,12 @@ fn append(log: &Log, ops: &[LogOp], expires_ms: u64) -> Result<Appended> {
 fn index_loop(log: &Log, queue: std::sync::mpsc::Receiver<IndexOp>) {
     let mut synced = Instant::now();
     while let Ok(first) = queue.recv() {
-        let mut ops = vec![first];
-        while ops.len() < MAX_BATCH && !matches!(ops.last(), Some(IndexOp::Close { .. })) {
-            match queue.try_recv() {
-                Ok(op) => ops.push(op),
-                Err(_) => break,
-            }
-        }
+        let ops = gather(
+            first,
+            MAX_BATCH,
+            |op| matches!(op, IndexOp::Close { .. }),
+            || queue.try_recv().ok(),
+        );
         let closing = matches!(ops.last(), Some(IndexOp::Close { .. }));
         if let Err(error) = index_batch(log, ops) {
             // The records stay in memory, and are indexed again from the journal at start.
@@ -831,6 +823,15 @@ fn sweep(log: &Log, batch: &mut fjall::OwnedWriteBatch, now_ms: u64) -> Result<u
 mod tests {
     use super::*;
 
+    /// The stored answer under a scoped idempotency key, as `Embedded` resolves it.
+    fn response(log: &Log, key: &str) -> Result<Option<IdempotencyRecord>> {
+        match log.lookup(key)? {
+            None => Ok(None),
+            Some(Found::Record(record)) => Ok(Some(record)),
+            Some(Found::InJournal { position, .. }) => log.record_at(key, position).map(Some),
+        }
+    }
+
     fn dirs() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let (journal, segments) = (dir.path().join("journal"), dir.path().join("segments"));
@@ -865,14 +866,14 @@ mod tests {
                 .unwrap()
                 .insert("desk\u{1f}k-1".into(), record);
             assert_eq!(
-                log.response("desk\u{1f}k-1").unwrap().unwrap().response,
+                response(&log, "desk\u{1f}k-1").unwrap().unwrap().response,
                 answer("first")
             );
             assert!(log.idempotency.get("desk\u{1f}k-1").unwrap().is_none());
         }
         let log = Log::open(&journal, &segments).unwrap();
         assert!(log.unindexed.lock().unwrap().is_empty());
-        let found = log.response("desk\u{1f}k-1").unwrap().unwrap();
+        let found = response(&log, "desk\u{1f}k-1").unwrap().unwrap();
         assert_eq!(
             (found.fingerprint.as_str(), found.response),
             ("f", answer("first"))
@@ -927,7 +928,7 @@ mod tests {
             Some(Found::InJournal { position: 2, .. })
         ));
         assert_eq!(
-            log.response("desk\u{1f}k-2").unwrap().unwrap().response,
+            response(&log, "desk\u{1f}k-2").unwrap().unwrap().response,
             answer("ack 2")
         );
         // A pointer names its key's record, never another's.
@@ -951,7 +952,7 @@ mod tests {
         .unwrap();
         assert_eq!(stored("desk\u{1f}k-2"), refined);
         assert_eq!(
-            log.response("desk\u{1f}k-2").unwrap().unwrap().response,
+            response(&log, "desk\u{1f}k-2").unwrap().unwrap().response,
             answer("filled")
         );
 
@@ -996,7 +997,7 @@ mod tests {
         assert_eq!(entries, [b"entry 1".as_slice(), b"entry 2", b"entry 3"]);
         assert!(!log.db.keyspace_exists("journal"));
         assert_eq!(
-            log.response("desk\u{1f}k-1").unwrap().unwrap().response,
+            response(&log, "desk\u{1f}k-1").unwrap().unwrap().response,
             answer("old")
         );
         drop(log);

@@ -479,6 +479,24 @@ pub struct Embedded {
 }
 
 impl Embedded {
+    /// The answer stored under a scoped idempotency key. A retry's is in the journal's files,
+    /// read off the async workers.
+    async fn stored(&self, key: &str) -> Result<Option<log::IdempotencyRecord>> {
+        match self.log.lookup(key)? {
+            Some(log::Found::InJournal { position, .. }) => {
+                let (log, key) = (self.log.clone(), key.to_owned());
+                tokio::task::spawn_blocking(move || log.record_at(&key, position))
+                    .await
+                    .map_err(|error| {
+                        StoreError::unavailable(Backend::Embedded, format!("read task: {error}"))
+                    })?
+                    .map(Some)
+            }
+            Some(log::Found::Record(record)) => Ok(Some(record)),
+            None => Ok(None),
+        }
+    }
+
     /// Opens (or creates) the store: the database at `path`, the journal in the directory
     /// `segments` beside it and the idempotency index in `journal`; starts their writer threads.
     /// Idempotency records live for `ttl`.
@@ -861,25 +879,7 @@ impl super::IdempotencyStore for Embedded {
                 },
             );
         }
-        let found = match self.log.lookup(&key) {
-            Ok(Some(log::Found::InJournal {
-                position,
-                expires_ms,
-            })) if expires_ms > now_ms() => {
-                // A retry: its answer is in the journal's files, read off the async workers.
-                let (log, key) = (self.log.clone(), key.clone());
-                tokio::task::spawn_blocking(move || log.record_at(&key, position))
-                    .await
-                    .map_err(|error| {
-                        StoreError::unavailable(Backend::Embedded, format!("read task: {error}"))
-                    })
-                    .and_then(|record| record.map(Some))
-            }
-            Ok(Some(log::Found::Record(record))) => Ok(Some(record)),
-            Ok(_) => Ok(None),
-            Err(error) => Err(error),
-        };
-        let answer = match found {
+        let answer = match self.stored(&key).await {
             Ok(Some(record)) if record.expires_ms > now_ms() => {
                 Ok(if record.fingerprint == origin.fingerprint {
                     Reservation::Completed(record.response)
@@ -1324,19 +1324,20 @@ fn get_order(
         .transpose()
 }
 
-/// `first` and whatever else waits in `queue`, up to `max` operations and never past one that
-/// closes: what a writer thread commits together (group commit).
+/// `first` and whatever else is waiting (`waiting` gives it, without blocking), up to `max`
+/// operations and never past one that closes: what a writer thread commits together (group
+/// commit).
 fn gather<T>(
-    queue: &mut mpsc::Receiver<T>,
     first: T,
     max: usize,
     closes: impl Fn(&T) -> bool,
+    mut waiting: impl FnMut() -> Option<T>,
 ) -> Vec<T> {
     let mut ops = vec![first];
     while ops.len() < max && !ops.last().is_some_and(&closes) {
-        match queue.try_recv() {
-            Ok(op) => ops.push(op),
-            Err(_) => break,
+        match waiting() {
+            Some(op) => ops.push(op),
+            None => break,
         }
     }
     ops
@@ -1352,9 +1353,12 @@ fn write_loop(
     let mut closing = false;
     let mut last_durable = std::time::Instant::now();
     while !closing && let Some(first) = queue.blocking_recv() {
-        let ops = gather(&mut queue, first, MAX_BATCH, |op| {
-            matches!(op, Op::Close { .. })
-        });
+        let ops = gather(
+            first,
+            MAX_BATCH,
+            |op| matches!(op, Op::Close { .. }),
+            || queue.try_recv().ok(),
+        );
         closing = matches!(ops.last(), Some(Op::Close { .. }));
         let durable =
             closing || last_durable.elapsed() >= DURABLE_EVERY || ops.iter().any(Op::durable);

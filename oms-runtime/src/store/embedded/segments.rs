@@ -120,10 +120,8 @@ fn segment_path(dir: &Path, first: Position) -> PathBuf {
     dir.join(format!("{first:020}.log"))
 }
 
-fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|dir| dir.sync_all())
-        .map_err(|error| io_error("sync the directory", error))
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
 }
 
 /// Reads one record at the reader's position: `Ok(None)` at a clean end of file, `Err` with
@@ -206,7 +204,7 @@ impl Segments {
             // starts it again.
             std::fs::remove_file(segment_path(dir, first))
                 .map_err(|error| io_error("remove an empty segment", error))?;
-            sync_dir(dir)?;
+            sync_dir(dir).map_err(|error| io_error("sync the directory", error))?;
             firsts.pop();
         }
         Ok(Segments {
@@ -331,7 +329,7 @@ impl Segments {
             .truncate(false)
             .open(&path)
             .map_err(|error| io_error("create a segment", error))?;
-        sync_dir(&self.shared.dir)?;
+        sync_dir(&self.shared.dir).map_err(|error| io_error("sync the directory", error))?;
         self.file = Some(file);
         self.len = 0;
         self.capacity = if prepared {
@@ -393,7 +391,7 @@ fn prepare(dir: &Path) -> std::io::Result<()> {
     }
     file.sync_all()?;
     std::fs::rename(&path, dir.join(PREPARED))?;
-    File::open(dir)?.sync_all()
+    sync_dir(dir)
 }
 
 /// Reads the segment at `path` to the end of its records and cuts the file there: a torn
