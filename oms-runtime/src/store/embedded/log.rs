@@ -36,6 +36,7 @@
 //! expiry order. Before the segments, the journal was a fjall keyspace `journal` (keys: the
 //! position, 8 bytes big-endian); opening moves it into the segments.
 
+use super::background;
 use super::segments::{self, Segments};
 use super::{TAIL, db_error, decode, gather, local, now_ms};
 use crate::metrics::StoreMetrics;
@@ -180,16 +181,19 @@ impl Log {
     /// `segments` beside it. Moves a journal kept by an earlier version into the segments and
     /// indexes the records the index had not reached.
     pub(super) fn open(dir: &Path, segments: &Path) -> Result<Log> {
-        let db = Database::builder(dir)
-            // The indexer says when its batches go to the operating system.
-            .manual_journal_persist(true)
-            // Flushes and compactions in the background.
-            .worker_threads(1)
-            // Bounded memory, and a bounded journal to replay at start.
-            .cache_size(CACHE)
-            .max_journaling_size(JOURNALING)
-            .open()
-            .map_err(log_error)?;
+        // Its flush and compaction worker starts here and inherits the idle I/O class.
+        let db = background::open_in_background(|| {
+            Database::builder(dir)
+                // The indexer says when its batches go to the operating system.
+                .manual_journal_persist(true)
+                // Flushes and compactions in the background.
+                .worker_threads(1)
+                // Bounded memory, and a bounded journal to replay at start.
+                .cache_size(CACHE)
+                .max_journaling_size(JOURNALING)
+                .open()
+        })
+        .map_err(log_error)?;
         let keyspace = |name| {
             db.keyspace(name, || {
                 KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE)
@@ -534,7 +538,10 @@ pub(super) fn write_loop(
     std::thread::scope(|scope| {
         let indexer = std::thread::Builder::new()
             .name("oms-journal-idx".into())
-            .spawn_scoped(scope, || index_loop(log, index_queue));
+            .spawn_scoped(scope, || {
+                background::yield_the_disk();
+                index_loop(log, index_queue)
+            });
         if let Err(error) = indexer {
             tracing::error!(%error, "cannot start the idempotency indexer");
             return;

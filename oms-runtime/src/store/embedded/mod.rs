@@ -57,6 +57,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot, watch};
 
+mod background;
 mod log;
 mod segments;
 
@@ -623,7 +624,10 @@ impl Embedded {
             let (db, client_ids) = (db.clone(), client_ids.clone());
             let projection = std::thread::Builder::new()
                 .name("oms-projection-writer".into())
-                .spawn(move || write_loop(&db, queue, &client_ids, &metrics))
+                .spawn(move || {
+                    background::yield_the_disk();
+                    write_loop(&db, queue, &client_ids, &metrics)
+                })
                 .map_err(db_error)?;
             vec![journal, projection]
         };

@@ -36,6 +36,7 @@
 //! there, with the zeros of a prepared segment (a zero header ends the records). The same
 //! anywhere else is corruption, and opening fails.
 
+use super::background;
 use crate::store::{Position, Result, StoreError};
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -287,8 +288,10 @@ impl Segments {
             let dir = self.shared.dir.clone();
             self.next = match std::thread::Builder::new()
                 .name("oms-journal-prep".into())
-                .spawn(move || prepare(&dir))
-            {
+                .spawn(move || {
+                    background::yield_the_disk();
+                    prepare(&dir)
+                }) {
                 Ok(handle) => Next::Preparing(handle),
                 Err(error) => {
                     tracing::warn!(%error, "could not start preparing the next journal segment");
