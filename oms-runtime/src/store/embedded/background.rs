@@ -41,7 +41,7 @@ pub(super) fn open_in_background<T: Send>(open: impl FnOnce() -> T + Send) -> T 
 mod linux {
     // From include/uapi/linux/ioprio.h.
     const IOPRIO_WHO_PROCESS: libc::c_int = 1;
-    const IOPRIO_CLASS_IDLE: libc::c_int = 3;
+    pub(super) const IOPRIO_CLASS_IDLE: libc::c_long = 3;
     const IOPRIO_CLASS_SHIFT: libc::c_int = 13;
 
     /// `ioprio_set(IOPRIO_WHO_PROCESS, 0, IDLE)`: 0 is the calling thread.
@@ -62,19 +62,20 @@ mod linux {
             Err(std::io::Error::last_os_error())
         }
     }
+
+    /// The calling thread's class, from `ioprio_get`.
+    #[cfg(test)]
+    pub(super) fn class() -> libc::c_long {
+        // SAFETY: as above.
+        let value = unsafe { libc::syscall(libc::SYS_ioprio_get, IOPRIO_WHO_PROCESS, 0) };
+        value >> IOPRIO_CLASS_SHIFT
+    }
 }
 
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
+    use super::linux::{IOPRIO_CLASS_IDLE, class};
     use super::*;
-
-    /// The class of the calling thread, from `ioprio_get`.
-    #[allow(unsafe_code)]
-    fn class() -> libc::c_long {
-        // SAFETY: as in `set_idle_class`.
-        let value = unsafe { libc::syscall(libc::SYS_ioprio_get, 1, 0) };
-        value >> 13
-    }
 
     #[test]
     fn background_threads_and_their_children_run_in_the_idle_class_and_the_caller_does_not() {
@@ -83,8 +84,8 @@ mod tests {
             let child = std::thread::spawn(class).join().unwrap();
             (class(), child)
         });
-        assert_eq!((own, child), (3, 3));
+        assert_eq!((own, child), (IOPRIO_CLASS_IDLE, IOPRIO_CLASS_IDLE));
         assert_eq!(class(), before);
-        assert_ne!(before, 3);
+        assert_ne!(before, IOPRIO_CLASS_IDLE);
     }
 }
