@@ -583,6 +583,7 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     };
     let rss = server.peak_rss_mib();
     drop(server);
+    let scheduler = io_scheduler(dir.path());
 
     let producer = match &services {
         Some(services) => Some(producer_performance(services, &prefix, load)?),
@@ -618,7 +619,41 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
              \"The disk is shared\""
         );
     }
+    if services.is_none() && scheduler.as_deref() == Some("none") {
+        println!(
+            "note: the data directory's disk has no I/O scheduler (none), so the background \
+             writers' idle I/O class cannot keep their bursts from the journal's syncs; see \
+             docs/architecture.md, \"The background writers yield the disk\""
+        );
+    }
     Ok(())
+}
+
+/// The I/O scheduler of the disk holding `path` (`mq-deadline`, `none`, ...), when it is a
+/// block device Linux names in `/sys`.
+fn io_scheduler(path: &std::path::Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let dev = std::fs::metadata(path).ok()?.dev();
+    let device = format!("/sys/dev/block/{}:{}", libc::major(dev), libc::minor(dev));
+    // A partition's queue is its disk's.
+    let listed = std::fs::read_to_string(format!("{device}/queue/scheduler"))
+        .or_else(|_| std::fs::read_to_string(format!("{device}/../queue/scheduler")))
+        .ok()?;
+    chosen_scheduler(&listed).map(str::to_string)
+}
+
+/// The chosen one of `/sys/block/*/queue/scheduler`: bracketed, or the only one listed.
+fn chosen_scheduler(listed: &str) -> Option<&str> {
+    let mut names = listed.split_whitespace();
+    let chosen = match (
+        names.clone().find(|name| name.starts_with('[')),
+        names.next(),
+    ) {
+        (Some(bracketed), _) => bracketed,
+        (None, Some(only)) if names.next().is_none() => only,
+        _ => return None,
+    };
+    Some(chosen.trim_matches(['[', ']']))
 }
 
 /// Whether Linux starts background writeback only at its default share of memory.
@@ -892,5 +927,30 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::CeilingServer { addr } => ceiling_server(&addr).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_chosen_scheduler_is_the_bracketed_one_or_the_only_one() {
+        assert_eq!(
+            chosen_scheduler("none [mq-deadline] kyber bfq\n"),
+            Some("mq-deadline")
+        );
+        assert_eq!(chosen_scheduler("[none] mq-deadline\n"), Some("none"));
+        assert_eq!(chosen_scheduler("none\n"), Some("none"));
+        assert_eq!(chosen_scheduler("none mq-deadline\n"), None);
+        assert_eq!(chosen_scheduler(""), None);
+    }
+
+    #[test]
+    fn the_root_file_system_names_a_scheduler_or_nothing() {
+        // On this machine's block devices Linux lists one; a tmpfs or overlay root has none.
+        if let Some(name) = io_scheduler(std::path::Path::new("/")) {
+            assert!(!name.is_empty() && !name.contains(['[', ']']), "{name:?}");
+        }
     }
 }
