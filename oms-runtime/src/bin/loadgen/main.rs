@@ -947,8 +947,9 @@ mod tests {
     }
 
     #[test]
-    fn the_root_file_system_names_a_scheduler_or_nothing() {
-        // On this machine's block devices Linux lists one; a tmpfs or overlay root has none.
+    fn a_block_device_names_its_scheduler_and_proc_names_none() {
+        assert_eq!(io_scheduler(std::path::Path::new("/proc")), None);
+        // A disk-backed root lists one; a tmpfs or overlay root (some containers) has none.
         if let Some(name) = io_scheduler(std::path::Path::new("/")) {
             assert!(!name.is_empty() && !name.contains(['[', ']']), "{name:?}");
         }
