@@ -644,14 +644,11 @@ fn io_scheduler(path: &std::path::Path) -> Option<String> {
 
 /// The chosen one of `/sys/block/*/queue/scheduler`: bracketed, or the only one listed.
 fn chosen_scheduler(listed: &str) -> Option<&str> {
-    let mut names = listed.split_whitespace();
-    let chosen = match (
-        names.clone().find(|name| name.starts_with('[')),
-        names.next(),
-    ) {
-        (Some(bracketed), _) => bracketed,
-        (None, Some(only)) if names.next().is_none() => only,
-        _ => return None,
+    let names: Vec<&str> = listed.split_whitespace().collect();
+    let chosen = match names.iter().find(|name| name.starts_with('[')) {
+        Some(bracketed) => bracketed,
+        None if names.len() == 1 => names[0],
+        None => return None,
     };
     Some(chosen.trim_matches(['[', ']']))
 }
