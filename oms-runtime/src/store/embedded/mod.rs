@@ -21,8 +21,8 @@
 //! already.
 //!
 //! # Money
-//! Single-node mode keeps balances too: the projector writes every ledger entry (by account
-//! and sequence), each balance with the sequence of the entry that set it (a replay never moves
+//! Single-node mode keeps balances too: the projector writes every ledger entry (in runs, by
+//! account and sequence), each balance with the sequence of the entry that set it (a replay never moves
 //! one backwards), each decided transfer, and the engine's snapshot (funds and every book at
 //! one journal position) with the outputs before it. A database from before funds existed has
 //! orders its journal cannot replay under them; it is refused at start (the `meta` table names
@@ -86,6 +86,10 @@ const SNAPSHOTS: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshots"
 /// `(account, asset)` → the sequence number of the entry that set it (8 bytes, big-endian),
 /// then the balance.
 const BALANCES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("balances");
+/// `(account, seq of the first entry)` → a run of that account's ledger entries, in order: the
+/// last one's sequence number (8 bytes, big-endian), then the entries, one after another. The
+/// projection writes one run per account per transaction: a row per entry (five or six an
+/// order, counting the fee account's) cost its writer more than everything else it writes.
 const LEDGER: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("ledger");
 const TRANSFERS: TableDefinition<u64, &[u8]> = TableDefinition::new("transfers");
 /// The engine snapshot, under [`ENGINE_KEY`].
@@ -95,9 +99,10 @@ const ENGINE_KEY: &str = "engine";
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// 2: with funds (issue 13). 3: orders with a quote budget. 4: the journal and idempotency
 /// records in the log beside the database. 5: order holds in the engine snapshot carry the
-/// amendments on their way to the book (issue 15). Formats 2 to 4 are migrated at start; a
-/// database without a format and with a journal is older than funds.
-const FORMAT: u64 = 5;
+/// amendments on their way to the book (issue 15). A
+/// database without a format and with a journal is older than funds. 6: the ledger in runs of
+/// entries ([`LEDGER`]). Formats 2 to 5 are migrated at start.
+const FORMAT: u64 = 6;
 
 /// Journal entries kept in memory after their commit, so the processor reading right behind
 /// the writers gets them without a database read and a decode.
@@ -207,6 +212,45 @@ fn migrate_journal(
     Ok(())
 }
 
+/// The entries of one [`LEDGER`] row.
+fn ledger_run(bytes: &[u8]) -> Result<Vec<LedgerEntry>> {
+    let corrupt = |message: String| StoreError::Corrupt {
+        table: "ledger",
+        message,
+    };
+    let mut rest = bytes
+        .get(8..)
+        .ok_or_else(|| corrupt("a run without its last sequence number".into()))?;
+    let mut entries = Vec::new();
+    while !rest.is_empty() {
+        let (entry, after) = postcard::take_from_bytes::<LedgerEntry>(rest)
+            .map_err(|error| corrupt(error.to_string()))?;
+        entries.push(entry);
+        rest = after;
+    }
+    Ok(entries)
+}
+
+/// Makes each ledger row of formats 2 to 5 (one entry) a run of one, in the transaction that
+/// opens the database.
+fn migrate_ledger(txn: &redb::WriteTransaction) -> Result<()> {
+    let mut table = txn.open_table(LEDGER).map_err(db_error)?;
+    let mut runs = Vec::new();
+    for row in table.iter().map_err(db_error)? {
+        let (key, value) = row.map_err(db_error)?;
+        let (account, seq) = key.value();
+        let mut run = seq.to_be_bytes().to_vec();
+        run.extend_from_slice(value.value());
+        runs.push((account.to_string(), seq, run));
+    }
+    for (account, seq, run) in runs {
+        table
+            .insert((account.as_str(), seq), run.as_slice())
+            .map_err(db_error)?;
+    }
+    Ok(())
+}
+
 fn db_error(error: impl std::fmt::Display) -> StoreError {
     StoreError::unavailable(Backend::Embedded, error)
 }
@@ -232,12 +276,18 @@ struct EncodedBatch {
     /// The trades again, for the candles (folded with the stored ones in the transaction).
     trade_records: Vec<TradeRecord>,
     snapshots: Vec<(String, Vec<u8>)>,
-    /// `(account, seq, entry)`.
-    ledger: Vec<(String, u64, Vec<u8>)>,
+    ledger: Vec<AccountEntries>,
     /// `(account, asset, seq ++ balance)`.
     balances: Vec<(String, String, Vec<u8>)>,
     transfers: Vec<(u64, Vec<u8>)>,
     engine: Option<Vec<u8>>,
+}
+
+/// One account's ledger entries of a batch, in order, each encoded alone as `(seq, entry)`: the
+/// writer drops those a replay brings back and joins the rest into one [`LEDGER`] row.
+struct AccountEntries {
+    account: String,
+    entries: Vec<(u64, Vec<u8>)>,
 }
 
 struct EncodedOrder {
@@ -304,17 +354,21 @@ impl EncodedBatch {
                     Ok((snapshot.symbol.to_string(), encode("snapshot", &stored)?))
                 })
                 .collect::<Result<_>>()?,
-            ledger: batch
-                .ledger
-                .iter()
-                .map(|entry| {
-                    Ok((
-                        entry.account.to_string(),
-                        entry.seq,
-                        encode("ledger entry", entry)?,
-                    ))
-                })
-                .collect::<Result<_>>()?,
+            ledger: {
+                let mut runs = std::collections::BTreeMap::<&str, Vec<_>>::new();
+                for entry in &batch.ledger {
+                    let encoded = encode("ledger entry", entry)?;
+                    runs.entry(entry.account.as_str())
+                        .or_default()
+                        .push((entry.seq, encoded));
+                }
+                runs.into_iter()
+                    .map(|(account, entries)| AccountEntries {
+                        account: account.to_string(),
+                        entries,
+                    })
+                    .collect()
+            },
             // Only the last balance of each account and asset in the batch: the ledger is in
             // order, and every row written costs the single writer a B-tree update.
             balances: batch
@@ -543,14 +597,17 @@ impl Embedded {
                     }
                     meta.insert("format", FORMAT).map_err(db_error)?;
                 }
-                Some(found @ (2..=4)) => {
+                Some(found @ (2..=5)) => {
                     if found == 2 {
                         migrate_from_2(&txn, path)?;
                     }
                     if found < 4 {
                         migrate_journal(&txn, &log, path, found)?;
                     }
-                    migrate_engine_snapshot(&txn)?;
+                    if found < 5 {
+                        migrate_engine_snapshot(&txn)?;
+                    }
+                    migrate_ledger(&txn)?;
                     meta.insert("format", FORMAT).map_err(db_error)?;
                 }
                 found => {
@@ -1252,28 +1309,32 @@ impl FundsStore for Embedded {
             let account = query.account.as_str();
             let end = query.before.unwrap_or(u64::MAX);
             let mut entries: Vec<LedgerEntry> = Vec::new();
-            let mut next = None;
             for row in table
                 .range((account, 0)..(account, end))
                 .map_err(db_error)?
                 .rev()
             {
                 let (_, value) = row.map_err(db_error)?;
-                let entry: LedgerEntry = decode("ledger", value.value())?;
-                if query
-                    .asset
-                    .as_deref()
-                    .is_some_and(|asset| entry.asset != asset)
-                {
-                    continue;
+                let run = ledger_run(value.value())?;
+                let wanted = run.into_iter().rev().filter(|entry| {
+                    entry.seq < end
+                        && query
+                            .asset
+                            .as_deref()
+                            .is_none_or(|asset| entry.asset == asset)
+                });
+                // One more than the page, to know whether there is a next one.
+                entries.extend(wanted.take(query.limit + 1 - entries.len()));
+                if entries.len() > query.limit {
+                    entries.truncate(query.limit);
+                    let next = entries.last().map(|entry| entry.seq);
+                    return Ok(LedgerPage { entries, next });
                 }
-                if entries.len() == query.limit {
-                    next = entries.last().map(|e| e.seq);
-                    break;
-                }
-                entries.push(entry);
             }
-            Ok(LedgerPage { entries, next })
+            Ok(LedgerPage {
+                entries,
+                next: None,
+            })
         })
         .await
     }
@@ -1494,9 +1555,29 @@ impl<'txn> Tables<'txn> {
         for (symbol, value) in &batch.snapshots {
             self.snapshots.insert(symbol.as_str(), value.as_slice())?;
         }
-        for (account, seq, value) in &batch.ledger {
-            self.ledger
-                .insert((account.as_str(), *seq), value.as_slice())?;
+        for AccountEntries { account, entries } in &batch.ledger {
+            let account = account.as_str();
+            // A replay after a restart brings back entries the table may have already.
+            let stored = match self
+                .ledger
+                .range((account, 0)..=(account, u64::MAX))?
+                .next_back()
+            {
+                Some(row) => stored_seq(row?.1.value()),
+                None => None,
+            };
+            let fresh = match stored {
+                Some(stored) => &entries[entries.partition_point(|(seq, _)| *seq <= stored)..],
+                None => entries.as_slice(),
+            };
+            let (Some((first, _)), Some((last, _))) = (fresh.first(), fresh.last()) else {
+                continue;
+            };
+            let mut run = last.to_be_bytes().to_vec();
+            for (_, entry) in fresh {
+                run.extend_from_slice(entry);
+            }
+            self.ledger.insert((account, *first), run.as_slice())?;
         }
         for (account, asset, value) in &batch.balances {
             let key = (account.as_str(), asset.as_str());
@@ -1937,5 +2018,154 @@ mod tests {
             panic!("a journal behind its snapshot was opened");
         };
         assert!(message.contains("ends at position 0"), "{message}");
+    }
+
+    /// Entry `seq` of `account`: a deposit of `seq` USDT.
+    fn entry(account: &str, seq: u64) -> LedgerEntry {
+        LedgerEntry {
+            seq,
+            ts: oms_core::Timestamp(seq),
+            account: account.into(),
+            asset: if seq.is_multiple_of(3) { "BTC" } else { "USDT" }.into(),
+            kind: oms_core::EntryKind::Deposit,
+            cause: oms_core::funds::Cause::Transfer(seq),
+            available_change: i128::from(seq),
+            held_change: 0,
+            balance: Balance {
+                available: u128::from(seq),
+                held: 0,
+            },
+        }
+    }
+
+    /// Every page of `account`'s ledger, `limit` entries at a time, following the cursors.
+    fn ledger_pages(
+        runtime: &tokio::runtime::Runtime,
+        store: &Embedded,
+        account: &str,
+        asset: Option<&str>,
+        limit: usize,
+    ) -> Vec<Vec<u64>> {
+        let mut pages = Vec::new();
+        let mut before = None;
+        loop {
+            let query = LedgerQuery {
+                account: account.into(),
+                asset: asset.map(Into::into),
+                before,
+                limit,
+            };
+            let page = runtime.block_on(store.ledger(&query)).unwrap();
+            pages.push(page.entries.iter().map(|e| e.seq).collect());
+            match page.next {
+                Some(next) => before = Some(next),
+                None => return pages,
+            }
+        }
+    }
+
+    /// The ledger is written in runs (one row per account and transaction), and a replay after
+    /// a restart, which brings back entries already written, adds none twice: pages read
+    /// across runs as they did entry by entry.
+    #[test]
+    fn ledger_runs_page_across_rows_and_a_replay_adds_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _guard = runtime.enter();
+        let store = open(&dir.path().join("oms.redb")).unwrap();
+        let batch = |seqs: std::ops::RangeInclusive<u64>| ProjectionBatch {
+            ledger: seqs
+                .flat_map(|seq| [entry("alice", seq * 2), entry("bob", seq * 2 + 1)])
+                .collect(),
+            ..ProjectionBatch::default()
+        };
+        runtime.block_on(store.apply(batch(1..=4))).unwrap();
+        runtime.block_on(store.apply(batch(5..=6))).unwrap();
+        // a replay from 3: 3 to 6 are there already, 7 and 8 are new
+        runtime.block_on(store.apply(batch(3..=8))).unwrap();
+        runtime.block_on(store.apply(batch(2..=5))).unwrap();
+
+        let rows = store
+            .db
+            .begin_read()
+            .unwrap()
+            .open_table(LEDGER)
+            .unwrap()
+            .len()
+            .unwrap();
+        assert_eq!(rows, 6, "a run per account per batch that had new entries");
+        let alice: Vec<u64> = (1..=8).rev().map(|seq| seq * 2).collect();
+        assert_eq!(
+            ledger_pages(&runtime, &store, "alice", None, 100),
+            std::slice::from_ref(&alice)
+        );
+        let by_three: Vec<Vec<u64>> = alice.chunks(3).map(<[u64]>::to_vec).collect();
+        assert_eq!(ledger_pages(&runtime, &store, "alice", None, 3), by_three);
+        assert_eq!(
+            ledger_pages(&runtime, &store, "alice", None, 4),
+            [alice[..4].to_vec(), alice[4..].to_vec()],
+            "a full last page has no next"
+        );
+        assert_eq!(
+            ledger_pages(&runtime, &store, "bob", Some("BTC"), 1),
+            [[15], [9], [3]],
+            "only the asset's, across runs"
+        );
+        assert_eq!(
+            ledger_pages(&runtime, &store, "carol", None, 5),
+            [Vec::<u64>::new()]
+        );
+        runtime.block_on(store.close());
+    }
+
+    /// A database of format 5 (a ledger row per entry) opens with every entry where it was.
+    #[test]
+    fn a_format_5_ledger_is_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("oms.redb");
+        {
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            let mut ledger = txn.open_table(LEDGER).unwrap();
+            for seq in 1..=5 {
+                let bytes = postcard::to_allocvec(&entry("alice", seq)).unwrap();
+                ledger.insert(("alice", seq), bytes.as_slice()).unwrap();
+            }
+            drop(ledger);
+            txn.open_table(META).unwrap().insert("format", 5).unwrap();
+            txn.commit().unwrap();
+        }
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        for _ in 0..2 {
+            let _guard = runtime.enter();
+            let store = open(&path).unwrap();
+            let query = LedgerQuery {
+                account: "alice".into(),
+                asset: None,
+                before: None,
+                limit: 10,
+            };
+            let page = runtime.block_on(store.ledger(&query)).unwrap();
+            let migrated: Vec<_> = (1..=5).rev().map(|seq| entry("alice", seq)).collect();
+            assert!(page.entries.ends_with(&migrated), "{:?}", page.entries);
+            // the next entries follow the migrated ones
+            let next = ProjectionBatch {
+                ledger: vec![entry("alice", 6)],
+                ..ProjectionBatch::default()
+            };
+            runtime.block_on(store.apply(next)).unwrap();
+            let page = runtime.block_on(store.ledger(&query)).unwrap();
+            assert_eq!(page.entries.len(), 6);
+            let meta = store.db.begin_read().unwrap().open_table(META).unwrap();
+            assert_eq!(meta.get("format").unwrap().unwrap().value(), FORMAT);
+            drop(meta);
+            runtime.block_on(store.close());
+        }
     }
 }
