@@ -1521,7 +1521,8 @@ impl<'txn> Tables<'txn> {
                 self.open_orders.insert((account, id), ())?;
                 self.client_ids.insert(client_id, id)?;
                 self.client_changes.push((owned(), Some(id)));
-            } else {
+            } else if stored.is_some() {
+                // An order that opens and closes within one batch was never in these tables.
                 self.open_orders.remove((account, id))?;
                 let owner = self.client_ids.get(client_id)?.map(|v| v.value());
                 if owner == Some(id) {
