@@ -585,7 +585,7 @@ struct SilentStore;
 
 #[async_trait]
 impl oms_runtime::store::OrderStore for SilentStore {
-    async fn apply(&self, _: oms_runtime::store::ProjectionBatch) -> Result<(), StoreError> {
+    async fn apply(&self, _: &oms_runtime::store::ProjectionBatch) -> Result<(), StoreError> {
         std::future::pending().await
     }
     async fn order(

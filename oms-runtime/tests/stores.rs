@@ -147,7 +147,7 @@ async fn order_documents_of_format_1_still_read() {
         .unwrap();
     let new = state(2, Some(500));
     mongo
-        .apply(ProjectionBatch {
+        .apply(&ProjectionBatch {
             orders: vec![new.clone()],
             ..ProjectionBatch::default()
         })

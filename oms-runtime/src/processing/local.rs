@@ -440,7 +440,7 @@ async fn project(
             .processing
             .projected_orders
             .inc_by(batch.orders.len() as u64);
-        while let Err(error) = store.apply(batch.clone()).await {
+        while let Err(error) = store.apply(&batch).await {
             tracing::error!(%error, "projection write failed; retrying");
             metrics.processing.errors.inc();
             tokio::time::sleep(Duration::from_millis(200)).await;

@@ -512,7 +512,7 @@ pub struct ProjectionBatch {
     /// Deposits and withdrawals decided (single-node mode).
     pub transfers: Vec<TransferOutcome>,
     /// The engine's state at a journal position, once every output before it is in this batch
-    /// or earlier ones (single-node mode). Shared: a batch is cloned to be retried, and a
+    /// or earlier ones (single-node mode). Shared: it is encoded off the async workers, and a
     /// snapshot holds every resting order.
     pub engine: Option<(Position, std::sync::Arc<EngineSnapshot>)>,
 }
@@ -579,8 +579,9 @@ pub trait FundsStore: Send + Sync + 'static {
 /// The read projection: orders and trades folded from events.
 #[async_trait]
 pub trait OrderStore: Send + Sync + 'static {
-    /// Writes a batch of projection changes, idempotently.
-    async fn apply(&self, batch: ProjectionBatch) -> Result<()>;
+    /// Writes a batch of projection changes, idempotently. By reference: a failed write is
+    /// retried with the same batch.
+    async fn apply(&self, batch: &ProjectionBatch) -> Result<()>;
     /// One order.
     async fn order(&self, order_id: OrderId) -> Result<Option<OrderState>>;
     /// Orders of an account, newest first.

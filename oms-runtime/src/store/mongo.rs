@@ -669,9 +669,9 @@ impl FundsStore for MongoStore {
 
 #[async_trait]
 impl OrderStore for MongoStore {
-    async fn apply(&self, batch: ProjectionBatch) -> Result<()> {
+    async fn apply(&self, batch: &ProjectionBatch) -> Result<()> {
         // Owned futures: each write stands alone (no transactions), so they may run at once.
-        let orders = batch.orders.into_iter().map(|state| {
+        let orders = batch.orders.iter().cloned().map(|state| {
             let store = self.clone();
             async move { store.put_order(&state).await }
         });

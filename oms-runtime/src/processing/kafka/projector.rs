@@ -185,7 +185,7 @@ pub async fn run_projector(
             .projected_orders
             .inc_by(batch.orders.len() as u64);
         let started = Instant::now();
-        while let Err(error) = store.apply(batch.clone()).await {
+        while let Err(error) = store.apply(&batch).await {
             retry_pause(&metrics, &health, "projection write", &error).await;
         }
         while let Err(error) = mongo.apply_funds(&funds).await {

@@ -388,19 +388,8 @@ impl EncodedBatch {
                 .iter()
                 .map(|outcome| Ok((outcome.transfer.transfer_id, encode("transfer", outcome)?)))
                 .collect::<Result<_>>()?,
-            engine: batch
-                .engine
-                .as_ref()
-                .map(|(position, snapshot)| {
-                    encode(
-                        "engine snapshot",
-                        &StoredEngineRef {
-                            position: *position,
-                            snapshot,
-                        },
-                    )
-                })
-                .transpose()?,
+            // Encoded by the caller, off the async workers.
+            engine: None,
         })
     }
 }
@@ -1071,19 +1060,28 @@ impl super::Deadlines for Embedded {
 
 #[async_trait]
 impl OrderStore for Embedded {
-    async fn apply(&self, batch: ProjectionBatch) -> Result<()> {
-        let batch = if batch.engine.is_some() {
+    async fn apply(&self, batch: &ProjectionBatch) -> Result<()> {
+        let mut encoded = EncodedBatch::new(batch)?;
+        if let Some((position, snapshot)) = batch.engine.clone() {
             // An engine snapshot holds every resting order: encoding it takes tens of
             // milliseconds, which would hold up the requests sharing this async worker.
-            tokio::task::spawn_blocking(move || EncodedBatch::new(&batch))
-                .await
-                .map_err(|error| {
-                    StoreError::unavailable(Backend::Embedded, format!("encode task: {error}"))
-                })??
-        } else {
-            EncodedBatch::new(&batch)?
-        };
-        call(&self.writer, |reply| Op::Project { batch, reply }).await
+            let engine = tokio::task::spawn_blocking(move || {
+                let stored = StoredEngineRef {
+                    position,
+                    snapshot: &snapshot,
+                };
+                encode("engine snapshot", &stored)
+            });
+            let engine = engine.await.map_err(|error| {
+                StoreError::unavailable(Backend::Embedded, format!("encode task: {error}"))
+            })??;
+            encoded.engine = Some(engine);
+        }
+        call(&self.writer, |reply| Op::Project {
+            batch: encoded,
+            reply,
+        })
+        .await
     }
 
     async fn order(&self, order_id: OrderId) -> Result<Option<OrderState>> {
@@ -1806,7 +1804,9 @@ mod tests {
         };
         let store = open(&path).unwrap();
         assert_eq!(find(&store), None);
-        runtime.block_on(store.apply(project(&open_state))).unwrap();
+        runtime
+            .block_on(store.apply(&project(&open_state)))
+            .unwrap();
         assert_eq!(find(&store), Some(OrderId(9)));
         let other = runtime.block_on(store.open_by_client_id("alice", "ETH-USDT", "mine"));
         assert_eq!(other.unwrap(), None, "another instrument's order");
@@ -1815,7 +1815,7 @@ mod tests {
 
         let store = open(&path).unwrap();
         assert_eq!(find(&store), Some(OrderId(9)), "read back from the table");
-        runtime.block_on(store.apply(project(&canceled))).unwrap();
+        runtime.block_on(store.apply(&project(&canceled))).unwrap();
         assert_eq!(find(&store), None);
         runtime.block_on(store.close());
         drop(store);
@@ -2083,11 +2083,11 @@ mod tests {
                 .collect(),
             ..ProjectionBatch::default()
         };
-        runtime.block_on(store.apply(batch(1..=4))).unwrap();
-        runtime.block_on(store.apply(batch(5..=6))).unwrap();
+        runtime.block_on(store.apply(&batch(1..=4))).unwrap();
+        runtime.block_on(store.apply(&batch(5..=6))).unwrap();
         // a replay from 3: 3 to 6 are there already, 7 and 8 are new
-        runtime.block_on(store.apply(batch(3..=8))).unwrap();
-        runtime.block_on(store.apply(batch(2..=5))).unwrap();
+        runtime.block_on(store.apply(&batch(3..=8))).unwrap();
+        runtime.block_on(store.apply(&batch(2..=5))).unwrap();
 
         let rows = store
             .db
@@ -2160,7 +2160,7 @@ mod tests {
                 ledger: vec![entry("alice", 6)],
                 ..ProjectionBatch::default()
             };
-            runtime.block_on(store.apply(next)).unwrap();
+            runtime.block_on(store.apply(&next)).unwrap();
             let page = runtime.block_on(store.ledger(&query)).unwrap();
             assert_eq!(page.entries.len(), 6);
             let meta = store.db.begin_read().unwrap().open_table(META).unwrap();
