@@ -22,9 +22,9 @@
 //!
 //! # Money
 //! Single-node mode keeps balances too: the projector writes every ledger entry (in runs, by
-//! account and sequence), each balance with the sequence of the entry that set it (a replay never moves
-//! one backwards), each decided transfer, and the engine's snapshot (funds and every book at
-//! one journal position) with the outputs before it. A database from before funds existed has
+//! account and sequence), each balance with the sequence of the entry that set it (a replay
+//! never moves one backwards), each decided transfer, and the engine's snapshot (funds and every
+//! book at one journal position) with the outputs before it. A database from before funds existed has
 //! orders its journal cannot replay under them; it is refused at start (the `meta` table names
 //! the format).
 //!
@@ -99,9 +99,9 @@ const ENGINE_KEY: &str = "engine";
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// 2: with funds (issue 13). 3: orders with a quote budget. 4: the journal and idempotency
 /// records in the log beside the database. 5: order holds in the engine snapshot carry the
-/// amendments on their way to the book (issue 15). A
-/// database without a format and with a journal is older than funds. 6: the ledger in runs of
-/// entries ([`LEDGER`]). Formats 2 to 5 are migrated at start.
+/// amendments on their way to the book (issue 15). 6: the ledger in runs of entries
+/// ([`LEDGER`]). Formats 2 to 5 are migrated at start; a database without a format and with a
+/// journal is older than funds.
 const FORMAT: u64 = 6;
 
 /// Journal entries kept in memory after their commit, so the processor reading right behind
@@ -2021,7 +2021,8 @@ mod tests {
         assert!(message.contains("ends at position 0"), "{message}");
     }
 
-    /// Entry `seq` of `account`: a deposit of `seq` USDT.
+    /// Entry `seq` of `account`: a deposit of `seq` BTC when `seq` is a multiple of 3, of USDT
+    /// otherwise.
     fn entry(account: &str, seq: u64) -> LedgerEntry {
         LedgerEntry {
             seq,
