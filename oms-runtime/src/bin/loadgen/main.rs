@@ -28,7 +28,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// The documented benchmark: HTTP ceiling, then single-node oms-runtime at full and half rate.
+    /// The documented benchmark: HTTP ceiling, then single-node oms-runtime at full and half rate, then the bare server at the half rate (the floor).
     Bench(BenchArgs),
     /// Distributed mode without HTTP: orders written straight to the accounts topic, the funds
     /// and matching stages with 1 and 2 shards each, measured to events committed.
@@ -489,19 +489,8 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         load.connections, load.duration
     );
 
-    let port = free_port()?;
-    let ceiling = Spawned(
-        Command::new(&me)
-            .args(["ceiling-server", "--addr", &format!("127.0.0.1:{port}")])
-            .stdout(Stdio::null())
-            .spawn()
-            .context("cannot start the ceiling server")?,
-    );
-    let target = format!("http://127.0.0.1:{port}");
-    wait_until_up(&target).await?;
     eprintln!("measuring the bare HTTP ceiling ...");
-    let bare = drive(&target, "none", &["alice".into()], load, None).await?;
-    drop(ceiling);
+    let bare = drive_bare(&me, load, None).await?;
 
     let dir = tempfile::tempdir()?;
     let keys = dir.path().join("keys.json");
@@ -584,6 +573,8 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     let rss = server.peak_rss_mib();
     drop(server);
     let scheduler = io_scheduler(dir.path());
+    eprintln!("measuring the bare server at the half rate (the load generator's own latency) ...");
+    let bare_half = drive_bare(&me, load, Some(half_rate)).await?;
 
     let producer = match &services {
         Some(services) => Some(producer_performance(services, &prefix, load)?),
@@ -598,6 +589,7 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     };
     full.print(&format!("oms-runtime {short}, max"));
     half.print(&format!("oms-runtime at {half_rate:.0}/s (half)"));
+    bare_half.print(&format!("bare axum at {half_rate:.0}/s (floor)"));
     for line in &changes {
         println!("{line}");
     }
@@ -627,6 +619,26 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Drives the bare ceiling server (a process of this binary) as fast as it answers, or at
+/// `rate`: what the HTTP layer and this load generator take without any work behind them.
+async fn drive_bare(
+    me: &std::path::Path,
+    load: &Load,
+    rate: Option<f64>,
+) -> anyhow::Result<Report> {
+    let port = free_port()?;
+    let _ceiling = Spawned(
+        Command::new(me)
+            .args(["ceiling-server", "--addr", &format!("127.0.0.1:{port}")])
+            .stdout(Stdio::null())
+            .spawn()
+            .context("cannot start the ceiling server")?,
+    );
+    let target = format!("http://127.0.0.1:{port}");
+    wait_until_up(&target).await?;
+    drive(&target, "none", &["alice".into()], load, rate).await
 }
 
 /// The I/O scheduler of the disk holding `path` (`mq-deadline`, `none`, ...), when it is a
