@@ -28,7 +28,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// The documented benchmark: HTTP ceiling, then single-node oms-runtime at full and half rate, then the bare server at the half rate (the floor).
+    /// The documented benchmark: HTTP ceiling, then single-node oms-runtime at full and half
+    /// rate, then the bare server at the half rate (the floor)
     Bench(BenchArgs),
     /// Distributed mode without HTTP: orders written straight to the accounts topic, the funds
     /// and matching stages with 1 and 2 shards each, measured to events committed.
