@@ -1624,6 +1624,13 @@ fn write_batch(db: &Database, ops: &[Op], durable: bool) -> Result<Vec<ClientCha
 mod tests {
     use super::*;
 
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
     /// A resting limit buy of alice on BTC-USDT.
     fn limit_buy(order_id: u64, client_order_id: &str) -> oms_core::NewOrder {
         oms_core::NewOrder {
@@ -1665,9 +1672,7 @@ mod tests {
                 .unwrap();
             txn.commit().unwrap();
         }
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
+        let runtime = runtime();
         let _guard = runtime.enter();
         let refused = open(&path);
         let Err(StoreError::Incompatible(message)) = refused else {
@@ -1732,10 +1737,7 @@ mod tests {
             txn.open_table(META).unwrap().insert("format", 2).unwrap();
             txn.commit().unwrap();
         }
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let runtime = runtime();
         for _ in 0..2 {
             let _guard = runtime.enter();
             let store = open(&path).unwrap();
@@ -1792,10 +1794,7 @@ mod tests {
 
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("oms.redb");
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let runtime = runtime();
         let _guard = runtime.enter();
         let find = |store: &Embedded| {
             runtime
@@ -1891,10 +1890,7 @@ mod tests {
             txn.open_table(META).unwrap().insert("format", 4).unwrap();
             txn.commit().unwrap();
         }
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let runtime = runtime();
         let _guard = runtime.enter();
         let store = open(&path).unwrap();
         assert_eq!(store.engine_snapshot().unwrap(), Some((0, snapshot)));
@@ -1952,10 +1948,7 @@ mod tests {
             txn.open_table(META).unwrap().insert("format", 3).unwrap();
             txn.commit().unwrap();
         }
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let runtime = runtime();
         let _guard = runtime.enter();
         let store = open(&path).unwrap();
         assert_eq!(store.head(), 1);
@@ -2010,9 +2003,7 @@ mod tests {
                 .unwrap();
             txn.commit().unwrap();
         }
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
+        let runtime = runtime();
         let _guard = runtime.enter();
         let refused = open(&path);
         let Err(StoreError::Incompatible(message)) = refused else {
@@ -2072,10 +2063,7 @@ mod tests {
     #[test]
     fn ledger_runs_page_across_rows_and_a_replay_adds_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let runtime = runtime();
         let _guard = runtime.enter();
         let store = open(&dir.path().join("oms.redb")).unwrap();
         let batch = |seqs: std::ops::RangeInclusive<u64>| ProjectionBatch {
@@ -2140,10 +2128,7 @@ mod tests {
             txn.open_table(META).unwrap().insert("format", 5).unwrap();
             txn.commit().unwrap();
         }
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let runtime = runtime();
         for _ in 0..2 {
             let _guard = runtime.enter();
             let store = open(&path).unwrap();
