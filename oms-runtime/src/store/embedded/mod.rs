@@ -310,7 +310,8 @@ struct EncodedTrade {
 }
 
 impl EncodedBatch {
-    fn new(batch: &ProjectionBatch) -> Result<EncodedBatch> {
+    /// `batch` encoded, with its engine snapshot's bytes (encoded apart, off the async workers).
+    fn new(batch: &ProjectionBatch, engine: Option<Vec<u8>>) -> Result<EncodedBatch> {
         Ok(EncodedBatch {
             orders: batch
                 .orders
@@ -388,8 +389,7 @@ impl EncodedBatch {
                 .iter()
                 .map(|outcome| Ok((outcome.transfer.transfer_id, encode("transfer", outcome)?)))
                 .collect::<Result<_>>()?,
-            // Encoded by the caller, off the async workers.
-            engine: None,
+            engine,
         })
     }
 }
@@ -1061,22 +1061,25 @@ impl super::Deadlines for Embedded {
 #[async_trait]
 impl OrderStore for Embedded {
     async fn apply(&self, batch: &ProjectionBatch) -> Result<()> {
-        let mut encoded = EncodedBatch::new(batch)?;
-        if let Some((position, snapshot)) = batch.engine.clone() {
+        let engine = match batch.engine.clone() {
             // An engine snapshot holds every resting order: encoding it takes tens of
             // milliseconds, which would hold up the requests sharing this async worker.
-            let engine = tokio::task::spawn_blocking(move || {
-                let stored = StoredEngineRef {
-                    position,
-                    snapshot: &snapshot,
-                };
-                encode("engine snapshot", &stored)
-            });
-            let engine = engine.await.map_err(|error| {
-                StoreError::unavailable(Backend::Embedded, format!("encode task: {error}"))
-            })??;
-            encoded.engine = Some(engine);
-        }
+            Some((position, snapshot)) => Some(
+                tokio::task::spawn_blocking(move || {
+                    let stored = StoredEngineRef {
+                        position,
+                        snapshot: &snapshot,
+                    };
+                    encode("engine snapshot", &stored)
+                })
+                .await
+                .map_err(|error| {
+                    StoreError::unavailable(Backend::Embedded, format!("encode task: {error}"))
+                })??,
+            ),
+            None => None,
+        };
+        let encoded = EncodedBatch::new(batch, engine)?;
         call(&self.writer, |reply| Op::Project {
             batch: encoded,
             reply,
@@ -1624,6 +1627,14 @@ fn write_batch(db: &Database, ops: &[Op], durable: bool) -> Result<Vec<ClientCha
 mod tests {
     use super::*;
 
+    /// Creates the database at `path` with what `fill` writes, as an older build left it.
+    fn write_database(path: &Path, fill: impl FnOnce(&redb::WriteTransaction)) {
+        let db = Database::create(path).unwrap();
+        let txn = db.begin_write().unwrap();
+        fill(&txn);
+        txn.commit().unwrap();
+    }
+
     fn runtime() -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -1663,15 +1674,12 @@ mod tests {
     fn a_database_from_before_funds_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("oms.redb");
-        {
-            let db = Database::create(&path).unwrap();
-            let txn = db.begin_write().unwrap();
+        write_database(&path, |txn| {
             txn.open_table(JOURNAL)
                 .unwrap()
                 .insert(1, b"an old entry".as_slice())
                 .unwrap();
-            txn.commit().unwrap();
-        }
+        });
         let runtime = runtime();
         let _guard = runtime.enter();
         let refused = open(&path);
@@ -1723,9 +1731,7 @@ mod tests {
 
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("oms.redb");
-        {
-            let db = Database::create(&path).unwrap();
-            let txn = db.begin_write().unwrap();
+        write_database(&path, |txn| {
             txn.open_table(JOURNAL)
                 .unwrap()
                 .insert(1, entry_v2.as_slice())
@@ -1735,8 +1741,7 @@ mod tests {
                 .insert(7, state_v2.as_slice())
                 .unwrap();
             txn.open_table(META).unwrap().insert("format", 2).unwrap();
-            txn.commit().unwrap();
-        }
+        });
         let runtime = runtime();
         for _ in 0..2 {
             let _guard = runtime.enter();
@@ -1880,16 +1885,13 @@ mod tests {
 
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("oms.redb");
-        {
-            let db = Database::create(&path).unwrap();
-            let txn = db.begin_write().unwrap();
+        write_database(&path, |txn| {
             txn.open_table(ENGINE)
                 .unwrap()
                 .insert(ENGINE_KEY, stored_v4.as_slice())
                 .unwrap();
             txn.open_table(META).unwrap().insert("format", 4).unwrap();
-            txn.commit().unwrap();
-        }
+        });
         let runtime = runtime();
         let _guard = runtime.enter();
         let store = open(&path).unwrap();
@@ -1928,9 +1930,7 @@ mod tests {
         let far = now_ms() + 3_600_000;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("oms.redb");
-        {
-            let db = Database::create(&path).unwrap();
-            let txn = db.begin_write().unwrap();
+        write_database(&path, |txn| {
             let bytes = postcard::to_allocvec(&entry).unwrap();
             txn.open_table(JOURNAL)
                 .unwrap()
@@ -1946,8 +1946,7 @@ mod tests {
                 .insert((far, scoped(&origin).as_str()), ())
                 .unwrap();
             txn.open_table(META).unwrap().insert("format", 3).unwrap();
-            txn.commit().unwrap();
-        }
+        });
         let runtime = runtime();
         let _guard = runtime.enter();
         let store = open(&path).unwrap();
@@ -1990,9 +1989,7 @@ mod tests {
         .unwrap();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("oms.redb");
-        {
-            let db = Database::create(&path).unwrap();
-            let txn = db.begin_write().unwrap();
+        write_database(&path, |txn| {
             txn.open_table(ENGINE)
                 .unwrap()
                 .insert(ENGINE_KEY, stored.as_slice())
@@ -2001,8 +1998,7 @@ mod tests {
                 .unwrap()
                 .insert("format", FORMAT)
                 .unwrap();
-            txn.commit().unwrap();
-        }
+        });
         let runtime = runtime();
         let _guard = runtime.enter();
         let refused = open(&path);
@@ -2116,9 +2112,7 @@ mod tests {
     fn a_format_5_ledger_is_migrated() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("oms.redb");
-        {
-            let db = Database::create(&path).unwrap();
-            let txn = db.begin_write().unwrap();
+        write_database(&path, |txn| {
             let mut ledger = txn.open_table(LEDGER).unwrap();
             for seq in 1..=5 {
                 let bytes = postcard::to_allocvec(&entry("alice", seq)).unwrap();
@@ -2126,8 +2120,7 @@ mod tests {
             }
             drop(ledger);
             txn.open_table(META).unwrap().insert("format", 5).unwrap();
-            txn.commit().unwrap();
-        }
+        });
         let runtime = runtime();
         for _ in 0..2 {
             let _guard = runtime.enter();
