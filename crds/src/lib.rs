@@ -309,7 +309,9 @@ pub struct StageSpec {
     #[serde(default = "one")]
     #[schemars(range(min = 1, max = 1000))]
     pub shards: i32,
-    /// Input records per partition between snapshots.
+    /// Input records per partition between snapshots, at least: a partition whose state holds
+    /// more records (resting orders; accounts and holds) snapshots every as many input records
+    /// as it holds, so snapshots cost about one record per input whatever the state's size.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub snapshot_every: Option<i64>,

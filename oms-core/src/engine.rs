@@ -108,6 +108,12 @@ impl Engine {
         self.books.iter()
     }
 
+    /// About how many records a snapshot holds: accounts, holds and resting orders. What a
+    /// snapshot costs grows with it.
+    pub fn records(&self) -> usize {
+        self.funds.records() + self.books.iter().map(Book::open_orders).sum::<usize>()
+    }
+
     /// Books and funds' markets must line up, index for index.
     fn check(funds: &Funds, books: &[Book]) -> Result<(), EngineError> {
         let aligned = books.len() == funds.markets()

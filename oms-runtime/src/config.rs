@@ -313,7 +313,10 @@ pub struct ServeArgs {
     /// A dependency slower than this makes the request fail fast with 503.
     #[arg(long, env = "OMS_DEPENDENCY_TIMEOUT", default_value = "2s", value_parser = humantime::parse_duration)]
     pub dependency_timeout: Duration,
-    /// Commands per book between snapshots; a restart replays at most this many per book.
+    /// Commands between engine snapshots, at least. Once the state holds more records
+    /// (accounts, holds, resting orders) than this, a snapshot follows every as many commands
+    /// as it holds, so snapshots cost about one record per command whatever the book's size. A
+    /// restart replays at most the larger of the two.
     #[arg(long, env = "OMS_SNAPSHOT_EVERY", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub snapshot_every: u64,
     /// Fault injection for tests: nothing is written to the projection (so a test can kill the

@@ -457,6 +457,12 @@ impl Funds {
         self.orders.keys().copied().collect()
     }
 
+    /// About how many records a snapshot holds: one per account and one per open hold. What a
+    /// snapshot costs grows with it.
+    pub fn records(&self) -> usize {
+        self.table.accounts.len() + self.orders.len()
+    }
+
     /// What an open order holds, if it holds anything.
     pub fn order_held(&self, order_id: OrderId) -> Option<Amount> {
         self.orders.get(&order_id).map(|open| open.held)

@@ -731,3 +731,22 @@ fn a_buy_lowered_in_price_is_held_at_its_old_price_until_the_book_answers() {
     stages.deliver();
     assert_eq!(stages.held(1), Some(97 * 17));
 }
+
+#[test]
+fn records_count_accounts_holds_and_resting_orders() {
+    let mut e = engine();
+    let start = e.records();
+    fund(&mut e, "s", "BTC", 10);
+    fund(&mut e, "b", "USDT", 1_000);
+    assert_eq!(e.records(), start + 2, "one per account");
+    run(&mut e, new(limit(1, "s", Side::Sell, 100, 10)));
+    assert_eq!(e.records(), start + 4, "a resting order and its hold");
+    run(&mut e, new(limit(2, "b", Side::Buy, 100, 4)));
+    assert_eq!(
+        e.records(),
+        start + 4,
+        "the buy filled; the sell rests with the rest"
+    );
+    run(&mut e, cancel(1, "s"));
+    assert_eq!(e.records(), start + 2);
+}

@@ -354,7 +354,12 @@ impl EngineActor {
             .processing
             .events
             .inc_by(output.events.len() as u64);
-        let snapshot = (self.since_snapshot >= self.snapshot_every).then(|| {
+        let due = super::snapshot_due(
+            self.since_snapshot,
+            self.snapshot_every,
+            self.engine.records(),
+        );
+        let snapshot = due.then(|| {
             self.since_snapshot = 0;
             self.engine.snapshot()
         });

@@ -204,6 +204,10 @@ impl Stage for Accounts {
         Ok(())
     }
 
+    fn snapshot_records(&self) -> usize {
+        self.funds.records()
+    }
+
     fn recovered(&mut self, _config: &StageConfig, _handle: &Handle) {}
 
     async fn committed(

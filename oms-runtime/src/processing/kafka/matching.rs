@@ -224,6 +224,10 @@ impl Stage for Books {
         Ok(())
     }
 
+    fn snapshot_records(&self) -> usize {
+        self.books.values().map(Book::open_orders).sum()
+    }
+
     fn recovered(&mut self, config: &StageConfig, handle: &Handle) {
         let symbols: Vec<Symbol> = self.books.keys().cloned().collect();
         handle.block_on(self.publish(config, &symbols));

@@ -238,6 +238,9 @@ trait Stage: Sized {
         out: &mut Vec<Output>,
     ) -> anyhow::Result<()>;
 
+    /// About how many records a snapshot of this state holds (see [`super::snapshot_due`]).
+    fn snapshot_records(&self) -> usize;
+
     /// After the recovery: publish what the API reads of this state.
     fn recovered(&mut self, config: &StageConfig, handle: &Handle);
 
@@ -414,7 +417,11 @@ impl<S: Stage> PartitionWorker<S> {
     fn committed(&mut self, config: &StageConfig, handle: &Handle, last: u64, records: usize) {
         self.next = last + 1;
         self.since_snapshot += records as u64;
-        let due = self.since_snapshot >= config.snapshot_every;
+        let due = super::snapshot_due(
+            self.since_snapshot,
+            config.snapshot_every,
+            self.stage.snapshot_records(),
+        );
         if handle.block_on(self.stage.committed(config, self.partition, last, due)) {
             self.since_snapshot = 0;
         }
