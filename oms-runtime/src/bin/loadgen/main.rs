@@ -567,6 +567,14 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     let half_rate = full.rate() / 2.0;
     eprintln!("measuring oms-runtime at half of that rate ({half_rate:.0}/s, open loop) ...");
     let half = drive(&target, &key, &accounts, load, Some(half_rate)).await?;
+    let syncs = if services.is_none() {
+        Some(Syncs::between(
+            &after,
+            &Sample::take(&admin_url, server.0.id()).await?,
+        ))
+    } else {
+        None
+    };
     let changes = match &services {
         None => bench_changes(&target, &key, load).await?,
         Some(_) => Vec::new(),
@@ -599,6 +607,9 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     }
     if let Some(writers) = writers {
         writers.print();
+    }
+    if let Some(syncs) = syncs {
+        syncs.print(half_rate);
     }
     println!(
         "\noms-runtime reaches {:.0}% of the HTTP ceiling; peak memory {}",
@@ -809,6 +820,99 @@ impl Writers {
     }
 }
 
+/// Where the half-rate run's time went in the server, from its histograms: whether a slow
+/// acknowledgement waited on the disk (a slow sync) or on something else.
+struct Syncs {
+    /// From the request's enqueueing to its batch's fdatasync.
+    acknowledgement: Option<Spread>,
+    /// One batch's write and fdatasync.
+    sync: Option<Spread>,
+}
+
+impl Syncs {
+    fn between(before: &Sample, after: &Sample) -> Syncs {
+        Syncs {
+            acknowledgement: Spread::between(before, after, "oms_ingest_journal_append_seconds"),
+            sync: Spread::between(before, after, "oms_store_commit_seconds"),
+        }
+    }
+
+    fn print(&self, rate: f64) {
+        let show = |spread: &Option<Spread>| {
+            spread.as_ref().map_or("unknown".to_string(), |spread| {
+                let ms = |seconds: f64| {
+                    if seconds.is_finite() {
+                        format!("≤ {:.2} ms", seconds * 1e3)
+                    } else {
+                        "beyond the last bucket".into()
+                    }
+                };
+                format!(
+                    "p50 {}, p99 {}, slowest {}",
+                    ms(spread.p50),
+                    ms(spread.p99),
+                    ms(spread.slowest)
+                )
+            })
+        };
+        println!(
+            "in the server at {rate:.0}/s (histogram bucket bounds): acknowledgement, from \
+             enqueueing to fdatasync, {}; one batch's write and fdatasync, {}",
+            show(&self.acknowledgement),
+            show(&self.sync)
+        );
+    }
+}
+
+/// Quantiles of a histogram's observations between two samples, each given as the upper bound
+/// of the bucket it falls in.
+#[derive(Debug, PartialEq)]
+struct Spread {
+    p50: f64,
+    p99: f64,
+    slowest: f64,
+}
+
+impl Spread {
+    fn between(before: &Sample, after: &Sample, name: &str) -> Option<Spread> {
+        let prefix = format!("{name}_bucket{{le=\"");
+        let mut buckets: Vec<(f64, f64)> = after
+            .metrics
+            .iter()
+            .filter_map(|(key, count)| {
+                let bound = key.strip_prefix(&prefix)?.strip_suffix("\"}")?;
+                let bound = if bound == "+Inf" {
+                    f64::INFINITY
+                } else {
+                    bound.parse().ok()?
+                };
+                Some((bound, count - before.get(key)))
+            })
+            .collect();
+        buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+        Spread::of(&buckets)
+    }
+
+    /// From cumulative `(upper bound, count)` buckets in ascending order; `None` when empty.
+    fn of(buckets: &[(f64, f64)]) -> Option<Spread> {
+        let total = buckets.last()?.1;
+        if total <= 0.0 {
+            return None;
+        }
+        let at = |quantile: f64| {
+            buckets
+                .iter()
+                .find(|(_, count)| *count >= quantile * total)
+                .map_or(f64::INFINITY, |(bound, _)| *bound)
+        };
+        Some(Spread {
+            p50: at(0.5),
+            p99: at(0.99),
+            slowest: at(1.0),
+        })
+    }
+}
+
 /// The services of `scripts/services env`.
 struct Services {
     kafka: String,
@@ -943,6 +1047,38 @@ async fn main() -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_spread_reads_the_bucket_each_quantile_falls_in() {
+        let buckets = [(0.001, 10.0), (0.002, 95.0), (0.004, 99.0), (0.008, 100.0)];
+        assert_eq!(
+            Spread::of(&buckets),
+            Some(Spread {
+                p50: 0.002,
+                p99: 0.004,
+                slowest: 0.008
+            })
+        );
+        assert_eq!(Spread::of(&[(0.001, 0.0), (f64::INFINITY, 0.0)]), None);
+        assert_eq!(Spread::of(&[]), None);
+    }
+
+    #[test]
+    fn a_spread_counts_only_what_came_between_the_samples() {
+        let sample = |counts: [(&str, f64); 3]| Sample {
+            metrics: counts
+                .iter()
+                .map(|(le, count)| (format!("x_seconds_bucket{{le=\"{le}\"}}"), *count))
+                .collect(),
+            disk_bytes: None,
+            journal_cpu: 0.0,
+            projection_cpu: 0.0,
+        };
+        let before = sample([("0.001", 50.0), ("0.1", 60.0), ("+Inf", 60.0)]);
+        let after = sample([("0.001", 150.0), ("0.1", 160.0), ("+Inf", 160.0)]);
+        let spread = Spread::between(&before, &after, "x_seconds").unwrap();
+        assert_eq!((spread.p99, spread.slowest), (0.001, 0.001));
+    }
 
     #[test]
     fn the_chosen_scheduler_is_the_bracketed_one_or_the_only_one() {
