@@ -96,6 +96,10 @@ struct RunArgs {
 struct Report {
     sent: u64,
     ok: u64,
+    /// Requests that started more than [`LATE`] after they were due: every connection was
+    /// waiting on an answer (or the load generator on a CPU), so the latency includes a wait
+    /// here, not in the server.
+    late: u64,
     errors: std::collections::BTreeMap<String, u64>,
     latency: Histogram<u64>,
     elapsed: Duration,
@@ -113,7 +117,7 @@ impl Report {
     fn print_as(&self, name: &str, unit: &str) {
         let ms = |q: f64| self.latency.value_at_quantile(q) as f64 / 1000.0;
         println!(
-            "{name:<34} {:>9.0} {unit:<8}   p50 {:>6.2} ms   p99 {:>6.2} ms   p99.9 {:>6.2} ms   max {:>7.2} ms   ({} ok, {} errors{})",
+            "{name:<34} {:>9.0} {unit:<8}   p50 {:>6.2} ms   p99 {:>6.2} ms   p99.9 {:>6.2} ms   max {:>7.2} ms   ({} ok, {} errors{}{})",
             self.rate(),
             ms(0.5),
             ms(0.99),
@@ -121,6 +125,11 @@ impl Report {
             self.latency.max() as f64 / 1000.0,
             self.ok,
             self.sent - self.ok,
+            if self.late > 0 {
+                format!(", {} sent over {} ms late", self.late, LATE.as_millis())
+            } else {
+                String::new()
+            },
             if self.errors.is_empty() {
                 String::new()
             } else {
@@ -128,6 +137,14 @@ impl Report {
             }
         );
     }
+}
+
+/// A request that starts later than this after it was due waited in the load generator.
+const LATE: Duration = Duration::from_millis(5);
+
+/// Whether a request due at `due` and started at `started` waited in the load generator.
+fn late(due: Instant, started: Instant) -> bool {
+    started.saturating_duration_since(due) > LATE
 }
 
 /// Deposits far more than the bench can spend into every account, so that the funds checks
@@ -211,7 +228,7 @@ async fn drive_kind(
         let (accounts, kind, run) = (accounts.to_vec(), kind.clone(), run.clone());
         tasks.push(tokio::spawn(async move {
             let mut latency = Histogram::<u64>::new(3).expect("histogram");
-            let (mut sent, mut ok) = (0u64, 0u64);
+            let (mut sent, mut ok, mut lagged) = (0u64, 0u64, 0u64);
             let mut errors = std::collections::BTreeMap::new();
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
@@ -225,6 +242,8 @@ async fn drive_kind(
                     break;
                 }
                 tokio::time::sleep_until(due.into()).await;
+                // Closed loop, a request is due when its connection is free: never late.
+                let started_late = rate.is_some() && late(due, Instant::now());
                 let account = &accounts[i as usize % accounts.len()];
                 let request = match &kind {
                     Kind::Place => {
@@ -263,6 +282,7 @@ async fn drive_kind(
                     continue;
                 }
                 sent += 1;
+                lagged += u64::from(started_late);
                 match outcome {
                     Ok(()) => {
                         ok += 1;
@@ -271,20 +291,22 @@ async fn drive_kind(
                     Err(kind) => *errors.entry(kind).or_insert(0) += 1,
                 }
             }
-            (sent, ok, errors, latency)
+            (sent, ok, lagged, errors, latency)
         }));
     }
     let mut report = Report {
         sent: 0,
         ok: 0,
+        late: 0,
         errors: Default::default(),
         latency: Histogram::new(3)?,
         elapsed: load.duration,
     };
     for task in tasks {
-        let (sent, ok, errors, latency) = task.await?;
+        let (sent, ok, lagged, errors, latency) = task.await?;
         report.sent += sent;
         report.ok += ok;
+        report.late += lagged;
         for (kind, n) in errors {
             *report.errors.entry(kind).or_insert(0) += n;
         }
@@ -1047,6 +1069,18 @@ async fn main() -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_request_is_late_once_it_starts_over_5_ms_after_it_was_due() {
+        let due = Instant::now();
+        assert!(!late(due, due));
+        assert!(!late(due, due + Duration::from_millis(5)));
+        assert!(late(due, due + Duration::from_millis(6)));
+        assert!(
+            !late(due + Duration::from_millis(1), due),
+            "early is not late"
+        );
+    }
 
     #[test]
     fn a_spread_reads_the_bucket_each_quantile_falls_in() {
