@@ -717,15 +717,7 @@ struct Sample {
 
 impl Sample {
     async fn take(url: &str, pid: u32) -> anyhow::Result<Sample> {
-        let page = reqwest::get(url).await?.text().await?;
-        let metrics = page
-            .lines()
-            .filter(|line| !line.starts_with('#'))
-            .filter_map(|line| {
-                let (name, value) = line.rsplit_once(' ')?;
-                Some((name.to_string(), value.parse().ok()?))
-            })
-            .collect();
+        let metrics = scrape(url).await?;
         let disk_bytes = std::fs::read_to_string(format!("/proc/{pid}/io"))
             .ok()
             .and_then(|io| {
@@ -743,6 +735,19 @@ impl Sample {
     fn get(&self, name: &str) -> f64 {
         self.metrics.get(name).copied().unwrap_or(0.0)
     }
+}
+
+/// Every sample of a Prometheus metrics page, by its name with labels.
+async fn scrape(url: &str) -> anyhow::Result<std::collections::HashMap<String, f64>> {
+    let page = reqwest::get(url).await?.text().await?;
+    Ok(page
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (name, value) = line.rsplit_once(' ')?;
+            Some((name.to_string(), value.parse().ok()?))
+        })
+        .collect())
 }
 
 /// CPU seconds (user and system) of the threads of `pid` named `name` (as `/proc` shows names:
@@ -846,36 +851,30 @@ impl Writers {
 /// acknowledgement waited on the disk (a slow sync) or on something else.
 struct Syncs {
     /// From the request's enqueueing to its batch's fdatasync.
-    acknowledgement: Option<Spread>,
+    acknowledgement: Growth,
     /// One batch's write and fdatasync.
-    sync: Option<Spread>,
+    sync: Growth,
 }
 
 impl Syncs {
     fn between(before: &Sample, after: &Sample) -> Syncs {
+        let growth = |name| Growth::between(&before.metrics, &after.metrics, name);
         Syncs {
-            acknowledgement: Spread::between(before, after, "oms_ingest_journal_append_seconds"),
-            sync: Spread::between(before, after, "oms_store_commit_seconds"),
+            acknowledgement: growth("oms_ingest_journal_append_seconds"),
+            sync: growth("oms_store_commit_seconds"),
         }
     }
 
     fn print(&self, rate: f64) {
-        let show = |spread: &Option<Spread>| {
-            spread.as_ref().map_or("unknown".to_string(), |spread| {
-                let ms = |seconds: f64| {
-                    if seconds.is_finite() {
-                        format!("≤ {:.2} ms", seconds * 1e3)
-                    } else {
-                        "beyond the last bucket".into()
-                    }
-                };
-                format!(
-                    "p50 {}, p99 {}, slowest {}",
-                    ms(spread.p50),
-                    ms(spread.p99),
-                    ms(spread.slowest)
-                )
-            })
+        let show = |growth: &Growth| {
+            if growth.count() <= 0.0 {
+                return "unknown".to_string();
+            }
+            let ms = |q: f64| match growth.quantile(q) {
+                Some(bound) if bound.is_finite() => format!("≤ {:.2} ms", bound * 1e3),
+                _ => "beyond the last bucket".into(),
+            };
+            format!("p50 {}, p99 {}, slowest {}", ms(0.5), ms(0.99), ms(1.0))
         };
         println!(
             "in the server at {rate:.0}/s (histogram bucket bounds): acknowledgement, from \
@@ -886,20 +885,21 @@ impl Syncs {
     }
 }
 
-/// Quantiles of a histogram's observations between two samples, each given as the upper bound
-/// of the bucket it falls in.
-#[derive(Debug, PartialEq)]
-struct Spread {
-    p50: f64,
-    p99: f64,
-    slowest: f64,
+/// A histogram's observations between two scrapes, as cumulative `(upper bound, count)`
+/// buckets in ascending order.
+struct Growth {
+    buckets: Vec<(f64, f64)>,
 }
 
-impl Spread {
-    fn between(before: &Sample, after: &Sample, name: &str) -> Option<Spread> {
+impl Growth {
+    /// The growth of histogram `name` between two scrapes (see [`scrape`]).
+    fn between(
+        before: &std::collections::HashMap<String, f64>,
+        after: &std::collections::HashMap<String, f64>,
+        name: &str,
+    ) -> Growth {
         let prefix = format!("{name}_bucket{{le=\"");
         let mut buckets: Vec<(f64, f64)> = after
-            .metrics
             .iter()
             .filter_map(|(key, count)| {
                 let bound = key.strip_prefix(&prefix)?.strip_suffix("\"}")?;
@@ -908,30 +908,25 @@ impl Spread {
                 } else {
                     bound.parse().ok()?
                 };
-                Some((bound, count - before.get(key)))
+                Some((bound, count - before.get(key).copied().unwrap_or(0.0)))
             })
             .collect();
         buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
-        Spread::of(&buckets)
+        Growth { buckets }
     }
 
-    /// From cumulative `(upper bound, count)` buckets in ascending order; `None` when empty.
-    fn of(buckets: &[(f64, f64)]) -> Option<Spread> {
-        let total = buckets.last()?.1;
-        if total <= 0.0 {
-            return None;
-        }
-        let at = |quantile: f64| {
-            buckets
-                .iter()
-                .find(|(_, count)| *count >= quantile * total)
-                .map_or(f64::INFINITY, |(bound, _)| *bound)
-        };
-        Some(Spread {
-            p50: at(0.5),
-            p99: at(0.99),
-            slowest: at(1.0),
-        })
+    /// How many observations.
+    fn count(&self) -> f64 {
+        self.buckets.last().map_or(0.0, |(_, count)| *count)
+    }
+
+    /// The upper bound of the bucket quantile `q` falls in; `None` when nothing was observed.
+    fn quantile(&self, q: f64) -> Option<f64> {
+        let wanted = q * self.count();
+        self.buckets
+            .iter()
+            .find(|(_, count)| *count >= wanted && *count > 0.0)
+            .map(|(bound, _)| *bound)
     }
 }
 
@@ -1082,36 +1077,41 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_spread_reads_the_bucket_each_quantile_falls_in() {
-        let buckets = [(0.001, 10.0), (0.002, 95.0), (0.004, 99.0), (0.008, 100.0)];
-        assert_eq!(
-            Spread::of(&buckets),
-            Some(Spread {
-                p50: 0.002,
-                p99: 0.004,
-                slowest: 0.008
-            })
-        );
-        assert_eq!(Spread::of(&[(0.001, 0.0), (f64::INFINITY, 0.0)]), None);
-        assert_eq!(Spread::of(&[]), None);
+    fn growth(buckets: &[(f64, f64)]) -> Growth {
+        Growth {
+            buckets: buckets.to_vec(),
+        }
     }
 
     #[test]
-    fn a_spread_counts_only_what_came_between_the_samples() {
-        let sample = |counts: [(&str, f64); 3]| Sample {
-            metrics: counts
+    fn a_growth_reads_the_bucket_each_quantile_falls_in() {
+        let grown = growth(&[(0.001, 10.0), (0.002, 95.0), (0.004, 99.0), (0.008, 100.0)]);
+        assert_eq!(
+            [0.5, 0.99, 1.0].map(|q| grown.quantile(q)),
+            [Some(0.002), Some(0.004), Some(0.008)]
+        );
+        assert_eq!(
+            growth(&[(0.001, 0.0), (f64::INFINITY, 0.0)]).quantile(0.5),
+            None
+        );
+        assert_eq!(growth(&[]).quantile(0.5), None);
+    }
+
+    #[test]
+    fn a_growth_counts_only_what_came_between_the_scrapes() {
+        let scrape = |counts: [(&str, f64); 3]| {
+            counts
                 .iter()
                 .map(|(le, count)| (format!("x_seconds_bucket{{le=\"{le}\"}}"), *count))
-                .collect(),
-            disk_bytes: None,
-            journal_cpu: 0.0,
-            projection_cpu: 0.0,
+                .collect()
         };
-        let before = sample([("0.001", 50.0), ("0.1", 60.0), ("+Inf", 60.0)]);
-        let after = sample([("0.001", 150.0), ("0.1", 160.0), ("+Inf", 160.0)]);
-        let spread = Spread::between(&before, &after, "x_seconds").unwrap();
-        assert_eq!((spread.p99, spread.slowest), (0.001, 0.001));
+        let before = scrape([("0.001", 50.0), ("0.1", 60.0), ("+Inf", 60.0)]);
+        let after = scrape([("0.001", 150.0), ("0.1", 160.0), ("+Inf", 160.0)]);
+        let grown = Growth::between(&before, &after, "x_seconds");
+        assert_eq!(
+            (grown.quantile(0.99), grown.quantile(1.0)),
+            (Some(0.001), Some(0.001))
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! update reaching a client, the server's commit-to-write delay, frames per second, and memory
 //! per connection.
 
-use super::{Load, Report, Spawned, drive, free_port, wait_until_ready};
+use super::{Growth, Load, Report, Spawned, drive, free_port, scrape, wait_until_ready};
 use anyhow::Context;
 use clap::Args;
 use hdrhistogram::Histogram;
@@ -125,7 +125,7 @@ pub async fn streams(args: StreamsArgs) -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_connected = rss_mib(server.0.id());
     let metrics_url = format!("http://127.0.0.1:{admin}/metrics");
-    let delay_before = delay_buckets(&metrics_url).await?;
+    let delay_before = scrape(&metrics_url).await?;
     eprintln!("orders with the subscribers ...");
     let warmup = tokio::spawn({
         let recording = recording.clone();
@@ -137,7 +137,7 @@ pub async fn streams(args: StreamsArgs) -> anyhow::Result<()> {
     let with = drive(&target, &key, &accounts, &load, Some(args.rate)).await?;
     recording.store(false, Ordering::Relaxed);
     warmup.await?;
-    let delay_after = delay_buckets(&metrics_url).await?;
+    let delay_after = scrape(&metrics_url).await?;
     // Updates still in flight arrive; then the readers stop.
     tokio::time::sleep(Duration::from_secs(1)).await;
     stop.store(true, Ordering::Relaxed);
@@ -161,13 +161,13 @@ pub async fn streams(args: StreamsArgs) -> anyhow::Result<()> {
         latency.max() as f64 / 1000.0,
         latency.len()
     );
-    let delay = Delay::between(&delay_before, &delay_after);
+    let delay = Growth::between(&delay_before, &delay_after, "oms_stream_delay_seconds");
     println!(
         "commit → frame written (server)    p50 ≤ {} p99 ≤ {} p99.9 ≤ {}   ({} frames)",
-        delay.quantile(0.5),
-        delay.quantile(0.99),
-        delay.quantile(0.999),
-        delay.count
+        delay_quantile(&delay, 0.5),
+        delay_quantile(&delay, 0.99),
+        delay_quantile(&delay, 0.999),
+        delay.count()
     );
     let seconds = args.duration.as_secs_f64() + 3.0;
     println!(
@@ -231,61 +231,15 @@ async fn read(
     latency
 }
 
-/// The cumulative buckets of `oms_stream_delay_seconds`: (upper bound, count).
-async fn delay_buckets(url: &str) -> anyhow::Result<Vec<(f64, f64)>> {
-    let page = reqwest::get(url).await?.text().await?;
-    Ok(page
-        .lines()
-        .filter(|line| line.starts_with("oms_stream_delay_seconds_bucket{le=\""))
-        .filter_map(|line| {
-            let le = line.split("le=\"").nth(1)?.split('"').next()?;
-            let bound = if le == "+Inf" {
-                f64::INFINITY
-            } else {
-                le.parse().ok()?
-            };
-            let count = line.rsplit_once(' ')?.1.parse().ok()?;
-            Some((bound, count))
-        })
-        .collect())
-}
-
-/// The histogram's growth between two scrapes.
-struct Delay {
-    buckets: Vec<(f64, f64)>,
-    count: f64,
-}
-
-impl Delay {
-    fn between(before: &[(f64, f64)], after: &[(f64, f64)]) -> Delay {
-        let buckets: Vec<(f64, f64)> = after
-            .iter()
-            .map(|(bound, count)| {
-                let was = before
-                    .iter()
-                    .find(|(b, _)| b == bound)
-                    .map_or(0.0, |(_, c)| *c);
-                (*bound, count - was)
-            })
-            .collect();
-        let count = buckets.last().map_or(0.0, |(_, c)| *c);
-        Delay { buckets, count }
-    }
-
-    /// The upper bound of the bucket holding quantile `q`.
-    fn quantile(&self, q: f64) -> String {
-        let wanted = q * self.count;
-        self.buckets
-            .iter()
-            .find(|(_, count)| *count >= wanted && *count > 0.0)
-            .map_or("-".into(), |(bound, _)| {
-                if bound.is_infinite() {
-                    "+Inf".into()
-                } else {
-                    format!("{:.2} ms", bound * 1000.0)
-                }
-            })
-    }
+/// The upper bound of the bucket holding quantile `q` of the delays.
+fn delay_quantile(delay: &Growth, q: f64) -> String {
+    delay.quantile(q).map_or("-".into(), |bound| {
+        if bound.is_infinite() {
+            "+Inf".into()
+        } else {
+            format!("{:.2} ms", bound * 1000.0)
+        }
+    })
 }
 
 fn rss_mib(pid: u32) -> Option<f64> {
