@@ -361,7 +361,7 @@ impl EngineActor {
         );
         let snapshot = due.then(|| {
             self.since_snapshot = 0;
-            self.engine.snapshot()
+            snapshot(&self.engine)
         });
         self.output
             .send(Output::Processed {
@@ -372,6 +372,20 @@ impl EngineActor {
             })
             .await
             .is_ok()
+    }
+}
+
+/// A copy of the engine's state. For a book of a hundred thousand resting orders it takes tens
+/// of milliseconds (`cargo bench -p oms-core --bench matching`), so on a multi-thread runtime the
+/// worker's other tasks move to another thread meanwhile instead of waiting behind it. (An engine
+/// on a thread of its own avoids that too, but was measured to cost more at half rate: on two
+/// cores each of its wake-ups preempts a worker; `docs/benchmarks.md`.)
+fn snapshot(engine: &Engine) -> EngineSnapshot {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::current().runtime_flavor() {
+        RuntimeFlavor::MultiThread => tokio::task::block_in_place(|| engine.snapshot()),
+        // A current-thread runtime (tests) has no other worker to hand its tasks to.
+        _ => engine.snapshot(),
     }
 }
 
