@@ -12,9 +12,9 @@
 //! Run: `cargo bench -p oms-core --bench matching` (add `-- --report-only` to skip criterion,
 //! `--scenario <part of a name>` to run only the scenarios whose name contains it, `--funds` to
 //! run only the funds + matching half).
-//! It prints commands/s over the whole stream, per-command latency percentiles by kind, events
-//! and heap allocations per command (a counting global allocator, `stats_alloc`; its atomic
-//! counters are in every figure).
+//! It prints commands/s over the whole stream, how long a snapshot of the final state takes,
+//! per-command latency percentiles by kind, events and heap allocations per command (a counting
+//! global allocator, `stats_alloc`; its atomic counters are in every figure).
 
 #![allow(
     clippy::disallowed_methods,
