@@ -319,6 +319,11 @@ pub struct ServeArgs {
     /// restart replays at most the larger of the two.
     #[arg(long, env = "OMS_SNAPSHOT_EVERY", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub snapshot_every: u64,
+    /// Memory for the single-node projection's page cache, in MiB: the orders, trades and
+    /// balances read most stay in memory up to this size, the rest are read from the file.
+    /// (The database's own default, 1024, lets the process grow by that much.)
+    #[arg(long, env = "OMS_PROJECTION_CACHE_MIB", default_value_t = 128, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=65_536))]
+    pub projection_cache_mib: usize,
     /// Fault injection for tests: nothing is written to the projection (so a test can kill the
     /// process between the journal and the projection and see a restart rebuild it).
     #[arg(long, hide = true)]

@@ -543,13 +543,22 @@ impl Embedded {
 
     /// Opens (or creates) the store: the database at `path`, the journal in the directory
     /// `segments` beside it and the idempotency index in `journal`; starts their writer threads.
-    /// Idempotency records live for `ttl`.
-    pub fn open(path: &Path, ttl: Duration, metrics: StoreMetrics) -> Result<Embedded> {
+    /// Idempotency records live for `ttl`. The database keeps at most `cache_bytes` of its
+    /// pages in memory (redb's own default, 1 GiB, would let the process grow by that much).
+    pub fn open(
+        path: &Path,
+        ttl: Duration,
+        cache_bytes: usize,
+        metrics: StoreMetrics,
+    ) -> Result<Embedded> {
         let log = Log::open(
             &path.with_file_name("journal"),
             &path.with_file_name("segments"),
         )?;
-        let db = Database::create(path).map_err(db_error)?;
+        let db = Database::builder()
+            .set_cache_size(cache_bytes)
+            .create(path)
+            .map_err(db_error)?;
         let txn = db.begin_write().map_err(db_error)?;
         {
             // Create every table up front so readers never meet a missing one.
@@ -1661,11 +1670,60 @@ mod tests {
     }
 
     fn open(path: &Path) -> Result<Embedded> {
+        open_with_cache(path, 16 << 20)
+    }
+
+    fn open_with_cache(path: &Path, cache_bytes: usize) -> Result<Embedded> {
         Embedded::open(
             path,
             Duration::from_secs(60),
+            cache_bytes,
             crate::metrics::Metrics::new().store.clone(),
         )
+    }
+
+    /// The projection's pages in memory stay within the configured cache: writing and reading
+    /// back several times its size evicts, instead of growing towards redb's default of 1 GiB.
+    #[test]
+    fn the_page_cache_stays_within_its_size() {
+        use oms_core::{Event, EventRecord, Timestamp};
+        const CACHE: usize = 1 << 20;
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = runtime();
+        let _guard = runtime.enter();
+        let store = open_with_cache(&dir.path().join("oms.redb"), CACHE).unwrap();
+        let orders = 1..=20_000;
+        for chunk in orders.clone().collect::<Vec<_>>().chunks(1_000) {
+            let batch = ProjectionBatch {
+                orders: chunk
+                    .iter()
+                    .map(|&id| {
+                        let order = limit_buy(id, &format!("client-{id}"));
+                        let record = EventRecord {
+                            seq: id,
+                            ts: Timestamp(id),
+                            symbol: "BTC-USDT".into(),
+                            event: Event::Accepted { order },
+                        };
+                        OrderState::open(&record).unwrap()
+                    })
+                    .collect(),
+                ..ProjectionBatch::default()
+            };
+            runtime.block_on(store.apply(&batch)).unwrap();
+        }
+        for id in orders {
+            let found = runtime.block_on(store.order(OrderId(id))).unwrap();
+            assert!(found.is_some(), "order {id} was projected");
+        }
+        let stats = store.db.cache_stats();
+        assert!(stats.evictions() > 0, "nothing was evicted: {stats:?}");
+        assert!(
+            stats.used_bytes() <= CACHE,
+            "{} bytes cached, over {CACHE}",
+            stats.used_bytes()
+        );
+        runtime.block_on(store.close());
     }
 
     /// A journal written before funds existed cannot be replayed under them: refused, with a
