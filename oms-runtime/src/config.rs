@@ -322,7 +322,7 @@ pub struct ServeArgs {
     /// Memory for the single-node projection's page cache, in MiB: the orders, trades and
     /// balances read most stay in memory up to this size, the rest are read from the file.
     /// (The database's own default, 1024, lets the process grow by that much.)
-    #[arg(long, env = "OMS_PROJECTION_CACHE_MIB", default_value_t = 128, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=65_536))]
+    #[arg(long, env = "OMS_PROJECTION_CACHE_MIB", default_value_t = 64, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=65_536))]
     pub projection_cache_mib: usize,
     /// Fault injection for tests: nothing is written to the projection (so a test can kill the
     /// process between the journal and the projection and see a restart rebuild it).
