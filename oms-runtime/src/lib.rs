@@ -121,7 +121,7 @@ pub struct RuntimeConfig {
     /// Database file.
     pub database: std::path::PathBuf,
     /// Most bytes of the database's pages kept in memory.
-    pub database_cache: usize,
+    pub database_cache_bytes: usize,
     /// Instruments with limits.
     pub markets: BTreeMap<Symbol, Market>,
     /// Risk limits (for the books).
@@ -149,7 +149,7 @@ impl Runtime {
         let store = Embedded::open(
             &config.database,
             config.idempotency_ttl,
-            config.database_cache,
+            config.database_cache_bytes,
             metrics.store.clone(),
         )
         .with_context(|| format!("cannot open database {}", config.database.display()))?;
@@ -389,7 +389,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .unwrap_or_else(|| args.data_dir.join("api-keys.json"));
     let runtime = Runtime::start(RuntimeConfig {
         database: args.data_dir.join("oms.redb"),
-        database_cache: args.projection_cache_mib << 20,
+        database_cache_bytes: args.projection_cache_mib << 20,
         markets: markets(instrument_specs(&args)?, &limits)?,
         limits,
         keys,

@@ -177,7 +177,7 @@ pub async fn start_unfunded_with(
     let keys_file = write_keys(dir.path());
     let runtime = Runtime::start(RuntimeConfig {
         database: dir.path().join("oms.redb"),
-        database_cache: 16 << 20,
+        database_cache_bytes: 16 << 20,
         markets: markets(default_instruments(), &limits).unwrap(),
         limits,
         keys: keys(),
