@@ -9,6 +9,7 @@ use super::follow::{Folded, Follower};
 use super::{Committed, Hub};
 use crate::processing::kafka::projector::{Read, read};
 use crate::store::kafka::KafkaConfig;
+use crate::store::kafka::rebootstrap::Kept;
 use anyhow::Context;
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::message::{Message, Timestamp};
@@ -127,7 +128,7 @@ async fn assign(
     kafka: &KafkaConfig,
     sources: &Sources,
     hub: &Hub,
-) -> anyhow::Result<StreamConsumer> {
+) -> anyhow::Result<StreamConsumer<Kept>> {
     let (events, ledger) = (kafka.events(), kafka.ledger());
     // Reading the projector's offsets does not join its group.
     let projector: BaseConsumer = kafka
@@ -155,15 +156,17 @@ async fn assign(
         start.add_partition_offset(element.topic(), element.partition(), Offset::Offset(offset))?;
         hub.start_source(source, offset as u64);
     }
-    let consumer: StreamConsumer = kafka
-        .client()
-        .set("group.id", format!("{}.streams", kafka.prefix))
-        .set("enable.auto.commit", "false")
-        // An offset the log no longer has (retention): from the oldest it has.
-        .set("auto.offset.reset", "earliest")
-        .set("isolation.level", "read_committed")
-        .set("fetch.wait.max.ms", "5")
-        .create()?;
+    let consumer: StreamConsumer<Kept> = kafka.create(
+        kafka
+            .client()
+            .set("group.id", format!("{}.streams", kafka.prefix))
+            .set("enable.auto.commit", "false")
+            // An offset the log no longer has (retention): from the oldest it has.
+            .set("auto.offset.reset", "earliest")
+            .set("isolation.level", "read_committed")
+            .set("fetch.wait.max.ms", "5"),
+        Kept::from,
+    )?;
     consumer.assign(&start)?;
     Ok(consumer)
 }

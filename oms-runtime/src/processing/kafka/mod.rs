@@ -55,6 +55,7 @@ pub use projector::run_projector;
 
 use crate::health::Health;
 use crate::metrics::{ConsumerLabels, Metrics};
+use crate::store::kafka::rebootstrap::{Kept, Rebootstrap};
 use crate::store::kafka::{KafkaConfig, partitions};
 use crate::store::mongo::MongoStore;
 use crate::store::redis::RedisStore;
@@ -64,7 +65,7 @@ use oms_core::{Instrument, RiskLimits};
 use prometheus_client::metrics::gauge::Gauge;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use std::collections::BTreeMap;
@@ -78,8 +79,6 @@ use tokio::runtime::Handle;
 /// transactions (500 gave a seventh of the throughput, `oms-loadgen pipeline`); under light load
 /// a pass takes what has arrived and commits at once.
 const BATCH: usize = 4000;
-/// How often librdkafka reports statistics, consumer lag among them.
-const STATISTICS_INTERVAL_MS: &str = "5000";
 /// How long a transaction may stay open on the broker.
 const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -255,7 +254,7 @@ trait Stage: Sized {
     ) -> bool;
 }
 
-type TransactionalProducer = ThreadedProducer<DefaultProducerContext>;
+type TransactionalProducer = ThreadedProducer<Kept>;
 
 /// Aborts the open transaction of `producer` (its partition is recovered next).
 fn abort(producer: &TransactionalProducer, config: &StageConfig) {
@@ -288,21 +287,23 @@ impl<S: Stage> PartitionWorker<S> {
         if Faults::strike(&config.faults.recovery) {
             bail!("injected recovery failure of partition {partition}");
         }
-        let producer: ThreadedProducer<DefaultProducerContext> = kafka
-            .client()
-            .set(
-                "transactional.id",
-                format!("{}.{}.{partition}", kafka.prefix, S::ROLE),
-            )
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("linger.ms", "2")
-            .set("compression.type", "lz4")
-            .set(
-                "transaction.timeout.ms",
-                TRANSACTION_TIMEOUT.as_millis().to_string(),
-            )
-            .create()?;
+        let producer: TransactionalProducer = kafka.create(
+            kafka
+                .client()
+                .set(
+                    "transactional.id",
+                    format!("{}.{}.{partition}", kafka.prefix, S::ROLE),
+                )
+                .set("enable.idempotence", "true")
+                .set("acks", "all")
+                .set("linger.ms", "2")
+                .set("compression.type", "lz4")
+                .set(
+                    "transaction.timeout.ms",
+                    TRANSACTION_TIMEOUT.as_millis().to_string(),
+                ),
+            Kept::from,
+        )?;
         // Fences a zombie owner of this partition and aborts its open transaction, before the
         // committed offsets are read.
         producer.init_transactions(kafka.timeout * 5)?;
@@ -544,15 +545,16 @@ fn run_stage<S: Stage>(
         ?owned,
         "stage starting"
     );
-    let consumer: BaseConsumer<Observed> = kafka
-        .client()
-        .set("group.id", format!("{}.{}", kafka.prefix, S::ROLE))
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("isolation.level", "read_committed")
-        .set("fetch.wait.max.ms", "5")
-        .set("statistics.interval.ms", STATISTICS_INTERVAL_MS)
-        .create_with_context(Observed::new(&config.metrics, S::ROLE))?;
+    let consumer: BaseConsumer<Observed> = kafka.create(
+        kafka
+            .client()
+            .set("group.id", format!("{}.{}", kafka.prefix, S::ROLE))
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("isolation.level", "read_committed")
+            .set("fetch.wait.max.ms", "5"),
+        |rebootstrap| Observed::new(&config.metrics, S::ROLE, rebootstrap),
+    )?;
     let Some(mut workers) = recover_all::<S>(config, handle, &consumer, &owned, count, stop)?
     else {
         return Ok(());
@@ -734,14 +736,16 @@ fn recover_all<S: Stage>(
     Ok(Some(workers))
 }
 
-/// A consumer's observers: rebalances (the projector restarts its batch on one) and lag.
+/// A consumer's observers: rebalances (the projector restarts its batch on one), lag, and its
+/// brokers (see [`Rebootstrap`]).
 struct Observed {
     moved: Arc<AtomicBool>,
     lag: Gauge,
+    rebootstrap: Arc<Rebootstrap>,
 }
 
 impl Observed {
-    fn new(metrics: &Metrics, consumer: &'static str) -> Observed {
+    fn new(metrics: &Metrics, consumer: &'static str, rebootstrap: Arc<Rebootstrap>) -> Observed {
         let lag = metrics
             .processing
             .consumer_lag
@@ -752,12 +756,14 @@ impl Observed {
         Observed {
             moved: Arc::new(AtomicBool::new(false)),
             lag,
+            rebootstrap,
         }
     }
 }
 
 impl ClientContext for Observed {
     fn stats(&self, statistics: Statistics) {
+        self.rebootstrap.check(&statistics);
         // -1 marks a partition whose lag is not known yet; the internal partition is -1 too.
         let lag: i64 = statistics
             .topics

@@ -3,7 +3,7 @@
 //! redelivery after a crash or a rebalance is harmless. While MongoDB is down it retries and
 //! the lag grows; it catches up when MongoDB returns.
 
-use super::{BATCH, EVENTS_FORMAT, EVENTS_FORMAT_HEADER, Observed, STATISTICS_INTERVAL_MS};
+use super::{BATCH, EVENTS_FORMAT, EVENTS_FORMAT_HEADER, Observed};
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::processing::{Processed, Projection};
@@ -108,17 +108,17 @@ pub async fn run_projector(
     mut stopped: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let mongo = mongo.with_timeout(WRITE_TIMEOUT);
-    let observed = Observed::new(&metrics, "projector");
-    let moved = observed.moved.clone();
-    let consumer: StreamConsumer<Observed> = kafka
-        .client()
-        .set("group.id", format!("{}.projector", kafka.prefix))
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("isolation.level", "read_committed")
-        .set("fetch.wait.max.ms", "5")
-        .set("statistics.interval.ms", STATISTICS_INTERVAL_MS)
-        .create_with_context(observed)?;
+    let consumer: StreamConsumer<Observed> = kafka.create(
+        kafka
+            .client()
+            .set("group.id", format!("{}.projector", kafka.prefix))
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("isolation.level", "read_committed")
+            .set("fetch.wait.max.ms", "5"),
+        |rebootstrap| Observed::new(&metrics, "projector", rebootstrap),
+    )?;
+    let moved = consumer.context().moved.clone();
     consumer.subscribe(&[&kafka.events(), &kafka.ledger()])?;
     let store: Arc<dyn OrderStore> = Arc::new(mongo.clone());
     let mut projection = Projection::with_markets(store.clone(), markets.clone());

@@ -22,6 +22,7 @@
 //! that is, once every in-sync replica has the command. A broker that does not answer fails the
 //! append after `message.timeout.ms`, which is set to the dependency timeout.
 
+pub mod rebootstrap;
 pub mod records;
 
 pub use records::{
@@ -41,6 +42,7 @@ use rdkafka::consumer::Consumer;
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
+use rebootstrap::Kept;
 use std::time::Duration;
 
 /// How to reach the cluster.
@@ -85,6 +87,21 @@ impl KafkaConfig {
             self.events(),
             self.ledger(),
         ]
+    }
+
+    /// Makes a long-lived client of `config` that never ends up without a broker to ask; its
+    /// context is built around the [`rebootstrap::Rebootstrap`] it must call from its statistics
+    /// ([`rebootstrap::Kept`] when there is nothing else to observe).
+    pub fn create<T, C>(
+        &self,
+        config: &ClientConfig,
+        context: impl FnOnce(std::sync::Arc<rebootstrap::Rebootstrap>) -> C,
+    ) -> rdkafka::error::KafkaResult<T>
+    where
+        T: rdkafka::config::FromClientConfigAndContext<C> + rebootstrap::Handle,
+        C: rdkafka::ClientContext,
+    {
+        rebootstrap::create(&self.bootstrap, config, context)
     }
 
     /// A client configuration with the connection and security settings.
@@ -180,7 +197,7 @@ pub async fn create_topics(config: &KafkaConfig, partitions: u32, replication: u
 /// account (orders, cancels, amendments, deposits, withdrawals) goes to its account's partition,
 /// so the funds stage sees them in the order they were acknowledged.
 pub struct KafkaJournal {
-    producer: FutureProducer,
+    producer: FutureProducer<Kept>,
     topic: String,
     partitions: u32,
     config: KafkaConfig,
@@ -193,14 +210,17 @@ impl KafkaJournal {
     pub async fn connect(config: KafkaConfig, limits: RedisStore) -> Result<KafkaJournal> {
         let topic = config.accounts();
         let partitions = partitions(&config, &topic).await?;
-        let producer: FutureProducer = config
-            .client()
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("linger.ms", "1")
-            .set("compression.type", "lz4")
-            .set("message.timeout.ms", config.timeout.as_millis().to_string())
-            .create()
+        let producer = config
+            .create(
+                config
+                    .client()
+                    .set("enable.idempotence", "true")
+                    .set("acks", "all")
+                    .set("linger.ms", "1")
+                    .set("compression.type", "lz4")
+                    .set("message.timeout.ms", config.timeout.as_millis().to_string()),
+                Kept::from,
+            )
             .map_err(error)?;
         Ok(KafkaJournal {
             producer,
