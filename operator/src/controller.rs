@@ -171,6 +171,23 @@ impl Context {
         Ok(admin)
     }
 
+    /// Creates or fixes the topics. A Kafka error drops the cached admin client, so the next
+    /// reconcile connects afresh: librdkafka can strand a client without any broker after a
+    /// broker restart, and such a client fails every call from then on (the runtime's
+    /// `store/kafka/rebootstrap.rs` explains how).
+    async fn ensure_topics(
+        &self,
+        bootstrap: &str,
+        properties: &[(String, String)],
+        wanted: &[topics::WantedTopic],
+    ) -> Result<Vec<topics::TopicReport>> {
+        let ensured = self.topics(bootstrap, properties)?.ensure(wanted).await;
+        if ensured.is_err() {
+            self.forget_admin(bootstrap, properties);
+        }
+        Ok(ensured?)
+    }
+
     async fn event(
         &self,
         system: &OrderSystem,
@@ -620,11 +637,8 @@ pub async fn reconcile(system: Arc<OrderSystem>, ctx: Arc<Context>) -> Result<Ac
     let mut failure: Option<Error> = None;
     let reports = async {
         let properties = kafka_properties(&ctx.client, &ns, &system).await?;
-        Ok::<_, Error>(
-            ctx.topics(&system.spec.kafka.bootstrap_servers, &properties)?
-                .ensure(&wanted)
-                .await?,
-        )
+        ctx.ensure_topics(&system.spec.kafka.bootstrap_servers, &properties, &wanted)
+            .await
     }
     .await;
     match reports {
@@ -941,6 +955,24 @@ mod tests {
             1,
             "the idle client is gone"
         );
+    }
+
+    /// A failed topic call drops the admin client: the next reconcile connects afresh.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_kafka_error_drops_the_cached_admin_client() {
+        use super::Context;
+        let config = kube::Config::new("http://127.0.0.1:1".parse().unwrap());
+        let client = kube::Client::try_from(config).unwrap();
+        let ctx = Context::new(
+            client,
+            std::sync::Arc::new(crate::metrics::Metrics::new()),
+            std::time::Duration::from_millis(200),
+        );
+        let wanted = crate::topics::wanted("t", 1, 1, 1);
+        // nothing listens there: the call fails
+        let ensured = ctx.ensure_topics("127.0.0.1:1", &[], &wanted).await;
+        assert!(ensured.is_err());
+        assert!(ctx.admins.lock().unwrap().is_empty(), "the client was kept");
     }
 
     /// The example Secret of the deployment guide gives the four pairs the runtime reads from
