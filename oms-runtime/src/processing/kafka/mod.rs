@@ -279,7 +279,6 @@ impl<S: Stage> PartitionWorker<S> {
     fn recover(
         config: &StageConfig,
         handle: &Handle,
-        consumer: &BaseConsumer<Observed>,
         partition: u32,
         partitions: u32,
     ) -> anyhow::Result<PartitionWorker<S>> {
@@ -311,7 +310,15 @@ impl<S: Stage> PartitionWorker<S> {
         let (mut stage, snapshot_offset) = S::restore(config, handle, partition, partitions)?;
         let mut wanted = TopicPartitionList::new();
         wanted.add_partition(&S::input(kafka), partition as i32);
-        let committed = consumer.committed_offsets(wanted, kafka.timeout * 5)?;
+        // Asked by a client of its own, as the producer above is new: the stage's consumer is
+        // not polled while it recovers, so a consumer librdkafka stranded without brokers by a
+        // broker restart would not be cured (`store::kafka::rebootstrap`) and would fail this
+        // call every time.
+        let group: BaseConsumer = kafka
+            .client()
+            .set("group.id", format!("{}.{}", kafka.prefix, S::ROLE))
+            .create()?;
+        let committed = group.committed_offsets(wanted, kafka.timeout * 5)?;
         let committed = match committed.elements().first().map(|e| e.offset()) {
             Some(Offset::Offset(offset)) if offset >= 0 => offset as u64,
             _ => 0,
@@ -704,7 +711,7 @@ fn recover_all<S: Stage>(
             if workers.contains_key(&partition) {
                 continue;
             }
-            match PartitionWorker::recover(config, handle, consumer, partition, count) {
+            match PartitionWorker::recover(config, handle, partition, count) {
                 Ok(worker) => {
                     workers.insert(partition, worker);
                 }
