@@ -98,7 +98,7 @@ impl KafkaConfig {
         context: impl FnOnce(std::sync::Arc<rebootstrap::Rebootstrap>) -> C,
     ) -> rdkafka::error::KafkaResult<T>
     where
-        T: rdkafka::config::FromClientConfigAndContext<C> + rebootstrap::Handle,
+        T: rdkafka::config::FromClientConfigAndContext<C> + rebootstrap::Native,
         C: rdkafka::ClientContext,
     {
         rebootstrap::create(&self.bootstrap, config, context)

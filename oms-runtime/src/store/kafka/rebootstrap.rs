@@ -105,30 +105,30 @@ impl From<Arc<Rebootstrap>> for Kept {
 }
 
 /// A client type whose librdkafka handle can be reached.
-pub trait Handle {
+pub trait Native {
     /// The handle.
     fn native(&self) -> &NativeClient;
 }
 
-impl<C: ConsumerContext> Handle for BaseConsumer<C> {
+impl<C: ConsumerContext> Native for BaseConsumer<C> {
     fn native(&self) -> &NativeClient {
         self.client().native_client()
     }
 }
 
-impl<C: ConsumerContext + 'static> Handle for StreamConsumer<C> {
+impl<C: ConsumerContext + 'static> Native for StreamConsumer<C> {
     fn native(&self) -> &NativeClient {
         self.client().native_client()
     }
 }
 
-impl<C: ProducerContext + 'static> Handle for ThreadedProducer<C> {
+impl<C: ProducerContext + 'static> Native for ThreadedProducer<C> {
     fn native(&self) -> &NativeClient {
         Producer::client(self).native_client()
     }
 }
 
-impl<C: ClientContext + 'static> Handle for FutureProducer<C> {
+impl<C: ClientContext + 'static> Native for FutureProducer<C> {
     fn native(&self) -> &NativeClient {
         Producer::client(self).native_client()
     }
@@ -142,7 +142,7 @@ pub fn create<T, C>(
     context: impl FnOnce(Arc<Rebootstrap>) -> C,
 ) -> KafkaResult<T>
 where
-    T: FromClientConfigAndContext<C> + Handle,
+    T: FromClientConfigAndContext<C> + Native,
     C: ClientContext,
 {
     let rebootstrap = Arc::new(Rebootstrap::new(bootstrap));
