@@ -157,14 +157,7 @@ async fn assign(
         hub.start_source(source, offset as u64);
     }
     let consumer: StreamConsumer<Kept> = kafka.create(
-        kafka
-            .client()
-            .set("group.id", format!("{}.streams", kafka.prefix))
-            .set("enable.auto.commit", "false")
-            // An offset the log no longer has (retention): from the oldest it has.
-            .set("auto.offset.reset", "earliest")
-            .set("isolation.level", "read_committed")
-            .set("fetch.wait.max.ms", "5"),
+        &kafka.reader(&format!("{}.streams", kafka.prefix)),
         Kept::from,
     )?;
     consumer.assign(&start)?;

@@ -553,13 +553,7 @@ fn run_stage<S: Stage>(
         "stage starting"
     );
     let consumer: BaseConsumer<Observed> = kafka.create(
-        kafka
-            .client()
-            .set("group.id", format!("{}.{}", kafka.prefix, S::ROLE))
-            .set("enable.auto.commit", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("isolation.level", "read_committed")
-            .set("fetch.wait.max.ms", "5"),
+        &kafka.reader(&format!("{}.{}", kafka.prefix, S::ROLE)),
         |rebootstrap| Observed::new(&config.metrics, S::ROLE, rebootstrap),
     )?;
     let Some(mut workers) = recover_all::<S>(config, handle, &consumer, &owned, count, stop)?

@@ -109,13 +109,7 @@ pub async fn run_projector(
 ) -> anyhow::Result<()> {
     let mongo = mongo.with_timeout(WRITE_TIMEOUT);
     let consumer: StreamConsumer<Observed> = kafka.create(
-        kafka
-            .client()
-            .set("group.id", format!("{}.projector", kafka.prefix))
-            .set("enable.auto.commit", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("isolation.level", "read_committed")
-            .set("fetch.wait.max.ms", "5"),
+        &kafka.reader(&format!("{}.projector", kafka.prefix)),
         |rebootstrap| Observed::new(&metrics, "projector", rebootstrap),
     )?;
     let moved = consumer.context().moved.clone();

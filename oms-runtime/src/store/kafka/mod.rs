@@ -104,6 +104,20 @@ impl KafkaConfig {
         rebootstrap::create(&self.bootstrap, config, context)
     }
 
+    /// A reading consumer's configuration: group `group`, offsets committed by the caller, only
+    /// committed transactions read, a short fetch wait, and from the oldest record where the
+    /// group has no offset (or one the log no longer has, after retention).
+    pub fn reader(&self, group: &str) -> ClientConfig {
+        let mut config = self.client();
+        config
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("isolation.level", "read_committed")
+            .set("fetch.wait.max.ms", "5");
+        config
+    }
+
     /// A client configuration with the connection and security settings.
     pub fn client(&self) -> ClientConfig {
         let mut config = ClientConfig::new();
