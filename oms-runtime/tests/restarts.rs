@@ -17,7 +17,11 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Restarts per run; each strands some client by chance, so more find it more often.
-const RESTARTS: u64 = 6;
+const RESTARTS: u64 = 5;
+/// How long the path may take to work again after a restart. Usually 2–10 s; once in about 55
+/// restarts a funds partition could not read its committed offsets for over 80 s (see "Known
+/// limitations" in docs/architecture.md). A stranded client never works again.
+const RECOVERY: Duration = Duration::from_secs(300);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_kafka_restart_is_followed_by_working_writes() {
@@ -59,7 +63,8 @@ async fn every_kafka_restart_is_followed_by_working_writes() {
         assert!(up.success(), "could not start kafka again");
 
         // An order placed now goes through every stage and into the projection.
-        let deadline = Instant::now() + Duration::from_secs(90);
+        let started = Instant::now();
+        let deadline = started + RECOVERY;
         let key = format!("after-restart-{restart}");
         let placed = loop {
             let (status, placed) = api
@@ -80,6 +85,10 @@ async fn every_kafka_restart_is_followed_by_working_writes() {
                 }
             }
         };
+        eprintln!(
+            "restart {restart}: an order went through after {:?}",
+            started.elapsed()
+        );
         assert_eq!(placed["status"], "new", "restart {restart}: {placed}");
         let id = placed["order_id"].as_str().unwrap();
         let projected = api.await_order(id, |order| order["status"] == "new").await;
