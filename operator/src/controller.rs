@@ -930,17 +930,22 @@ mod tests {
         }
     }
 
+    /// A context whose Kubernetes API is unreachable, with this Kafka timeout.
+    fn offline_context(kafka_timeout: std::time::Duration) -> super::Context {
+        let config = kube::Config::new("http://127.0.0.1:1".parse().unwrap());
+        let client = kube::Client::try_from(config).unwrap();
+        super::Context::new(
+            client,
+            std::sync::Arc::new(crate::metrics::Metrics::new()),
+            kafka_timeout,
+        )
+    }
+
     /// Admin clients are cached by a hash (no password in the key) and dropped when unused.
     #[tokio::test(start_paused = true)]
     async fn admin_clients_are_cached_by_hash_and_dropped_when_idle() {
-        use super::{ADMIN_IDLE, Context};
-        let config = kube::Config::new("http://127.0.0.1:1".parse().unwrap());
-        let client = kube::Client::try_from(config).unwrap();
-        let ctx = Context::new(
-            client,
-            std::sync::Arc::new(crate::metrics::Metrics::new()),
-            std::time::Duration::from_secs(1),
-        );
+        use super::ADMIN_IDLE;
+        let ctx = offline_context(std::time::Duration::from_secs(1));
         let secret = [("sasl.password".to_string(), "hunter2".to_string())];
         let first = ctx.topics("127.0.0.1:1", &secret).unwrap();
         let again = ctx.topics("127.0.0.1:1", &secret).unwrap();
@@ -960,14 +965,7 @@ mod tests {
     /// A failed topic call drops the admin client: the next reconcile connects afresh.
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
     async fn a_kafka_error_drops_the_cached_admin_client() {
-        use super::Context;
-        let config = kube::Config::new("http://127.0.0.1:1".parse().unwrap());
-        let client = kube::Client::try_from(config).unwrap();
-        let ctx = Context::new(
-            client,
-            std::sync::Arc::new(crate::metrics::Metrics::new()),
-            std::time::Duration::from_millis(200),
-        );
+        let ctx = offline_context(std::time::Duration::from_millis(200));
         let wanted = crate::topics::wanted("t", 1, 1, 1);
         // nothing listens there: the call fails
         let ensured = ctx.ensure_topics("127.0.0.1:1", &[], &wanted).await;

@@ -256,6 +256,11 @@ trait Stage: Sized {
 
 type TransactionalProducer = ThreadedProducer<Kept>;
 
+/// The consumer group of stage `S`: its committed offsets are the stage's progress.
+fn group<S: Stage>(kafka: &KafkaConfig) -> String {
+    format!("{}.{}", kafka.prefix, S::ROLE)
+}
+
 /// Aborts the open transaction of `producer` (its partition is recovered next).
 fn abort(producer: &TransactionalProducer, config: &StageConfig) {
     if let Err(abort) = producer.abort_transaction(config.kafka.timeout * 5) {
@@ -314,10 +319,7 @@ impl<S: Stage> PartitionWorker<S> {
         // not polled while it recovers, so a consumer librdkafka stranded without brokers by a
         // broker restart would not be cured (`store::kafka::rebootstrap`) and would fail this
         // call every time.
-        let group: BaseConsumer = kafka
-            .client()
-            .set("group.id", format!("{}.{}", kafka.prefix, S::ROLE))
-            .create()?;
+        let group: BaseConsumer = kafka.client().set("group.id", group::<S>(kafka)).create()?;
         let committed = group.committed_offsets(wanted, kafka.timeout * 5)?;
         let committed = match committed.elements().first().map(|e| e.offset()) {
             Some(Offset::Offset(offset)) if offset >= 0 => offset as u64,
@@ -552,10 +554,10 @@ fn run_stage<S: Stage>(
         ?owned,
         "stage starting"
     );
-    let consumer: BaseConsumer<Observed> = kafka.create(
-        &kafka.reader(&format!("{}.{}", kafka.prefix, S::ROLE)),
-        |rebootstrap| Observed::new(&config.metrics, S::ROLE, rebootstrap),
-    )?;
+    let consumer: BaseConsumer<Observed> = kafka
+        .create(&kafka.reader(&group::<S>(kafka)), |rebootstrap| {
+            Observed::new(&config.metrics, S::ROLE, rebootstrap)
+        })?;
     let Some(mut workers) = recover_all::<S>(config, handle, &consumer, &owned, count, stop)?
     else {
         return Ok(());
