@@ -63,7 +63,9 @@ use crate::store::{IdempotencyStore, LogPosition, Origin, StoredResponse};
 use anyhow::{Context, bail};
 use oms_core::{Instrument, RiskLimits};
 use prometheus_client::metrics::gauge::Gauge;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{
+    BaseConsumer, Consumer, ConsumerContext, ConsumerGroupMetadata, Rebalance,
+};
 use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use rdkafka::statistics::Statistics;
@@ -272,7 +274,8 @@ fn abort(producer: &TransactionalProducer, config: &StageConfig) {
 struct PartitionWorker<S> {
     partition: u32,
     stage: S,
-    producer: TransactionalProducer,
+    /// Shared only with a call that may outlive its wait (see [`send_offsets`]).
+    producer: Arc<TransactionalProducer>,
     /// The next input offset to apply.
     next: u64,
     since_snapshot: u64,
@@ -291,23 +294,25 @@ impl<S: Stage> PartitionWorker<S> {
         if Faults::strike(&config.faults.recovery) {
             bail!("injected recovery failure of partition {partition}");
         }
-        let producer: TransactionalProducer = kafka.create(
-            kafka
-                .client()
-                .set(
-                    "transactional.id",
-                    format!("{}.{}.{partition}", kafka.prefix, S::ROLE),
-                )
-                .set("enable.idempotence", "true")
-                .set("acks", "all")
-                .set("linger.ms", "2")
-                .set("compression.type", "lz4")
-                .set(
-                    "transaction.timeout.ms",
-                    TRANSACTION_TIMEOUT.as_millis().to_string(),
-                ),
-            Kept::from,
-        )?;
+        let producer: Arc<TransactionalProducer> = Arc::new(
+            kafka.create(
+                kafka
+                    .client()
+                    .set(
+                        "transactional.id",
+                        format!("{}.{}.{partition}", kafka.prefix, S::ROLE),
+                    )
+                    .set("enable.idempotence", "true")
+                    .set("acks", "all")
+                    .set("linger.ms", "2")
+                    .set("compression.type", "lz4")
+                    .set(
+                        "transaction.timeout.ms",
+                        TRANSACTION_TIMEOUT.as_millis().to_string(),
+                    ),
+                Kept::from,
+            )?,
+        );
         // Fences a zombie owner of this partition and aborts its open transaction, before the
         // committed offsets are read.
         producer.init_transactions(kafka.timeout * 5)?;
@@ -388,8 +393,7 @@ impl<S: Stage> PartitionWorker<S> {
             let group = consumer
                 .group_metadata()
                 .context("stage consumer has no group metadata")?;
-            self.producer
-                .send_offsets_to_transaction(&offsets, &group, kafka.timeout * 5)?;
+            send_offsets(&self.producer, offsets, group, kafka.timeout * 5)?;
             Ok(last)
         })();
         if result.is_err() {
@@ -468,6 +472,56 @@ impl<S: Stage> PartitionWorker<S> {
             }
         }
     }
+}
+
+/// How long past its own timeout a call into librdkafka may take before it is given up.
+const GIVE_UP_AFTER: Duration = Duration::from_secs(5);
+
+/// `send_offsets_to_transaction`, bounded. librdkafka (2.12.1) does not enforce that call's
+/// timeout: once the broker has the offsets' partition in the transaction, the call waits for a
+/// connection to the group coordinator with no deadline (`rd_kafka_coord_req` sets one and
+/// never reads it), and after a broker restart it was seen to wait for good, its stage stalled
+/// with it (`tests/restarts.rs`). So the call runs on a thread of its own; one that has not
+/// returned in time fails the pass like any other error, and recovery makes a new producer,
+/// which fences this one. The waiting thread keeps the old producer until librdkafka lets it
+/// go: a leak, logged, for a rare event.
+fn send_offsets(
+    producer: &Arc<TransactionalProducer>,
+    offsets: TopicPartitionList,
+    group: ConsumerGroupMetadata,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let producer = producer.clone();
+    let call = move || producer.send_offsets_to_transaction(&offsets, &group, timeout);
+    Ok(bounded(
+        "send_offsets_to_transaction",
+        timeout + GIVE_UP_AFTER,
+        call,
+    )??)
+}
+
+/// Runs `call` on a thread of its own and waits for it at most `limit`; on timeout the thread is
+/// left to finish (or not) on its own.
+fn bounded<T: Send + 'static>(
+    what: &'static str,
+    limit: Duration,
+    call: impl FnOnce() -> T + Send + 'static,
+) -> anyhow::Result<T> {
+    let (done, result) = std::sync::mpsc::sync_channel(1);
+    std::thread::Builder::new()
+        .name(format!("bounded {what}"))
+        .spawn(move || {
+            // The receiver is gone when the wait gave up; nothing is left to tell.
+            let _ = done.send(call());
+        })?;
+    result.recv_timeout(limit).map_err(|_| {
+        tracing::error!(
+            what,
+            ?limit,
+            "a librdkafka call did not return in time; given up"
+        );
+        anyhow::anyhow!("{what} did not return within {limit:?}; given up")
+    })
 }
 
 /// Applies input records `[from, to)` of a partition to its state and drops the outputs: they
@@ -782,5 +836,22 @@ impl ClientContext for Observed {
 impl ConsumerContext for Observed {
     fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, _rebalance: &Rebalance<'_>) {
         self.moved.store(true, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_call_that_does_not_return_is_given_up_after_its_limit() {
+        let (_hold, hung) = std::sync::mpsc::channel::<()>();
+        let error = bounded("a hung call", Duration::from_millis(50), move || {
+            hung.recv()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("a hung call did not return"), "{error}");
+        assert_eq!(bounded("a call", Duration::from_secs(5), || 7).unwrap(), 7);
     }
 }
