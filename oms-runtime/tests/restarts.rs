@@ -16,7 +16,7 @@ use reqwest::StatusCode;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Restarts per run; each strands some client by chance, so more find it more often.
+/// Restarts per run: each meets one of those states by chance, so more find them more often.
 const RESTARTS: u64 = 5;
 /// How long the path may take to work again after a restart: usually 2–10 s, about 25 s when a
 /// stage gives up a hung call (15 s) and recovers. A stuck pipeline never works again.
