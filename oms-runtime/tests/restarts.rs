@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 /// Restarts per run: each meets one of those states by chance, so more find them more often.
 const RESTARTS: u64 = 5;
-/// How long the path may take to work again after a restart: usually 2–10 s, about 25 s when a
-/// stage gives up a hung call (15 s) and recovers. A stuck pipeline never works again.
+/// How long the path may take to work again after a restart: usually 2–10 s, up to about 25 s when
+/// a stage gives up a hung call (15 s) and recovers. A stuck pipeline never works again.
 const RECOVERY: Duration = Duration::from_secs(180);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

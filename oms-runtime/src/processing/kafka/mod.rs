@@ -491,12 +491,12 @@ const GIVE_UP_AFTER: Duration = Duration::from_secs(5);
 
 /// `send_offsets_to_transaction`, bounded. librdkafka (2.12.1) does not enforce that call's
 /// timeout: once the broker has the offsets' partition in the transaction, the call waits for a
-/// connection to the group coordinator with no deadline (`rd_kafka_coord_req` sets one and
-/// never reads it), and after a broker restart it was seen to wait for good, its stage stalled
-/// with it (`tests/restarts.rs`). So the call runs on a thread of its own; one that has not
-/// returned in time fails the pass like any other error, and recovery makes a new producer,
-/// which fences this one. The waiting thread keeps the old producer until librdkafka lets it
-/// go: a leak, logged, for a rare event.
+/// connection to the group coordinator with no deadline (`rd_kafka_coord_req` sets one and never
+/// reads it), and after a broker restart it was seen to wait for good, its stage stalled with it
+/// (`tests/restarts.rs`). So the call runs on a thread of its own; one that has not returned in
+/// time fails the pass like any other error, and recovery makes a new producer, which fences this
+/// one. The waiting thread keeps the old producer until librdkafka lets it go: a leak, logged (one
+/// per give-up; after a broker restart, 0 to 2 per process in the test).
 fn send_offsets(
     producer: &Arc<TransactionalProducer>,
     offsets: TopicPartitionList,
