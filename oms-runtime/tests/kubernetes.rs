@@ -270,17 +270,17 @@ async fn node_with_images(kube: &Kube) {
             .into_iter()
             .filter(|image| !names.contains(*image))
             .collect();
-        // A node under pressure deletes unused images; say so rather than blame the load.
-        let pressure: Vec<_> = node["status"]["conditions"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|c| c["status"] == "True" && c["type"] != "Ready")
-            .map(|c| format!("{}: {}", c["type"], c["message"]))
-            .collect();
         if missing.is_empty() {
             Ok(())
         } else {
+            // A node under pressure deletes unused images; say so rather than blame the load.
+            let pressure: Vec<_> = node["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|c| c["status"] == "True" && c["type"] != "Ready")
+                .map(|c| format!("{}: {}", c["type"], c["message"]))
+                .collect();
             Err(format!(
                 "missing {missing:?}: run scripts/images && scripts/images load; \
                  node conditions {pressure:?}"
